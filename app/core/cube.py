@@ -1,0 +1,232 @@
+"""The hyperspectral cube: (H, W, B) float32 reflectance with wavelengths in nm.
+
+A cube either holds its data in memory or reads it lazily from a raw array-like (a numpy memmap
+or an h5py dataset) whose axes may be in any order and whose values may need a scale. Lazy cubes
+answer ``band(k)`` and ``spectrum(y, x)`` by reading only those values from disk, so a 2 GB ENVI
+file opens instantly and stays out of resident memory until ``data`` is asked for.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.core.errors import CubeError, NonFiniteError
+
+
+def _as_float_vector(values, length: int, what: str, path) -> np.ndarray | None:
+    if values is None:
+        return None
+    vec = np.asarray(values, dtype=np.float64).reshape(-1)
+    if vec.size != length:
+        raise CubeError(path, f"{what} has {vec.size} entries but the cube has {length} bands")
+    return vec
+
+
+@dataclass
+class Cube:
+    """A hyperspectral cube in the application's convention.
+
+    Attributes:
+        raw: the stored array (numpy array, np.memmap or h5py dataset), any axis order.
+        axes: positions in ``raw`` of the (H, W, B) axes; (0, 1, 2) when raw is already H, W, B.
+        scale: reflectance = raw * scale + offset (e.g. 1/65535 for CAVE uint16).
+        offset: see ``scale``.
+        wavelengths_nm: (B,) band centres in nanometres, or None when unknown.
+        fwhm_nm: (B,) full width at half maximum in nanometres, or None.
+        bad_bands: (B,) bool, True where the band is flagged bad (ENVI ``bbl`` == 0), or None.
+        ignore_value: raw value that marks "no data"; such values read as 0 reflectance.
+        name: display name.
+        source_path: where it was read from (None when computed in the app).
+        normalisation: the rule that maps stored values to reflectance, said in words.
+        metadata: free-form (header fields, provenance of a computed reconstruction, ...).
+    """
+
+    raw: Any
+    axes: tuple[int, int, int] = (0, 1, 2)
+    scale: float = 1.0
+    offset: float = 0.0
+    wavelengths_nm: np.ndarray | None = None
+    fwhm_nm: np.ndarray | None = None
+    bad_bands: np.ndarray | None = None
+    ignore_value: float | None = None
+    name: str = "cube"
+    source_path: Path | None = None
+    normalisation: str = "values taken as reflectance"
+    metadata: dict = field(default_factory=dict)
+    _cache: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if len(getattr(self.raw, "shape", ())) != 3:
+            raise CubeError(self.source_path, f"a cube needs 3 axes, got shape {getattr(self.raw, 'shape', None)}")
+        if sorted(self.axes) != [0, 1, 2]:
+            raise ValueError(f"axes must be a permutation of (0, 1, 2), got {self.axes}")
+        self.axes = tuple(int(a) for a in self.axes)
+        bands = self.shape[2]
+        self.wavelengths_nm = _as_float_vector(self.wavelengths_nm, bands, "the wavelength list", self.source_path)
+        self.fwhm_nm = _as_float_vector(self.fwhm_nm, bands, "the FWHM list", self.source_path)
+        if self.bad_bands is not None:
+            bb = np.asarray(self.bad_bands, dtype=bool).reshape(-1)
+            if bb.size != bands:
+                raise CubeError(self.source_path, f"the bad-band list has {bb.size} entries but the cube has {bands} bands")
+            self.bad_bands = bb
+        if self.source_path is not None:
+            self.source_path = Path(self.source_path)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_array(cls, data, wavelengths_nm=None, *, name: str = "cube", check_finite: bool = True, **kwargs) -> "Cube":
+        """Wrap an in-memory (H, W, B) array (converted to float32)."""
+        arr = np.ascontiguousarray(np.asarray(data, dtype=np.float32))
+        if arr.ndim != 3:
+            raise CubeError(kwargs.get("source_path"), f"a cube needs shape (H, W, B), got {arr.shape}")
+        if check_finite and not np.isfinite(arr).all():
+            bad = int(arr.size - np.isfinite(arr).sum())
+            raise NonFiniteError(kwargs.get("source_path"), f"{bad} values are NaN or Inf")
+        return cls(raw=arr, wavelengths_nm=wavelengths_nm, name=name, **kwargs)
+
+    def with_data(self, data, **changes) -> "Cube":
+        """A new in-memory cube with ``data`` (H, W, B) and this cube's band metadata."""
+        arr = np.ascontiguousarray(np.asarray(data, dtype=np.float32))
+        if arr.ndim != 3 or arr.shape[2] != self.shape[2]:
+            raise CubeError(self.source_path, f"new data {arr.shape} does not match {self.shape[2]} bands")
+        fields = dict(
+            wavelengths_nm=self.wavelengths_nm, fwhm_nm=self.fwhm_nm, bad_bands=self.bad_bands,
+            name=self.name, source_path=None, normalisation="values taken as reflectance",
+            metadata=dict(self.metadata),
+        )
+        fields.update(changes)
+        return Cube(raw=arr, **fields)
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        s = self.raw.shape
+        return (int(s[self.axes[0]]), int(s[self.axes[1]]), int(s[self.axes[2]]))
+
+    @property
+    def height(self) -> int:
+        return self.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.shape[1]
+
+    @property
+    def bands(self) -> int:
+        return self.shape[2]
+
+    @property
+    def is_lazy(self) -> bool:
+        """True when values are read from disk on demand (memmap / HDF5)."""
+        return self._cache is None and not (isinstance(self.raw, np.ndarray) and not isinstance(self.raw, np.memmap))
+
+    @property
+    def nbytes_float32(self) -> int:
+        h, w, b = self.shape
+        return h * w * b * 4
+
+    # ------------------------------------------------------------------ access
+    def _convert(self, values: np.ndarray) -> np.ndarray:
+        """Stored values -> native-endian float32 reflectance (ignore value -> 0)."""
+        out = np.asarray(values)  # astype below also turns big-endian data into native floats
+        ignore = None
+        if self.ignore_value is not None:
+            ignore = out == self.ignore_value
+        out = out.astype(np.float32, copy=True)
+        if self.scale != 1.0:
+            out *= np.float32(self.scale)
+        if self.offset != 0.0:
+            out += np.float32(self.offset)
+        if ignore is not None and ignore.any():
+            out[ignore] = 0.0
+        return out
+
+    def _read(self, index_hwb: tuple) -> np.ndarray:
+        """Read raw[...] for an index given in (H, W, B) order; returns axes in (H, W, B) order
+        for the axes that were sliced (integer-indexed axes drop out)."""
+        raw_index = [slice(None)] * 3
+        for hwb_axis, raw_axis in enumerate(self.axes):
+            raw_index[raw_axis] = index_hwb[hwb_axis]
+        values = self.raw[tuple(raw_index)]
+        kept = [a for a in range(3) if not isinstance(index_hwb[a], (int, np.integer))]
+        raw_positions = [self.axes[a] for a in kept]
+        order = np.argsort(np.argsort(raw_positions))  # rank of each kept axis in raw order
+        return np.transpose(np.asarray(values), axes=tuple(int(o) for o in order))
+
+    def band(self, k: int) -> np.ndarray:
+        """(H, W) float32 reflectance of band ``k`` (reads only that band when lazy)."""
+        k = int(k)
+        if not -self.bands <= k < self.bands:
+            raise IndexError(f"band {k} out of range for {self.bands} bands")
+        if self._cache is not None:
+            return self._cache[:, :, k]
+        return self._convert(self._read((slice(None), slice(None), k % self.bands)))
+
+    def spectrum(self, y: int, x: int) -> np.ndarray:
+        """(B,) float32 reflectance of pixel (row y, column x)."""
+        y, x = int(y), int(x)
+        if not (0 <= y < self.height and 0 <= x < self.width):
+            raise IndexError(f"pixel ({y}, {x}) outside {self.height}x{self.width}")
+        if self._cache is not None:
+            return self._cache[y, x, :].copy()
+        return self._convert(self._read((y, x, slice(None))))
+
+    def region(self, rows: slice, cols: slice) -> np.ndarray:
+        """(h, w, B) float32 reflectance of a rectangle."""
+        if self._cache is not None:
+            return self._cache[rows, cols, :]
+        return self._convert(self._read((rows, cols, slice(None))))
+
+    @property
+    def data(self) -> np.ndarray:
+        """The whole (H, W, B) float32 array (loaded and cached on first use)."""
+        if self._cache is None:
+            if isinstance(self.raw, np.ndarray) and not isinstance(self.raw, np.memmap) \
+                    and self.raw.dtype == np.float32 and self.axes == (0, 1, 2) \
+                    and self.scale == 1.0 and self.offset == 0.0 and self.ignore_value is None:
+                self._cache = self.raw
+            else:
+                full = np.ascontiguousarray(self._convert(self._read((slice(None),) * 3)))
+                if np.dtype(self.raw.dtype).kind == "f" and not np.isfinite(full).all():
+                    # lazy files are only sampled at open; the full read is where NaN/Inf surface
+                    bad = int(full.size - np.count_nonzero(np.isfinite(full)))
+                    raise NonFiniteError(self.source_path, f"{bad} NaN/Inf values found while loading the whole cube; "
+                                                           "open it with nonfinite='zero' to read them as 0")
+                self._cache = full
+        return self._cache
+
+    def load(self) -> "Cube":
+        """Read everything into memory now (returns self)."""
+        _ = self.data
+        return self
+
+    # ------------------------------------------------------------------ band helpers
+    def band_index(self, wavelength_nm: float) -> int:
+        """Index of the band whose centre is nearest to ``wavelength_nm`` (index itself if unknown)."""
+        if self.wavelengths_nm is None:
+            return int(np.clip(round(wavelength_nm), 0, self.bands - 1))
+        return int(np.argmin(np.abs(self.wavelengths_nm - wavelength_nm)))
+
+    def band_label(self, k: int) -> str:
+        if self.wavelengths_nm is None:
+            return f"band {k}"
+        return f"band {k} ({self.wavelengths_nm[k]:.1f} nm)"
+
+    def describe(self) -> str:
+        h, w, b = self.shape
+        wl = ""
+        if self.wavelengths_nm is not None:
+            wl = f", {self.wavelengths_nm[0]:.1f}-{self.wavelengths_nm[-1]:.1f} nm"
+        lazy = ", memory-mapped" if self.is_lazy else ""
+        return f"{self.name}: {h}x{w}x{b}{wl}{lazy}; {self.normalisation}"
+
+    def replace(self, **changes) -> "Cube":
+        """A shallow copy with some fields changed (shares the raw array)."""
+        cube = dataclasses.replace(self, **changes)
+        if "raw" not in changes:
+            cube._cache = self._cache
+        return cube

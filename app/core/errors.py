@@ -1,0 +1,70 @@
+"""Exceptions of the project. Every message names the file (when there is one) and the problem.
+
+The GUI shows ``str(error)`` in a dialog; the CLI prints it and exits non-zero. Nothing here
+imports Qt or torch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class HsiError(Exception):
+    """Base class of every error the project raises on purpose."""
+
+
+class CubeError(HsiError):
+    """A cube file cannot be read or written. ``path`` is the offending file or folder."""
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = Path(path) if path is not None else None
+        self.problem = problem
+        where = f"{self.path}: " if self.path is not None else ""
+        super().__init__(f"{where}{problem}")
+
+
+class MissingFileError(CubeError):
+    """The file or folder does not exist (or a companion file such as the ENVI data is missing)."""
+
+
+class UnknownFormatError(CubeError):
+    """No reader recognises the file's content."""
+
+
+class UnsafeFileError(CubeError):
+    """The file would need unpickling (e.g. a pickle disguised as .npy); we refuse."""
+
+
+class TruncatedFileError(CubeError):
+    """The file holds fewer bytes than its header promises."""
+
+
+class NoCubeError(CubeError):
+    """The container (.mat/.npz/.h5) holds no 3-D numeric array (or 2-D with a known height/width)."""
+
+
+class NonNumericError(CubeError):
+    """The array holds strings, objects or structs instead of numbers."""
+
+
+class NonFiniteError(CubeError):
+    """The array holds NaN or Inf values (the user may ask for them to be replaced by 0)."""
+
+
+class InconsistentBandsError(CubeError):
+    """Per-band files disagree (sizes, channels) or a band count does not match its metadata."""
+
+
+class AmbiguousCubeError(CubeError):
+    """The reader cannot decide alone; ``choices`` lists the options, ``option`` names the flag.
+
+    The GUI shows a picker with ``choices``; the CLI tells the user to pass ``--<option>``.
+    """
+
+    def __init__(self, path, problem: str, option: str, choices: list[str]):
+        self.option = option
+        self.choices = list(choices)
+        super().__init__(path, f"{problem} (choose with --{option}: {', '.join(self.choices)})")
+
+
+class ShapeMismatchError(HsiError):
+    """Two cubes that must be compared have different shapes, band counts or wavelengths."""

@@ -1,0 +1,146 @@
+"""One registry of cube readers and writers; the format is sniffed from the content.
+
+>>> cube = open_cube("scene.hdr")             # ENVI, .mat v5/v7.3, .npy/.npz, TIFF, HDF5, PNG folder
+>>> save_cube(cube, "out.mat")                 # format from the extension (or fmt=...)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from app.core.cube import Cube
+from app.core.errors import CubeError, MissingFileError, UnknownFormatError, UnsafeFileError
+from app.core.io import containers, envi, imagefiles
+from app.core.io._common import ReadOptions
+
+__all__ = ["open_cube", "save_cube", "sniff", "ReadOptions", "FORMATS", "WRITE_FORMATS", "list_variables"]
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    title: str
+    extensions: tuple[str, ...]
+    read: Callable[[Path, ReadOptions], Cube] | None
+    write: Callable[[Cube, Path], Path] | None
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("envi", "ENVI (.hdr + .img/.dat/.raw/.bsq/.bil/.bip)", (".hdr", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip"),
+           envi.read, envi.write),
+    Format("mat-v5", "MATLAB v5/v7 .mat", (".mat",), containers.read_mat5,
+           lambda c, p: containers.write_mat(c, p, "5")),
+    Format("mat-v7.3", "MATLAB v7.3 .mat (HDF5)", (".mat",), containers.read_mat73,
+           lambda c, p: containers.write_mat(c, p, "7.3")),
+    Format("hdf5", "HDF5 (.h5/.hdf5/.he5)", (".h5", ".hdf5", ".he5", ".hdf"), containers.read_hdf5, containers.write_hdf5),
+    Format("npy", "NumPy .npy", (".npy",), containers.read_npy, containers.write_npy),
+    Format("npz", "NumPy .npz", (".npz",), containers.read_npz, containers.write_npz),
+    Format("tiff", "TIFF / GeoTIFF", (".tif", ".tiff"), imagefiles.read_tiff, imagefiles.write_tiff),
+    Format("png-folder", "Folder of per-band PNG images (CAVE)", ("",), imagefiles.read_png_folder,
+           imagefiles.write_png_folder),
+)}
+WRITE_FORMATS = {".hdr": "envi", ".img": "envi", ".mat": "mat", ".h5": "hdf5", ".hdf5": "hdf5",
+                 ".npy": "npy", ".npz": "npz", ".tif": "tiff", ".tiff": "tiff", "": "png-folder"}
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def sniff(path: str | Path) -> str:
+    """The format name of a file or folder, decided from its content (magic bytes)."""
+    path = Path(path)
+    if not path.exists():
+        if path.is_symlink():
+            raise MissingFileError(path, "is a broken symbolic link")
+        raise MissingFileError(path, "no such file or folder")
+    if path.is_dir():
+        return "png-folder"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1032)
+    except OSError as exc:
+        raise CubeError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if not head:
+        raise CubeError(path, "the file is empty")
+    if head.startswith(b"ENVI"):
+        return "envi"
+    if head.startswith(b"MATLAB 7.3 MAT-file"):
+        return "mat-v7.3"
+    if head.startswith(b"MATLAB 5.0 MAT-file") or head[:116].startswith(b"MATLAB"):
+        return "mat-v5"
+    if any(head[off:off + 8] == _HDF5_MAGIC for off in (0, 512, 1024)):
+        return "hdf5"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "npz"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        raise UnsafeFileError(path, "is a Python pickle (whatever its extension says); pickles can run "
+                                    "code when loaded, so it is not opened. Save the array with numpy.save")
+    if head.startswith(b"\x89PNG"):
+        raise UnknownFormatError(path, "is a single PNG image; open the folder that holds one PNG per band")
+    if envi.header_for(path) is not None:
+        return "envi"
+    raise UnknownFormatError(path, f"is not a cube format this program reads (ENVI, MATLAB .mat, .npy/.npz, TIFF, "
+                                   f"HDF5, PNG band folder); it starts with bytes {head[:8]!r}")
+
+
+def open_cube(path: str | Path, *, var: str | None = None, layout: str | None = None,
+              hw: tuple[int, int] | None = None, normalise: str | float = "auto",
+              nonfinite: str = "error", fmt: str | None = None) -> Cube:
+    """Read a cube from any supported file or folder.
+
+    Raises HsiError subclasses whose message names the file and the problem;
+    AmbiguousCubeError (``.option``, ``.choices``) when the user must pick a variable/layout.
+    """
+    path = Path(path).expanduser()
+    options = ReadOptions(var=var, layout=layout, hw=tuple(hw) if hw else None,
+                          normalise=normalise, nonfinite=nonfinite)
+    if nonfinite not in ("error", "zero"):
+        raise ValueError(f"nonfinite must be 'error' or 'zero', not {nonfinite!r}")
+    name = fmt or sniff(path)
+    if name not in FORMATS:
+        raise UnknownFormatError(path, f"unknown format '{name}' (known: {', '.join(FORMATS)})")
+    try:
+        cube = FORMATS[name].read(path, options)
+    except MemoryError:
+        raise CubeError(path, "does not fit in memory; a memory-mapped format (ENVI, .npy, uncompressed "
+                              "TIFF, HDF5) opens without loading it") from None
+    cube.metadata.setdefault("format", name)
+    return cube
+
+
+def list_variables(path: str | Path) -> list[str]:
+    """Names and shapes of the arrays in a container file (for the GUI's variable picker)."""
+    path = Path(path)
+    name = sniff(path)
+    if name == "mat-v5":
+        return [v.describe() for v in containers.list_mat5(path)]
+    if name in ("mat-v7.3", "hdf5"):
+        with containers._open_h5(path) as handle:
+            return [v.describe() for v in containers.list_h5(handle, path, matlab=name == "mat-v7.3")]
+    if name == "npz":
+        return [v.describe() for v in containers.list_npz(path)]
+    return []
+
+
+def save_cube(cube: Cube, path: str | Path, *, fmt: str | None = None, **options) -> Path:
+    """Write a cube (format from ``fmt`` or the extension; a path without extension is a PNG folder).
+
+    Writers go through a temporary name and a rename, so a failure never leaves a partial file.
+    Options: ``mat_version`` ('auto', '5', '7.3') for .mat, ``interleave``/``byteorder`` for ENVI."""
+    path = Path(path).expanduser()
+    name = fmt or WRITE_FORMATS.get(path.suffix.lower())
+    if name is None:
+        raise UnknownFormatError(path, f"cannot tell the output format from '{path.suffix}' "
+                                       f"(use one of {', '.join(e for e in WRITE_FORMATS if e)} or a folder)")
+    if name == "mat":
+        return containers.write_mat(cube, path, options.get("mat_version", "auto"))
+    if name == "envi":
+        return envi.write(cube, path, interleave=options.get("interleave", "bsq"),
+                          byteorder=options.get("byteorder", "little"))
+    if name not in FORMATS or FORMATS[name].write is None:
+        raise UnknownFormatError(path, f"no writer for format '{name}'")
+    return FORMATS[name].write(cube, path)

@@ -1,0 +1,253 @@
+"""Shared pieces of the readers and writers: options, layout detection, value normalisation,
+wavelength units, finiteness checks and atomic writes."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from app.core.errors import (
+    AmbiguousCubeError,
+    CubeError,
+    NonFiniteError,
+    NonNumericError,
+)
+
+log = logging.getLogger("hsi.io")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What the user may force when a file does not say it clearly.
+
+    var: variable / dataset name inside .mat/.npz/.h5.
+    layout: stored axis order as letters, 'HWB', 'BHW', 'HBW', ... (MATLAB order for .mat files),
+        or 'BP' / 'PB' for a 2-D bands x pixels (pixels x bands) matrix, which also needs ``hw``.
+    hw: (height, width) for 2-D matrices.
+    normalise: 'auto' (the rule stated in the metadata or the dtype's rule, always reported),
+        'none' (values as stored), 'max' (divide by the data maximum) or a number to divide by.
+    nonfinite: 'error' (default) or 'zero' (replace NaN/Inf by 0 and say so).
+    """
+
+    var: str | None = None
+    layout: str | None = None
+    hw: tuple[int, int] | None = None
+    normalise: str | float = "auto"
+    nonfinite: str = "error"
+
+
+# ------------------------------------------------------------------------------ layout
+_LAYOUT_RE = re.compile(r"^(?=.*H)(?=.*W)(?=.*B)[HWB]{3}$")
+
+
+def axes_from_layout(layout: str, path) -> tuple[int, int, int]:
+    """'BHW' -> positions of (H, W, B) in the stored array: (1, 2, 0)."""
+    lay = layout.upper()
+    if not _LAYOUT_RE.match(lay):
+        raise CubeError(path, f"layout {layout!r} is not a permutation of H, W and B (e.g. HWB or BHW)")
+    return (lay.index("H"), lay.index("W"), lay.index("B"))
+
+
+def detect_layout(shape: tuple[int, ...], path, n_wavelengths: int | None = None) -> str:
+    """Guess which stored axis holds the bands of a 3-D array.
+
+    Rules, in order: the one axis whose length equals the wavelength list; the odd one out when
+    the other two are equal (square images); the shortest axis when it is clearly shorter than
+    the others (less than half). Anything else is ambiguous and the user must choose.
+    """
+    if len(shape) != 3:
+        raise CubeError(path, f"expected a 3-D array, got shape {tuple(shape)}")
+    if n_wavelengths:
+        hits = [i for i, n in enumerate(shape) if n == n_wavelengths]
+        if len(hits) == 1:
+            return _layout_with_band_at(hits[0])
+    a, b, c = shape
+    if a == b != c:
+        return "HWB"
+    if b == c != a:
+        return "BHW"
+    order = sorted(range(3), key=lambda i: shape[i])
+    if shape[order[0]] * 2 <= shape[order[1]] and order[0] != 1:
+        return _layout_with_band_at(order[0])
+    raise AmbiguousCubeError(
+        path, f"cannot tell which axis of shape {tuple(shape)} holds the bands", "layout",
+        ["HWB", "BHW", "HBW"],
+    )
+
+
+def _layout_with_band_at(axis: int) -> str:
+    return {0: "BHW", 1: "HBW", 2: "HWB"}[axis]
+
+
+def check_numeric(arr_dtype: np.dtype, path, what: str = "the array") -> None:
+    kind = np.dtype(arr_dtype).kind
+    if kind not in "biuf":
+        names = {"U": "text", "S": "bytes", "O": "Python objects", "V": "records/structs", "c": "complex numbers"}
+        raise NonNumericError(path, f"{what} holds {names.get(kind, kind)} ({arr_dtype}), not real numbers")
+
+
+# ------------------------------------------------------------------------------ values
+def normalisation_rule(dtype: np.dtype, options: ReadOptions, *, stated_scale: float | None = None,
+                       stated_rule: str | None = None, max_value: float | None = None) -> tuple[float, str]:
+    """(multiplier, rule in words) turning stored values into reflectance.
+
+    ``stated_scale``/``stated_rule`` come from the file (ENVI reflectance scale factor, CAVE
+    convention). ``max_value`` is only needed for normalise='max'.
+    """
+    user = options.normalise
+    if isinstance(user, (int, float)) and not isinstance(user, bool):
+        if not user > 0:
+            raise ValueError(f"the normalisation divisor must be positive, got {user}")
+        return 1.0 / float(user), f"stored values divided by {user:g} (user choice)"
+    if user == "none":
+        return 1.0, "stored values used as they are (user choice)"
+    if user == "max":
+        if not max_value or max_value <= 0:
+            return 1.0, "stored values used as they are (maximum is not positive)"
+        return 1.0 / float(max_value), f"stored values divided by their maximum {max_value:g} (user choice)"
+    if user != "auto":
+        raise ValueError(f"normalise must be 'auto', 'none', 'max' or a number, got {user!r}")
+    if stated_scale is not None:
+        return stated_scale, stated_rule or f"stored values multiplied by {stated_scale:g}"
+    kind = np.dtype(dtype).kind
+    if kind in "ui":
+        top = float(np.iinfo(dtype).max)
+        rule = (f"{np.dtype(dtype).name} values divided by {top:g} (the type's maximum: an assumption, "
+                f"not stated in the file; choose another divisor if the data use a smaller range)")
+        log.info("%s", rule)
+        return 1.0 / top, rule
+    if kind == "b":
+        return 1.0, "boolean values taken as 0/1"
+    return 1.0, "floating-point values taken as reflectance"
+
+
+def sample_values(raw, axes: tuple[int, int, int] | None = None, max_values: int = 65536) -> np.ndarray:
+    """A cheap sample of a (possibly memory-mapped) array for sanity checks (NaN/Inf, maximum).
+
+    Reads a few slices along the first *stored* axis, each cut to a short run of contiguous
+    values, so that a cold memory-mapped file costs a handful of page reads, not thousands.
+    ``axes`` is accepted for symmetry with the cube's description; the sample ignores it."""
+    shape = raw.shape
+    per_slice = max(1, max_values // 4)
+    run = max(1, min(shape[2], per_slice))
+    rows = max(1, min(shape[1], per_slice // run))
+    out = []
+    for i in np.unique(np.linspace(0, shape[0] - 1, 4).astype(int)):
+        out.append(np.asarray(raw[int(i), :rows, :run]).reshape(-1))
+    return np.concatenate(out)
+
+
+def check_finite(values: np.ndarray, path, options: ReadOptions, *, sampled: bool = False) -> bool:
+    """Raise NonFiniteError when NaN/Inf appear and the user did not ask for them to be zeroed.
+
+    Returns True when non-finite values were found (and must be replaced by 0)."""
+    if np.dtype(values.dtype).kind != "f":
+        return False
+    finite = np.isfinite(values)
+    if finite.all():
+        return False
+    if options.nonfinite == "zero":
+        return True
+    bad = int(finite.size - np.count_nonzero(finite))
+    where = "in a sample of " if sampled else "among "
+    raise NonFiniteError(
+        path, f"{bad} NaN/Inf values {where}{finite.size} values; open it with nonfinite='zero' "
+              f"(CLI: --nonfinite zero) to read them as 0")
+
+
+def zero_nonfinite(arr: np.ndarray) -> np.ndarray:
+    arr = np.array(arr, copy=True)
+    arr[~np.isfinite(arr)] = 0
+    return arr
+
+
+# ------------------------------------------------------------------------------ wavelengths
+_UNIT_FACTORS = {
+    "nm": 1.0, "nanometer": 1.0, "nanometers": 1.0, "nanometre": 1.0, "nanometres": 1.0,
+    "um": 1e3, "µm": 1e3, "micrometer": 1e3, "micrometers": 1e3, "micrometre": 1e3,
+    "micrometres": 1e3, "micron": 1e3, "microns": 1e3, "mm": 1e6, "millimeter": 1e6,
+    "millimeters": 1e6, "m": 1e9, "meter": 1e9, "meters": 1e9,
+}
+
+
+def wavelengths_to_nm(values, units: str | None, path=None) -> tuple[np.ndarray | None, str]:
+    """Convert a wavelength list to nanometres. Returns (wavelengths_nm or None, note).
+
+    Known unit names are converted; unknown/missing units are inferred from the magnitude
+    (values below 30 are micrometres, otherwise nanometres) and the note says so. Wavenumbers
+    and band indices are not wavelengths and give None."""
+    if values is None:
+        return None, ""
+    vec = np.asarray(values, dtype=np.float64).reshape(-1)
+    if vec.size == 0 or not np.isfinite(vec).all():
+        return None, "wavelength list is empty or not numeric: ignored"
+    unit = (units or "").strip().lower()
+    if unit in ("index", "wavenumber", "cm-1", "ghz", "mhz"):
+        return None, f"wavelength units '{units}' are not lengths: band positions unknown"
+    if unit in _UNIT_FACTORS:
+        return vec * _UNIT_FACTORS[unit], ""
+    if vec.max() < 30:
+        return vec * 1e3, f"wavelength units {'missing' if not unit else repr(units)}: values below 30 read as micrometres"
+    return vec, f"wavelength units {'missing' if not unit else repr(units)}: values read as nanometres"
+
+
+# ------------------------------------------------------------------------------ writing
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+
+    On any error the temporary file is removed, so no half-written output is ever left."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A temporary folder inside ``parent``; removed with its contents if the block fails."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}.", suffix=".part", dir=parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def reflectance_for_writing(cube) -> tuple[np.ndarray, dict]:
+    """The (H, W, B) float32 data of a cube and the band metadata every writer stores."""
+    data = np.ascontiguousarray(cube.data, dtype=np.float32)
+    meta = {
+        "wavelengths_nm": None if cube.wavelengths_nm is None else [float(v) for v in cube.wavelengths_nm],
+        "fwhm_nm": None if cube.fwhm_nm is None else [float(v) for v in cube.fwhm_nm],
+        "bad_bands": None if cube.bad_bands is None else [bool(v) for v in cube.bad_bands],
+        "name": cube.name,
+    }
+    return data, meta
+
+
+def plausible_wavelengths(vec: np.ndarray | None, bands: int) -> bool:
+    """A 1-D increasing list of band centres (in nm or um) with one entry per band."""
+    if vec is None:
+        return False
+    vec = np.asarray(vec, dtype=np.float64).reshape(-1)
+    if vec.size != bands or bands < 2 or not np.isfinite(vec).all():
+        return False
+    return bool(np.all(np.diff(vec) > 0) and vec.min() > 0.1)

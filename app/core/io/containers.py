@@ -1,0 +1,473 @@
+"""Files that hold named arrays: MATLAB .mat (v5 via scipy, v7.3 via h5py), HDF5, .npz, and .npy.
+
+The cube is the largest 3-D numeric array unless the user names one; a 2-D bands x pixels matrix
+works when its height and width are known (``hw`` or nRow/nCol-like variables in the file).
+A wavelength variable is picked up when its name says so and its length matches the bands.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from app.core.cube import Cube
+from app.core.errors import (
+    AmbiguousCubeError,
+    CubeError,
+    NoCubeError,
+    NonNumericError,
+    UnsafeFileError,
+)
+from app.core.io._common import (
+    ReadOptions,
+    atomic_path,
+    axes_from_layout,
+    check_finite,
+    check_numeric,
+    detect_layout,
+    normalisation_rule,
+    plausible_wavelengths,
+    reflectance_for_writing,
+    sample_values,
+    wavelengths_to_nm,
+    zero_nonfinite,
+)
+
+_WAVELENGTH_NAME = re.compile(r"(wave|wavelength|wvl|^wl|lambda|band_?cent|centers?$|centres?$)", re.I)
+_HEIGHT_NAMES = ("nrow", "nrows", "height", "lines", "h", "rows")
+_WIDTH_NAMES = ("ncol", "ncols", "width", "samples", "w", "cols")
+
+
+@dataclass
+class Variable:
+    """A named array in a container. ``shape`` is in the file's logical (MATLAB or C) order."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    load: Callable[[], Any]      # returns the array (or a lazy h5py dataset in stored order)
+    reversed_axes: bool = False  # MATLAB v7.3: stored order is the reverse of ``shape``
+    numeric: bool = True
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 0
+
+    def describe(self) -> str:
+        return f"{self.name} {'x'.join(map(str, self.shape))} {self.dtype}"
+
+
+def _is_numeric_dtype(dtype) -> bool:
+    return np.dtype(dtype).kind in "biuf"
+
+
+# ------------------------------------------------------------------------------ listing
+def list_mat5(path: Path) -> list[Variable]:
+    import scipy.io as sio
+
+    try:
+        contents = sio.loadmat(str(path), squeeze_me=False, struct_as_record=True)
+    except Exception as exc:
+        raise CubeError(path, f"cannot read this MATLAB v5 file ({exc})") from None
+    out = []
+    for name, value in contents.items():
+        if name.startswith("__"):
+            continue
+        arr = np.asarray(value)
+        out.append(Variable(name, tuple(arr.shape), arr.dtype, (lambda a=arr: a),
+                            numeric=_is_numeric_dtype(arr.dtype)))
+    return out
+
+
+def _walk_h5(group, prefix="") -> list:
+    import h5py
+
+    found = []
+    for key, item in group.items():
+        if key.startswith("#"):  # MATLAB's #refs# and #subsystem#
+            continue
+        full = f"{prefix}{key}"
+        if isinstance(item, h5py.Dataset):
+            found.append((full, item))
+        elif isinstance(item, h5py.Group):
+            found.extend(_walk_h5(item, full + "/"))
+    return found
+
+
+def list_h5(handle, path: Path, matlab: bool) -> list[Variable]:
+    out = []
+    for name, ds in _walk_h5(handle):
+        matlab_class = ds.attrs.get("MATLAB_class", b"")
+        if isinstance(matlab_class, bytes):
+            matlab_class = matlab_class.decode(errors="replace")
+        numeric = _is_numeric_dtype(ds.dtype) and matlab_class not in ("char", "cell", "logical_struct", "struct")
+        shape = tuple(reversed(ds.shape)) if matlab else tuple(ds.shape)
+        out.append(Variable(name, shape, ds.dtype, (lambda d=ds: d), reversed_axes=matlab, numeric=numeric))
+    return out
+
+
+def list_npz(path: Path) -> list[Variable]:
+    try:
+        archive = np.load(str(path), allow_pickle=False)
+    except Exception as exc:
+        raise CubeError(path, f"cannot read this .npz archive ({exc})") from None
+    out = []
+    for name in archive.files:
+        try:
+            arr = archive[name]
+        except ValueError:
+            raise UnsafeFileError(path, f"array '{name}' holds Python objects, which would need unpickling; refused") from None
+        out.append(Variable(name, tuple(arr.shape), arr.dtype, (lambda a=arr: a), numeric=_is_numeric_dtype(arr.dtype)))
+    return out
+
+
+# ------------------------------------------------------------------------------ choosing
+def _find(variables: list[Variable], name: str, path: Path) -> Variable:
+    for v in variables:
+        if v.name == name:
+            return v
+    for v in variables:
+        if v.name.lower() == name.lower():
+            return v
+    raise CubeError(path, f"no variable named '{name}'; the file holds: "
+                          + ", ".join(v.describe() for v in variables))
+
+
+def _scalar(variables: list[Variable], names: tuple[str, ...]) -> int | None:
+    for v in variables:
+        if v.name.lower() in names and v.numeric and v.size == 1:
+            arr = np.asarray(v.load())
+            return int(arr.reshape(-1)[0])
+    return None
+
+
+def choose_cube(variables: list[Variable], options: ReadOptions, path: Path) -> tuple[Variable, tuple[int, int] | None]:
+    """The cube variable and, for a 2-D matrix, its (height, width)."""
+    if options.var:
+        var = _find(variables, options.var, path)
+        if not var.numeric:
+            raise NonNumericError(path, f"variable '{var.name}' holds {var.dtype}, not numbers")
+        if len(var.shape) not in (2, 3):
+            raise NoCubeError(path, f"variable '{var.name}' has shape {var.shape}; a cube needs 3 axes "
+                                    f"(or 2 with a height and width)")
+        return var, _hw_for(var, variables, options, path) if len(var.shape) == 2 else None
+    cubes = [v for v in variables if v.numeric and len(v.shape) == 3 and min(v.shape) > 1]
+    if not cubes:
+        hw = options.hw or _hw_from_file(variables)
+        if hw is not None:
+            flat = [v for v in variables if v.numeric and len(v.shape) == 2 and hw[0] * hw[1] in v.shape]
+            if flat:
+                var = max(flat, key=lambda v: v.size)
+                return var, hw
+        non_numeric = [v for v in variables if not v.numeric and len(v.shape) == 3]
+        if non_numeric:
+            raise NonNumericError(path, f"variable '{non_numeric[0].name}' is 3-D but holds "
+                                        f"{non_numeric[0].dtype}, not numbers")
+        listing = ", ".join(v.describe() for v in variables) or "nothing"
+        raise NoCubeError(path, f"no 3-D numeric array found (the file holds: {listing}); for a 2-D "
+                                f"bands x pixels matrix give its height and width (--hw H W)")
+    cubes.sort(key=lambda v: v.size, reverse=True)
+    if len(cubes) > 1 and cubes[0].size == cubes[1].size:
+        tied = [v.name for v in cubes if v.size == cubes[0].size]
+        raise AmbiguousCubeError(path, "several 3-D arrays of the same size", "var", tied)
+    return cubes[0], None
+
+
+def _hw_from_file(variables: list[Variable]) -> tuple[int, int] | None:
+    h, w = _scalar(variables, _HEIGHT_NAMES), _scalar(variables, _WIDTH_NAMES)
+    return (h, w) if h and w else None
+
+
+def _hw_for(var: Variable, variables, options: ReadOptions, path) -> tuple[int, int]:
+    hw = options.hw or _hw_from_file(variables)
+    if hw is None:
+        raise AmbiguousCubeError(path, f"variable '{var.name}' is a 2-D matrix {var.shape}; its image "
+                                       f"height and width are needed", "hw", ["H W"])
+    if hw[0] * hw[1] not in var.shape:
+        raise CubeError(path, f"height x width {hw[0]}x{hw[1]} = {hw[0] * hw[1]} matches neither axis "
+                              f"of '{var.name}' {var.shape}")
+    return hw
+
+
+def find_wavelengths(variables: list[Variable], bands: int, exclude: str) -> tuple[np.ndarray | None, str]:
+    for v in variables:
+        if v.name == exclude or not v.numeric or v.size != bands or not _WAVELENGTH_NAME.search(v.name):
+            continue
+        vec = np.asarray(v.load(), dtype=np.float64).reshape(-1)
+        if plausible_wavelengths(vec, bands):
+            nm, note = wavelengths_to_nm(vec, "nm" if "nm" in v.name.lower() else None)
+            return nm, f"wavelengths from variable '{v.name}'" + (f" ({note})" if note else "")
+    return None, ""
+
+
+# ------------------------------------------------------------------------------ building
+def cube_from_variable(var: Variable, variables: list[Variable], hw, options: ReadOptions, path: Path,
+                       fmt: str, pixel_order: str) -> Cube:
+    """Turn the chosen variable into a Cube (lazy when it is an h5py dataset or a memmap)."""
+    check_numeric(var.dtype, path, f"variable '{var.name}'")
+    warnings: list[str] = []
+    if len(var.shape) == 2:
+        data = _unflatten(np.asarray(var.load()), var, hw, options, path, pixel_order)
+        raw, axes, layout = data, (0, 1, 2), "HWB"
+    else:
+        n_wl = None
+        for v in variables:  # a wavelength list helps to find the band axis
+            if v is not var and v.numeric and len(v.shape) <= 2 and _WAVELENGTH_NAME.search(v.name) and v.size in var.shape:
+                n_wl = v.size
+                break
+        layout = (options.layout or detect_layout(var.shape, path, n_wl)).upper()
+        logical_axes = axes_from_layout(layout, path)
+        raw = var.load()
+        if var.reversed_axes:  # h5py gives MATLAB's axes reversed
+            axes = tuple(len(var.shape) - 1 - a for a in logical_axes)
+        else:
+            axes = logical_axes
+    bands = var.shape[axes_from_layout(layout, path)[2]] if len(var.shape) == 3 else raw.shape[2]
+    sampled = sample_values(raw, axes)
+    max_value = None
+    if options.normalise == "max":
+        max_value = float(np.max(np.asarray(raw)))
+    if check_finite(sampled if _is_lazy(raw) else np.asarray(raw), path, options, sampled=_is_lazy(raw)):
+        raw = zero_nonfinite(np.asarray(raw))
+        warnings.append("NaN/Inf values replaced by 0 (user choice)")
+    scale, rule = normalisation_rule(var.dtype, options, max_value=max_value)
+    wavelengths, wl_note = find_wavelengths(variables, bands, var.name)
+    if wl_note:
+        warnings.append(wl_note)
+    return Cube(
+        raw=raw, axes=axes, scale=scale, wavelengths_nm=wavelengths, name=f"{path.stem}:{var.name}" if fmt != "npy" else path.stem,
+        source_path=path, normalisation=rule,
+        metadata={"format": fmt, "variable": var.name, "layout": layout, "warnings": warnings,
+                  "variables": [v.describe() for v in variables]},
+    )
+
+
+def _is_lazy(raw) -> bool:
+    return not isinstance(raw, np.ndarray) or isinstance(raw, np.memmap)
+
+
+def _unflatten(mat: np.ndarray, var: Variable, hw, options, path, pixel_order: str) -> np.ndarray:
+    """(B, P) or (P, B) matrix -> (H, W, B) with pixels in ``pixel_order`` ('F' for MATLAB)."""
+    if var.reversed_axes:
+        mat = mat.T
+    h, w = hw
+    layout = (options.layout or "").upper()
+    if layout not in ("BP", "PB"):
+        layout = "BP" if mat.shape[1] == h * w and mat.shape[0] != h * w else "PB"
+    if layout == "BP":
+        mat = mat.T
+    if mat.shape[0] != h * w:
+        raise CubeError(path, f"'{var.name}' {var.shape}: {mat.shape[0]} pixels do not fill {h}x{w}")
+    bands = mat.shape[1]
+    return np.ascontiguousarray(mat.reshape((h, w, bands), order=pixel_order))
+
+
+# ------------------------------------------------------------------------------ readers
+def read_mat5(path: Path, options: ReadOptions) -> Cube:
+    variables = list_mat5(path)
+    var, hw = choose_cube(variables, options, path)
+    return cube_from_variable(var, variables, hw, options, path, "mat-v5", "F")
+
+
+def _open_h5(path: Path):
+    import h5py
+
+    try:
+        return h5py.File(str(path), "r")
+    except OSError as exc:
+        raise CubeError(path, f"cannot open as HDF5 ({exc}); the file may be truncated") from None
+
+
+def read_mat73(path: Path, options: ReadOptions) -> Cube:
+    handle = _open_h5(path)
+    variables = list_h5(handle, path, matlab=True)
+    var, hw = choose_cube(variables, options, path)
+    cube = cube_from_variable(var, variables, hw, options, path, "mat-v7.3", "F")
+    cube.metadata["_h5file"] = handle  # keeps the lazy dataset's file open
+    return cube
+
+
+def read_hdf5(path: Path, options: ReadOptions) -> Cube:
+    handle = _open_h5(path)
+    variables = list_h5(handle, path, matlab=False)
+    var, hw = choose_cube(variables, options, path)
+    ds = var.load()
+    if options.layout is None and hasattr(ds, "attrs") and "layout" in ds.attrs:
+        stated = ds.attrs["layout"]
+        stated = stated.decode() if isinstance(stated, bytes) else str(stated)
+        options = ReadOptions(var=options.var, layout=stated, hw=options.hw,
+                              normalise=options.normalise, nonfinite=options.nonfinite)
+    cube = cube_from_variable(var, variables, hw, options, path, "hdf5", "C")
+    _apply_sidecar_attrs(cube, dict(handle.attrs))
+    cube.metadata["_h5file"] = handle
+    return cube
+
+
+def read_npz(path: Path, options: ReadOptions) -> Cube:
+    variables = list_npz(path)
+    var, hw = choose_cube(variables, options, path)
+    cube = cube_from_variable(var, variables, hw, options, path, "npz", "C")
+    meta = [v for v in variables if v.name == "metadata_json"]
+    if meta:
+        _apply_sidecar(cube, json.loads(bytes(np.asarray(meta[0].load())).decode("utf-8")))
+    return cube
+
+
+def read_npy(path: Path, options: ReadOptions) -> Cube:
+    try:
+        arr = np.load(str(path), mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise UnsafeFileError(path, "the .npy file holds Python objects, which would need unpickling; refused") from None
+        raise CubeError(path, f"not a valid .npy file ({exc}); it may be truncated") from None
+    except OSError as exc:
+        raise CubeError(path, f"cannot read this .npy file ({exc})") from None
+    var = Variable(path.stem, tuple(arr.shape), arr.dtype, lambda: arr, numeric=_is_numeric_dtype(arr.dtype))
+    check_numeric(arr.dtype, path)
+    hw = None
+    if arr.ndim == 2:
+        hw = _hw_for(var, [], options, path)
+    elif arr.ndim != 3:
+        raise NoCubeError(path, f"the array has shape {arr.shape}; a cube needs 3 axes")
+    sidecar = _read_sidecar(path)
+    if sidecar.get("layout") and options.layout is None:
+        options = ReadOptions(var=None, layout=sidecar["layout"], hw=options.hw,
+                              normalise=options.normalise, nonfinite=options.nonfinite)
+    cube = cube_from_variable(var, [var], hw, options, path, "npy", "C")
+    _apply_sidecar(cube, sidecar)
+    return cube
+
+
+# ------------------------------------------------------------------------------ sidecar metadata
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _read_sidecar(path: Path) -> dict:
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        return json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CubeError(side, f"metadata file is not valid JSON ({exc})") from None
+
+
+def _apply_sidecar(cube: Cube, meta: dict) -> None:
+    bands = cube.bands
+    wl = meta.get("wavelengths_nm")
+    if wl is not None and len(wl) == bands:
+        cube.wavelengths_nm = np.asarray(wl, dtype=np.float64)
+    fwhm = meta.get("fwhm_nm")
+    if fwhm is not None and len(fwhm) == bands:
+        cube.fwhm_nm = np.asarray(fwhm, dtype=np.float64)
+    bad = meta.get("bad_bands")
+    if bad is not None and len(bad) == bands:
+        cube.bad_bands = np.asarray(bad, dtype=bool)
+    if meta.get("name"):
+        cube.name = str(meta["name"])
+    if meta.get("provenance"):
+        cube.metadata["provenance"] = meta["provenance"]
+
+
+def _apply_sidecar_attrs(cube: Cube, attrs: dict) -> None:
+    raw = attrs.get("metadata_json")
+    if raw is not None:
+        _apply_sidecar(cube, json.loads(raw.decode() if isinstance(raw, bytes) else str(raw)))
+
+
+def _metadata_json(cube: Cube) -> str:
+    meta = {
+        "wavelengths_nm": None if cube.wavelengths_nm is None else [float(v) for v in cube.wavelengths_nm],
+        "fwhm_nm": None if cube.fwhm_nm is None else [float(v) for v in cube.fwhm_nm],
+        "bad_bands": None if cube.bad_bands is None else [bool(v) for v in cube.bad_bands],
+        "name": cube.name,
+        "layout": "HWB",
+        "provenance": cube.metadata.get("provenance"),
+    }
+    return json.dumps(meta)
+
+
+# ------------------------------------------------------------------------------ writers
+def write_npy(cube: Cube, path: Path) -> Path:
+    data, _ = reflectance_for_writing(cube)
+    side = sidecar_path(path)
+    with atomic_path(path) as tmp, atomic_path(side) as tmp_side:
+        with open(tmp, "wb") as fh:
+            np.save(fh, data, allow_pickle=False)
+        tmp_side.write_text(_metadata_json(cube), encoding="utf-8")
+    return path
+
+
+def write_npz(cube: Cube, path: Path) -> Path:
+    data, meta = reflectance_for_writing(cube)
+    arrays = {"cube": data, "metadata_json": np.frombuffer(_metadata_json(cube).encode("utf-8"), dtype=np.uint8)}
+    if meta["wavelengths_nm"] is not None:
+        arrays["wavelengths_nm"] = np.asarray(meta["wavelengths_nm"], dtype=np.float64)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return path
+
+
+def write_hdf5(cube: Cube, path: Path) -> Path:
+    import h5py
+
+    data, meta = reflectance_for_writing(cube)
+    h, w, b = data.shape
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            ds = f.create_dataset("cube", data=data, chunks=(min(h, 256), min(w, 256), 1), compression="gzip",
+                                  compression_opts=4)
+            ds.attrs["layout"] = "HWB"
+            ds.attrs["units"] = "reflectance"
+            if meta["wavelengths_nm"] is not None:
+                f.create_dataset("wavelengths_nm", data=np.asarray(meta["wavelengths_nm"]))
+            f.attrs["metadata_json"] = _metadata_json(cube)
+    return path
+
+
+_MAT73_HEADER_LEN = 128
+
+
+def write_mat(cube: Cube, path: Path, version: str = "auto") -> Path:
+    """MATLAB file with variables ``cube`` (H x W x B single) and ``wavelengths_nm`` (1 x B).
+
+    version 'auto' writes v5 below 2 GB (its limit) and v7.3 above."""
+    data, meta = reflectance_for_writing(cube)
+    if version == "auto":
+        version = "7.3" if data.nbytes >= 2**31 - 2**20 else "5"
+    wl = None if meta["wavelengths_nm"] is None else np.asarray(meta["wavelengths_nm"], dtype=np.float64)[None, :]
+    if version == "5":
+        import scipy.io as sio
+
+        variables = {"cube": data, "metadata_json": _metadata_json(cube)}
+        if wl is not None:
+            variables["wavelengths_nm"] = wl
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                sio.savemat(fh, variables, do_compression=True, oned_as="row")
+        return path
+    if version != "7.3":
+        raise ValueError(f"MAT version must be '5', '7.3' or 'auto', not {version!r}")
+    import h5py
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", userblock_size=512) as f:
+            ds = f.create_dataset("cube", data=data.T, chunks=(1, min(data.shape[1], 256), min(data.shape[0], 256)),
+                                  compression="gzip", compression_opts=4)
+            ds.attrs["MATLAB_class"] = np.bytes_("single")
+            if wl is not None:
+                wds = f.create_dataset("wavelengths_nm", data=wl.T)
+                wds.attrs["MATLAB_class"] = np.bytes_("double")
+        stamp = time.strftime("%a %b %d %H:%M:%S %Y")
+        text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {stamp} HDF5 schema 1.00 .".ljust(116)
+        header = text.encode("ascii") + b"\x00" * 8 + b"\x00\x02" + b"IM"
+        with open(tmp, "r+b") as fh:
+            fh.write(header)
+    return path

@@ -1,0 +1,198 @@
+"""ENVI header + binary data (BSQ/BIL/BIP, either byte order), memory-mapped through `spectral`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from app.core.cube import Cube
+from app.core.errors import CubeError, MissingFileError, TruncatedFileError
+from app.core.io._common import (
+    ReadOptions,
+    atomic_dir,
+    check_finite,
+    normalisation_rule,
+    reflectance_for_writing,
+    sample_values,
+    wavelengths_to_nm,
+    zero_nonfinite,
+)
+
+DATA_EXTENSIONS = (".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin", "")
+_INTERLEAVE_AXES = {  # positions of (H, W, B) in the stored array
+    "bsq": (1, 2, 0),  # bands, lines, samples
+    "bil": (0, 2, 1),  # lines, bands, samples
+    "bip": (0, 1, 2),  # lines, samples, bands
+}
+
+
+def header_for(path: Path) -> Path | None:
+    """The header of an ENVI data file or the header itself; None when there is none."""
+    path = Path(path)
+    if path.suffix.lower() == ".hdr":
+        return path
+    for cand in (path.with_suffix(".hdr"), path.with_name(path.name + ".hdr"),
+                 path.with_suffix(".HDR"), path.with_name(path.name + ".HDR")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def data_for(header: Path, meta: dict) -> Path:
+    """The binary file that belongs to a header (by its 'data file' field or by name)."""
+    named = meta.get("data file")
+    if named:
+        cand = header.parent / Path(str(named)).name
+        if cand.is_file():
+            return cand
+    stem = header.with_suffix("")
+    for ext in DATA_EXTENSIONS + tuple(e.upper() for e in DATA_EXTENSIONS if e):
+        cand = stem.with_name(stem.name + ext) if ext else stem
+        if cand.is_file() and cand.suffix.lower() != ".hdr":
+            return cand
+    raise MissingFileError(header, "ENVI header found but no data file beside it "
+                                   f"(looked for {stem.name} with {', '.join(e or 'no extension' for e in DATA_EXTENSIONS)})")
+
+
+def _read_header(header: Path) -> dict:
+    import spectral.io.envi as envi
+
+    try:
+        meta = envi.read_envi_header(str(header))
+    except Exception as exc:  # spectral raises several unrelated types for bad headers
+        raise CubeError(header, f"not a valid ENVI header ({exc})") from None
+    for key in ("lines", "samples", "bands", "data type"):
+        if key not in meta:
+            raise CubeError(header, f"ENVI header lacks the mandatory field '{key}'")
+    return meta
+
+
+def _float_list(meta: dict, key: str):
+    value = meta.get(key)
+    if value is None:
+        return None
+    try:
+        return np.asarray([float(v) for v in (value if isinstance(value, list) else [value])])
+    except (TypeError, ValueError):
+        return None
+
+
+def read(path: Path, options: ReadOptions) -> Cube:
+    import spectral.io.envi as envi
+
+    header = header_for(path)
+    if header is None:
+        raise MissingFileError(path, "ENVI data file without a .hdr header beside it")
+    meta = _read_header(header)
+    data_path = data_for(header, meta)
+    try:
+        lines, samples, bands = int(meta["lines"]), int(meta["samples"]), int(meta["bands"])
+        offset = int(meta.get("header offset", 0))
+        interleave = str(meta.get("interleave", "bsq")).lower()
+    except ValueError as exc:
+        raise CubeError(header, f"ENVI header has a non-integer size field ({exc})") from None
+    if interleave not in _INTERLEAVE_AXES:
+        raise CubeError(header, f"unknown ENVI interleave '{interleave}' (expected bsq, bil or bip)")
+    try:
+        dtype = np.dtype(envi.envi_to_dtype[str(meta["data type"])])
+    except KeyError:
+        raise CubeError(header, f"unsupported ENVI data type {meta['data type']}") from None
+    if int(meta.get("byte order", 0)) == 1:
+        dtype = dtype.newbyteorder(">")
+    else:
+        dtype = dtype.newbyteorder("<")
+    expected = offset + lines * samples * bands * dtype.itemsize
+    actual = os.path.getsize(data_path)
+    if actual < expected:
+        raise TruncatedFileError(
+            data_path, f"holds {actual} bytes but its header ({header.name}: {lines} lines x {samples} "
+                       f"samples x {bands} bands of {dtype.name}) needs {expected}: the file is "
+                       f"truncated or the header is wrong")
+    stored_shape = {"bsq": (bands, lines, samples), "bil": (lines, bands, samples),
+                    "bip": (lines, samples, bands)}[interleave]
+    raw = np.memmap(data_path, dtype=dtype, mode="r", offset=offset, shape=stored_shape)
+    axes = _INTERLEAVE_AXES[interleave]
+
+    warnings = []
+    if actual > expected:
+        warnings.append(f"data file has {actual - expected} bytes more than the header describes")
+
+    ignore = meta.get("data ignore value")
+    ignore_value = float(ignore) if ignore not in (None, "") else None
+    stated_scale = stated_rule = None
+    rsf = meta.get("reflectance scale factor")
+    if rsf not in (None, ""):
+        rsf = float(rsf)
+        if rsf > 0:
+            stated_scale, stated_rule = 1.0 / rsf, f"divided by the header's reflectance scale factor {rsf:g}"
+    sampled = sample_values(raw, axes)
+    max_value = float(np.nanmax(sampled)) if options.normalise == "max" else None
+    scale, rule = normalisation_rule(dtype, options, stated_scale=stated_scale, stated_rule=stated_rule,
+                                     max_value=max_value)
+    if check_finite(sampled, data_path, options, sampled=True):
+        # the user asked for NaN/Inf to become 0: that needs a full read, so the cube is loaded
+        raw = zero_nonfinite(np.asarray(raw))
+        warnings.append("NaN/Inf values replaced by 0 (user choice)")
+
+    raw_wavelengths = _float_list(meta, "wavelength")
+    wavelengths, note = wavelengths_to_nm(raw_wavelengths, meta.get("wavelength units"), header)
+    if note:
+        warnings.append(note)
+    fwhm = _float_list(meta, "fwhm")
+    if fwhm is not None and wavelengths is not None and raw_wavelengths[0] != 0:
+        fwhm = fwhm * (wavelengths[0] / raw_wavelengths[0])  # same unit conversion as the centres
+    if wavelengths is not None and wavelengths.size != bands:
+        warnings.append(f"header lists {wavelengths.size} wavelengths for {bands} bands: ignored")
+        wavelengths = None
+    if fwhm is not None and fwhm.size != bands:
+        fwhm = None
+    bbl = _float_list(meta, "bbl")
+    bad = (bbl == 0) if bbl is not None and bbl.size == bands else None
+
+    return Cube(
+        raw=raw, axes=axes, scale=scale, ignore_value=ignore_value,
+        wavelengths_nm=wavelengths, fwhm_nm=fwhm, bad_bands=bad,
+        name=header.stem, source_path=header, normalisation=rule,
+        metadata={"format": "envi", "interleave": interleave, "byte_order": "big" if dtype.byteorder == ">" else "little",
+                  "data_file": str(data_path), "header": {k: v for k, v in meta.items() if k not in ("wavelength", "fwhm", "bbl")},
+                  "warnings": warnings},
+    )
+
+
+def write(cube: Cube, path: Path, *, interleave: str = "bsq", byteorder: str = "little") -> Path:
+    """Write float32 ENVI (header + .img) with wavelengths in nm, FWHM, bbl and provenance.
+
+    ``path`` may name the header (.hdr) or the data file; both files appear together or not at all.
+    """
+    import spectral.io.envi as envi
+
+    path = Path(path)
+    header = path if path.suffix.lower() == ".hdr" else path.with_suffix(".hdr")
+    data_file = header.with_suffix(".img") if path.suffix.lower() in (".hdr", "") else path
+    data, meta = reflectance_for_writing(cube)
+    interleave = interleave.lower()
+    if interleave not in _INTERLEAVE_AXES:
+        raise ValueError(f"interleave must be bsq, bil or bip, not {interleave!r}")
+    md = {"description": f"{cube.name} written by hsi-sr-viewer", "wavelength units": "Nanometers",
+          "reflectance scale factor": 1.0}
+    if meta["wavelengths_nm"] is not None:
+        md["wavelength"] = [f"{v:.6g}" for v in meta["wavelengths_nm"]]
+    if meta["fwhm_nm"] is not None:
+        md["fwhm"] = [f"{v:.6g}" for v in meta["fwhm_nm"]]
+    if meta["bad_bands"] is not None:
+        md["bbl"] = [0 if b else 1 for b in meta["bad_bands"]]
+    for key, value in (cube.metadata.get("provenance") or {}).items():
+        md[f"provenance {key}".replace("_", " ")] = str(value).replace("{", "(").replace("}", ")")
+    with atomic_dir(header.parent, header.stem) as tmp:
+        tmp_header = tmp / header.name
+        tmp_data = tmp / data_file.name
+        envi.save_image(str(tmp_header), data, dtype=np.float32, interleave=interleave,
+                        byteorder=1 if byteorder == "big" else 0, metadata=md, force=True,
+                        ext=data_file.suffix or ".img")
+        produced = tmp / (header.stem + (data_file.suffix or ".img"))
+        if produced != tmp_data:
+            os.replace(produced, tmp_data)
+        os.replace(tmp_data, data_file)
+        os.replace(tmp_header, header)
+    return header

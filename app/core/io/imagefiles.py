@@ -1,0 +1,262 @@
+"""TIFF / GeoTIFF cubes (tifffile) and CAVE-style folders of per-band PNG images."""
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from app.core.cube import Cube
+from app.core.errors import CubeError, InconsistentBandsError, NoCubeError
+from app.core.io._common import (
+    ReadOptions,
+    atomic_dir,
+    atomic_path,
+    axes_from_layout,
+    check_finite,
+    check_numeric,
+    detect_layout,
+    normalisation_rule,
+    reflectance_for_writing,
+    sample_values,
+    wavelengths_to_nm,
+    zero_nonfinite,
+)
+
+CAVE_WAVELENGTHS_NM = np.arange(400.0, 701.0, 10.0)
+
+
+# ------------------------------------------------------------------------------ TIFF
+def _layout_from_axes(axes: str) -> str | None:
+    """tifffile series axes (e.g. 'YXS', 'CYX', 'QYX', 'IYX') -> our layout letters."""
+    axes = axes.upper()
+    if len(axes) != 3 or "Y" not in axes or "X" not in axes:
+        return None
+    band_letter = [a for a in axes if a not in "YX"][0]
+    return axes.replace("Y", "H").replace("X", "W").replace(band_letter, "B")
+
+
+def _gdal_wavelengths(tif) -> tuple[list | None, str | None]:
+    """Band wavelengths from a GeoTIFF's GDAL_METADATA XML (ENVI-style per-band items)."""
+    tag = tif.pages[0].tags.get("GDAL_METADATA")
+    if tag is None:
+        return None, None
+    try:
+        root = ET.fromstring(tag.value)
+    except ET.ParseError:
+        return None, None
+    by_band: dict[int, float] = {}
+    units = None
+    for item in root.iter("Item"):
+        name = (item.get("name") or "").lower()
+        if name in ("wavelength", "central_wavelength") and item.get("sample") is not None:
+            try:
+                by_band[int(item.get("sample"))] = float(item.text)
+            except (TypeError, ValueError):
+                continue
+        elif name == "wavelength_units" and units is None:
+            units = item.text
+    if not by_band:
+        return None, units
+    return [by_band[k] for k in sorted(by_band)], units
+
+
+def read_tiff(path: Path, options: ReadOptions) -> Cube:
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(str(path))
+    except Exception as exc:
+        raise CubeError(path, f"not a readable TIFF ({exc})") from None
+    series = tif.series[0]
+    shape = tuple(series.shape)
+    check_numeric(series.dtype, path, "the image")
+    if len(shape) == 2:
+        raise NoCubeError(path, f"a single-band image {shape}; a cube needs several bands")
+    if len(shape) != 3:
+        squeezed = tuple(s for s in shape if s > 1)
+        if len(squeezed) != 3:
+            raise NoCubeError(path, f"image shape {shape} is not a 3-D cube")
+    meta = {}
+    try:
+        meta = dict(tif.shaped_metadata[0]) if tif.shaped_metadata else {}
+    except Exception:  # foreign descriptions that merely look like JSON
+        meta = {}
+    stated = meta.get("layout")
+    layout = options.layout or stated or _layout_from_axes(series.axes) or detect_layout(shape, path)
+    try:
+        raw = tifffile.memmap(str(path))  # only works for uncompressed contiguous data
+        lazy = True
+    except Exception:  # compressed, tiled or strip-split: read it whole
+        raw = series.asarray()
+        lazy = False
+    raw = raw.reshape(tuple(s for s in raw.shape if s > 1)) if raw.ndim != 3 else raw
+    axes = axes_from_layout(layout, path)
+    warnings = []
+    values = sample_values(raw, axes) if lazy else raw
+    if check_finite(values, path, options, sampled=lazy):
+        raw = zero_nonfinite(np.asarray(raw))
+        warnings.append("NaN/Inf values replaced by 0 (user choice)")
+    max_value = float(np.max(raw)) if options.normalise == "max" else None
+    scale, rule = normalisation_rule(series.dtype, options, max_value=max_value)
+    wavelengths = meta.get("wavelengths_nm")
+    bands = raw.shape[axes[2]]
+    if wavelengths is None:
+        gdal_wl, units = _gdal_wavelengths(tif)
+        wavelengths, note = wavelengths_to_nm(gdal_wl, units, path)
+        if note:
+            warnings.append(note)
+    if wavelengths is not None and len(wavelengths) != bands:
+        warnings.append(f"{len(wavelengths)} wavelengths for {bands} bands: ignored")
+        wavelengths = None
+    fwhm = meta.get("fwhm_nm")
+    if fwhm is not None and len(fwhm) != bands:
+        fwhm = None
+    cube = Cube(raw=raw, axes=axes, scale=scale, wavelengths_nm=wavelengths, fwhm_nm=fwhm,
+                name=meta.get("name") or path.stem, source_path=path, normalisation=rule,
+                metadata={"format": "tiff", "layout": layout, "tiff_axes": series.axes, "warnings": warnings})
+    if meta.get("provenance"):
+        cube.metadata["provenance"] = meta["provenance"]
+    if not lazy:
+        tif.close()
+    else:
+        cube.metadata["_tifffile"] = tif
+    return cube
+
+
+def write_tiff(cube: Cube, path: Path) -> Path:
+    """Float32 TIFF, one band per page (B, H, W), wavelengths and provenance in the JSON description."""
+    import tifffile
+
+    data, meta = reflectance_for_writing(cube)
+    description = {
+        "layout": "BHW", "wavelengths_nm": meta["wavelengths_nm"], "fwhm_nm": meta["fwhm_nm"],
+        "name": meta["name"], "provenance": cube.metadata.get("provenance"),
+    }
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, np.ascontiguousarray(np.moveaxis(data, 2, 0)), photometric="minisblack",
+                         metadata={k: v for k, v in description.items() if v is not None})
+    return path
+
+
+# ------------------------------------------------------------------------------ PNG folder
+_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def band_files(folder: Path) -> list[Path]:
+    """PNG band files of a folder, sorted by the last number in their name."""
+    pngs = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith(".")]
+    numbered = [(int(m.group(1)), p) for p in pngs if (m := _NUMBER.search(p.stem))]
+    if not numbered and pngs:
+        return sorted(pngs)
+    return [p for _, p in sorted(numbered, key=lambda t: (t[0], t[1].name))]
+
+
+def looks_like_cave(folder: Path, files: list[Path]) -> bool:
+    return len(files) == 31 and (folder.name.lower().endswith("_ms") or all(
+        re.search(r"_ms_\d\d$", p.stem, re.I) for p in files))
+
+
+def _read_band_png(path: Path) -> tuple[np.ndarray, int]:
+    """(2-D array, bit depth) of one band image; colour PNGs must have equal channels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.array(im)
+            mode = im.mode
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise CubeError(path, f"not a readable PNG image ({exc})") from None
+    if arr.ndim == 3:
+        channels = arr[..., :3] if arr.shape[2] >= 3 else arr
+        if not all(np.array_equal(channels[..., 0], channels[..., c]) for c in range(1, channels.shape[2])):
+            raise InconsistentBandsError(path, f"a colour image ({mode}) with different channels; a band "
+                                               "image must be grey (or colour with equal channels)")
+        arr = arr[..., 0]
+    if arr.dtype == np.uint16 or mode.startswith("I"):
+        return arr.astype(np.uint16, copy=False), 16
+    if arr.dtype == np.uint8:
+        return arr, 8
+    raise CubeError(path, f"unsupported PNG pixel type {arr.dtype} (mode {mode})")
+
+
+def read_png_folder(path: Path, options: ReadOptions) -> Cube:
+    folder = Path(path)
+    files = band_files(folder)
+    if not files:
+        raise NoCubeError(folder, "the folder holds no PNG band images")
+    if len(files) < 2:
+        raise NoCubeError(folder, f"the folder holds a single PNG ({files[0].name}); a cube needs several bands")
+    bands, depths = [], set()
+    first_shape = None
+    for f in files:
+        arr, depth = _read_band_png(f)
+        if first_shape is None:
+            first_shape = arr.shape
+        elif arr.shape != first_shape:
+            raise InconsistentBandsError(f, f"is {arr.shape[0]}x{arr.shape[1]} but {files[0].name} is "
+                                            f"{first_shape[0]}x{first_shape[1]}: band images must share one size")
+        bands.append(arr)
+        depths.add(depth)
+    if len(depths) > 1:
+        raise InconsistentBandsError(folder, "band images mix 8-bit and 16-bit PNGs")
+    raw = np.stack(bands, axis=-1)
+    cave = looks_like_cave(folder, files)
+    depth = depths.pop()
+    top = 65535 if depth == 16 else 255
+    if cave:
+        stated_rule = f"{depth}-bit PNG bands divided by {top} (CAVE convention)"
+    else:
+        stated_rule = f"{depth}-bit PNG bands divided by {top}"
+    scale, rule = normalisation_rule(raw.dtype, options, stated_scale=1.0 / top, stated_rule=stated_rule,
+                                     max_value=float(raw.max()))
+    warnings = []
+    wavelengths = CAVE_WAVELENGTHS_NM.copy() if cave else None
+    if cave:
+        warnings.append("CAVE-style folder: bands taken as 400-700 nm in 10 nm steps")
+    sidecar = folder / "metadata.json"
+    provenance = None
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise CubeError(sidecar, f"metadata file is not valid JSON ({exc})") from None
+        wl = meta.get("wavelengths_nm")
+        if wl is not None and len(wl) == raw.shape[2]:
+            wavelengths = np.asarray(wl, dtype=np.float64)
+        provenance = meta.get("provenance")
+    name = folder.name
+    cube = Cube(raw=raw, scale=scale, wavelengths_nm=wavelengths, name=name, source_path=folder,
+                normalisation=rule,
+                metadata={"format": "png-folder", "bit_depth": depth, "files": [f.name for f in files],
+                          "warnings": warnings})
+    if provenance:
+        cube.metadata["provenance"] = provenance
+    return cube
+
+
+def write_png_folder(cube: Cube, path: Path) -> Path:
+    """One 16-bit PNG per band (reflectance clipped to [0, 1] x 65535), named <folder>_NN.png,
+    plus metadata.json with the wavelengths. The folder appears complete or not at all."""
+    from PIL import Image
+
+    folder = Path(path)
+    if folder.exists() and any(folder.iterdir()):
+        raise CubeError(folder, "the target folder exists and is not empty; choose a new folder")
+    data, meta = reflectance_for_writing(cube)
+    digits = max(2, len(str(data.shape[2])))
+    with atomic_dir(folder.parent, folder.name) as tmp:
+        for k in range(data.shape[2]):
+            band = np.round(np.clip(data[:, :, k], 0.0, 1.0) * 65535.0).astype(np.uint16)
+            Image.fromarray(band).save(tmp / f"{folder.name}_{k + 1:0{digits}d}.png")
+        (tmp / "metadata.json").write_text(json.dumps({
+            "wavelengths_nm": meta["wavelengths_nm"], "name": meta["name"],
+            "provenance": cube.metadata.get("provenance"), "encoding": "uint16 / 65535"}), encoding="utf-8")
+        if folder.exists():
+            folder.rmdir()
+        tmp.rename(folder)
+        tmp.mkdir()  # atomic_dir removes its (now empty) placeholder
+    return folder
