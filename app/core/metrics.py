@@ -1,0 +1,659 @@
+"""Quality metrics with the conventions of the HSI super-resolution literature (protocols.md).
+
+Full reference (GT and output, both (H, W, B), clipped to [0, 1], data range 1):
+
+- PSNR: per band, 10 log10(1 / MSE_b), then the mean over bands (MPSNR). Identical bands give inf.
+- SSIM: per band with an 11 x 11 Gaussian window (sigma 1.5 px), K1 = 0.01, K2 = 0.03, over the
+  windows that fit inside the image ("valid", as Wang's MATLAB code, skimage and torchmetrics
+  after their border crop), then the mean over bands.
+- SAM: per-pixel angle between GT and output spectra in degrees; the scalar is the mean over
+  pixels where both spectra are non-zero (zero spectra are masked out: never NaN).
+- ERGAS: 100 / s * sqrt(mean_b (RMSE_b / mean(GT_b))^2) with s = the scale factor (HR / LR).
+- RMSE: over all values. CC: Pearson correlation per band, mean over bands.
+- UIQI: Wang-Bovik Q per band on non-overlapping 32 x 32 blocks (partial blocks at the edges
+  included), mean over blocks then over bands - the block convention of the pansharpening
+  toolbox's Q / QNR (Vivone et al. 2014).
+- Maps: per-pixel RMSE over bands, per-pixel |error| at one band, per-pixel SAM in degrees.
+
+Everything can be restricted to a rectangle (metrics of the crop, as if both cubes had been cropped)
+or to a boolean mask (pixel statistics over the mask; SSIM over the windows centred in the mask;
+UIQI over the mask pixels of each block).
+
+No reference (a real pair without GT): D_lambda, D_s and QNR = (1 - D_lambda)(1 - D_s) between an
+output and its LR-HSI and MSI inputs (Alparone et al. 2008, with the MSI bands in place of the pan
+image), p = q = alpha = beta = 1 by default.
+
+Why hand-written: torchmetrics' conventions differ (PSNR needs dim=(2, 3), SAM is in radians,
+RASE is off by the window area) and the viewer needs all metrics, maps and curves from one pass.
+``compute_all`` runs in row tiles so that the intermediate arrays stay in the CPU cache.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from app.core.errors import HsiError, ShapeMismatchError
+
+SSIM_WINDOW_PX = 11
+SSIM_SIGMA_PX = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+UIQI_BLOCK_PX = 32
+WAVELENGTH_TOLERANCE_NM = 0.01
+_TILE_ROWS_CPU = 64  # a multiple of UIQI_BLOCK_PX so UIQI blocks never straddle tiles
+_FLAT_VARIANCE = 1e-12  # below this a block counts as flat (float32 noise of a constant block ~1e-15)
+
+CONVENTIONS = ("clipped to [0, 1], data range 1; PSNR per band then mean; SSIM 11x11 Gaussian sigma 1.5 "
+               "per band (valid windows) then mean; SAM degrees over non-zero spectra; "
+               "ERGAS 100/s sqrt(mean_b (RMSE_b/mean GT_b)^2); RMSE over all values; CC per band mean; "
+               "UIQI on 32x32 blocks per band mean")
+
+
+class MetricsError(HsiError):
+    """A metric cannot be computed for the given region, mask or arguments."""
+
+
+# ---------------------------------------------------------------------------------- inputs
+def as_hwb_tensor(x, what: str) -> tuple[torch.Tensor, np.ndarray | None]:
+    """(H, W, B) float32 torch view (no copy when possible) and wavelengths (or None).
+
+    numpy arrays are (H, W, B); torch tensors (1, B, H, W) or (B, H, W); objects with ``data``
+    and ``wavelengths_nm`` (app.core.cube.Cube) are unpacked.
+    """
+    wl = None
+    if not isinstance(x, (np.ndarray, torch.Tensor)) and hasattr(x, "data") and hasattr(x, "wavelengths_nm"):
+        wl, x = x.wavelengths_nm, x.data
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if t.dim() == 4:
+            if t.shape[0] != 1:
+                raise ShapeMismatchError(f"{what}: metrics take one cube, got a batch of {t.shape[0]}")
+            t = t[0]
+        if t.dim() != 3:
+            raise ShapeMismatchError(f"{what}: a torch cube must be (1, B, H, W) or (B, H, W), got {tuple(x.shape)}")
+        t = t.permute(1, 2, 0)
+        return (t if t.dtype == torch.float32 else t.float()), wl
+    arr = np.asarray(x)
+    if arr.ndim != 3:
+        raise ShapeMismatchError(f"{what}: a cube must have shape (H, W, B), got {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise MetricsError(f"{what}: a cube must be numeric, got dtype {arr.dtype}")
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # read-only arrays (memmaps) are only read here
+        return torch.from_numpy(arr), wl
+
+
+def _check_pair(gt: torch.Tensor, pred: torch.Tensor, gt_wl, pred_wl) -> np.ndarray | None:
+    """Raise ShapeMismatchError unless the two cubes can be compared value by value."""
+    (hg, wg, bg), (hp, wp, bp) = gt.shape, pred.shape
+    if bg != bp:
+        raise ShapeMismatchError(f"band counts differ: the reference has {bg} bands, the output {bp}")
+    if (hg, wg) != (hp, wp):
+        raise ShapeMismatchError(f"image sizes differ: the reference is {hg}x{wg} pixels, the output {hp}x{wp}")
+    wls = []
+    for name, wl in (("reference", gt_wl), ("output", pred_wl)):
+        if wl is None:
+            wls.append(None)
+            continue
+        v = np.asarray(wl, dtype=np.float64).reshape(-1)
+        if v.size != bg:
+            raise ShapeMismatchError(f"the {name} has {bg} bands but {v.size} wavelengths")
+        wls.append(v)
+    if wls[0] is not None and wls[1] is not None:
+        if not np.allclose(wls[0], wls[1], atol=WAVELENGTH_TOLERANCE_NM, rtol=0):
+            k = int(np.argmax(np.abs(wls[0] - wls[1])))
+            raise ShapeMismatchError(
+                f"wavelengths differ: band {k} is at {wls[0][k]:g} nm in the reference and {wls[1][k]:g} nm in the "
+                f"output ({wls[0].min():g}-{wls[0].max():g} vs {wls[1].min():g}-{wls[1].max():g} nm)")
+    return wls[0] if wls[0] is not None else wls[1]
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _check_region(region, h: int, w: int) -> tuple[int, int, int, int]:
+    try:
+        y0, y1, x0, x1 = (int(v) for v in region)
+    except (TypeError, ValueError):
+        raise MetricsError(f"a region is (y0, y1, x0, x1) in pixels, got {region!r}") from None
+    if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
+        raise MetricsError(f"region rows {y0}:{y1}, columns {x0}:{x1} is empty or outside the {h}x{w} image")
+    return y0, y1, x0, x1
+
+
+def _check_mask(mask, h: int, w: int) -> torch.Tensor:
+    m = mask.detach().cpu() if isinstance(mask, torch.Tensor) else torch.from_numpy(np.asarray(mask))
+    if tuple(m.shape) != (h, w):
+        raise ShapeMismatchError(f"the mask is {tuple(m.shape)} but the cubes are {h}x{w}")
+    m = m.bool()
+    if not bool(m.any()):
+        raise MetricsError("the mask selects no pixel")
+    return m
+
+
+# ---------------------------------------------------------------------------------- SAM helper
+def _sam_rad(g: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spectral angle (radians) and validity between spectra along the last axis of g and p.
+
+    Uses the chord between the unit spectra, angle = 2 asin(|g/|g| - p/|p|| / 2): unlike
+    acos(g.p / |g||p|) it stays exact near 0 in float32 (acos loses ~1e-4 rad there, so identical or
+    merely rescaled spectra would show a spurious angle). Zero spectra get angle 0 and valid False.
+    """
+    norm_g = torch.linalg.vector_norm(g, dim=-1)
+    norm_p = torch.linalg.vector_norm(p, dim=-1)
+    valid = (norm_g > 0) & (norm_p > 0)
+    inv_g = torch.where(norm_g > 0, 1.0 / torch.where(norm_g > 0, norm_g, torch.ones_like(norm_g)),
+                        torch.zeros_like(norm_g))
+    inv_p = torch.where(norm_p > 0, 1.0 / torch.where(norm_p > 0, norm_p, torch.ones_like(norm_p)),
+                        torch.zeros_like(norm_p))
+    # Two rounded products, not a fused multiply-add: identical spectra must cancel exactly.
+    unit_diff = g * inv_g[..., None]
+    unit_diff -= p * inv_p[..., None]
+    chord = torch.linalg.vector_norm(unit_diff, dim=-1)
+    angle = 2.0 * torch.asin((chord * 0.5).clamp(max=1.0))
+    return torch.where(valid, angle, torch.zeros_like(angle)), valid
+
+
+def _gaussian_window(device, dtype=torch.float32) -> torch.Tensor:
+    r = torch.arange(SSIM_WINDOW_PX, dtype=torch.float64) - (SSIM_WINDOW_PX - 1) / 2.0
+    g = torch.exp(-(r * r) / (2.0 * SSIM_SIGMA_PX ** 2))
+    return (g / g.sum()).to(device=device, dtype=dtype)
+
+
+def _filter_valid(x_nbhw: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter of (N, B, H, W), 'valid' output; depthwise convs, fastest on the
+    CPU when x is channels-last."""
+    c = x_nbhw.shape[1]
+    y = F.conv2d(x_nbhw, wy, groups=c)
+    return F.conv2d(y, wx, groups=c)
+
+
+# ---------------------------------------------------------------------------------- the engine
+def _uiqi_blocks(s: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """Block statistics of rows of s = p + g and d = p - g ((h, W, B)), optional mask (h, W).
+
+    Blocks are 32 x 32, partial at the edges. Returns per-band float64 (B,) tensors: the sum of
+    the blocks' Q values, the number of blocks used, and sum s, sum d, sum s^2, sum d^2 over the
+    (masked) pixels - rebuilt from the centred block moments, which keeps them accurate in float64
+    without four more passes over the data.
+    """
+    h, w, b = s.shape
+    k = UIQI_BLOCK_PX
+    nby, nbx = -(-h // k), -(-w // k)
+    ph, pw = nby * k - h, nbx * k - w
+    weight = None
+    if m is not None:
+        weight = m.to(s.dtype)
+    elif ph or pw:
+        weight = torch.ones(h, w, dtype=s.dtype, device=s.device)
+    if ph or pw:
+        s = F.pad(s, (0, 0, 0, pw, 0, ph))
+        d = F.pad(d, (0, 0, 0, pw, 0, ph))
+        weight = F.pad(weight, (0, pw, 0, ph))
+    sv = s.reshape(nby, k, nbx, k, b)
+    dv = d.reshape(nby, k, nbx, k, b)
+    if weight is None:
+        count = torch.full((nby, nbx), float(k * k), dtype=torch.float64, device=s.device)
+        mean_s = sv.sum(dim=(1, 3)) / (k * k)
+        mean_d = dv.sum(dim=(1, 3)) / (k * k)
+        cs = sv - mean_s[:, None, :, None, :]
+        cd = dv - mean_d[:, None, :, None, :]
+    else:
+        wv = weight.reshape(nby, k, nbx, k, 1)
+        count = wv.sum(dim=(1, 3))[..., 0].double()
+        safe = count.clamp_min(1.0).to(s.dtype)[..., None]
+        mean_s = (sv * wv).sum(dim=(1, 3)) / safe
+        mean_d = (dv * wv).sum(dim=(1, 3)) / safe
+        cs = (sv - mean_s[:, None, :, None, :]) * wv
+        cd = (dv - mean_d[:, None, :, None, :]) * wv
+    n = count.clamp_min(1.0)[..., None]
+    var_s = torch.linalg.vector_norm(cs, dim=(1, 3)).double() ** 2 / n
+    var_d = torch.linalg.vector_norm(cd, dim=(1, 3)).double() ** 2 / n
+    mu_g = (mean_s.double() - mean_d.double()) * 0.5
+    mu_p = (mean_s.double() + mean_d.double()) * 0.5
+    q = _q_from_moments(mu_g, mu_p, (var_s + var_d) * 0.5, (var_s - var_d) * 0.25)
+    used = (count >= 2)[..., None].expand_as(q)
+    weight_px = count[..., None]
+    ms, md = mean_s.double(), mean_d.double()
+    moments = [(weight_px * ms).sum(dim=(0, 1)), (weight_px * md).sum(dim=(0, 1)),
+               (weight_px * (var_s + ms * ms)).sum(dim=(0, 1)), (weight_px * (var_d + md * md)).sum(dim=(0, 1))]
+    return (torch.where(used, q, torch.zeros_like(q)).sum(dim=(0, 1)), used.sum(dim=(0, 1)).double(), *moments)
+
+
+def _q_from_moments(mu_x, mu_y, var_sum, cov, flat: float = _FLAT_VARIANCE) -> torch.Tensor:
+    """Wang-Bovik Q from means, sigma_x^2 + sigma_y^2 and sigma_xy, with the special cases of
+    Wang's img_qi for flat windows (no NaN)."""
+    mu_sum = mu_x * mu_x + mu_y * mu_y
+    has_var = var_sum > flat
+    has_mu = mu_sum > flat * flat
+    one = torch.ones_like(mu_sum)
+    general = 4.0 * cov * mu_x * mu_y / torch.where(has_var & has_mu, var_sum * mu_sum, one)
+    no_var = 2.0 * mu_x * mu_y / torch.where(has_mu, mu_sum, one)
+    no_mu = 2.0 * cov / torch.where(has_var, var_sum, one)
+    return torch.where(has_var & has_mu, general,
+                       torch.where(has_mu, no_var, torch.where(has_var, no_mu, one)))
+
+
+def _run_engine(gt: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor | None, band_index: int,
+                device: torch.device) -> dict[str, Any]:
+    """One pass over row tiles collecting every sum the metrics need. gt, pred: (H, W, B) float32."""
+    h, w, b = gt.shape
+    tile = h if device.type != "cpu" else _TILE_ROWS_CPU
+    half = SSIM_WINDOW_PX // 2
+    ssim_rows_total = max(0, h - 2 * half)
+    ssim_cols = max(0, w - 2 * half)
+    win = _gaussian_window(device)
+    wy = win.view(1, 1, -1, 1).expand(b, 1, -1, 1).contiguous()
+    wx = win.view(1, 1, 1, -1).expand(b, 1, 1, -1).contiguous()
+    c1, c2 = 2.0 * SSIM_K1 ** 2, 2.0 * SSIM_K2 ** 2  # doubled: see the ssim formula below
+    f64 = dict(dtype=torch.float64, device=device)
+    band_sums = torch.zeros(5, b, **f64)  # sum s, sum d, sum s^2, sum d^2, sum s*d
+    ssim_sum = torch.zeros(b, **f64)
+    ssim_count = torch.zeros((), **f64)
+    uiqi_sum = torch.zeros(b, **f64)
+    uiqi_count = torch.zeros(b, **f64)
+    rmse_map = torch.empty(h, w, dtype=torch.float32)
+    sam_map = torch.empty(h, w, dtype=torch.float32)
+    abs_map = torch.empty(h, w, dtype=torch.float32)
+    valid_map = torch.empty(h, w, dtype=torch.bool)
+    sam_sum = torch.zeros((), **f64)
+    sam_count = torch.zeros((), **f64)
+    mask_dev = mask.to(device) if mask is not None else None
+
+    for a in range(0, h, tile):
+        bnd = min(h, a + tile)
+        end = min(h, bnd + 2 * half)
+        own = bnd - a
+        gc = gt[a:end].to(device, non_blocking=True).clamp(0.0, 1.0).contiguous()
+        pc = pred[a:end].to(device, non_blocking=True).clamp(0.0, 1.0).contiguous()
+        # Sum and difference carry everything: mu_g mu_p, mu_g^2 + mu_p^2, sigma_gp and
+        # sigma_g^2 + sigma_p^2 all follow from moments of s and d, so SSIM filters 4 maps, not 5.
+        # They live in one (4, h, W, B) buffer so that one batched convolution filters them all.
+        quad = torch.empty((4,) + tuple(gc.shape), dtype=gc.dtype, device=device)
+        s, d, s2, d2 = quad[0], quad[1], quad[2], quad[3]
+        torch.add(pc, gc, out=s)
+        torch.sub(pc, gc, out=d)
+        torch.mul(s, s, out=s2)
+        torch.mul(d, d, out=d2)
+        so, do = s[:own], d[:own]
+        sd = so * do
+        m_t = mask_dev[a:bnd] if mask_dev is not None else None
+        if m_t is None:
+            band_sums[4] += sd.sum(dim=(0, 1), dtype=torch.float64)
+        else:
+            band_sums[4] += (sd * m_t.to(torch.float32)[..., None]).sum(dim=(0, 1), dtype=torch.float64)
+
+        pix_d2 = d2[:own].sum(dim=-1, dtype=torch.float64)
+        sam, valid = _sam_rad(gc[:own], pc[:own])
+        rmse_map[a:bnd] = (pix_d2 / b).sqrt().float().cpu()
+        sam_map[a:bnd] = torch.rad2deg(sam).float().cpu()
+        valid_map[a:bnd] = valid.cpu()
+        abs_map[a:bnd] = do[..., band_index].abs().cpu()
+        sel = valid if m_t is None else (valid & m_t)
+        sam_sum += torch.where(sel, sam, torch.zeros_like(sam)).sum(dtype=torch.float64)
+        sam_count += sel.sum()
+
+        out_rows = min(bnd, h - 2 * half) - a  # SSIM map rows whose window starts in this tile
+        if out_rows > 0 and ssim_cols > 0:
+            rows_in = out_rows + 2 * half
+            # One batched depthwise convolution of the (4, B, rows, W) channels-last view: about
+            # twice as fast on the CPU as four separate calls.
+            filtered = _filter_valid(quad[:, :rows_in].permute(0, 3, 1, 2), wy, wx)
+            mu_s, mu_d, e_s, e_d = filtered[0], filtered[1], filtered[2], filtered[3]
+            # With A = mu_s^2, D = mu_d^2, a = A - D (= 4 mu_g mu_p), bb = A + D (= 2 (mu_g^2 + mu_p^2)),
+            # c = E s^2 - E d^2 (= 4 E gp), e = E s^2 + E d^2:
+            # SSIM = (a + 2C1)(c - a + 2C2) / ((bb + 2C1)(e - bb + 2C2)).
+            big_a = mu_s.square_()
+            big_d = mu_d.square_()
+            a_ = big_a - big_d
+            bb = big_a.add_(big_d)
+            c_ = e_s - e_d
+            e_ = e_s.add_(e_d)
+            num2 = c_.sub_(a_).add_(c2)
+            den2 = e_.sub_(bb).add_(c2)
+            num = a_.add_(c1).mul_(num2)
+            den = bb.add_(c1).mul_(den2)
+            ssim_map = num.div_(den)
+            if m_t is None:
+                ssim_sum += ssim_map.sum(dim=(1, 2)).double()
+                ssim_count += out_rows * ssim_cols
+            else:
+                centre = mask_dev[a + half:a + half + out_rows, half:w - half].to(torch.float32)
+                ssim_sum += (ssim_map * centre).sum(dim=(1, 2)).double()
+                ssim_count += centre.sum().double()
+
+        q_sum, q_count, *moments = _uiqi_blocks(so, do, m_t)
+        uiqi_sum += q_sum
+        uiqi_count += q_count
+        band_sums[:4] += torch.stack(moments)
+
+    n_pix = float(mask.sum()) if mask is not None else float(h * w)
+    return {
+        "band_sums": band_sums.cpu().numpy(), "n_pixels": n_pix,
+        "ssim_sum": ssim_sum.cpu().numpy(), "ssim_count": float(ssim_count),
+        "ssim_rows": ssim_rows_total, "ssim_cols": ssim_cols,
+        "uiqi_sum": uiqi_sum.cpu().numpy(), "uiqi_count": uiqi_count.cpu().numpy(),
+        "sam_sum": float(sam_sum), "sam_count": float(sam_count),
+        "rmse_map": rmse_map.numpy(), "sam_map": sam_map.numpy(), "abs_map": abs_map.numpy(),
+        "valid_map": valid_map.numpy(),
+    }
+
+
+def _finish(raw: dict[str, Any], scale: float | None, notes: list[str]) -> dict[str, Any]:
+    n = raw["n_pixels"]
+    sum_s, sum_d, sum_s2, sum_d2, sum_sd = raw["band_sums"]
+    b = sum_s.size
+    mse_b = np.maximum(sum_d2, 0.0) / n
+    rmse_b = np.sqrt(mse_b)
+    with np.errstate(divide="ignore"):
+        psnr_b = np.where(mse_b > 0, 10.0 * np.log10(1.0 / np.where(mse_b > 0, mse_b, 1.0)), np.inf)
+    mean_g = (sum_s - sum_d) / (2.0 * n)
+    mean_p = (sum_s + sum_d) / (2.0 * n)
+    ex2 = (sum_s2 - 2.0 * sum_sd + sum_d2) / (4.0 * n)
+    ey2 = (sum_s2 + 2.0 * sum_sd + sum_d2) / (4.0 * n)
+    exy = (sum_s2 - sum_d2) / (4.0 * n)
+    var_g = np.maximum(ex2 - mean_g ** 2, 0.0)
+    var_p = np.maximum(ey2 - mean_p ** 2, 0.0)
+    cov = exy - mean_g * mean_p
+    ok_cc = (var_g > 1e-14) & (var_p > 1e-14)
+    cc_b = np.full(b, np.nan)
+    cc_b[ok_cc] = cov[ok_cc] / np.sqrt(var_g[ok_cc] * var_p[ok_cc])
+    if not ok_cc.all():
+        notes.append(f"CC left out {int((~ok_cc).sum())} constant band(s)")
+
+    if raw["ssim_count"] > 0:
+        ssim_b = raw["ssim_sum"] / raw["ssim_count"]
+    else:
+        ssim_b = np.full(b, np.nan)
+        notes.append(f"SSIM needs at least {SSIM_WINDOW_PX}x{SSIM_WINDOW_PX} pixels (whole windows inside the area)")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        uiqi_b = np.where(raw["uiqi_count"] > 0, raw["uiqi_sum"] / np.maximum(raw["uiqi_count"], 1), np.nan)
+
+    ergas = math.nan
+    if scale is None:
+        notes.append("ERGAS needs the scale factor (HR/LR)")
+    else:
+        ok = mean_g > 0
+        if not ok.all():
+            notes.append(f"ERGAS left out {int((~ok).sum())} band(s) whose reference mean is 0")
+        if ok.any():
+            ergas = 100.0 / float(scale) * math.sqrt(float(np.mean((rmse_b[ok] / mean_g[ok]) ** 2)))
+    if raw["sam_count"] > 0:
+        sam_deg = math.degrees(raw["sam_sum"] / raw["sam_count"])
+    else:
+        sam_deg = 0.0
+        notes.append("SAM: every spectrum is zero in the area; reported as 0")
+    excluded = int(n - raw["sam_count"])
+    if excluded > 0:
+        notes.append(f"SAM left out {excluded} pixel(s) with a zero spectrum")
+    return {
+        "psnr_db": float(np.mean(psnr_b)),
+        "ssim": float(np.mean(ssim_b)),
+        "sam_deg": float(sam_deg),
+        "ergas": float(ergas),
+        "rmse": float(math.sqrt(float(np.sum(mse_b)) / b)),
+        "cc": float(np.nanmean(cc_b)) if ok_cc.any() else math.nan,
+        "uiqi": float(np.nanmean(uiqi_b)) if np.isfinite(uiqi_b).any() else math.nan,
+        "per_band": {"psnr_db": psnr_b, "rmse": rmse_b, "ssim": ssim_b, "cc": cc_b, "uiqi": uiqi_b},
+    }
+
+
+def compute_all(gt, pred, *, scale: float | None = None, region=None, mask=None, band_index: int | None = None,
+                gt_wavelengths_nm=None, pred_wavelengths_nm=None, device=None) -> dict[str, Any]:
+    """Every full-reference metric, the three maps and the per-band curves, in one pass.
+
+    Args:
+        gt, pred: (H, W, B) numpy arrays (float32 reflectance), (1, B, H, W) / (B, H, W) tensors,
+            or Cubes (their wavelengths are then checked too).
+        scale: HR/LR factor for ERGAS (ERGAS is NaN with a note when missing).
+        region: (y0, y1, x0, x1) half-open pixel rectangle: metrics of that crop.
+        mask: (H, W) bool: metrics over the selected pixels (cannot be combined with region).
+        band_index: band of the |error| map (default: the middle band).
+        gt_wavelengths_nm, pred_wavelengths_nm: (B,) nm; when both are known they must agree.
+        device: torch device (default CUDA when available, else CPU).
+
+    Returns:
+        dict with scalars ``psnr_db`` (MPSNR), ``ssim``, ``sam_deg``, ``ergas``, ``rmse``, ``cc``,
+        ``uiqi``; ``per_band`` {psnr_db, rmse, ssim, cc, uiqi: (B,) float64 arrays,
+        wavelengths_nm: (B,) or None}; ``maps`` {rmse: (h, w) float32, abs_error: (h, w) float32
+        at ``band_index``, sam_deg: (h, w) float32 (0 where a spectrum is zero), sam_valid:
+        (h, w) bool}; ``band_index``, ``scale``, ``n_pixels``, ``region``, ``masked``, ``notes``
+        (list of str) and ``conventions``. (h, w) is the region's size, else (H, W).
+
+    Raises:
+        ShapeMismatchError: shapes, band counts or wavelengths differ; MetricsError: bad region/mask.
+    """
+    g, gwl = as_hwb_tensor(gt, "reference")
+    p, pwl = as_hwb_tensor(pred, "output")
+    wl = _check_pair(g, p, gt_wavelengths_nm if gt_wavelengths_nm is not None else gwl,
+                     pred_wavelengths_nm if pred_wavelengths_nm is not None else pwl)
+    h, w, b = g.shape
+    if region is not None and mask is not None:
+        raise MetricsError("give a region or a mask, not both")
+    m = None
+    if region is not None:
+        y0, y1, x0, x1 = _check_region(region, h, w)
+        g, p = g[y0:y1, x0:x1], p[y0:y1, x0:x1]
+        region = (y0, y1, x0, x1)
+    elif mask is not None:
+        m = _check_mask(mask, h, w)
+    k = b // 2 if band_index is None else int(band_index)
+    if not -b <= k < b:
+        raise MetricsError(f"band index {band_index} out of range for {b} bands")
+    k %= b
+    dev = _resolve_device(device)
+    notes: list[str] = []
+    with torch.inference_mode():
+        raw = _run_engine(g, p, m, k, dev)
+    out = _finish(raw, scale, notes)
+    out["per_band"]["wavelengths_nm"] = wl
+    out["maps"] = {"rmse": raw["rmse_map"], "abs_error": raw["abs_map"], "sam_deg": raw["sam_map"],
+                   "sam_valid": raw["valid_map"]}
+    out.update(band_index=k, scale=scale, n_pixels=int(raw["n_pixels"]), region=region, masked=m is not None,
+               notes=notes, conventions=CONVENTIONS)
+    return out
+
+
+# ---------------------------------------------------------------------------------- single metrics
+def mpsnr(gt, pred, **kwargs) -> float:
+    """Mean over bands of the per-band PSNR in dB (data range 1, clipped). See ``compute_all``."""
+    return compute_all(gt, pred, **kwargs)["psnr_db"]
+
+
+def ssim(gt, pred, **kwargs) -> float:
+    """Mean over bands of SSIM (11x11 Gaussian window, sigma 1.5). See ``compute_all``."""
+    return compute_all(gt, pred, **kwargs)["ssim"]
+
+
+def sam_deg(gt, pred, **kwargs) -> float:
+    """Mean spectral angle in degrees over pixels with non-zero spectra. See ``compute_all``."""
+    return compute_all(gt, pred, **kwargs)["sam_deg"]
+
+
+def ergas(gt, pred, scale: float, **kwargs) -> float:
+    """ERGAS with ratio = ``scale`` (HR/LR). See ``compute_all``."""
+    return compute_all(gt, pred, scale=scale, **kwargs)["ergas"]
+
+
+def rmse(gt, pred, **kwargs) -> float:
+    """RMSE over all values (clipped cubes). See ``compute_all``."""
+    return compute_all(gt, pred, **kwargs)["rmse"]
+
+
+def cc(gt, pred, **kwargs) -> float:
+    """Mean over bands of the Pearson correlation. See ``compute_all``."""
+    return compute_all(gt, pred, **kwargs)["cc"]
+
+
+def uiqi(gt, pred, **kwargs) -> float:
+    """Mean over bands of the Q index on 32x32 blocks. See ``compute_all``."""
+    return compute_all(gt, pred, **kwargs)["uiqi"]
+
+
+def _pair_numpy(gt, pred, gt_wl=None, pred_wl=None) -> tuple[np.ndarray, np.ndarray]:
+    g, gw = as_hwb_tensor(gt, "reference")
+    p, pw = as_hwb_tensor(pred, "output")
+    _check_pair(g, p, gt_wl if gt_wl is not None else gw, pred_wl if pred_wl is not None else pw)
+    return np.clip(g.cpu().numpy(), 0.0, 1.0), np.clip(p.cpu().numpy(), 0.0, 1.0)
+
+
+def rmse_map(gt, pred, *, gt_wavelengths_nm=None, pred_wavelengths_nm=None) -> np.ndarray:
+    """(H, W) float32 per-pixel RMSE over bands of the clipped cubes."""
+    g, p = _pair_numpy(gt, pred, gt_wavelengths_nm, pred_wavelengths_nm)
+    diff = p - g
+    return np.sqrt(np.einsum("hwb,hwb->hw", diff, diff, dtype=np.float64) / g.shape[2]).astype(np.float32)
+
+
+def abs_error_map(gt, pred, band_index: int) -> np.ndarray:
+    """(H, W) float32 |output - reference| at one band (clipped cubes)."""
+    g, p = as_hwb_tensor(gt, "reference")[0], as_hwb_tensor(pred, "output")[0]
+    _check_pair(g, p, None, None)
+    k = int(band_index)
+    if not -g.shape[2] <= k < g.shape[2]:
+        raise MetricsError(f"band index {band_index} out of range for {g.shape[2]} bands")
+    return np.abs(np.clip(p[..., k].cpu().numpy(), 0, 1) - np.clip(g[..., k].cpu().numpy(), 0, 1)).astype(np.float32)
+
+
+def sam_map_deg(gt, pred, *, gt_wavelengths_nm=None, pred_wavelengths_nm=None) -> tuple[np.ndarray, np.ndarray]:
+    """((H, W) float32 spectral angle in degrees, (H, W) bool valid): 0 and False where either
+    spectrum is zero."""
+    g, p = _pair_numpy(gt, pred, gt_wavelengths_nm, pred_wavelengths_nm)
+    angle, valid = _sam_rad(torch.from_numpy(g).double(), torch.from_numpy(p).double())
+    return torch.rad2deg(angle).numpy().astype(np.float32), valid.numpy()
+
+
+def basic_metrics(reference, estimate, *, device=None) -> dict[str, float]:
+    """RMSE, MPSNR and SAM (degrees) of an estimate against a reference, both (H, W, C) (no SSIM):
+    the light set the consistency check reports. SAM is 0 for single-band images."""
+    g, p = as_hwb_tensor(reference, "reference")[0], as_hwb_tensor(estimate, "estimate")[0]
+    _check_pair(g, p, None, None)
+    dev = _resolve_device(device)
+    with torch.inference_mode():
+        gc = g.to(dev).clamp(0, 1).double()
+        pc = p.to(dev).clamp(0, 1).double()
+        d = pc - gc
+        mse_b = (d * d).mean(dim=(0, 1))
+        psnr_b = torch.where(mse_b > 0, -10.0 * torch.log10(torch.where(mse_b > 0, mse_b, torch.ones_like(mse_b))),
+                             torch.full_like(mse_b, math.inf))
+        sam, valid = _sam_rad(gc, pc)
+        sam_mean = float(torch.rad2deg(sam[valid]).mean()) if bool(valid.any()) and g.shape[2] > 1 else 0.0
+        return {"rmse": float(mse_b.mean().sqrt()), "psnr_db": float(psnr_b.mean()), "sam_deg": sam_mean}
+
+
+# ---------------------------------------------------------------------------------- no reference
+def _block_q_matrix(x_hwc: torch.Tensor, block_px: int) -> torch.Tensor:
+    """(C, C) float64: mean over non-overlapping blocks (partial at the edges) of the Q index
+    between every pair of channels of x (H, W, C) float64."""
+    h, w, c = x_hwc.shape
+    k = int(block_px)
+    nby, nbx = -(-h // k), -(-w // k)
+    ph, pw = nby * k - h, nbx * k - w
+    weight = torch.ones(h, w, dtype=x_hwc.dtype, device=x_hwc.device)
+    x = F.pad(x_hwc, (0, 0, 0, pw, 0, ph)) if (ph or pw) else x_hwc
+    weight = F.pad(weight, (0, pw, 0, ph)) if (ph or pw) else weight
+    xb = x.reshape(nby, k, nbx, k, c).permute(0, 2, 1, 3, 4).reshape(nby * nbx, k * k, c)
+    wb = weight.reshape(nby, k, nbx, k).permute(0, 2, 1, 3).reshape(nby * nbx, k * k, 1)
+    count = wb.sum(dim=1)  # (nb, 1)
+    keep = count[:, 0] >= 2
+    xb, wb, count = xb[keep], wb[keep], count[keep]
+    if xb.shape[0] == 0:
+        raise MetricsError(f"no {k}x{k} block holds 2 pixels or more")
+    mean = (xb * wb).sum(dim=1) / count  # (nb, C)
+    xc = (xb - mean[:, None, :]) * wb
+    cov = xc.transpose(1, 2) @ xc / count[:, :, None]  # (nb, C, C)
+    var = torch.diagonal(cov, dim1=1, dim2=2)
+    var_sum = var[:, :, None] + var[:, None, :]
+    q = _q_from_moments(mean[:, :, None], mean[:, None, :], var_sum, cov, flat=1e-20)
+    return q.mean(dim=0)
+
+
+def qnr(fused, lr_hsi, msi, *, scale: int | None = None, msi_lr=None, protocol=None, block_px: int = 32,
+        p: float = 1.0, q: float = 1.0, alpha: float = 1.0, beta: float = 1.0, device=None) -> dict[str, Any]:
+    """No-reference quality of a fused HR-HSI: QNR = (1 - D_lambda)^alpha (1 - D_s)^beta.
+
+    D_lambda = (mean over band pairs l != r of |Q(F_l, F_r) - Q(Y_l, Y_r)|^p)^(1/p): the fused
+    image F (H, W, B) should keep the inter-band relations of the LR-HSI Y (h, w, B).
+    D_s = (mean over l, m of |Q(F_l, P_m) - Q(Y_l, P~_m)|^q)^(1/q): each HS band should relate to
+    each MSI band P_m (H, W, M) at HR as it does at LR, P~ being the MSI brought to the LR grid
+    (``msi_lr`` if given, else the protocol's spatial operator, else MATLAB bicubic imresize as in
+    the QNR paper). Q is the Wang-Bovik index averaged over non-overlapping blocks of ``block_px``
+    HR pixels (``block_px / scale`` LR pixels, at least 8 or the LR size, with the HR block kept at
+    scale times the LR block so both cover the same ground). Alparone et al., PE&RS 74(2), 2008.
+
+    Returns:
+        dict qnr, d_lambda, d_s (floats), block_lr_px, block_hr_px, scale, notes.
+    """
+    from app.core import degrade  # local: degrade imports srf only, metrics stays light to import
+
+    f, _ = as_hwb_tensor(fused, "fused output")
+    y, _ = as_hwb_tensor(lr_hsi, "LR-HSI")
+    pm, _ = as_hwb_tensor(msi, "MSI")
+    hh, ww, b = f.shape
+    h, w, b_lr = y.shape
+    if b_lr != b:
+        raise ShapeMismatchError(f"band counts differ: the output has {b} bands, the LR-HSI {b_lr}")
+    if pm.shape[:2] != f.shape[:2]:
+        raise ShapeMismatchError(f"the MSI is {pm.shape[0]}x{pm.shape[1]} but the output is {hh}x{ww}")
+    if scale is None:
+        if hh % h or ww % w or hh // h != ww // w:
+            raise ShapeMismatchError(f"the output ({hh}x{ww}) is not an integer multiple of the LR-HSI ({h}x{w})")
+        scale = hh // h
+    scale = int(scale)
+    if (h * scale, w * scale) != (hh, ww):
+        raise ShapeMismatchError(f"LR-HSI {h}x{w} times {scale} is not the output's {hh}x{ww}")
+    notes: list[str] = []
+    dev = _resolve_device(device)
+    with torch.inference_mode():
+        f64 = f.to(dev).double()
+        y64 = y.to(dev).double()
+        p64 = pm.to(dev).double()
+        if msi_lr is not None:
+            plr = as_hwb_tensor(msi_lr, "LR MSI")[0].to(dev).double()
+            if tuple(plr.shape) != (h, w, pm.shape[2]):
+                raise ShapeMismatchError(f"the LR MSI is {tuple(plr.shape)}, expected {(h, w, pm.shape[2])}")
+        else:
+            x = p64.permute(2, 0, 1).unsqueeze(0)
+            if protocol is not None:
+                plr4 = degrade.spatial_degrade(x, protocol, scale)
+            else:
+                plr4 = degrade.bicubic_downsample(x, scale)
+                notes.append("MSI brought to the LR grid with bicubic imresize")
+            plr = plr4[0].permute(1, 2, 0)
+        block_lr = max(int(block_px) // scale, min(8, h, w))
+        block_lr = min(block_lr, max(h, w))
+        block_hr = block_lr * scale
+        if block_lr != int(block_px) // scale:
+            notes.append(f"blocks of {block_lr} LR / {block_hr} HR pixels "
+                         f"(the {block_px}-pixel default is too small at x{scale})")
+        q_f = _block_q_matrix(torch.cat([f64, p64], dim=-1), block_hr)
+        q_y = _block_q_matrix(torch.cat([y64, plr], dim=-1), block_lr)
+        off = ~torch.eye(b, dtype=torch.bool, device=dev)
+        if b > 1:
+            d_lambda = float((((q_f[:b, :b] - q_y[:b, :b]).abs() ** p)[off].mean()) ** (1.0 / p))
+        else:
+            d_lambda = 0.0
+            notes.append("D_lambda is 0 for a single band")
+        d_s = float((((q_f[:b, b:] - q_y[:b, b:]).abs() ** q).mean()) ** (1.0 / q))
+    value = (1.0 - d_lambda) ** alpha * (1.0 - d_s) ** beta
+    return {"qnr": float(value), "d_lambda": d_lambda, "d_s": d_s, "block_lr_px": block_lr,
+            "block_hr_px": block_hr, "scale": scale, "notes": notes}
+
+
+def d_lambda(fused, lr_hsi, msi, **kwargs) -> float:
+    """Spectral distortion D_lambda of ``qnr`` (0 is best)."""
+    return qnr(fused, lr_hsi, msi, **kwargs)["d_lambda"]
+
+
+def d_s(fused, lr_hsi, msi, **kwargs) -> float:
+    """Spatial distortion D_s of ``qnr`` (0 is best)."""
+    return qnr(fused, lr_hsi, msi, **kwargs)["d_s"]
