@@ -13,14 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-def keys_cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
-    """Keys (1981) cubic convolution kernel; a = -0.5 is MATLAB's and the literature's choice."""
-    ax = np.abs(x)
-    ax2, ax3 = ax * ax, ax * ax * ax
-    near = (a + 2) * ax3 - (a + 3) * ax2 + 1
-    far = a * ax3 - 5 * a * ax2 + 8 * a * ax - 4 * a
-    return np.where(ax <= 1, near, np.where(ax < 2, far, 0.0))
+from models.degradation import keys_cubic
 
 
 @functools.lru_cache(maxsize=64)

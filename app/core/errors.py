@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-class HsiError(Exception):
-    """Base class of every error the project raises on purpose."""
+from models.errors import HsiError  # noqa: F401  (the base class lives in the lowest layer)
 
 
 class CubeError(HsiError):

@@ -11,6 +11,7 @@ from PIL import Image
 
 from app.core import degrade, srf
 from app.core.errors import HsiError
+from models import degradation
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "resources" / "sample" / "fake_and_real_food_ms"
 
@@ -95,8 +96,8 @@ def test_bicubic_keeps_constants_and_matches_an_antialiased_resampler_inside(sca
 def test_bicubic_chunked_path_for_long_axes_equals_dense(monkeypatch):
     x = torch.rand(1, 2, 40, 90, dtype=torch.float64)
     dense = degrade.bicubic_downsample(x, 3)
-    monkeypatch.setattr(degrade, "_DENSE_RESIZE_MAX_PX", 16)
-    monkeypatch.setattr(degrade, "_RESIZE_CHUNK_OUT", 7)
+    monkeypatch.setattr(degradation, "_DENSE_RESIZE_MAX_PX", 16)
+    monkeypatch.setattr(degradation, "_RESIZE_CHUNK_OUT", 7)
     np.testing.assert_allclose(degrade.bicubic_downsample(x, 3).numpy(), dense.numpy(), atol=1e-14)
 
 
