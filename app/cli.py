@@ -37,6 +37,7 @@ def _read_kwargs(args) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description="Hyperspectral super-resolution viewer and tools")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command")
 
     view = sub.add_parser("view", help="open the viewer (default: the bundled sample)")
@@ -57,6 +58,40 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--mat-version", choices=("auto", "5", "7.3"), default="auto")
     conv.add_argument("--interleave", choices=("bsq", "bil", "bip"), default="bsq")
     _add_read_options(conv)
+
+    sim = sub.add_parser("simulate", help="simulate the LR-HSI and guide of a GT cube with a named protocol")
+    sim.add_argument("--gt", required=True, help="ground-truth cube (any supported format)")
+    sim.add_argument("--protocol", required=True, help="bicubic-x{2,3,4,8}, gauss-x{4,8,16,32}, mulsr-x{4,8,16}")
+    sim.add_argument("--srf", help="SRF for the guide: built-in name or CSV (default: Nikon D700 for 400-700 nm)")
+    sim.add_argument("--noise-sigma", type=float, help="Gaussian noise sigma on the LR-HSI (reflectance units)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--format", default=".npy", help="output extension: .npy (default), .mat, .hdr, .tif, .h5, .npz")
+    sim.add_argument("--out", required=True, help="output folder")
+    _add_read_options(sim)
+
+    sr = sub.add_parser("sr", help="super-resolve an LR-HSI with a registered model")
+    sr.add_argument("--model", required=True, help="model name (see `main.py models`)")
+    sr.add_argument("--lr", required=True, help="LR hyperspectral cube")
+    sr.add_argument("--guide", help="HR RGB/MSI guide (fusion models)")
+    sr.add_argument("--srf", help="SRF of the guide: built-in name or CSV (default: from the cube's wavelengths)")
+    sr.add_argument("--protocol", help="protocol whose PSF the model assumes (default gauss-x<scale>)")
+    sr.add_argument("--scale", type=int, required=True)
+    sr.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, mps")
+    sr.add_argument("--steps", type=int, help="iterations / sampling steps for iterative or stochastic models")
+    sr.add_argument("--seed", type=int, default=0)
+    sr.add_argument("--out", required=True, help="output cube (format by extension)")
+    _add_read_options(sr)
+
+    ev = sub.add_parser("eval", help="simulate inputs from GT cubes, run models, compute the metrics")
+    ev.add_argument("--gt", nargs="+", required=True, help="GT cubes, CAVE scene folders, or a folder of them")
+    ev.add_argument("--protocol", required=True)
+    ev.add_argument("--models", default="all", help="comma-separated model names, or all")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--steps", type=int)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", help="write the results as JSON here")
+
+    sub.add_parser("models", help="list the registered models and what they need")
 
     bench = sub.add_parser("bench", help="measure speed and memory; prints ratios measured in one run")
     bench.add_argument("--only", action="append", choices=("io", "metrics"), help="run only these benchmarks")
@@ -115,6 +150,87 @@ def cmd_view(args) -> int:
     return run_viewer(files, open_sample=not args.no_sample, screenshot=args.screenshot)
 
 
+def _progress_bar(desc: str):
+    """A tqdm bar driven by engine Progress reports (fraction in [0, 1])."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc=desc, unit="‰", leave=False, dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+
+    def update(progress):
+        bar.n = int(round(progress.fraction * 1000))
+        post = progress.message if progress.loss is None else f"{progress.message} loss {progress.loss:.4g}"
+        bar.set_postfix_str(post[:60], refresh=False)
+        bar.refresh()
+
+    return bar, update
+
+
+def cmd_simulate(args) -> int:
+    from app.core.batch import simulate_to_dir
+
+    ext = args.format if args.format.startswith(".") else "." + args.format
+    meta = simulate_to_dir(args.gt, args.protocol, args.out, srf=args.srf, noise_sigma=args.noise_sigma,
+                           seed=args.seed, ext=ext, read_options=_read_kwargs(args))
+    print(f"{meta['protocol']}: LR {meta['lr_shape']}, guide {meta.get('guide_shape')} -> {args.out}")
+    for note in meta.get("notes", []):
+        print(f"  note: {note}")
+    return 0
+
+
+def cmd_sr(args) -> int:
+    from app.core.batch import super_resolve
+
+    bar, update = _progress_bar(args.model)
+    try:
+        info = super_resolve(args.model, args.lr, args.out, scale=args.scale, guide_path=args.guide, srf=args.srf,
+                             protocol=args.protocol, device=args.device, steps=args.steps, seed=args.seed,
+                             on_progress=update, read_options=_read_kwargs(args))
+    finally:
+        bar.close()
+    for m in info["messages"]:
+        print(f"  note: {m}")
+    prov = info["provenance"]
+    print(f"wrote {info['out']} ({prov['model']}, x{prov['scale']}, {prov['device']}, {prov['seconds']} s)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from tqdm import tqdm
+
+    from app.core.batch import evaluate, format_table, write_json
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    done = tqdm(desc="eval", unit="run", leave=False, dynamic_ncols=True)
+
+    def on_item(item):
+        done.update(1)
+        if item.metrics:
+            done.set_postfix_str(f"{item.image} {item.model} {item.metrics['psnr']:.2f} dB")
+
+    try:
+        doc = evaluate(args.gt, args.protocol, models if models != ["all"] else "all", device=args.device,
+                       steps=args.steps, seed=args.seed, on_item=on_item)
+    finally:
+        done.close()
+    print(format_table(doc))
+    if args.json:
+        print(f"wrote {write_json(Path(args.json), doc)}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from models.registry import INPUT_TITLES, all_specs
+
+    for spec in all_specs():
+        scales = ", ".join(f"x{s}" for s in spec.scales) or "any"
+        needs = ", ".join(INPUT_TITLES[i] for i in spec.inputs)
+        flags = [f for f, on in (("iterative", spec.iterative), ("stochastic", spec.stochastic)) if on]
+        print(f"{spec.name:<10} {spec.title} [{spec.task}; scales {scales}; needs {needs}"
+              + (f"; {', '.join(flags)}" if flags else "") + "]")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from app.core.bench import run_benchmarks
 
@@ -126,22 +242,25 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"view", "info", "convert", "bench"}
+    commands = {"view", "info", "convert", "simulate", "sr", "eval", "models", "bench"}
     if argv and argv[0] not in commands and not argv[0].startswith("-"):
         argv = ["view", *argv]  # `python main.py cube.hdr` opens the viewer on that file
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     if args.command is None:
         args = parser.parse_args(["view", *argv])
-    handlers = {"view": cmd_view, "info": cmd_info, "convert": cmd_convert, "bench": cmd_bench}
+    handlers = {"view": cmd_view, "info": cmd_info, "convert": cmd_convert, "simulate": cmd_simulate,
+                "sr": cmd_sr, "eval": cmd_eval, "models": cmd_models, "bench": cmd_bench}
     try:
         return handlers[args.command](args)
-    except HsiError as exc:
+    except (HsiError, ValueError, OSError) as exc:
+        if args.debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ floor. Written as one interpolation matrix per axis, so a whole cube is two matr
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import torch
@@ -56,10 +55,8 @@ class BicubicSR(nn.Module):
         super().__init__()
         self.scale = int(scale)
 
-    def forward(self, lr: torch.Tensor, guide: torch.Tensor | None = None, srf: torch.Tensor | None = None) -> torch.Tensor:
-        return bicubic_upsample(lr, self.scale)
+    def forward(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor | None = None, srf: torch.Tensor | None = None,
+                psf: torch.Tensor | None = None) -> torch.Tensor:
+        return bicubic_upsample(lr_hsi, self.scale)
 
 
-def receptive_field_bicubic(scale: int) -> int:
-    """HR pixels of context a bicubic output pixel depends on (2 LR pixels each side)."""
-    return int(math.ceil(2 * scale))

@@ -14,7 +14,7 @@ from app.core.errors import CubeError, MissingFileError, UnknownFormatError, Uns
 from app.core.io import containers, envi, imagefiles
 from app.core.io._common import ReadOptions
 
-__all__ = ["open_cube", "save_cube", "sniff", "ReadOptions", "FORMATS", "WRITE_FORMATS", "list_variables"]
+__all__ = ["open_cube", "save_cube", "output_format", "sniff", "ReadOptions", "FORMATS", "WRITE_FORMATS", "list_variables"]
 
 
 @dataclass(frozen=True)
@@ -126,21 +126,26 @@ def list_variables(path: str | Path) -> list[str]:
     return []
 
 
+def output_format(path: str | Path, fmt: str | None = None) -> str:
+    """The writer a path selects (checked before long work, so a typo fails at once)."""
+    path = Path(path).expanduser()
+    name = fmt or WRITE_FORMATS.get(path.suffix.lower())
+    if name is None or (name != "mat" and name != "envi" and (name not in FORMATS or FORMATS[name].write is None)):
+        raise UnknownFormatError(path, f"cannot tell the output format from '{path.suffix}' "
+                                       f"(use one of {', '.join(e for e in WRITE_FORMATS if e)} or a folder)")
+    return name
+
+
 def save_cube(cube: Cube, path: str | Path, *, fmt: str | None = None, **options) -> Path:
     """Write a cube (format from ``fmt`` or the extension; a path without extension is a PNG folder).
 
     Writers go through a temporary name and a rename, so a failure never leaves a partial file.
     Options: ``mat_version`` ('auto', '5', '7.3') for .mat, ``interleave``/``byteorder`` for ENVI."""
     path = Path(path).expanduser()
-    name = fmt or WRITE_FORMATS.get(path.suffix.lower())
-    if name is None:
-        raise UnknownFormatError(path, f"cannot tell the output format from '{path.suffix}' "
-                                       f"(use one of {', '.join(e for e in WRITE_FORMATS if e)} or a folder)")
+    name = output_format(path, fmt)
     if name == "mat":
         return containers.write_mat(cube, path, options.get("mat_version", "auto"))
     if name == "envi":
         return envi.write(cube, path, interleave=options.get("interleave", "bsq"),
                           byteorder=options.get("byteorder", "little"))
-    if name not in FORMATS or FORMATS[name].write is None:
-        raise UnknownFormatError(path, f"no writer for format '{name}'")
     return FORMATS[name].write(cube, path)

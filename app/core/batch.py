@@ -1,0 +1,208 @@
+"""Headless jobs behind the CLI: simulate inputs, super-resolve a file, evaluate models on GT files.
+
+Every function takes plain paths/values, reports progress through a callback and returns data
+(printing is the CLI's business), so the GUI and tests can use them too.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from app.core import srf as srf_mod
+from app.core.cube import Cube
+from app.core.datasets import scene_folders
+from app.core.degrade import parse_protocol, psf_kernel, simulate
+from app.core.engine import Progress, run_model, run_to_end
+from app.core.errors import HsiError
+from app.core.io import open_cube, output_format, save_cube
+from app.core.io._common import atomic_path
+from app.core.metrics import compute_all
+from models import registry
+
+METRIC_KEYS = ("psnr", "ssim", "sam_deg", "ergas", "rmse")
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items() if not isinstance(v, np.ndarray) or v.size <= 64}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(_json_safe(payload), indent=2), encoding="utf-8")
+    return Path(path)
+
+
+def resolve_srf(srf_arg: str | None, wavelengths_nm, bands: int, guide_bands: int | None = None) -> tuple[np.ndarray, str]:
+    """(M, B) SRF matrix and its name: a built-in name, a CSV path, or the default for the cube."""
+    if srf_arg is None:
+        if wavelengths_nm is None:
+            if bands == 31:
+                wavelengths_nm = srf_mod.CAVE_WAVELENGTHS_NM
+            else:
+                raise HsiError(f"the cube has {bands} bands and no wavelengths: give --srf (a CSV or a built-in: "
+                               f"{', '.join(srf_mod.available_srfs())})")
+        name = srf_mod.default_srf_name(wavelengths_nm)
+    else:
+        name = srf_arg
+    matrix = srf_mod.srf_matrix(name, wavelengths_nm, n_bands=bands)
+    if guide_bands is not None and matrix.shape[0] != guide_bands:
+        raise HsiError(f"SRF '{name}' gives {matrix.shape[0]} bands but the guide has {guide_bands}")
+    return matrix, str(name)
+
+
+# ------------------------------------------------------------------------------ simulate
+def simulate_to_dir(gt_path, protocol: str, out_dir, *, srf: str | None = None, noise_sigma: float | None = None,
+                    seed: int = 0, ext: str = ".npy", read_options: dict | None = None) -> dict:
+    """Write lr<ext>, guide<ext> (when the protocol has one) and protocol.json into ``out_dir``."""
+    output_format(Path(out_dir) / f"lr{ext}")
+    gt = open_cube(gt_path, **(read_options or {})).load()
+    lr, guide, meta = simulate(gt.data, protocol, srf=srf, wavelengths_nm=gt.wavelengths_nm,
+                               noise_sigma=noise_sigma, seed=seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prov = {"protocol": meta["protocol"], "scale": meta["scale"], "seed": seed, "source": str(gt.source_path)}
+    lr_cube = Cube.from_array(lr, gt.wavelengths_nm, name="lr", metadata={"provenance": prov})
+    written = {"lr": str(save_cube(lr_cube, out / f"lr{ext}"))}
+    if guide is not None:
+        guide_cube = Cube.from_array(guide, None, name="guide", metadata={"provenance": {**prov, "srf": meta.get("srf")}})
+        written["guide"] = str(save_cube(guide_cube, out / f"guide{ext}"))
+    meta = {**meta, "gt": str(gt.source_path), "files": written}
+    write_json(out / "protocol.json", meta)
+    return meta
+
+
+# ------------------------------------------------------------------------------ super-resolve
+def super_resolve(model: str, lr_path, out_path, *, scale: int, guide_path=None, srf: str | None = None,
+                  protocol: str | None = None, device: str = "auto", steps: int | None = None, seed: int = 0,
+                  on_progress: Callable[[Progress], None] | None = None, read_options: dict | None = None) -> dict:
+    spec = registry.get(model)
+    output_format(out_path)
+    lr = open_cube(lr_path, **(read_options or {})).load()
+    guide = open_cube(guide_path).load() if guide_path else None
+    srf_matrix = psf = None
+    if "srf" in spec.inputs or (guide is not None and "hr_msi" in spec.inputs):
+        srf_matrix, srf_name = resolve_srf(srf, lr.wavelengths_nm, lr.bands, guide.bands if guide is not None else None)
+    if "psf" in spec.inputs:
+        proto = parse_protocol(protocol or f"gauss-x{scale}", strict=False)
+        if proto.scale != scale:
+            raise HsiError(f"protocol {proto.name} does not match --scale {scale}")
+        psf = psf_kernel(proto)
+    result = run_to_end(run_model(model, lr.data, guide=None if guide is None else guide.data, srf=srf_matrix,
+                                  psf=psf, scale=scale, device=device, steps=steps, seed=seed), on_progress)
+    provenance = {**result.provenance, "lr": str(lr.source_path), "guide": None if guide is None else str(guide.source_path)}
+    if protocol:
+        provenance["protocol"] = protocol
+    cube = Cube.from_array(np.clip(result.data, 0.0, 1.0), lr.wavelengths_nm, name=f"{lr.name}_{model}",
+                           metadata={"provenance": provenance})
+    written = save_cube(cube, out_path)
+    return {"out": str(written), "provenance": provenance, "messages": result.messages}
+
+
+# ------------------------------------------------------------------------------ evaluate
+@dataclass
+class EvalItem:
+    image: str
+    model: str
+    metrics: dict | None
+    seconds: float
+    skipped: str | None = None
+
+
+def gt_items(paths) -> list[Path]:
+    """GT files/folders: a cube file, a CAVE scene folder, or a folder of CAVE scene folders."""
+    items: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            items.extend(scene_folders(p))
+        elif p.exists():
+            items.append(p)
+        else:
+            raise HsiError(f"{p}: no such file or folder")
+    if not items:
+        raise HsiError("no ground-truth cube found in " + ", ".join(map(str, paths)))
+    return items
+
+
+def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = "auto", steps: int | None = None,
+             seed: int = 0, on_item: Callable[[EvalItem], None] | None = None,
+             on_progress: Callable[[Progress], None] | None = None) -> dict:
+    """Simulate each GT's inputs with ``protocol``, run every model that fits, compute the metrics.
+
+    Returns the JSON document described by the CLI's ``eval`` command."""
+    proto = parse_protocol(protocol)
+    names = [s.name for s in registry.all_specs()] if models in ("all", ["all"]) else list(models)
+    specs = [registry.get(n) for n in names]
+    available = ["lr_hsi", "psf"] + (["hr_msi", "srf"] if proto.has_guide else [])
+    results: list[EvalItem] = []
+    used_device = None
+    for gt_path in gt_items(gt_paths):
+        gt = open_cube(gt_path).load()
+        lr, guide, meta = simulate(gt.data, proto, wavelengths_nm=gt.wavelengths_nm, seed=seed)
+        hr = gt.data
+        crop = meta.get("crop", {})
+        if crop.get("cropped"):
+            (r0, r1), (c0, c1) = crop["rows"], crop["cols"]
+            hr = hr[r0:r1, c0:c1]
+        srf_matrix = None
+        if guide is not None:
+            srf_matrix = srf_mod.srf_matrix(meta["srf"], np.asarray(meta["wavelengths_nm"]), n_bands=gt.bands)
+        for spec in specs:
+            reason = spec.why_not(available, proto.scale, gt.bands)
+            if reason:
+                item = EvalItem(gt.name, spec.name, None, 0.0, skipped=reason)
+            else:
+                started = time.perf_counter()
+                result = run_to_end(run_model(spec.name, lr, guide=guide, srf=srf_matrix, psf=psf_kernel(proto),
+                                              scale=proto.scale, device=device, steps=steps, seed=seed), on_progress)
+                seconds = time.perf_counter() - started
+                used_device = result.provenance["device"]
+                m = compute_all(hr, np.clip(result.data, 0, 1), scale=proto.scale, device=device if device != "auto" else None)
+                item = EvalItem(gt.name, spec.name, {
+                    "psnr": m["psnr_db"], "ssim": m["ssim"], "sam_deg": m["sam_deg"], "ergas": m["ergas"],
+                    "rmse": m["rmse"]}, seconds)
+            results.append(item)
+            if on_item is not None:
+                on_item(item)
+    summary = {}
+    for spec in specs:
+        rows = [r for r in results if r.model == spec.name and r.metrics is not None]
+        if rows:
+            summary[spec.name] = {k: float(np.mean([r.metrics[k] for r in rows])) for k in METRIC_KEYS}
+            summary[spec.name]["seconds"] = float(np.mean([r.seconds for r in rows]))
+            summary[spec.name]["images"] = len(rows)
+    return {
+        "protocol": proto.name, "device": used_device or device,
+        "results": [{"image": r.image, "model": r.model, **(r.metrics or {}), "seconds": round(r.seconds, 3),
+                     **({"skipped": r.skipped} if r.skipped else {})} for r in results],
+        "summary": summary,
+    }
+
+
+def format_table(doc: dict) -> str:
+    """Plain-text table: one row per image and model, then the mean per model."""
+    head = f"{'image':<28} {'model':<10} {'PSNR':>7} {'SSIM':>7} {'SAM°':>6} {'ERGAS':>7} {'RMSE':>8} {'s':>7}"
+    lines = [f"protocol {doc['protocol']}, device {doc['device']}", head, "-" * len(head)]
+    for r in doc["results"]:
+        if r.get("skipped"):
+            lines.append(f"{r['image']:<28} {r['model']:<10} skipped: {r['skipped']}")
+        else:
+            lines.append(f"{r['image']:<28} {r['model']:<10} {r['psnr']:7.2f} {r['ssim']:7.4f} {r['sam_deg']:6.2f} "
+                         f"{r['ergas']:7.3f} {r['rmse']:8.5f} {r['seconds']:7.2f}")
+    lines.append("-" * len(head))
+    for name, s in doc["summary"].items():
+        lines.append(f"{'mean (' + str(s['images']) + ' images)':<28} {name:<10} {s['psnr']:7.2f} {s['ssim']:7.4f} "
+                     f"{s['sam_deg']:6.2f} {s['ergas']:7.3f} {s['rmse']:8.5f} {s['seconds']:7.2f}")
+    return "\n".join(lines)
