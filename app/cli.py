@@ -94,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the registered models and what they need")
 
     bench = sub.add_parser("bench", help="measure speed and memory; prints ratios measured in one run")
-    bench.add_argument("--only", action="append", choices=("io", "metrics"), help="run only these benchmarks")
-    bench.add_argument("--envi-gb", type=float, default=2.0, help="size of the generated ENVI cube (GB)")
+    bench.add_argument("--only", action="append", choices=("io", "load", "redraw", "spectra", "metrics", "models"),
+                       help="run only these benchmarks (repeatable)")
+    bench.add_argument("--quick", action="store_true", help="smaller inputs (0.25 GB ENVI cube, 256x256 models)")
+    bench.add_argument("--json", help="also write the figures as JSON here")
+    bench.add_argument("--device", default="auto", help="device for the model benchmarks")
+    bench.add_argument("--envi-gb", type=float, help="size of the generated ENVI cube in GB (default 2, quick 0.25)")
     bench.add_argument("--tmp", help="folder for the generated files (default: system temp)")
     return parser
 
@@ -234,7 +238,8 @@ def cmd_models(args) -> int:
 def cmd_bench(args) -> int:
     from app.core.bench import run_benchmarks
 
-    return run_benchmarks(only=args.only, envi_gb=args.envi_gb, tmp=args.tmp)
+    return run_benchmarks(only=args.only, envi_gb=args.envi_gb, tmp=args.tmp, quick=args.quick,
+                          json_out=args.json, device=args.device)
 
 
 def main(argv: list[str] | None = None) -> int:

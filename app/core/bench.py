@@ -97,10 +97,168 @@ def bench_io(size_gb: float = 2.0, tmp: str | None = None) -> dict:
     }
 
 
-def run_benchmarks(only: list[str] | None = None, envi_gb: float = 2.0, tmp: str | None = None) -> int:
-    chosen = only or ["io", "metrics"]
+class PeakRss:
+    """Peak resident memory (MiB above the start) while the block runs, sampled every 5 ms."""
+
+    def __init__(self):
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self.start_mb = self.peak_mb = 0.0
+
+    def _poll(self):
+        while not self._stop.wait(0.005):
+            self.peak_mb = max(self.peak_mb, _rss_mb())
+
+    def __enter__(self):
+        gc.collect()
+        self.start_mb = self.peak_mb = _rss_mb()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, _rss_mb())
+
+    @property
+    def delta_mb(self) -> float:
+        return self.peak_mb - self.start_mb
+
+
+def _best_of(fn, repeats: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def cave_like_512() -> tuple:
+    """A 512x512x31 cube of real CAVE spectra: the bundled 256x256 crop tiled 2x2, and its wavelengths."""
+    from app.core.sample import load_sample_gt
+
+    gt = load_sample_gt().load()
+    return np.ascontiguousarray(np.tile(gt.data, (2, 2, 1))), gt.wavelengths_nm
+
+
+def bench_loading(repeats: int = 3) -> dict:
+    """Open the bundled CAVE PNG folder with the project's reader vs. a plain PIL decode of its files."""
+    from PIL import Image
+
+    from app.core.io import open_cube
+    from app.core.sample import SAMPLE_DIR
+
+    files = sorted(SAMPLE_DIR.glob("*.png"))
+    plain = _best_of(lambda: [np.array(Image.open(f)) for f in files], repeats)
+    ours = _best_of(lambda: open_cube(SAMPLE_DIR).data, repeats)
+    return {"open_s": ours, "pil_decode_s": plain, "ratio": ours / plain}
+
+
+def _bench_scene():
+    from app.core.cube import Cube
+    from app.core.scene import Scene
+
+    data, wl = cave_like_512()
+    scene = Scene()
+    scene.add_layer(Cube.from_array(data, wl, name="gt"), "gt")
+    for k in range(3):
+        scene.add_layer(Cube.from_array(np.clip(data + 0.01 * (k + 1), 0, 1), wl, name=f"recon{k}"), "recon")
+    return scene, data
+
+
+def bench_redraw(repeats: int = 5) -> dict:
+    """Band change: display images + shared contrast for 4 panels of 512x512x31, vs a numpy copy of 4 bands."""
+    from app.core.scene import render
+
+    scene, data = _bench_scene()
+    state = {"band": 0}
+
+    def redraw():
+        state["band"] = (state["band"] + 7) % 31
+        scene.set_band(state["band"])
+        render(scene.snapshot())
+
+    ours = _best_of(redraw, repeats)
+    plain = _best_of(lambda: [np.array(data[:, :, (k * 7) % 31]) for k in range(4)], repeats)
+    return {"redraw_s": ours, "numpy_copy_s": plain, "ratio": ours / plain}
+
+
+def bench_spectra(repeats: int = 20) -> dict:
+    """Click a pixel: spectra of 4 layers, vs plain numpy indexing of 4 arrays."""
+    scene, data = _bench_scene()
+    rng = np.random.default_rng(0)
+    pts = rng.integers(0, 512, size=(repeats, 2))
+    i = {"k": 0}
+
+    def click():
+        y, x = pts[i["k"] % repeats]
+        i["k"] += 1
+        scene.set_pixel(int(y), int(x))
+        scene.spectra_at()
+
+    ours = _best_of(click, repeats)
+    plain = _best_of(lambda: [data[100, 200].copy() for _ in range(4)], repeats)
+    return {"click_s": ours, "numpy_index_s": plain, "ratio": ours / plain}
+
+
+def bench_models(quick: bool = False, device: str = "auto") -> list[dict]:
+    """Inference time and peak memory of every registered model on a 512x512x31 CAVE-like cube."""
+    import torch
+
+    from app.core import srf as srf_mod
+    from app.core.degrade import psf_kernel, simulate
+    from app.core.engine import run_model, run_to_end, select_device
+    from models.registry import all_specs
+
+    data, wl = cave_like_512()
+    if quick:
+        data = np.ascontiguousarray(data[:256, :256])
+    dev = select_device(device)
+    rows = []
+    for spec in all_specs():
+        scale = 4 if spec.supports_scale(4) and spec.task == "single-image" else (8 if spec.supports_scale(8) else spec.scales[0])
+        protocol = f"gauss-x{scale}" if scale in (4, 8, 16, 32) else f"bicubic-x{scale}"
+        lr, guide, meta = simulate(data, protocol, wavelengths_nm=wl)
+        if guide is None:
+            guide = simulate(data, f"gauss-x{scale}", wavelengths_nm=wl)[1] if scale in (4, 8, 16, 32) else None
+        srf = srf_mod.srf_matrix("nikon_d700", wl)
+        kwargs = {"guide": guide if "hr_msi" in spec.inputs or "hr_rgb" in spec.inputs else None,
+                  "srf": srf if "srf" in spec.inputs else None,
+                  "psf": psf_kernel(f"gauss-x{scale}") if "psf" in spec.inputs else None}
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        with PeakRss() as mem:
+            t0 = time.perf_counter()
+            result = run_to_end(run_model(spec.name, lr, scale=scale, device=str(dev), **kwargs))
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+        row = {"model": spec.name, "scale": scale, "device": str(dev), "hr_shape": list(result.data.shape),
+               "seconds": seconds, "peak_rss_mb": mem.delta_mb}
+        if dev.type == "cuda":
+            row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        rows.append(row)
+    base = next((r["seconds"] for r in rows if r["model"] == "bicubic"), None)
+    for r in rows:
+        r["vs_bicubic"] = r["seconds"] / base if base else None
+    return rows
+
+
+def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, tmp: str | None = None,
+                   quick: bool = False, json_out: str | None = None, device: str = "auto") -> int:
+    """Run the suite and print every figure next to the baseline measured in the same run."""
+    import json
+
+    import torch
+
+    chosen = only or ["io", "load", "redraw", "spectra", "metrics", "models"]
+    report: dict = {"quick": quick, "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
     if "io" in chosen:
-        r = bench_io(envi_gb, tmp)
+        r = report["io"] = bench_io(envi_gb if envi_gb is not None else (0.25 if quick else 2.0), tmp)
         print(f"[io] ENVI float32 BSQ cube of {r['file_mb']:.0f} MiB (page cache dropped: {r['cold_cache']})")
         print(f"  open (memory-mapped)   {r['open_s'] * 1e3:8.1f} ms   full read of the file {r['full_read_s'] * 1e3:8.1f} ms"
               f"   ratio {r['open_vs_full_read']:.4f}")
@@ -108,14 +266,37 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float = 2.0, tmp: str
               f"{r['rss_after_access_mb']:.1f} MiB = {r['rss_vs_file']:.4f} of the file")
         print(f"  band read {r['band_s'] * 1e3:.1f} ms; spectrum read {r['spectrum_s'] * 1e3:.2f} ms from a cold file "
               f"(one page per band), {r['spectrum_warm_s'] * 1e3:.3f} ms once its pages are cached")
+    if "load" in chosen:
+        r = report["load"] = bench_loading()
+        print(f"[load] CAVE PNG folder 256x256x31: open_cube {r['open_s'] * 1e3:.1f} ms, plain PIL decode "
+              f"{r['pil_decode_s'] * 1e3:.1f} ms, ratio {r['ratio']:.2f}")
+    if "redraw" in chosen:
+        r = report["redraw"] = bench_redraw()
+        print(f"[redraw] band change, 4 panels 512x512x31 with shared contrast: {r['redraw_s'] * 1e3:.1f} ms, "
+              f"numpy copy of 4 bands {r['numpy_copy_s'] * 1e3:.2f} ms, ratio {r['ratio']:.1f}")
+    if "spectra" in chosen:
+        r = report["spectra"] = bench_spectra()
+        print(f"[spectra] click -> spectra of 4 layers: {r['click_s'] * 1e6:.0f} us, numpy indexing "
+              f"{r['numpy_index_s'] * 1e6:.1f} us, ratio {r['ratio']:.1f}")
     if "metrics" in chosen:
-        try:
-            from app.core.bench_metrics import bench_metrics
-        except ImportError:
-            print("[metrics] not available in this build")
-        else:
-            r = bench_metrics()
-            print("[metrics] whole metric set (scalars + 3 maps + per-band curves), 512x512x31 pair")
-            print(f"  compute_all {r['metrics_s'] * 1e3:.1f} ms   plain-numpy single pass {r['numpy_pass_s'] * 1e3:.1f} ms"
-                  f"   ratio {r['ratio']:.2f}   (target: under 300 ms)")
+        from app.core.bench_metrics import bench_metrics
+
+        r = report["metrics"] = bench_metrics()
+        print("[metrics] whole metric set (scalars + 3 maps + per-band curves), 512x512x31 pair")
+        print(f"  compute_all {r['metrics_s'] * 1e3:.1f} ms   plain-numpy single pass {r['numpy_pass_s'] * 1e3:.1f} ms"
+              f"   ratio {r['ratio']:.2f}   (target: under 300 ms)")
+    if "models" in chosen:
+        rows = report["models"] = bench_models(quick, device)
+        size = "256x256x31" if quick else "512x512x31"
+        print(f"[models] inference on a {size} CAVE-like cube (baseline: bicubic in the same run)")
+        for r in rows:
+            gpu = f", peak GPU {r['peak_gpu_mb']:.0f} MiB" if "peak_gpu_mb" in r else ""
+            ratio = f"{r['vs_bicubic']:.1f}x bicubic" if r["vs_bicubic"] else ""
+            print(f"  {r['model']:<10} x{r['scale']:<3} {r['device']:<5} {r['seconds']:8.3f} s  {ratio:>16}  "
+                  f"peak RSS +{r['peak_rss_mb']:.0f} MiB{gpu}")
+    if json_out:
+        from app.core.batch import write_json
+
+        write_json(Path(json_out), report)
+        print(f"wrote {json_out}")
     return 0
