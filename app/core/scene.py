@@ -1,0 +1,849 @@
+"""The viewer's state, free of Qt: layers, band, display mode, clicked pixel, contrast, zoom.
+
+Views (``app.qt``) take a :class:`Scene`, subscribe to its :class:`Event` lists and write user
+changes back through its setters; they never talk to each other. Every setter validates and
+clamps its input and emits only when the value really changed, so a view that writes back the
+value it was just given does not start a loop.
+
+Geometry: all layers live on one high-resolution (HR) pixel grid, the largest layer's (H, W).
+A layer of size (H / s, W / s) for an integer ``s`` (the LR input) covers the HR grid at its true
+footprint: its pixel (ly, lx) spans HR rows ly*s .. ly*s+s-1 and columns lx*s .. lx*s+s-1, so the
+LR pixel covering HR pixel (y, x) is (y // s, x // s).
+
+Rendering (:func:`render`) turns a frozen :class:`RenderRequest` into display images and levels;
+it is a pure function so that a worker thread can run it on big cubes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from app.core.cube import Cube
+from app.core.errors import HsiError, ShapeMismatchError
+
+ROLES: tuple[str, ...] = ("gt", "lr", "guide", "recon")
+ROLE_TITLES: dict[str, str] = {"gt": "GT", "lr": "LR", "guide": "Guide", "recon": "Recon"}
+ROLE_DESCRIPTIONS: dict[str, str] = {
+    "gt": "ground truth (reference)",
+    "lr": "low-resolution input",
+    "guide": "guide image (RGB / MSI)",
+    "recon": "reconstruction",
+}
+MAX_PINS = 8
+COLORMAPS: tuple[str, ...] = ("gray", "viridis", "inferno", "magma", "plasma", "cividis", "turbo")
+DEFAULT_RGB_NM: tuple[float, float, float] = (640.0, 550.0, 460.0)
+# Where an RGB guide's channels sit on the wavelength axis when the file does not say: the
+# dominant wavelengths of the sRGB primaries (R, G, B), good enough to place markers in a plot.
+NOMINAL_RGB_NM: tuple[float, float, float] = (611.0, 549.0, 464.0)
+
+
+class DisplayMode(str, Enum):
+    """How each panel turns its cube into a picture."""
+
+    BAND = "band"          # one band, colormapped
+    RGB = "rgb"            # three bands picked by wavelength, shown as R, G, B
+    TRUE_COLOUR = "true"   # CIE 1931 / D65 rendering of the whole spectrum (app.core.color)
+
+    @property
+    def title(self) -> str:
+        return {"band": "Single band", "rgb": "RGB composite", "true": "True colour"}[self.value]
+
+
+# ---------------------------------------------------------------------------------- events
+class Event:
+    """A plain list of callbacks (no Qt): ``connect(cb)``, ``disconnect(cb)``, ``emit(*args)``."""
+
+    def __init__(self, name: str = ""):
+        self.name = name
+        self._callbacks: list[Callable[..., Any]] = []
+
+    def connect(self, callback: Callable[..., Any]) -> Callable[..., Any]:
+        if callback not in self._callbacks:
+            self._callbacks.append(callback)
+        return callback
+
+    def disconnect(self, callback: Callable[..., Any] | None = None) -> None:
+        """Remove one callback (no error when absent), or all when ``callback`` is None."""
+        if callback is None:
+            self._callbacks.clear()
+        elif callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    def emit(self, *args: Any) -> None:
+        for callback in list(self._callbacks):  # a callback may disconnect itself
+            callback(*args)
+
+    def __len__(self) -> int:
+        return len(self._callbacks)
+
+    def __repr__(self) -> str:
+        return f"Event({self.name!r}, {len(self)} callbacks)"
+
+
+class SceneEvents:
+    """The events a :class:`Scene` emits, with what each passes to its callbacks."""
+
+    def __init__(self):
+        self.layers = Event("layers")              # (layers: tuple[Layer, ...])
+        self.band = Event("band")                  # (band: int)
+        self.mode = Event("mode")                  # (mode: DisplayMode)
+        self.rgb = Event("rgb")                    # (rgb_nm: tuple[float, float, float])
+        self.pixel = Event("pixel")                # (pixel: tuple[int, int] | None), HR (row, col)
+        self.pins = Event("pins")                  # (pins: tuple[tuple[int, int], ...]), HR (row, col)
+        self.hover = Event("hover")                # (hover: Hover | None)
+        self.contrast = Event("contrast")          # (shared: bool, percentiles: (low, high))
+        self.colormap = Event("colormap")          # (name: str)
+        self.view_range = Event("view_range")      # (view_range | None, source: object)
+
+    def all(self) -> list[Event]:
+        return [v for v in vars(self).values() if isinstance(v, Event)]
+
+
+# ---------------------------------------------------------------------------------- layers
+@dataclass(eq=False)
+class Layer:
+    """One cube shown in the viewer.
+
+    Attributes:
+        cube: the data.
+        role: one of ``ROLES``.
+        name: display name.
+        uid: unique within the scene, stable while the layer exists.
+        scale: integer factor from this layer's grid to the scene's HR grid (1 for HR layers).
+    """
+
+    cube: Cube
+    role: str
+    name: str
+    uid: int
+    scale: int = 1
+
+    @property
+    def title(self) -> str:
+        return ROLE_TITLES.get(self.role, self.role)
+
+    @property
+    def label(self) -> str:
+        """'GT · name' as used in legends and panel titles."""
+        return f"{self.title} · {self.name}"
+
+
+@dataclass(frozen=True)
+class Hover:
+    """The pointer over a panel: layer uid and HR (row, col); ``inside`` is False off the image."""
+
+    uid: int
+    row: int
+    col: int
+    inside: bool = True
+
+
+@dataclass
+class SpectrumSample:
+    """One curve of the spectra plot.
+
+    ``wavelengths_nm`` is the x-axis (band indices when ``wavelengths_known`` is False); ``pixel``
+    is the (row, col) in the layer's own grid; ``nominal`` says the x positions are assumed.
+    """
+
+    layer: Layer
+    wavelengths_nm: np.ndarray
+    values: np.ndarray
+    pixel: tuple[int, int]
+    wavelengths_known: bool = True
+    nominal: bool = False
+
+    @property
+    def label(self) -> str:
+        note = ", nominal λ" if self.nominal else ""
+        return f"{self.layer.label} (r {self.pixel[0]}, c {self.pixel[1]}{note})"
+
+
+def guess_role(path: str | Path, existing_roles: Iterable[str] = ()) -> str:
+    """A first guess of a file's role from its name (the user confirms it in a dialog)."""
+    stem = Path(path).name.lower()
+    for ch in "-. ":
+        stem = stem.replace(ch, "_")
+    tokens = set(stem.split("_"))
+    existing = set(existing_roles)
+
+    def has(*words: str) -> bool:
+        return any(w in tokens for w in words) or any(stem.startswith(w + "_") for w in words)
+
+    if has("gt", "groundtruth", "truth", "hr", "ref", "reference", "orig", "original") \
+            or "ground_truth" in stem:
+        return "gt"
+    if has("lr", "lowres", "low", "input", "lrhsi", "down", "downsampled") or "low_res" in stem:
+        return "lr"
+    if has("rgb", "msi", "guide", "hrmsi", "pan", "hrrgb"):
+        return "guide"
+    if has("sr", "recon", "reconstruction", "pred", "prediction", "output", "out", "fused", "result"):
+        return "recon"
+    return "recon" if "gt" in existing else "gt"
+
+
+# ---------------------------------------------------------------------------------- helpers
+def percentile_levels(image: np.ndarray, low_pct: float, high_pct: float,
+                      max_samples: int = 1 << 20) -> tuple[float, float]:
+    """(low, high) percentiles of the finite values of ``image`` (subsampled when huge).
+
+    Never returns an empty interval: a constant image gets (v, v + 1e-6 * max(1, |v|)).
+    """
+    values = np.asarray(image, dtype=np.float32).reshape(-1)
+    if values.size > max_samples:
+        values = values[:: int(math.ceil(values.size / max_samples))]
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(values, [low_pct, high_pct])
+    lo, hi = float(lo), float(hi)
+    if not hi > lo:
+        hi = lo + 1e-6 * max(1.0, abs(lo))
+    return lo, hi
+
+
+def channel_levels(image_hw3: np.ndarray, low_pct: float, high_pct: float) -> np.ndarray:
+    """(3, 2) per-channel percentile levels of an (H, W, 3) image."""
+    return np.array([percentile_levels(image_hw3[..., c], low_pct, high_pct) for c in range(3)],
+                    dtype=np.float64)
+
+
+def nearest_band(wavelengths_nm: np.ndarray | None, bands: int, nm: float) -> int:
+    if wavelengths_nm is None:
+        return int(np.clip(round(nm), 0, bands - 1))
+    return int(np.argmin(np.abs(np.asarray(wavelengths_nm) - nm)))
+
+
+# ---------------------------------------------------------------------------------- scene
+class Scene:
+    """Ordered layers plus everything the views share. See the module docstring."""
+
+    def __init__(self):
+        self.events = SceneEvents()
+        self._layers: list[Layer] = []
+        self._next_uid = 1
+        self._grid: tuple[int, int] | None = None  # (H, W) of the HR pixel grid
+        self._band = 0
+        self._mode = DisplayMode.BAND
+        self._rgb_nm: tuple[float, float, float] = DEFAULT_RGB_NM
+        self._pixel: tuple[int, int] | None = None
+        self._pins: list[tuple[int, int]] = []
+        self._hover: Hover | None = None
+        self._shared_contrast = True
+        self._percentiles: tuple[float, float] = (1.0, 99.0)
+        self._colormap = "gray"
+        self._view_range: tuple[tuple[float, float], tuple[float, float]] | None = None
+        self._true_colour_cache: dict[int, tuple[np.ndarray, str]] = {}
+
+    # ------------------------------------------------------------------ layers
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        return tuple(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def layer(self, uid: int) -> Layer:
+        for layer in self._layers:
+            if layer.uid == uid:
+                return layer
+        raise KeyError(f"no layer with uid {uid}")
+
+    def layers_with_role(self, role: str) -> list[Layer]:
+        return [layer for layer in self._layers if layer.role == role]
+
+    @staticmethod
+    def _grid_of(shapes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+        return max(s[0] for s in shapes), max(s[1] for s in shapes)
+
+    @staticmethod
+    def _scale_on(grid: tuple[int, int], shape_hw: tuple[int, int]) -> int | None:
+        """Integer s with shape * s == grid, or None."""
+        (gh, gw), (h, w) = grid, shape_hw
+        if h <= 0 or w <= 0 or gh % h or gw % w:
+            return None
+        s = gh // h
+        return s if gw // w == s else None
+
+    def add_layer(self, cube: Cube, role: str, name: str | None = None) -> Layer:
+        """Add a cube; it goes after the layers of the same or an earlier role (gt, lr, guide,
+        recon), so panels keep that order whatever order files finish loading in.
+
+        Raises ValueError for an unknown role and ShapeMismatchError when the cube cannot be
+        placed on the scene's pixel grid (its size must divide the largest size evenly).
+        """
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        h, w, _ = cube.shape
+        shapes = [l.cube.shape[:2] for l in self._layers] + [(h, w)]
+        grid = self._grid_of(shapes + ([self._grid] if self._grid else []))
+        scales = [self._scale_on(grid, s) for s in shapes]
+        if any(s is None for s in scales):
+            bad = [(lay.label, lay.cube.shape[:2]) for lay, s in zip(self._layers, scales) if s is None]
+            if scales[-1] is None:
+                bad.append((name or cube.name, (h, w)))
+            where = f"{cube.source_path}: " if cube.source_path else ""
+            listed = "; ".join(f"{lbl} is {sh[0]}x{sh[1]}" for lbl, sh in bad)
+            raise ShapeMismatchError(
+                f"{where}cannot place {name or cube.name} ({h}x{w}) with the open layers on one "
+                f"{grid[0]}x{grid[1]} pixel grid: every size must divide the largest evenly by the "
+                f"same integer factor ({listed}). Open a matching crop, or close the other layers first.")
+        layer = Layer(cube=cube, role=role, name=name or cube.name, uid=self._next_uid)
+        self._next_uid += 1
+        rank = ROLES.index(role)
+        position = len(self._layers)
+        for i, other in enumerate(self._layers):
+            if ROLES.index(other.role) > rank:
+                position = i
+                break
+        old_reference = self.reference
+        had_reference = old_reference is not None
+        self._layers.insert(position, layer)
+        self._set_grid(grid)
+        self._after_layers_changed(had_reference, old_reference)
+        return layer
+
+    def remove_layer(self, layer_or_uid: Layer | int) -> None:
+        uid = layer_or_uid.uid if isinstance(layer_or_uid, Layer) else int(layer_or_uid)
+        layer = self.layer(uid)
+        old_reference = self.reference
+        self._layers.remove(layer)
+        self._true_colour_cache.pop(uid, None)
+        if self._layers:
+            shapes = [l.cube.shape[:2] for l in self._layers]
+            grid = self._grid_of(shapes)
+            if any(self._scale_on(grid, s) is None for s in shapes):
+                grid = self._grid  # e.g. 4x4 and 6x6 left of a 12x12 grid: keep the 12x12 grid
+            self._set_grid(grid)
+        else:
+            self._grid = None
+        self._after_layers_changed(True, old_reference)
+
+    def clear(self) -> None:
+        old_reference = self.reference
+        self._layers.clear()
+        self._grid = None
+        self._true_colour_cache.clear()
+        self._after_layers_changed(True, old_reference)
+
+    def _set_grid(self, grid: tuple[int, int]) -> None:
+        self._grid = grid
+        for layer in self._layers:
+            layer.scale = int(self._scale_on(grid, layer.cube.shape[:2]))
+
+    def rename_layer(self, layer_or_uid: Layer | int, name: str) -> None:
+        uid = layer_or_uid.uid if isinstance(layer_or_uid, Layer) else int(layer_or_uid)
+        layer = self.layer(uid)
+        name = str(name).strip()
+        if name and name != layer.name:
+            layer.name = name
+            self.events.layers.emit(self.layers)
+
+    def _after_layers_changed(self, had_reference: bool, old_reference: Layer | None) -> None:
+        old_band, old_pixel, old_pins = self._band, self._pixel, list(self._pins)
+        reference = self.reference
+        if reference is not old_reference:
+            if reference is not None and old_reference is not None \
+                    and old_reference.cube.wavelengths_nm is not None and self.wavelengths_nm is not None:
+                old_nm = float(old_reference.cube.wavelengths_nm[min(self._band, old_reference.cube.bands - 1)])
+                self._band = self.band_index(old_nm)
+            elif reference is not None and not had_reference:
+                self._band = self.band_index(550.0) if self.wavelengths_nm is not None else self.n_bands // 2
+        self._band = int(np.clip(self._band, 0, max(self.n_bands - 1, 0)))
+        if self._pixel is not None:
+            grid = self.hr_shape
+            self._pixel = None if grid is None else (min(self._pixel[0], grid[0] - 1), min(self._pixel[1], grid[1] - 1))
+        grid = self.hr_shape
+        self._pins = [] if grid is None else [p for p in self._pins if p[0] < grid[0] and p[1] < grid[1]]
+        if self._hover is not None and not any(l.uid == self._hover.uid for l in self._layers):
+            self._hover = None
+        if not self._layers:
+            self._view_range = None
+        self.events.layers.emit(self.layers)
+        if self._band != old_band:
+            self.events.band.emit(self._band)
+        if self._pixel != old_pixel:
+            self.events.pixel.emit(self._pixel)
+        if self._pins != old_pins:
+            self.events.pins.emit(self.pins)
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def hr_shape(self) -> tuple[int, int] | None:
+        """(H, W) of the scene's pixel grid, or None without layers."""
+        return self._grid if self._layers else None
+
+    @property
+    def max_scale(self) -> int:
+        return max((l.scale for l in self._layers), default=1)
+
+    def layer_pixel(self, layer: Layer, row: int, col: int) -> tuple[int, int]:
+        """The pixel of ``layer`` covering HR pixel (row, col): (row // s, col // s)."""
+        return int(row) // layer.scale, int(col) // layer.scale
+
+    def footprint(self, layer: Layer, row: int | None = None, col: int | None = None) -> tuple[int, int, int] | None:
+        """(top, left, size) in HR pixels of the ``layer`` pixel covering (row, col) (default: the
+        clicked pixel); None when nothing is clicked."""
+        if row is None or col is None:
+            if self._pixel is None:
+                return None
+            row, col = self._pixel
+        ly, lx = self.layer_pixel(layer, row, col)
+        return ly * layer.scale, lx * layer.scale, layer.scale
+
+    # ------------------------------------------------------------------ band axis
+    @property
+    def reference(self) -> Layer | None:
+        """The layer that defines the band axis and the shared contrast: the first GT, else the
+        first reconstruction, else the first LR, else the first layer."""
+        for role in ("gt", "recon", "lr", "guide"):
+            found = self.layers_with_role(role)
+            if found:
+                return found[0]
+        return None
+
+    @property
+    def n_bands(self) -> int:
+        ref = self.reference
+        return ref.cube.bands if ref is not None else 0
+
+    @property
+    def wavelengths_nm(self) -> np.ndarray | None:
+        ref = self.reference
+        return None if ref is None else ref.cube.wavelengths_nm
+
+    def band_index(self, nm: float) -> int:
+        return nearest_band(self.wavelengths_nm, max(self.n_bands, 1), nm)
+
+    def band_wavelength(self, band: int | None = None) -> float | None:
+        wl = self.wavelengths_nm
+        if wl is None or self.n_bands == 0:
+            return None
+        return float(wl[self._band if band is None else int(band)])
+
+    def band_text(self, band: int | None = None) -> str:
+        """'550 nm' (or 'band 12' when the wavelengths are unknown)."""
+        band = self._band if band is None else int(band)
+        nm = self.band_wavelength(band)
+        if nm is None:
+            return f"band {band}"
+        return f"{nm:.0f} nm" if abs(nm - round(nm)) < 0.05 else f"{nm:.1f} nm"
+
+    @property
+    def band(self) -> int:
+        return self._band
+
+    def set_band(self, band: int) -> None:
+        if self.n_bands == 0:
+            return
+        band = int(np.clip(int(band), 0, self.n_bands - 1))
+        if band != self._band:
+            self._band = band
+            self.events.band.emit(band)
+
+    def step_band(self, delta: int) -> None:
+        self.set_band(self._band + int(delta))
+
+    def set_band_by_wavelength(self, nm: float) -> None:
+        if self.n_bands:
+            self.set_band(self.band_index(float(nm)))
+
+    def is_colour_image(self, layer: Layer) -> bool:
+        """A 3-band layer that does not share the reference's band axis (an RGB guide): it is
+        always shown as a colour picture."""
+        return layer.cube.bands == 3 and (layer.role == "guide" or not self.follows_band_axis(layer))
+
+    def colour_channels(self, layer: Layer) -> tuple[int, int, int]:
+        """Channels of a colour image shown as (R, G, B): longest wavelength first when the
+        wavelengths are known (a B, G, R file still looks right), else as stored."""
+        wl = layer.cube.wavelengths_nm
+        if wl is None or layer.cube.bands != 3:
+            return (0, 1, 2)
+        order = np.argsort(-np.asarray(wl, dtype=np.float64), kind="stable")
+        return (int(order[0]), int(order[1]), int(order[2]))
+
+    def follows_band_axis(self, layer: Layer) -> bool:
+        """True when ``layer`` has the reference's bands (GT, LR, reconstructions)."""
+        ref = self.reference
+        if ref is None or layer.cube.bands != ref.cube.bands:
+            return False
+        wl_a, wl_b = layer.cube.wavelengths_nm, ref.cube.wavelengths_nm
+        return wl_a is None or wl_b is None or bool(np.allclose(wl_a, wl_b, atol=0.5))
+
+    def band_for(self, layer: Layer, band: int | None = None) -> int | None:
+        """Band of ``layer`` shown for the scene band: the same index on the shared axis, the
+        nearest wavelength for other spectral layers, None for colour images."""
+        band = self._band if band is None else int(band)
+        if self.is_colour_image(layer):
+            return None
+        if self.follows_band_axis(layer):
+            return band
+        nm = self.band_wavelength(band)
+        if nm is not None and layer.cube.wavelengths_nm is not None:
+            return nearest_band(layer.cube.wavelengths_nm, layer.cube.bands, nm)
+        return int(min(band, layer.cube.bands - 1))
+
+    def layer_wavelengths(self, layer: Layer) -> tuple[np.ndarray, bool, bool]:
+        """(x positions, known, nominal) of ``layer``'s bands for plotting spectra."""
+        wl = layer.cube.wavelengths_nm
+        if wl is not None:
+            return np.asarray(wl, dtype=np.float64), True, False
+        ref_wl = self.wavelengths_nm
+        if ref_wl is not None and layer.cube.bands == len(ref_wl):
+            return np.asarray(ref_wl, dtype=np.float64), True, False
+        if layer.cube.bands == 3 and ref_wl is not None:
+            return np.asarray(NOMINAL_RGB_NM, dtype=np.float64), True, True
+        return np.arange(layer.cube.bands, dtype=np.float64), False, False
+
+    # ------------------------------------------------------------------ display mode
+    @property
+    def mode(self) -> DisplayMode:
+        return self._mode
+
+    def set_mode(self, mode: DisplayMode | str) -> None:
+        try:
+            mode = DisplayMode(mode)
+        except ValueError:
+            raise ValueError(f"unknown display mode {mode!r}; expected one of "
+                             f"{', '.join(m.value for m in DisplayMode)}") from None
+        if mode != self._mode:
+            self._mode = mode
+            self.events.mode.emit(mode)
+
+    @property
+    def rgb_nm(self) -> tuple[float, float, float]:
+        return self._rgb_nm
+
+    def set_rgb_nm(self, rgb_nm: Sequence[float]) -> None:
+        """Wavelengths (nm) shown as red, green and blue in RGB mode (clamped to the band range)."""
+        values = [float(v) for v in rgb_nm]
+        if len(values) != 3 or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"RGB wavelengths must be three finite numbers, got {rgb_nm!r}")
+        wl = self.wavelengths_nm
+        if wl is not None:
+            lo, hi = float(np.min(wl)), float(np.max(wl))
+            values = [min(max(v, lo), hi) for v in values]
+        rgb = (values[0], values[1], values[2])
+        if rgb != self._rgb_nm:
+            self._rgb_nm = rgb
+            self.events.rgb.emit(rgb)
+
+    def rgb_bands(self, layer: Layer | None = None) -> tuple[int, int, int]:
+        """Bands of ``layer`` (default: the reference) nearest to the RGB wavelengths."""
+        layer = layer or self.reference
+        if layer is None:
+            return (0, 0, 0)
+        wl = layer.cube.wavelengths_nm
+        if wl is None and self.follows_band_axis(layer):
+            wl = self.wavelengths_nm
+        if wl is None:  # no wavelengths anywhere: spread over the bands, red at the long end
+            b = layer.cube.bands
+            return (b - 1, b // 2, 0)
+        return tuple(nearest_band(wl, layer.cube.bands, nm) for nm in self._rgb_nm)  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ clicked pixel / hover
+    @property
+    def pixel(self) -> tuple[int, int] | None:
+        """The clicked pixel, HR (row, col), or None."""
+        return self._pixel
+
+    def set_pixel(self, row: int | None, col: int | None = None) -> None:
+        """Select HR pixel (row, col) (clamped to the grid); ``set_pixel(None)`` clears it."""
+        if row is None or self.hr_shape is None:
+            pixel = None
+        else:
+            if col is None:
+                raise ValueError("set_pixel needs both row and col")
+            h, w = self.hr_shape
+            pixel = (int(np.clip(int(math.floor(row)), 0, h - 1)), int(np.clip(int(math.floor(col)), 0, w - 1)))
+        if pixel != self._pixel:
+            self._pixel = pixel
+            self.events.pixel.emit(pixel)
+
+    @property
+    def pins(self) -> tuple[tuple[int, int], ...]:
+        """Pixels collected with Shift+click (HR (row, col)), oldest first, at most MAX_PINS."""
+        return tuple(self._pins)
+
+    def add_pin(self, row: float, col: float) -> None:
+        """Pin HR pixel (row, col) (clamped); pinning a pinned pixel again unpins it; beyond
+        MAX_PINS the oldest pin goes."""
+        if self.hr_shape is None:
+            return
+        h, w = self.hr_shape
+        pin = (int(np.clip(int(math.floor(row)), 0, h - 1)), int(np.clip(int(math.floor(col)), 0, w - 1)))
+        if pin in self._pins:
+            self._pins.remove(pin)
+        else:
+            self._pins.append(pin)
+            del self._pins[:-MAX_PINS]
+        self.events.pins.emit(self.pins)
+
+    def clear_pins(self) -> None:
+        if self._pins:
+            self._pins.clear()
+            self.events.pins.emit(self.pins)
+
+    def lr_pixel(self, layer: Layer) -> tuple[int, int] | None:
+        """The pixel of ``layer`` covering the clicked pixel, or None."""
+        if self._pixel is None:
+            return None
+        return self.layer_pixel(layer, *self._pixel)
+
+    @property
+    def hover(self) -> Hover | None:
+        return self._hover
+
+    def set_hover(self, uid: int | None, row: float | None = None, col: float | None = None) -> None:
+        """Pointer over layer ``uid`` at HR (row, col) (floats allowed); None when it leaves."""
+        hover = None
+        if uid is not None and row is not None and col is not None and self.hr_shape is not None:
+            h, w = self.hr_shape
+            r, c = int(math.floor(row)), int(math.floor(col))
+            inside = 0 <= r < h and 0 <= c < w
+            hover = Hover(int(uid), int(np.clip(r, 0, h - 1)), int(np.clip(c, 0, w - 1)), inside)
+        if hover != self._hover:
+            self._hover = hover
+            self.events.hover.emit(hover)
+
+    def value_at(self, layer: Layer, row: int, col: int) -> np.ndarray:
+        """Values of ``layer`` under HR pixel (row, col) in the current band: shape (1,), or
+        (3,) for colour images."""
+        ly, lx = self.layer_pixel(layer, row, col)
+        ly, lx = min(ly, layer.cube.height - 1), min(lx, layer.cube.width - 1)
+        band = self.band_for(layer)
+        spectrum = layer.cube.spectrum(ly, lx)
+        if band is None:
+            return spectrum[list(self.colour_channels(layer))]
+        return spectrum[band:band + 1]
+
+    def spectra_at(self, row: int | None = None, col: int | None = None) -> list[SpectrumSample]:
+        """One spectrum per layer at HR pixel (row, col) (default: the clicked pixel); LR layers
+        contribute the pixel whose footprint covers it."""
+        if row is None or col is None:
+            if self._pixel is None:
+                return []
+            row, col = self._pixel
+        samples = []
+        for layer in self._layers:
+            ly, lx = self.layer_pixel(layer, row, col)
+            if not (0 <= ly < layer.cube.height and 0 <= lx < layer.cube.width):
+                continue
+            x, known, nominal = self.layer_wavelengths(layer)
+            samples.append(SpectrumSample(layer, x, layer.cube.spectrum(ly, lx).astype(np.float64),
+                                          (ly, lx), known, nominal))
+        return samples
+
+    # ------------------------------------------------------------------ contrast / colormap
+    @property
+    def shared_contrast(self) -> bool:
+        return self._shared_contrast
+
+    def set_shared_contrast(self, shared: bool) -> None:
+        shared = bool(shared)
+        if shared != self._shared_contrast:
+            self._shared_contrast = shared
+            self.events.contrast.emit(self._shared_contrast, self._percentiles)
+
+    @property
+    def percentiles(self) -> tuple[float, float]:
+        return self._percentiles
+
+    def set_percentiles(self, low: float, high: float) -> None:
+        """Percentile stretch (0 <= low < high <= 100; values outside [0, 100] are clamped)."""
+        low, high = float(low), float(high)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"percentiles must be finite, got {low}, {high}")
+        low, high = min(max(low, 0.0), 100.0), min(max(high, 0.0), 100.0)
+        if not low < high:
+            raise ValueError(f"the low percentile ({low:g}) must be below the high one ({high:g})")
+        if (low, high) != self._percentiles:
+            self._percentiles = (low, high)
+            self.events.contrast.emit(self._shared_contrast, self._percentiles)
+
+    @property
+    def colormap(self) -> str:
+        return self._colormap
+
+    def set_colormap(self, name: str) -> None:
+        if name not in COLORMAPS:
+            raise ValueError(f"unknown colormap {name!r}; expected one of {', '.join(COLORMAPS)}")
+        if name != self._colormap:
+            self._colormap = name
+            self.events.colormap.emit(name)
+
+    # ------------------------------------------------------------------ view range (zoom)
+    @property
+    def view_range(self) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        """((x0, x1), (y0, y1)) in HR pixel units shown by every panel; None: the whole image."""
+        return self._view_range
+
+    def set_view_range(self, x_range: Sequence[float] | None, y_range: Sequence[float] | None = None,
+                       source: object = None) -> None:
+        """Set the shared zoom; ``source`` (the view that changed it) is passed to listeners so
+        that it need not apply its own change again."""
+        if x_range is None:
+            new = None
+        else:
+            if y_range is None:
+                raise ValueError("set_view_range needs both x and y ranges")
+            x0, x1 = (float(v) for v in x_range)
+            y0, y1 = (float(v) for v in y_range)
+            if not all(math.isfinite(v) for v in (x0, x1, y0, y1)) or x1 <= x0 or y1 <= y0:
+                raise ValueError(f"invalid view range x={x_range}, y={y_range}")
+            new = ((x0, x1), (y0, y1))
+        old = self._view_range
+        if new is not None and old is not None:
+            tol = 1e-6 * max(new[0][1] - new[0][0], new[1][1] - new[1][0])
+            if all(abs(a - b) <= tol for a, b in zip((*new[0], *new[1]), (*old[0], *old[1]))):
+                return
+        elif new is None and old is None and source is not None:
+            return
+        self._view_range = new
+        self.events.view_range.emit(new, source)
+
+    def reset_view(self) -> None:
+        """Show the whole image in every panel."""
+        self._view_range = None
+        self.events.view_range.emit(None, None)
+
+    # ------------------------------------------------------------------ rendering
+    def snapshot(self) -> "RenderRequest":
+        """Everything :func:`render` needs, frozen (safe to hand to a worker thread)."""
+        layers = tuple(self._layers)
+        ref = self.reference
+        return RenderRequest(
+            layers=layers,
+            mode=self._mode,
+            bands={l.uid: self.band_for(l) for l in layers},
+            rgb_bands={l.uid: self.rgb_bands(l) for l in layers},
+            colour_image={l.uid: self.is_colour_image(l) for l in layers},
+            colour_channels={l.uid: self.colour_channels(l) for l in layers if self.is_colour_image(l)},
+            shares_contrast={l.uid: self._shared_contrast and ref is not None and self.follows_band_axis(l)
+                             for l in layers},
+            reference_uid=None if ref is None else ref.uid,
+            percentiles=self._percentiles,
+            true_colour_cache=self._true_colour_cache,
+        )
+
+    def render_cost(self) -> int:
+        """Rough number of values :func:`render` reads now (to decide on a worker thread).
+        A lazy cube counts whole: one band of a band-interleaved file touches every page."""
+        total = 0
+        for layer in self._layers:
+            h, w, b = layer.cube.shape
+            if layer.cube.is_lazy or (self._mode == DisplayMode.TRUE_COLOUR and not self.is_colour_image(layer)
+                                      and layer.uid not in self._true_colour_cache):
+                total += h * w * b
+            else:
+                total += h * w * 3
+        return total
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    layers: tuple[Layer, ...]
+    mode: DisplayMode
+    bands: dict[int, int | None]
+    rgb_bands: dict[int, tuple[int, int, int]]
+    colour_image: dict[int, bool]
+    colour_channels: dict[int, tuple[int, int, int]]
+    shares_contrast: dict[int, bool]
+    reference_uid: int | None
+    percentiles: tuple[float, float]
+    # shared with the scene on purpose: true colour of a layer does not depend on the band
+    true_colour_cache: dict[int, tuple[np.ndarray, str]] = field(default_factory=dict, compare=False)
+
+
+@dataclass
+class RenderedImage:
+    """What a panel shows: ``image`` (h, w) float32 or (h, w, 3); ``levels`` (low, high) or a
+    (3, 2) array; ``is_rgb``; ``band`` (None for colour pictures); ``note`` says how it was made."""
+
+    uid: int
+    image: np.ndarray
+    levels: Any
+    is_rgb: bool
+    band: int | None
+    note: str = ""
+
+
+def _true_colour(layer: Layer, cache: dict) -> tuple[np.ndarray, str]:
+    """sRGB picture of a whole layer (cached per layer: it does not depend on the band)."""
+    if layer.uid in cache:
+        return cache[layer.uid]
+    cube = layer.cube
+    wl = cube.wavelengths_nm
+    result: tuple[np.ndarray, str] | None = None
+    problem = "colour module unavailable"
+    try:
+        from app.core.color import cube_to_srgb
+    except ImportError:
+        cube_to_srgb = None
+    if cube_to_srgb is not None:
+        try:
+            rgb, note = cube_to_srgb(cube.data, wl)
+            result = (np.asarray(rgb, dtype=np.float32), str(note) or "true colour: CIE 1931 2°, D65, sRGB")
+        except HsiError as exc:  # shown as a note; the panel still gets a picture
+            problem = str(exc)
+    if result is None:
+        bands = [nearest_band(wl, cube.bands, nm) for nm in NOMINAL_RGB_NM] if wl is not None \
+            else [cube.bands - 1, cube.bands // 2, 0]
+        rgb = np.stack([cube.band(k) for k in bands], axis=-1).astype(np.float32)
+        hi = percentile_levels(rgb, 0.0, 99.5)[1]
+        rgb = np.clip(rgb / (hi if hi > 0 else 1.0), 0.0, 1.0)
+        result = (rgb, f"approximate colour ({problem}): bands {bands} as R, G, B")
+    cache[layer.uid] = result
+    return result
+
+
+def render(request: RenderRequest) -> dict[int, RenderedImage]:
+    """Display image and levels for every layer of ``request`` (pure; runs in any thread).
+
+    Shared contrast: layers on the reference's band axis use the levels of the reference layer
+    (GT when present), so equal reflectance looks equal in every panel; colour images (an RGB
+    guide) always use their own levels, one pair for all three channels to keep their balance.
+    """
+    low, high = request.percentiles
+    images: dict[int, np.ndarray] = {}
+    out: dict[int, RenderedImage] = {}
+    for layer in request.layers:
+        cube = layer.cube
+        if request.colour_image[layer.uid]:
+            channels = request.colour_channels.get(layer.uid, (0, 1, 2))
+            rgb = np.stack([cube.band(k) for k in channels], axis=-1).astype(np.float32)
+            how = "channels as stored" if channels == (0, 1, 2) else f"channels {channels} as R, G, B"
+            out[layer.uid] = RenderedImage(layer.uid, rgb, percentile_levels(rgb, low, high), True, None,
+                                           f"colour image ({how})")
+        elif request.mode == DisplayMode.TRUE_COLOUR:
+            rgb, note = _true_colour(layer, request.true_colour_cache)
+            out[layer.uid] = RenderedImage(layer.uid, rgb, (0.0, 1.0), True, None, note)
+        elif request.mode == DisplayMode.RGB:
+            kr, kg, kb = request.rgb_bands[layer.uid]
+            rgb = np.stack([cube.band(kr), cube.band(kg), cube.band(kb)], axis=-1)
+            images[layer.uid] = rgb
+            out[layer.uid] = RenderedImage(layer.uid, rgb, None, True, None,
+                                           f"bands {kr}, {kg}, {kb} as R, G, B")
+        else:
+            band = request.bands[layer.uid]
+            image = cube.band(band)
+            images[layer.uid] = image
+            out[layer.uid] = RenderedImage(layer.uid, image, None, False, band, cube.band_label(band))
+
+    def levels_of(image: np.ndarray):
+        if image.ndim == 3:
+            return channel_levels(image, low, high)
+        return percentile_levels(image, low, high)
+
+    shared_levels = None
+    if request.reference_uid in images and any(request.shares_contrast.values()):
+        shared_levels = levels_of(images[request.reference_uid])
+    for uid, image in images.items():
+        use_shared = request.shares_contrast.get(uid, False) and shared_levels is not None
+        out[uid].levels = shared_levels if use_shared else levels_of(image)
+    return out

@@ -1,0 +1,93 @@
+"""Small dialogs: role assignment for opened files, variable / axis-order pickers, errors.
+
+Each is a module-level function so tests can replace it with ``monkeypatch.setattr``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QGridLayout, QInputDialog, QLabel,
+                             QMessageBox, QVBoxLayout, QWidget)
+
+from app.core.scene import ROLE_DESCRIPTIONS, ROLES, ROLE_TITLES, guess_role
+
+
+class RoleDialog(QDialog):
+    """One row per file: its name and a role combo box (pre-filled with a guess)."""
+
+    def __init__(self, paths: list[str], existing_roles=(), parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Open as…")
+        self.paths = [str(p) for p in paths]
+        layout = QVBoxLayout(self)
+        intro = QLabel("What is each file? The reference (GT) sets the band axis and the shared "
+                       "contrast; LR inputs are shown at their footprint on the GT grid.", self)
+        intro.setWordWrap(True)
+        layout.addWidget(intro)
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(12)
+        self.combos: list[QComboBox] = []
+        roles_so_far = list(existing_roles)
+        for i, path in enumerate(self.paths):
+            name = QLabel(Path(path).name, self)
+            name.setToolTip(path)
+            combo = QComboBox(self)
+            for role in ROLES:
+                combo.addItem(f"{ROLE_TITLES[role]} — {ROLE_DESCRIPTIONS[role]}", role)
+            guess = guess_role(path, roles_so_far)
+            roles_so_far.append(guess)
+            combo.setCurrentIndex(ROLES.index(guess))
+            grid.addWidget(name, i, 0)
+            grid.addWidget(combo, i, 1)
+            self.combos.append(combo)
+        layout.addLayout(grid)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel,
+                                   self)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def roles(self) -> list[tuple[str, str]]:
+        return [(combo.currentData(), path) for combo, path in zip(self.combos, self.paths)]
+
+
+def ask_roles(parent: QWidget | None, paths: list[str], existing_roles=()) -> list[tuple[str, str]] | None:
+    """(role, path) pairs chosen by the user, or None when cancelled."""
+    dialog = RoleDialog(paths, existing_roles, parent)
+    if dialog.exec() != QDialog.DialogCode.Accepted:
+        return None
+    return dialog.roles()
+
+
+_AXIS_HELP = "H = rows (height), W = columns (width), B = bands"
+
+
+def ask_option(parent: QWidget | None, path: str, option: str, problem: str, choices: list[str]) -> str | None:
+    """Ask which of ``choices`` to use for ``option`` ('var': which variable of a container;
+    'layout': the stored axis order). None when cancelled."""
+    name = Path(path).name if path else "the file"
+    if option == "layout":
+        title = "Axis order"
+        label = (f"<b>{name}</b>: {problem}<br><br>In which order are the axes stored?<br>"
+                 f"<span style='color:gray'>{_AXIS_HELP}</span>")
+    elif option == "var":
+        title = "Choose a variable"
+        label = f"<b>{name}</b>: {problem}<br><br>Which variable holds the cube?"
+    else:
+        title = f"Choose {option}"
+        label = f"<b>{name}</b>: {problem}<br><br>Choose {option}:"
+    choice, ok = QInputDialog.getItem(parent, title, label, list(choices), 0, False)
+    return str(choice) if ok and choice else None
+
+
+def show_error(parent: QWidget | None, title: str, message: str) -> None:
+    """A modal error box (``QMessageBox.critical``)."""
+    QMessageBox.critical(parent, title, message)
+
+
+def confirm(parent: QWidget | None, title: str, message: str) -> bool:
+    answer = QMessageBox.question(parent, title, message,
+                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                  QMessageBox.StandardButton.Yes)
+    return answer == QMessageBox.StandardButton.Yes
+

@@ -1,0 +1,337 @@
+"""The grid of image panels: one per layer, zoom linked through the scene, crosshair everywhere.
+
+The grid is the view of the scene's layers: it subscribes to the scene, renders every layer
+(on a worker thread when the cubes are big, latest request wins) and writes clicks, hovers and
+zoom back to the scene. Its panels never talk to each other: a pan in one panel goes to
+``scene.set_view_range`` and comes back to the others through ``scene.events.view_range``.
+"""
+from __future__ import annotations
+
+import math
+
+from PyQt6.QtCore import QObject, Qt, pyqtSignal
+from PyQt6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QPushButton, QStackedLayout, QVBoxLayout,
+                             QWidget)
+
+from app.core.scene import DisplayMode, RenderedImage, RenderRequest, Scene, render
+from app.qt.binding import subscribe
+from app.qt.panel import ImagePanel
+
+# Above this many values read per refresh, rendering goes to a worker thread.
+SYNC_RENDER_LIMIT = 24_000_000
+
+
+def best_columns(n: int, width: float, height: float, image_aspect: float = 1.0,
+                 header_px: float = 26.0) -> int:
+    """Number of grid columns that shows ``n`` panels of aspect ``image_aspect`` (w/h) largest
+    in a ``width`` x ``height`` area."""
+    if n <= 1:
+        return 1
+    best, best_scale = 1, -1.0
+    for cols in range(1, n + 1):
+        rows = math.ceil(n / cols)
+        cell_w = width / cols
+        cell_h = max(height / rows - header_px, 1.0)
+        scale = min(cell_w / image_aspect, cell_h)
+        if scale > best_scale + 1e-9:
+            best, best_scale = cols, scale
+    return best
+
+
+class _RenderRunner(QObject):
+    """Runs :func:`render` off the GUI thread; while one render runs, only the newest request
+    waits (a fast-moving band slider never piles up work)."""
+
+    done = pyqtSignal(object, object)   # (request, results)
+    failed = pyqtSignal(object)         # exception
+    busy = pyqtSignal(bool)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._running = False
+        self._pending: RenderRequest | None = None
+
+    def submit(self, request: RenderRequest) -> None:
+        if self._running:
+            self._pending = request
+            return
+        self._start(request)
+
+    def _start(self, request: RenderRequest) -> None:
+        from superqt.utils import create_worker
+
+        self._running = True
+        self.busy.emit(True)
+        worker = create_worker(render, request, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda results, req=request: self._finish(req, results, None))
+        worker.errored.connect(lambda exc, req=request: self._finish(req, None, exc))
+        worker.start()
+
+    def _finish(self, request, results, exc) -> None:
+        self._running = False
+        pending, self._pending = self._pending, None
+        if exc is not None:
+            self.failed.emit(exc)
+        elif pending is None:
+            self.done.emit(request, results)
+        if pending is not None:
+            self._start(pending)
+        else:
+            self.busy.emit(False)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+
+class ImageGrid(QWidget):
+    """Panels for every layer of ``scene``.
+
+    Signals:
+        busy(bool, str): rendering on a worker thread started / ended.
+        render_failed(object): rendering raised (the main window shows it).
+        rendered(): new images are on screen.
+        open_requested(), sample_requested(): buttons of the empty state.
+    """
+
+    busy = pyqtSignal(bool, str)
+    render_failed = pyqtSignal(object)
+    rendered = pyqtSignal()
+    open_requested = pyqtSignal()     # the empty-state buttons
+    sample_requested = pyqtSignal()
+
+    def __init__(self, scene: Scene, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.scene = scene
+        self.panels: list[ImagePanel] = []
+        self._columns = 0
+        self._applying_range = False
+        self._runner = _RenderRunner(self)
+        self._runner.done.connect(self._apply_results)
+        self._runner.failed.connect(self.render_failed)
+        self._runner.busy.connect(lambda b: self.busy.emit(b, "Rendering…"))
+
+        self._grid_host = QWidget(self)
+        self._grid = QGridLayout(self._grid_host)
+        self._grid.setContentsMargins(6, 6, 6, 6)
+        self._grid.setSpacing(6)
+        self._placeholder = QWidget(self)
+        pl = QVBoxLayout(self._placeholder)
+        pl.addStretch(1)
+        text = QLabel(
+            "<p style='font-size:18px'><b>No cubes open</b></p>"
+            "<p>Drop hyperspectral files here, or use <b>File ▸ Open…</b> (Ctrl+O)<br>"
+            "ENVI, MATLAB .mat, .npy/.npz, TIFF, HDF5, or a folder of per-band PNGs</p>", self._placeholder)
+        text.setObjectName("Placeholder")
+        text.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        pl.addWidget(text)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        self.open_button = QPushButton("Open files…", self._placeholder)
+        self.sample_button = QPushButton("Open the sample scene", self._placeholder)
+        self.open_button.clicked.connect(self.open_requested)
+        self.sample_button.clicked.connect(self.sample_requested)
+        buttons.addWidget(self.open_button)
+        buttons.addWidget(self.sample_button)
+        buttons.addStretch(1)
+        pl.addLayout(buttons)
+        pl.addStretch(1)
+        self._stack = QStackedLayout()
+        self._stack.addWidget(self._placeholder)
+        self._stack.addWidget(self._grid_host)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addLayout(self._stack)
+
+        ev = scene.events
+        subscribe(self, ev.layers, lambda *_: self._rebuild())
+        for event in (ev.band, ev.mode, ev.rgb, ev.contrast):
+            subscribe(self, event, lambda *_: self.refresh())
+        subscribe(self, ev.colormap, self._on_colormap)
+        subscribe(self, ev.pixel, self._on_pixel)
+        subscribe(self, ev.pins, self._on_pins)
+        subscribe(self, ev.view_range, self._on_view_range)
+        self._rebuild()
+
+    # ------------------------------------------------------------------ panels
+    def panel_for(self, uid: int) -> ImagePanel:
+        for panel in self.panels:
+            if panel.layer.uid == uid:
+                return panel
+        raise KeyError(uid)
+
+    def _rebuild(self) -> None:
+        layers = self.scene.layers
+        old = {p.layer.uid: p for p in self.panels}
+        keep = {l.uid for l in layers}
+        for uid, panel in old.items():
+            if uid not in keep:
+                self._grid.removeWidget(panel)
+                panel.hide()
+                panel.setParent(None)
+                panel.deleteLater()
+        new_panels = []
+        for layer in layers:
+            panel = old.get(layer.uid)
+            if panel is None or panel.layer.scale != layer.scale:
+                if panel is not None:
+                    self._grid.removeWidget(panel)
+                    panel.setParent(None)
+                    panel.deleteLater()
+                panel = self._make_panel(layer)
+            else:
+                panel.name_label.set_full_text(layer.name)
+            new_panels.append(panel)
+        self.panels = new_panels
+        self._stack.setCurrentIndex(1 if self.panels else 0)
+        self._columns = 0
+        self._relayout()
+        self.refresh()
+        self._on_pixel(self.scene.pixel)
+        self._on_pins(self.scene.pins)
+        view_range = self.scene.view_range
+        self._on_view_range(view_range, None)
+
+    def _make_panel(self, layer) -> ImagePanel:
+        panel = ImagePanel(layer, self._grid_host)
+        uid = layer.uid
+        panel.clicked.connect(lambda row, col: self.scene.set_pixel(row, col))
+        panel.pin_clicked.connect(lambda row, col: self.scene.add_pin(row, col))
+        panel.hovered.connect(lambda row, col, uid=uid: self.scene.set_hover(uid, row, col))
+        panel.left.connect(lambda uid=uid: self._on_left(uid))
+        panel.close_requested.connect(lambda uid=uid: self.scene.remove_layer(uid))
+        panel.range_changed.connect(lambda xr, yr, p=panel: self._on_panel_range(p, xr, yr))
+        return panel
+
+    def _on_left(self, uid: int) -> None:
+        hover = self.scene.hover
+        if hover is not None and hover.uid == uid:
+            self.scene.set_hover(None)
+
+    def _relayout(self) -> None:
+        n = len(self.panels)
+        if n == 0:
+            return
+        shape = self.scene.hr_shape or (1, 1)
+        cols = best_columns(n, max(self.width(), 200), max(self.height(), 150), shape[1] / shape[0])
+        if cols == self._columns:
+            return
+        self._columns = cols
+        for panel in self.panels:
+            self._grid.removeWidget(panel)
+        for i, panel in enumerate(self.panels):
+            self._grid.addWidget(panel, i // cols, i % cols)
+            panel.show()
+        rows = math.ceil(n / cols)
+        for r in range(self._grid.rowCount()):
+            self._grid.setRowStretch(r, 1 if r < rows else 0)
+        for c in range(self._grid.columnCount()):
+            self._grid.setColumnStretch(c, 1 if c < cols else 0)
+
+    def resizeEvent(self, event):  # noqa: N802
+        super().resizeEvent(event)
+        self._relayout()
+
+    # ------------------------------------------------------------------ rendering
+    def refresh(self) -> None:
+        """Re-render every panel for the scene's band, mode and contrast."""
+        if not self.panels:
+            return
+        request = self.scene.snapshot()
+        if self.scene.render_cost() <= SYNC_RENDER_LIMIT and not self._runner.running:
+            try:
+                results = render(request)
+            except Exception as exc:  # shown by the main window; the grid keeps working
+                self.render_failed.emit(exc)
+                return
+            self._apply_results(request, results)
+        else:
+            self._runner.submit(request)
+
+    def _apply_results(self, request: RenderRequest, results: dict[int, RenderedImage]) -> None:
+        cmap = self.scene.colormap
+        scene = self.scene
+        for panel in self.panels:
+            rendered = results.get(panel.layer.uid)
+            if rendered is None:
+                continue
+            panel.set_rendered(rendered, cmap, self._info_text(panel, rendered, request))
+        self.rendered.emit()
+
+    def _info_text(self, panel: ImagePanel, rendered: RenderedImage, request: RenderRequest) -> str:
+        layer = panel.layer
+        h, w, b = layer.cube.shape
+        size = f"{h}×{w}×{b}"
+        if layer.scale > 1:
+            size += f"  ×{layer.scale}"
+        if rendered.band is not None:
+            nm = layer.cube.wavelengths_nm
+            what = f"{nm[rendered.band]:.0f} nm" if nm is not None else f"band {rendered.band}"
+        elif request.colour_image.get(layer.uid):
+            what = "RGB"
+        elif request.mode == DisplayMode.TRUE_COLOUR:
+            what = "true colour"
+        else:
+            kr, kg, kb = request.rgb_bands[layer.uid]
+            nm = layer.cube.wavelengths_nm
+            what = "/".join(f"{nm[k]:.0f}" for k in (kr, kg, kb)) + " nm" if nm is not None \
+                else f"bands {kr}/{kg}/{kb}"
+        return f"{what}  ·  {size}"
+
+    def _on_colormap(self, name: str) -> None:
+        for panel in self.panels:
+            panel.set_colormap(name)
+
+    # ------------------------------------------------------------------ crosshair
+    def _on_pixel(self, pixel) -> None:
+        scene = self.scene
+        coarse = max(scene.layers, key=lambda l: l.scale, default=None)
+        footprint = None
+        if pixel is not None and coarse is not None and coarse.scale > 1:
+            footprint = scene.footprint(coarse)
+        for panel in self.panels:
+            panel.set_crosshair(pixel)
+            panel.set_footprint(footprint)
+
+    def _on_pins(self, pins) -> None:
+        for panel in self.panels:
+            panel.set_pins(pins)
+
+    # ------------------------------------------------------------------ linked zoom
+    def _on_panel_range(self, panel: ImagePanel, x_range, y_range) -> None:
+        if self._applying_range or not panel.isVisible():
+            return
+        try:
+            self.scene.set_view_range(x_range, y_range, source=panel)
+        except ValueError:
+            pass
+
+    def _on_view_range(self, view_range, source) -> None:
+        self._applying_range = True
+        try:
+            for panel in self.panels:
+                if panel is source:
+                    continue
+                if view_range is None:
+                    panel.show_all()
+                else:
+                    panel.set_range(*view_range)
+        finally:
+            self._applying_range = False
+
+    def apply_theme(self) -> None:
+        """Rebuild the panels with the current theme's colours (their state is in the scene)."""
+        for panel in self.panels:
+            self._grid.removeWidget(panel)
+            panel.setParent(None)
+            panel.deleteLater()
+        self.panels = []
+        self._rebuild()
+
+    def reset_view(self) -> None:
+        self.scene.reset_view()
+
+    def wait_idle(self) -> bool:
+        """True when no render is in flight (tests and screenshots poll this)."""
+        return not self._runner.running
+

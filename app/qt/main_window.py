@@ -1,0 +1,551 @@
+"""The main window: image grid, band bar, display and spectra docks, status bar, File menu.
+
+The window is the composition root: it builds the views on one :class:`~app.core.scene.Scene`,
+opens files (on a worker thread), turns errors into dialogs and keeps the recent-files list.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, Iterable
+
+from PyQt6 import sip
+from PyQt6.QtCore import QSettings, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QAction, QActionGroup, QKeySequence
+from PyQt6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QProgressBar,
+                             QVBoxLayout, QWidget)
+
+from app.core.errors import AmbiguousCubeError, HsiError
+from app.core.scene import ROLES, DisplayMode, Scene
+from app.qt import dialogs, theme
+from app.qt.binding import subscribe
+from app.qt.controls import BandBar, DisplayControls
+from app.qt.image_grid import ImageGrid
+from app.qt.spectra import SpectraView
+
+APP_NAME = "HSI-SR Viewer"
+MAX_RECENT = 12
+# Files whose float32 size is below this are read into memory on the worker thread, so that band
+# changes and clicks never touch the disk; bigger ones stay memory-mapped.
+PRELOAD_BYTES = 768 * 1024 * 1024
+FILE_FILTER = ("Hyperspectral cubes (*.hdr *.img *.dat *.raw *.bsq *.bil *.bip *.mat *.npy *.npz *.tif *.tiff "
+               "*.h5 *.hdf5 *.he5 *.hdf);;All files (*)")
+
+
+def load_cube(path: str, options: dict):
+    """Open one cube (runs on a worker thread). ``options`` are ``open_cube`` keywords."""
+    from app.core.io import open_cube
+
+    cube = open_cube(path, **options)
+    if cube.is_lazy and cube.nbytes_float32 <= PRELOAD_BYTES:
+        cube.load()
+    return cube
+
+
+def load_sample():
+    from app.core.sample import load_sample_scene
+
+    return load_sample_scene()
+
+
+class MainWindow(QMainWindow):
+    """Signals: ``loads_finished`` when no file is being opened any more."""
+
+    loads_finished = pyqtSignal()
+
+    def __init__(self, scene: Scene | None = None, settings: QSettings | None = None, *,
+                 unattended: bool = False, parent=None):
+        """``unattended``: no modal dialogs (errors go to stderr), for screenshots and scripts."""
+        super().__init__(parent)
+        self.unattended = unattended
+        self.errors_reported: list[str] = []  # every error message shown (or printed), in order
+        self.scene = scene if scene is not None else Scene()
+        self.settings = settings if settings is not None else QSettings("hsi-sr-viewer", "viewer")
+        self._pending_loads = 0
+        self._workers: set = set()  # running loaders, referenced until they finish
+        self.setWindowTitle(APP_NAME)
+        self.setAcceptDrops(True)
+        self.resize(1400, 900)
+        self.setDockNestingEnabled(True)
+
+        # ---- central: grid + band bar
+        central = QWidget(self)
+        cl = QVBoxLayout(central)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.setSpacing(0)
+        self.grid = ImageGrid(self.scene, central)
+        self.band_bar = BandBar(self.scene, central)
+        cl.addWidget(self.grid, 1)
+        cl.addWidget(self.band_bar)
+        self.setCentralWidget(central)
+
+        # ---- docks
+        self.controls = DisplayControls(self.scene)
+        self.display_dock = self._dock("Display", self.controls, "DisplayDock")
+        self.spectra = SpectraView(self.scene)
+        self.spectra_dock = self._dock("Spectra", self.spectra, "SpectraDock")
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.display_dock)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.spectra_dock)
+        self.splitDockWidget(self.display_dock, self.spectra_dock, Qt.Orientation.Vertical)
+        self.resizeDocks([self.display_dock], [440], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.display_dock, self.spectra_dock], [200, 560], Qt.Orientation.Vertical)
+
+        # ---- status bar
+        status = self.statusBar()
+        self.position_label = QLabel("", self)
+        self.value_label = QLabel("", self)
+        self.note_label = QLabel("", self)
+        self.note_label.setObjectName("DimLabel")
+        self.busy_bar = QProgressBar(self)
+        self.busy_bar.setRange(0, 0)
+        self.busy_bar.setMaximumWidth(120)
+        self.busy_bar.setMaximumHeight(14)
+        self.busy_bar.setTextVisible(False)
+        self.busy_bar.hide()
+        status.addWidget(self.position_label)
+        status.addWidget(self.value_label)
+        status.addPermanentWidget(self.note_label, 1)
+        status.addPermanentWidget(self.busy_bar)
+        self.note_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+
+        self._build_menus()
+
+        ev = self.scene.events
+        subscribe(self, ev.hover, lambda *_: self._update_status())
+        subscribe(self, ev.band, lambda *_: self._update_status())
+        subscribe(self, ev.pixel, lambda *_: self._update_status())
+        subscribe(self, ev.layers, lambda *_: self._on_layers())
+        subscribe(self, ev.mode, lambda *_: self._sync_mode_actions())
+        subscribe(self, ev.contrast, lambda *_: self._sync_mode_actions())
+        subscribe(self, ev.colormap, lambda *_: self._update_levels_bar())
+        self.grid.busy.connect(self._set_busy)
+        self.grid.render_failed.connect(lambda exc: self._report(exc, "Cannot display the cubes"))
+        self.grid.rendered.connect(self._update_note)
+        self.grid.open_requested.connect(self.open_dialog)
+        self.grid.sample_requested.connect(lambda: self.open_sample())
+        self.grid.rendered.connect(self._update_levels_bar)
+        self._on_layers()
+        self._update_levels_bar()
+
+    def _dock(self, title: str, widget: QWidget, name: str) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        return dock
+
+    # ------------------------------------------------------------------ menus and shortcuts
+    def _action(self, text: str, slot: Callable, shortcut=None, tip: str = "", checkable=False) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            if isinstance(shortcut, (list, tuple)):
+                action.setShortcuts([QKeySequence(s) for s in shortcut])
+            else:
+                action.setShortcut(QKeySequence(shortcut))
+        action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        if tip:
+            action.setStatusTip(tip)
+            action.setToolTip(tip)
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self.open_action = self._action("&Open…", self.open_dialog, QKeySequence.StandardKey.Open,
+                                        "Open one or more cube files and choose their roles")
+        self.open_folder_action = self._action("Open &folder…", self.open_folder_dialog, "Ctrl+Shift+O",
+                                               "Open a folder of per-band PNG images (CAVE layout)")
+        self.sample_action = self._action("Open &sample scene", lambda: self.open_sample(), None,
+                                          "GT, simulated LR and guide, and a reconstruction")
+        file_menu.addAction(self.open_action)
+        file_menu.addAction(self.open_folder_action)
+        self.recent_menu = QMenu("Open &recent", self)
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addMenu(self.recent_menu)
+        file_menu.addAction(self.sample_action)
+        file_menu.addSeparator()
+        self.export_action = self._action("&Export view as PNG…", self.export_png_dialog, "Ctrl+E",
+                                          "Save the image panels as they appear on screen")
+        file_menu.addAction(self.export_action)
+        self.close_all_action = self._action("&Close all layers", self.scene.clear, "Ctrl+Shift+W")
+        file_menu.addAction(self.close_all_action)
+        file_menu.addSeparator()
+        self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+        file_menu.addAction(self.quit_action)
+
+        view = bar.addMenu("&View")
+        s = self.scene
+        self.next_band_action = self._action("Next band", lambda: s.step_band(1), "Up")
+        self.prev_band_action = self._action("Previous band", lambda: s.step_band(-1), "Down")
+        self.page_up_action = self._action("Band +5", lambda: s.step_band(5), "PgUp")
+        self.page_down_action = self._action("Band −5", lambda: s.step_band(-5), "PgDown")
+        self.first_band_action = self._action("First band", lambda: s.set_band(0), "Home")
+        self.last_band_action = self._action("Last band", lambda: s.set_band(s.n_bands - 1), "End")
+        for a in (self.next_band_action, self.prev_band_action, self.page_up_action, self.page_down_action,
+                  self.first_band_action, self.last_band_action):
+            view.addAction(a)
+        view.addSeparator()
+        self.mode_actions: dict[DisplayMode, QAction] = {}
+        group = QActionGroup(self)
+        for mode, key in ((DisplayMode.BAND, "B"), (DisplayMode.RGB, "R"), (DisplayMode.TRUE_COLOUR, "T")):
+            action = self._action(mode.title, lambda _=False, m=mode: s.set_mode(m), key, checkable=True)
+            group.addAction(action)
+            view.addAction(action)
+            self.mode_actions[mode] = action
+        view.addSeparator()
+        self.shared_action = self._action("Shared contrast", lambda checked: s.set_shared_contrast(checked), "C",
+                                          "Same levels (from the reference) in every panel", checkable=True)
+        view.addAction(self.shared_action)
+        self.reset_zoom_action = self._action("Reset zoom", self.scene.reset_view, ["Ctrl+0", "A"],
+                                              "Show the whole image in every panel")
+        view.addAction(self.reset_zoom_action)
+        self.clear_pixel_action = self._action("Clear selected pixel", lambda: s.set_pixel(None), "Esc")
+        view.addAction(self.clear_pixel_action)
+        self.clear_pins_action = self._action("Clear pinned pixels", s.clear_pins, "Shift+Esc",
+                                              "Forget the pixels collected with Shift+click")
+        view.addAction(self.clear_pins_action)
+        view.addSeparator()
+        theme_menu = view.addMenu("Theme")
+        theme_group = QActionGroup(self)
+        self.theme_actions = {}
+        for name in ("dark", "light"):
+            action = self._action(name.capitalize(), lambda _=False, n=name: self.set_theme(n), checkable=True)
+            theme_group.addAction(action)
+            theme_menu.addAction(action)
+            self.theme_actions[name] = action
+        self.theme_actions[theme.current().name].setChecked(True)
+        view.addSeparator()
+        view.addAction(self.display_dock.toggleViewAction())
+        view.addAction(self.spectra_dock.toggleViewAction())
+
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self._action("&Keyboard shortcuts", self._show_shortcuts, "F1"))
+        help_menu.addAction(self._action("&About", self._show_about))
+        self._sync_mode_actions()
+
+    def _sync_mode_actions(self) -> None:
+        for mode, action in self.mode_actions.items():
+            action.setChecked(mode == self.scene.mode)
+        self.shared_action.setChecked(self.scene.shared_contrast)
+        self._update_note()
+
+    def set_theme(self, name: str) -> None:
+        """Switch theme; pyqtgraph colours apply to panels built afterwards, so the panels are
+        rebuilt (their state lives in the scene)."""
+        app = QApplication.instance()
+        if app is None or name == theme.current().name:
+            return
+        theme.apply(app, name)
+        self.grid.apply_theme()
+        self.spectra.apply_theme()
+        self.settings.setValue("theme", name)
+
+    # ------------------------------------------------------------------ opening files
+    def open_dialog(self) -> None:
+        start = str(self.settings.value("last_dir", str(Path.home())))
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open hyperspectral cubes", start, FILE_FILTER)
+        if paths:
+            self._ask_roles_and_open(paths)
+
+    def open_folder_dialog(self) -> None:
+        start = str(self.settings.value("last_dir", str(Path.home())))
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of per-band PNG images", start)
+        if folder:
+            self._ask_roles_and_open([folder])
+
+    def _ask_roles_and_open(self, paths: list[str]) -> None:
+        existing = [l.role for l in self.scene.layers]
+        items = dialogs.ask_roles(self, paths, existing)
+        if items:
+            self.settings.setValue("last_dir", str(Path(paths[0]).parent))
+            self.open_files(items)
+
+    def open_files(self, items: Iterable[tuple[str, str]], *, background: bool = True) -> None:
+        """Open each (role, path); errors become dialogs, ambiguity becomes a picker."""
+        for role, path in items:
+            if role not in ROLES:
+                self._report(HsiError(f"{path}: unknown role {role!r}; use one of {', '.join(ROLES)}"),
+                             f"Cannot open {Path(path).name}")
+                continue
+            self._start_load(role, str(path), {}, background)
+
+    def open_sample(self, *, background: bool = True) -> None:
+        self._run(load_sample, (), self._on_sample_loaded,
+                  lambda exc: self._report(exc, "Cannot open the sample scene"), background, "Opening the sample…")
+
+    def _start_load(self, role: str, path: str, options: dict, background: bool) -> None:
+        self._run(load_cube, (path, dict(options)),
+                  lambda cube: self._on_cube_loaded(role, path, options, cube),
+                  lambda exc: self._on_load_failed(role, path, options, exc, background),
+                  background, f"Opening {Path(path).name}…")
+
+    def _run(self, fn, args, on_done, on_error, background: bool, message: str) -> None:
+        """Run ``fn(*args)`` on a worker thread (or inline) and call back on the GUI thread."""
+        self._pending_loads += 1
+        self._set_busy(True, message)
+        if not background:
+            try:
+                result = fn(*args)
+            except Exception as exc:  # noqa: BLE001 - every failure is shown to the user
+                self._load_done(on_error, exc)
+            else:
+                self._load_done(on_done, result)
+            return
+        from superqt.utils import create_worker
+
+        worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True)
+        self._workers.add(worker)
+        worker.returned.connect(lambda result: self._load_done(on_done, result))
+        worker.errored.connect(lambda exc: self._load_done(on_error, exc))
+        worker.finished.connect(lambda w=worker: self._workers.discard(w))
+        worker.start()
+
+    def _load_done(self, callback, value) -> None:
+        if sip.isdeleted(self):
+            return  # the window was closed while the file was being read
+        try:
+            callback(value)
+        except Exception as exc:  # noqa: BLE001
+            self._report(exc, "Cannot open the file")
+        finally:
+            self._pending_loads -= 1
+            if self._pending_loads == 0:
+                self._set_busy(False, "")
+                self.loads_finished.emit()
+
+    @property
+    def loading(self) -> bool:
+        return self._pending_loads > 0
+
+    def _on_cube_loaded(self, role: str, path: str, options: dict, cube) -> None:
+        name = cube.name if cube.name and cube.name != "cube" else Path(path).stem
+        try:
+            self.scene.add_layer(cube, role, name)
+        except HsiError as exc:
+            self._report(exc, f"Cannot show {Path(path).name}")
+            return
+        self._remember(role, path, options)
+        self._ensure_pixel()
+        self.statusBar().showMessage(f"Opened {cube.describe()}", 6000)
+
+    def _on_sample_loaded(self, pairs) -> None:
+        for role, cube in pairs:
+            self.scene.add_layer(cube, role, cube.name)
+        self._ensure_pixel()
+
+    def _ensure_pixel(self) -> None:
+        """Select the centre pixel once there are layers, so the spectra plot is never empty."""
+        if self.scene.pixel is None and self.scene.hr_shape is not None:
+            h, w = self.scene.hr_shape
+            self.scene.set_pixel(h // 2, w // 2)
+
+    def _on_load_failed(self, role: str, path: str, options: dict, exc: Exception, background: bool) -> None:
+        if isinstance(exc, AmbiguousCubeError) and exc.option not in options and not self.unattended:
+            choice = dialogs.ask_option(self, path, exc.option, exc.problem, exc.choices)
+            if choice is not None:
+                self._start_load(role, path, {**options, exc.option: choice}, background)
+            return
+        self._report(exc, f"Cannot open {Path(path).name}")
+
+    def _report(self, exc: BaseException, title: str) -> None:
+        """An error dialog: the message of our own errors, a short note plus the type for bugs."""
+        if isinstance(exc, HsiError):
+            message = str(exc)
+        else:
+            trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            print(trace, file=sys.stderr)
+            message = (f"Unexpected error ({type(exc).__name__}): {exc}\n\n"
+                       "This is probably a bug in the viewer; the details were printed to the console.")
+        self.statusBar().showMessage(message.splitlines()[0] if message else title, 8000)
+        self.errors_reported.append(f"{title}: {message}")
+        if self.unattended:
+            print(f"{title}: {message}", file=sys.stderr)
+        else:
+            dialogs.show_error(self, title, message)
+
+    # ------------------------------------------------------------------ recent files
+    def recent_files(self) -> list[dict]:
+        raw = self.settings.value("recent_files", [])
+        if isinstance(raw, str):
+            raw = [raw]
+        entries = []
+        for text in raw or []:
+            try:
+                entry = json.loads(text)
+            except (TypeError, ValueError):
+                continue
+            if isinstance(entry, dict) and "path" in entry:
+                entries.append(entry)
+        return entries
+
+    def _remember(self, role: str, path: str, options: dict) -> None:
+        path = str(Path(path).resolve())
+        entries = [e for e in self.recent_files() if e.get("path") != path]
+        entries.insert(0, {"role": role, "path": path, "options": options})
+        self.settings.setValue("recent_files", [json.dumps(e) for e in entries[:MAX_RECENT]])
+        self.settings.sync()
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        entries = self.recent_files()
+        if not entries:
+            action = self.recent_menu.addAction("(no recent files)")
+            action.setEnabled(False)
+            return
+        for entry in entries:
+            role = entry.get("role", "gt")
+            label = f"{role.upper():6s} {Path(entry['path']).name}"
+            action = self.recent_menu.addAction(label)
+            action.setToolTip(entry["path"])
+            action.triggered.connect(
+                lambda _=False, e=entry: self._start_load(e.get("role", "gt"), e["path"],
+                                                          dict(e.get("options") or {}), True))
+        self.recent_menu.addSeparator()
+        clear = self.recent_menu.addAction("Clear list")
+        clear.triggered.connect(lambda: self.settings.setValue("recent_files", []))
+
+    # ------------------------------------------------------------------ drag and drop
+    def dragEnterEvent(self, event):  # noqa: N802
+        urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
+        if urls and all(u.isLocalFile() for u in urls):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event):  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            # Out of the drop handler: the source application waits until it returns.
+            QTimer.singleShot(0, lambda: self._ask_roles_and_open(paths))
+
+    # ------------------------------------------------------------------ status
+    def _set_busy(self, busy: bool, message: str) -> None:
+        busy = busy or self._pending_loads > 0
+        self.busy_bar.setVisible(busy)
+        if busy and message:
+            self.statusBar().showMessage(message)
+        elif not busy:
+            self.statusBar().clearMessage()
+
+    def _on_layers(self) -> None:
+        ref = self.scene.reference
+        self.setWindowTitle(f"{ref.name} — {APP_NAME}" if ref is not None else APP_NAME)
+        has_layers = bool(self.scene.layers)
+        self.export_action.setEnabled(has_layers)
+        self.close_all_action.setEnabled(has_layers)
+        self._update_status()
+        self._update_note()
+
+    def _update_status(self) -> None:
+        scene = self.scene
+        hover = scene.hover
+        if hover is None or not hover.inside:
+            pixel = scene.pixel
+            if pixel is None or not scene.layers:
+                self.position_label.setText("")
+                self.value_label.setText("")
+                return
+            # no pointer over an image: describe the clicked pixel in the reference
+            layer, row, col, prefix = scene.reference, pixel[0], pixel[1], "selected "
+        else:
+            try:
+                layer = scene.layer(hover.uid)
+            except KeyError:
+                return
+            row, col, prefix = hover.row, hover.col, ""
+        ly, lx = scene.layer_pixel(layer, row, col)
+        text = f"{prefix}row {row}, col {col}"
+        if layer.scale > 1:
+            text += f"  ({layer.title} pixel {ly}, {lx})"
+        self.position_label.setText(text)
+        values = scene.value_at(layer, row, col)
+        band = scene.band_for(layer)
+        if band is None:
+            what = "R, G, B " + ", ".join(f"{v:.4g}" for v in values)
+        else:
+            nm = layer.cube.wavelengths_nm
+            where = f"{nm[band]:.1f} nm" if nm is not None else f"band {band}"
+            what = f"{where}: {values[0]:.4g}"
+        self.value_label.setText(f"{layer.title} · {layer.name}  ·  {what}")
+        self._update_note(layer)
+
+    def _update_note(self, layer=None) -> None:
+        scene = self.scene
+        layer = layer or scene.reference
+        if layer is None:
+            self.note_label.setText("")
+            return
+        note = layer.cube.normalisation
+        if scene.mode != DisplayMode.BAND:
+            try:
+                rendered = self.grid.panel_for(layer.uid).rendered
+            except KeyError:
+                rendered = None
+            if rendered is not None and rendered.note:
+                note = f"{rendered.note}  ·  {note}"
+        contrast = "shared contrast" if scene.shared_contrast else "per-panel contrast"
+        low, high = scene.percentiles
+        self.note_label.setText(f"{note}  ·  {contrast} {low:g}–{high:g} %")
+        self.note_label.setToolTip(layer.cube.describe())
+
+    def _update_levels_bar(self) -> None:
+        """Show the reference panel's levels in the display dock's colorbar."""
+        bar = self.controls.levels_bar
+        ref = self.scene.reference
+        try:
+            rendered = self.grid.panel_for(ref.uid).rendered if ref is not None else None
+        except KeyError:
+            rendered = None
+        if rendered is None:
+            bar.set_levels("gray", None, None, "")
+            return
+        if rendered.is_rgb:
+            if self.scene.mode == DisplayMode.TRUE_COLOUR:
+                bar.set_levels("gray", 0.0, 1.0, "sRGB, no stretch")
+            else:
+                bar.set_levels("gray", None, None, "R, G, B stretched separately")
+            return
+        low, high = (float(v) for v in rendered.levels)
+        scope = "all panels" if self.scene.shared_contrast else ref.title
+        bar.set_levels(self.scene.colormap, low, high, f"{ref.title} {self.scene.band_text()}, {scope}")
+
+    # ------------------------------------------------------------------ export / help
+    def export_png_dialog(self) -> None:
+        start = str(Path(str(self.settings.value("last_dir", str(Path.home())))) / "view.png")
+        path, _ = QFileDialog.getSaveFileName(self, "Export view as PNG", start, "PNG image (*.png)")
+        if path:
+            if not self.grid.grab().save(path, "PNG"):
+                dialogs.show_error(self, "Export failed", f"{path}: cannot write the PNG file")
+            else:
+                self.statusBar().showMessage(f"Saved {path}", 6000)
+
+    def _show_shortcuts(self) -> None:
+        from PyQt6.QtWidgets import QMessageBox
+
+        QMessageBox.information(self, "Keyboard shortcuts", (
+            "Up / Down: next / previous band\nPageUp / PageDown: ±5 bands\nHome / End: first / last band\n"
+            "B / R / T: single band, RGB, true colour\nC: shared contrast on/off\n"
+            "A or Ctrl+0: reset zoom\nEsc: clear the selected pixel\n"
+            "Mouse: click a pixel for spectra, Shift+click to pin more pixels (Shift+Esc clears);\n"
+            "wheel zooms, drag pans (all panels follow)\n"
+            "Ctrl+O: open files, Ctrl+Shift+O: open a PNG folder, Ctrl+E: export the view"))
+
+    def _show_about(self) -> None:
+        from PyQt6.QtWidgets import QMessageBox
+
+        QMessageBox.about(self, f"About {APP_NAME}", (
+            f"<b>{APP_NAME}</b><br>Inspect hyperspectral super-resolution: ground truth, low-resolution "
+            "input, guide and reconstructions with linked views and per-pixel spectra."))
+
+    def closeEvent(self, event):  # noqa: N802
+        self.settings.sync()
+        super().closeEvent(event)
