@@ -134,3 +134,17 @@ def test_every_registered_model_runs_on_a_small_input():
         out = run_to_end(run_model(spec.name, lr, scale=scale, device="cpu", steps=steps, **kwargs))
         assert out.data.shape == (8 * scale, 8 * scale, bands), spec.name
         assert np.isfinite(out.data).all(), spec.name
+
+
+def test_cuda_selection_and_budget_through_torch_device_abstraction(monkeypatch):
+    # no GPU here: pretend torch sees one and check the engine's decisions follow torch's answers
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("cuda")
+    assert select_device("cuda:1") == torch.device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * 2**30, 80 * 2**30))
+    assert engine.memory_budget_bytes(torch.device("cuda")) == int(10 * 2**30 * 0.7)
+    spec = registry.get("bicubic")
+    tile = engine.choose_tile_lr(spec, (4096, 4096), 4, engine.memory_budget_bytes(torch.device("cuda")))
+    assert engine.MIN_TILE_LR_PX <= tile <= 4096
+    assert engine.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    assert not engine.is_out_of_memory(RuntimeError("shape mismatch"))
