@@ -23,6 +23,7 @@ from app.qt import dialogs, theme
 from app.qt.binding import subscribe
 from app.qt.controls import BandBar, DisplayControls
 from app.qt.image_grid import ImageGrid
+from app.qt.run_panel import RunPanel, scrollable
 from app.qt.spectra import SpectraView
 
 APP_NAME = "HSI-SR Viewer"
@@ -91,6 +92,13 @@ class MainWindow(QMainWindow):
         self.splitDockWidget(self.display_dock, self.spectra_dock, Qt.Orientation.Vertical)
         self.resizeDocks([self.display_dock], [440], Qt.Orientation.Horizontal)
         self.resizeDocks([self.display_dock, self.spectra_dock], [200, 560], Qt.Orientation.Vertical)
+        self.run_panel = RunPanel(self.scene, report_error=self._report)
+        self.run_dock = self._dock("Run model", scrollable(self.run_panel), "RunDock")
+        self.tabifyDockWidget(self.display_dock, self.run_dock)
+        self.display_dock.raise_()
+        # The two share one tab area: give it the height of whichever tab is in front.
+        self.run_dock.visibilityChanged.connect(lambda shown: shown and self._fit_top_dock(self.run_dock))
+        self.display_dock.visibilityChanged.connect(lambda shown: shown and self._fit_top_dock(self.display_dock))
 
         # ---- status bar
         status = self.statusBar()
@@ -225,11 +233,48 @@ class MainWindow(QMainWindow):
         view.addSeparator()
         view.addAction(self.display_dock.toggleViewAction())
         view.addAction(self.spectra_dock.toggleViewAction())
+        view.addAction(self.run_dock.toggleViewAction())
+
+        tools = bar.addMenu("&Tools")
+        self.run_action = self._action("&Run model", self.run_model, "Ctrl+R",
+                                       "Run the model chosen in the Run model panel on the open layers")
+        self.cancel_run_action = self._action("&Cancel run", self.run_panel.cancel, None, "Stop the running model")
+        self.simulate_action = self._action("&Simulate inputs from GT…", self.show_run_panel, None,
+                                            "Make the LR and guide from the GT with a named protocol")
+        for a in (self.run_action, self.cancel_run_action, self.simulate_action):
+            tools.addAction(a)
+        self.run_panel.running_changed.connect(self.cancel_run_action.setEnabled)
+        self.cancel_run_action.setEnabled(False)
 
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self._action("&Keyboard shortcuts", self._show_shortcuts, "F1"))
         help_menu.addAction(self._action("&About", self._show_about))
         self._sync_mode_actions()
+
+    def _fit_top_dock(self, dock: QDockWidget) -> None:
+        if self.spectra_dock.isFloating() or dock.isFloating() or not self.spectra_dock.isVisible():
+            return
+        total = dock.height() + self.spectra_dock.height()
+        wanted = self.run_panel.sizeHint().height() + 40 if dock is self.run_dock else 200
+        wanted = min(wanted, int(0.6 * total))
+
+        def resize():
+            if not sip.isdeleted(self):
+                self.resizeDocks([dock, self.spectra_dock], [wanted, total - wanted], Qt.Orientation.Vertical)
+
+        QTimer.singleShot(0, resize)  # after the tab switch has settled the layout
+
+    def show_run_panel(self) -> None:
+        self.run_dock.show()
+        self.run_dock.raise_()
+
+    def run_model(self) -> None:
+        """Ctrl+R: show the Run model panel and run its model."""
+        self.show_run_panel()
+        if self.run_panel.running:
+            self.statusBar().showMessage("A model is already running (Tools ▸ Cancel run stops it)", 6000)
+            return
+        self.run_panel.start_run()
 
     def _sync_mode_actions(self) -> None:
         for mode, action in self.mode_actions.items():
@@ -537,7 +582,8 @@ class MainWindow(QMainWindow):
             "A or Ctrl+0: reset zoom\nEsc: clear the selected pixel\n"
             "Mouse: click a pixel for spectra, Shift+click to pin more pixels (Shift+Esc clears);\n"
             "wheel zooms, drag pans (all panels follow)\n"
-            "Ctrl+O: open files, Ctrl+Shift+O: open a PNG folder, Ctrl+E: export the view"))
+            "Ctrl+O: open files, Ctrl+Shift+O: open a PNG folder, Ctrl+E: export the view\n"
+            "Ctrl+R: run the model chosen in the Run model panel"))
 
     def _show_about(self) -> None:
         from PyQt6.QtWidgets import QMessageBox
@@ -547,5 +593,6 @@ class MainWindow(QMainWindow):
             "input, guide and reconstructions with linked views and per-pixel spectra."))
 
     def closeEvent(self, event):  # noqa: N802
+        self.run_panel.shutdown()
         self.settings.sync()
         super().closeEvent(event)
