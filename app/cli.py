@@ -91,10 +91,44 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--json", help="write the results as JSON here")
 
+    cmp = sub.add_parser("compare", help="metrics of existing predictions against GT cubes (files or folders)",
+                         description="Compare predictions with ground-truth cubes. PATH is a cube file or a folder "
+                                     "(cube files and/or CAVE scene folders); in folder mode predictions are matched "
+                                     "to GT items by name (case-insensitive, suffixes such as _pred, _sr, _out, "
+                                     "_result tolerated). Exit code 1 when an entry failed or a GT item has no "
+                                     "prediction, 2 when nothing could be compared.")
+    cmp.add_argument("--gt", required=True, metavar="PATH", help="GT cube file, scene folder, or folder of them")
+    cmp.add_argument("--pred", action="append", required=True, metavar="PATH",
+                     help="predictions of one method: a cube file or a folder (repeat for several methods)")
+    cmp.add_argument("--name", action="append", default=[], metavar="NAME",
+                     help="method name for the --pred of the same position (default: the folder's name)")
+    cmp.add_argument("--scale", type=int, help="HR/LR scale factor: needed for ERGAS (and for --crop to a multiple)")
+    cmp.add_argument("--var", help="variable/dataset holding the predicted cube (.mat, .npz, .h5); default: automatic")
+    cmp.add_argument("--layout", help="force the predictions' stored axis order (e.g. HWB, BHW); default: "
+                                      "detected against the GT's shape")
+    cmp.add_argument("--pred-range", choices=("auto", "unit", "8bit", "16bit", "max"), default="auto",
+                     help="value range of the predictions: auto (detected, stated per row), unit ([0, 1]), "
+                          "8bit (0-255), 16bit (0-65535), max (divide by the maximum)")
+    cmp.add_argument("--gt-var", help="variable/dataset holding the GT cube")
+    cmp.add_argument("--gt-layout", help="force the GT files' stored axis order")
+    cmp.add_argument("--gt-range", choices=("auto", "unit", "8bit", "16bit", "max"), default="auto",
+                     help="value range of the GT (auto: the file's rule, or detected)")
+    cmp.add_argument("--nonfinite", choices=("error", "zero"), default="error",
+                     help="NaN/Inf values: the file is an error entry (default) or they read as 0")
+    cmp.add_argument("--crop", action="store_true",
+                     help="compare a prediction smaller than the GT (a border, or a multiple of the scale) "
+                          "with the matching part of the GT")
+    cmp.add_argument("--per-band", action="store_true", help="add per-band PSNR/SSIM/RMSE curves to the JSON")
+    cmp.add_argument("--json", metavar="OUT", help="write the results as JSON (the schema of eval)")
+    cmp.add_argument("--csv", metavar="OUT", help="write the table as CSV")
+    cmp.add_argument("--md", metavar="OUT", help="write the table as Markdown")
+    cmp.add_argument("--device", default="auto", help="where the metrics run: auto (CUDA if available), cpu, cuda")
+    cmp.add_argument("--workers", type=int, help="threads reading files ahead of the metrics (default 2)")
+
     sub.add_parser("models", help="list the registered models and what they need")
 
     bench = sub.add_parser("bench", help="measure speed and memory; prints ratios measured in one run")
-    bench.add_argument("--only", action="append", choices=("io", "load", "redraw", "spectra", "metrics", "models"),
+    bench.add_argument("--only", action="append", choices=("io", "load", "redraw", "spectra", "metrics", "compare", "models"),
                        help="run only these benchmarks (repeatable)")
     bench.add_argument("--quick", action="store_true", help="smaller inputs (0.25 GB ENVI cube, 256x256 models)")
     bench.add_argument("--json", help="also write the figures as JSON here")
@@ -223,6 +257,44 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from tqdm import tqdm
+
+    from app.core.batch import write_json
+    from app.core.compare import compare, exit_status, format_table, write_csv, write_markdown
+
+    bar = tqdm(desc="compare", unit="pair", leave=False, dynamic_ncols=True)
+
+    def on_progress(done, total, row):
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        if done:
+            bar.update(done - bar.n)
+        if "psnr" in row:
+            bar.set_postfix_str(f"{row['image']} {row['model']} {row['psnr']:.2f} dB"[:60])
+
+    try:
+        doc = compare(args.gt, args.pred, names=args.name, scale=args.scale, var=args.var, layout=args.layout,
+                      pred_range=args.pred_range, gt_var=args.gt_var, gt_layout=args.gt_layout,
+                      gt_range=args.gt_range, nonfinite=args.nonfinite, crop=args.crop, per_band=args.per_band,
+                      device=args.device, workers=args.workers, on_progress=on_progress)
+    finally:
+        bar.close()
+    print(format_table(doc))
+    for out, writer in ((args.json, write_json), (args.csv, write_csv), (args.md, write_markdown)):
+        if out:
+            print(f"wrote {writer(Path(out), doc)}")
+    for err in doc["errors"]:
+        print(f"error: {err['error']}", file=sys.stderr)
+    missing = [u for u in doc["unmatched"] if u["side"] == "gt"]
+    if missing:
+        print(f"error: {len(missing)} GT item(s) without a prediction: "
+              + ", ".join(f"{u['image']} ({u['model']})" for u in missing[:8]) + (" ..." if len(missing) > 8 else ""),
+              file=sys.stderr)
+    return exit_status(doc)
+
+
 def cmd_models(args) -> int:
     from models.registry import INPUT_TITLES, all_specs
 
@@ -247,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"view", "info", "convert", "simulate", "sr", "eval", "models", "bench"}
+    commands = {"view", "info", "convert", "simulate", "sr", "eval", "compare", "models", "bench"}
     if argv and argv[0] not in commands and not argv[0].startswith("-"):
         argv = ["view", *argv]  # `python main.py cube.hdr` opens the viewer on that file
     args = parser.parse_args(argv)
@@ -255,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["view", *argv])
     handlers = {"view": cmd_view, "info": cmd_info, "convert": cmd_convert, "simulate": cmd_simulate,
-                "sr": cmd_sr, "eval": cmd_eval, "models": cmd_models, "bench": cmd_bench}
+                "sr": cmd_sr, "eval": cmd_eval, "compare": cmd_compare, "models": cmd_models, "bench": cmd_bench}
     try:
         return handlers[args.command](args)
     except (HsiError, ValueError, OSError) as exc:

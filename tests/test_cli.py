@@ -64,7 +64,7 @@ def test_bad_input_gives_one_line_error(argv, fragment, capsys, tmp_path, monkey
     assert err.startswith("error:") and fragment in err
 
 
-@pytest.mark.parametrize("command", ["view", "info", "convert", "simulate", "sr", "eval", "models", "bench"])
+@pytest.mark.parametrize("command", ["view", "info", "convert", "simulate", "sr", "eval", "models", "bench", "compare"])
 def test_help_on_each_command(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

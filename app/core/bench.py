@@ -255,7 +255,7 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, 
 
     import torch
 
-    chosen = only or ["io", "load", "redraw", "spectra", "metrics", "models"]
+    chosen = only or ["io", "load", "redraw", "spectra", "metrics", "compare", "models"]
     report: dict = {"quick": quick, "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
     if "io" in chosen:
         r = report["io"] = bench_io(envi_gb if envi_gb is not None else (0.25 if quick else 2.0), tmp)
@@ -285,6 +285,14 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, 
         print("[metrics] whole metric set (scalars + 3 maps + per-band curves), 512x512x31 pair")
         print(f"  compute_all {r['metrics_s'] * 1e3:.1f} ms   plain-numpy single pass {r['numpy_pass_s'] * 1e3:.1f} ms"
               f"   ratio {r['ratio']:.2f}   (target: under 300 ms)")
+    if "compare" in chosen:
+        from app.core.bench_compare import bench_compare
+
+        r = report["compare"] = bench_compare(tmp, n_scenes=4 if quick else 12, device=device)
+        h, w, b = r["shape"]
+        print(f"[compare] {r['scenes']} scenes {h}x{w}x{b} x {r['methods']} methods, reading included: "
+              f"{r['compare_s']:.2f} s   plain-numpy pass {r['numpy_s']:.2f} s   ratio {r['ratio']:.2f}"
+              f"   (target: under 30 s for 12 scenes)")
     if "models" in chosen:
         rows = report["models"] = bench_models(quick, device)
         size = "256x256x31" if quick else "512x512x31"
