@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--protocol", help="protocol whose PSF the model assumes (default gauss-x<scale>)")
     sr.add_argument("--scale", type=int, required=True)
     sr.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, mps")
-    sr.add_argument("--steps", type=int, help="iterations / sampling steps for iterative or stochastic models")
+    sr.add_argument("--steps", "--iters", dest="steps", type=int,
+                    help="iterations (per-image optimisation, e.g. umsft) or sampling steps (stochastic models)")
+    sr.add_argument("--blind", action="store_true",
+                    help="estimate the PSF and SRF from the image pair (models that offer it, e.g. umsft)")
     sr.add_argument("--seed", type=int, default=0)
     sr.add_argument("--out", required=True, help="output cube (format by extension)")
     _add_read_options(sr)
@@ -125,10 +128,39 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--device", default="auto", help="where the metrics run: auto (CUDA if available), cpu, cuda")
     cmp.add_argument("--workers", type=int, help="threads reading files ahead of the metrics (default 2)")
 
+    browse = sub.add_parser("browse", help="open the results browser (a compare/eval JSON) with the viewer")
+    browse.add_argument("json", nargs="?", help="results file written by compare --json or eval --json")
+
     sub.add_parser("models", help="list the registered models and what they need")
 
+    tr = sub.add_parser("train", help="train a registered model on a folder of CAVE scene folders",
+                        description="Train a model with a named degradation protocol. The last K scenes are held "
+                                    "out for validation; checkpoints go to runs/<out name>/, weights to --out.")
+    tr.add_argument("--model", required=True, help="registered model name, e.g. cst")
+    tr.add_argument("--data", required=True, help="folder of CAVE-style scene folders (PNG bands)")
+    tr.add_argument("--protocol", required=True, help="degradation protocol, e.g. bicubic-x4")
+    tr.add_argument("--val", type=int, default=4, help="scenes held out for validation (default 4)")
+    tr.add_argument("--iters", type=int, default=10000, help="training iterations (default 10000)")
+    tr.add_argument("--batch", type=int, default=8, help="patches per batch (default 8)")
+    tr.add_argument("--patch", type=int, default=64, help="HR patch size in px, a multiple of the scale (default 64)")
+    tr.add_argument("--lr-rate", type=float, default=2e-4, help="Adam learning rate (default 2e-4)")
+    tr.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine",
+                    help="learning-rate schedule (cosine to 2%% of the rate; step halves at 50%% and 75%%)")
+    tr.add_argument("--config", help="model configuration (CST: small or paper)")
+    tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    tr.add_argument("--val-every", type=int, default=200, help="validate every N iterations (default 200)")
+    tr.add_argument("--val-crop", type=int, default=128, help="HR centre crop for validation, 0 = full scenes")
+    tr.add_argument("--ckpt-every", type=int, default=200, help="checkpoint every N iterations (default 200)")
+    tr.add_argument("--time-limit", type=float, metavar="MIN", help="stop after this many minutes of training")
+    tr.add_argument("--seed", type=int, default=3000)
+    tr.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    tr.add_argument("--run-dir", help="checkpoint folder (default runs/<out name>)")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue from the checkpoint, or from the --out weights when there is none")
+    tr.add_argument("--out", required=True, help="weights file to write (.safetensors)")
+
     bench = sub.add_parser("bench", help="measure speed and memory; prints ratios measured in one run")
-    bench.add_argument("--only", action="append", choices=("io", "load", "redraw", "spectra", "metrics", "compare", "models"),
+    bench.add_argument("--only", action="append", choices=("io", "load", "redraw", "spectra", "metrics", "compare", "viewer", "models"),
                        help="run only these benchmarks (repeatable)")
     bench.add_argument("--quick", action="store_true", help="smaller inputs (0.25 GB ENVI cube, 256x256 models)")
     bench.add_argument("--json", help="also write the figures as JSON here")
@@ -223,7 +255,8 @@ def cmd_sr(args) -> int:
     try:
         info = super_resolve(args.model, args.lr, args.out, scale=args.scale, guide_path=args.guide, srf=args.srf,
                              protocol=args.protocol, device=args.device, steps=args.steps, seed=args.seed,
-                             on_progress=update, read_options=_read_kwargs(args))
+                             on_progress=update, read_options=_read_kwargs(args),
+                             options={"blind": True} if args.blind else None)
     finally:
         bar.close()
     for m in info["messages"]:
@@ -295,6 +328,12 @@ def cmd_compare(args) -> int:
     return exit_status(doc)
 
 
+def cmd_browse(args) -> int:
+    from app.qt.browser import run_browser
+
+    return run_browser(args.json)
+
+
 def cmd_models(args) -> int:
     from models.registry import INPUT_TITLES, all_specs
 
@@ -307,11 +346,34 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from app.core.training import TrainOptions, train
+
+    options = {"config": args.config} if args.config else {}
+    opts = TrainOptions(model=args.model, data=args.data, protocol=args.protocol, out=args.out, val=args.val,
+                        iters=args.iters, batch=args.batch, patch=args.patch, lr_rate=args.lr_rate,
+                        schedule=args.schedule, device=args.device, resume=args.resume, val_every=args.val_every,
+                        val_crop=args.val_crop, ckpt_every=args.ckpt_every, time_limit_min=args.time_limit,
+                        seed=args.seed, run_dir=args.run_dir, threads=args.threads, model_options=options)
+    summary = train(opts, log=lambda msg: print(msg, flush=True))
+    val = summary["val_psnr"]
+    tail = f", validation {val:.3f} dB vs bicubic {summary['bicubic_val_psnr']:.3f} dB" if val is not None else ""
+    print(f"trained {summary['model']} {summary['protocol']} to step {summary['step']} "
+          f"({summary['elapsed_s'] / 60:.1f} min on {summary['device']}, {summary['stop_reason']}){tail}; "
+          f"wrote {summary['weights']}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from app.core.bench import run_benchmarks
 
+    def viewer(quick: bool):  # Qt is imported only when the viewer section runs
+        from app.qt.bench_viewer import bench_viewer
+
+        return bench_viewer(quick)
+
     return run_benchmarks(only=args.only, envi_gb=args.envi_gb, tmp=args.tmp, quick=args.quick,
-                          json_out=args.json, device=args.device)
+                          json_out=args.json, device=args.device, viewer=viewer)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"view", "info", "convert", "simulate", "sr", "eval", "compare", "models", "bench"}
+    commands = {"view", "info", "convert", "simulate", "sr", "eval", "compare", "browse", "models", "bench", "train"}
     if argv and argv[0] not in commands and not argv[0].startswith("-"):
         argv = ["view", *argv]  # `python main.py cube.hdr` opens the viewer on that file
     args = parser.parse_args(argv)
@@ -327,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["view", *argv])
     handlers = {"view": cmd_view, "info": cmd_info, "convert": cmd_convert, "simulate": cmd_simulate,
-                "sr": cmd_sr, "eval": cmd_eval, "compare": cmd_compare, "models": cmd_models, "bench": cmd_bench}
+                "sr": cmd_sr, "eval": cmd_eval, "compare": cmd_compare, "browse": cmd_browse, "models": cmd_models, "bench": cmd_bench,
+                "train": cmd_train}
     try:
         return handlers[args.command](args)
     except (HsiError, ValueError, OSError) as exc:

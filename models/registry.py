@@ -46,6 +46,11 @@ class WeightsFile:
         return WEIGHTS_DIR / self.card
 
 
+class StopRequested(Exception):
+    """Thrown into an iterative model's ``iterate`` generator (``gen.throw(StopRequested())``) to end
+    it early: the model returns its best estimate so far instead of being cancelled."""
+
+
 @dataclass
 class IterationUpdate:
     """What an iterative or stochastic model reports between steps.
@@ -76,6 +81,7 @@ class ModelSpec:
     context_lr_px: int = 4          # LR pixels of context per side an output depends on (tiling overlap)
     tileable: bool = True           # False for whole-image optimisation methods
     default_steps: int | None = None
+    options: tuple[str, ...] = ()   # boolean build options the user may switch on (e.g. 'blind')
     memory_per_hr_px_bytes: int = 4096  # rough peak bytes per HR pixel (all bands) for tile sizing
     description: str = ""
 

@@ -64,7 +64,8 @@ def test_bad_input_gives_one_line_error(argv, fragment, capsys, tmp_path, monkey
     assert err.startswith("error:") and fragment in err
 
 
-@pytest.mark.parametrize("command", ["view", "info", "convert", "simulate", "sr", "eval", "models", "bench", "compare"])
+@pytest.mark.parametrize("command", ["view", "info", "convert", "simulate", "sr", "eval", "models", "bench", "compare",
+                                     "browse", "train"])
 def test_help_on_each_command(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

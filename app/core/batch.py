@@ -87,7 +87,9 @@ def simulate_to_dir(gt_path, protocol: str, out_dir, *, srf: str | None = None, 
 # ------------------------------------------------------------------------------ super-resolve
 def super_resolve(model: str, lr_path, out_path, *, scale: int, guide_path=None, srf: str | None = None,
                   protocol: str | None = None, device: str = "auto", steps: int | None = None, seed: int = 0,
-                  on_progress: Callable[[Progress], None] | None = None, read_options: dict | None = None) -> dict:
+                  on_progress: Callable[[Progress], None] | None = None, read_options: dict | None = None,
+                  options: dict | None = None) -> dict:
+    """Run ``model`` on a file (``options``: the model's build options, e.g. {'blind': True})."""
     spec = registry.get(model)
     output_format(out_path)
     lr = open_cube(lr_path, **(read_options or {})).load()
@@ -101,7 +103,8 @@ def super_resolve(model: str, lr_path, out_path, *, scale: int, guide_path=None,
             raise HsiError(f"protocol {proto.name} does not match --scale {scale}")
         psf = psf_kernel(proto)
     result = run_to_end(run_model(model, lr.data, guide=None if guide is None else guide.data, srf=srf_matrix,
-                                  psf=psf, scale=scale, device=device, steps=steps, seed=seed), on_progress)
+                                  psf=psf, scale=scale, device=device, steps=steps, seed=seed, options=options),
+                        on_progress)
     provenance = {**result.provenance, "lr": str(lr.source_path), "guide": None if guide is None else str(guide.source_path)}
     if protocol:
         provenance["protocol"] = protocol

@@ -23,7 +23,7 @@ import torch
 
 from app.core.errors import HsiError
 from models import registry
-from models.registry import IterationUpdate, ModelSpec
+from models.registry import IterationUpdate, ModelSpec, StopRequested
 
 MIN_TILE_LR_PX = 8
 BLEND_LR_PX = 2
@@ -180,10 +180,13 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int,
 def run_model(model_name: str, lr: np.ndarray, *, guide: np.ndarray | None = None, srf: np.ndarray | None = None,
               psf: np.ndarray | None = None, scale: int, device: str = "auto", steps: int | None = None,
               seed: int = 0, tile_lr: int | None = None, amp: bool | None = None,
-              preview_every: int = 1) -> Generator[Progress, None, RunResult]:
-    """Run a registered model. ``lr`` (h, w, B), ``guide`` (h*s, w*s, M), ``srf`` (M, B), ``psf`` (k, k).
+              preview_every: int = 1, options: dict | None = None) -> Generator[Progress, None, RunResult]:
+    """Run a registered model. ``lr`` (h, w, B), ``guide`` (h*s, w*s, M), ``srf`` (M, B), ``psf`` (k, k);
+    ``options``: build options of the model (``ModelSpec.options``, e.g. {'blind': True}).
 
-    Yields Progress; returns RunResult (use ``result = yield from run_model(...)`` or ``run_to_end``)."""
+    Yields Progress; returns RunResult (use ``result = yield from run_model(...)`` or ``run_to_end``).
+    Throwing ``StopRequested`` into the generator ends an iterative model early with its best
+    estimate (the run then returns normally); for other models it propagates (a cancel)."""
     spec = registry.get(model_name)
     lr = np.asarray(lr, dtype=np.float32)
     if lr.ndim != 3:
@@ -203,7 +206,12 @@ def run_model(model_name: str, lr: np.ndarray, *, guide: np.ndarray | None = Non
     messages: list[str] = []
     started = time.perf_counter()
     yield Progress(0.0, f"building {spec.title} on {dev}")
-    model = spec.build(scale, bands)
+    options = dict(options or {})
+    unknown = [k for k in options if k not in spec.options]
+    if unknown:
+        raise HsiError(f"{spec.name} has no option {', '.join(unknown)}"
+                       + (f" (options: {', '.join(spec.options)})" if spec.options else ""))
+    model = spec.build(scale, bands, **options)
     wf = spec.weights_for(scale)
     use_amp = bool(amp) if amp is not None else False
     steps = steps if steps is not None else spec.default_steps
@@ -226,9 +234,14 @@ def run_model(model_name: str, lr: np.ndarray, *, guide: np.ndarray | None = Non
     provenance = {
         "model": spec.name, "title": spec.title, "paper": spec.paper, "scale": scale,
         "weights": None if wf is None else wf.file, "weights_sha256": None if wf is None else wf.sha256,
-        "device": str(dev), "seed": seed, "steps": steps, "amp": use_amp,
+        "device": str(dev), "seed": seed, "steps": steps, "amp": use_amp, **({"options": options} if options else {}),
         "seconds": round(elapsed, 3), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    report = getattr(model, "report", None)
+    if isinstance(report, dict) and report:
+        provenance["report"] = {k: v for k, v in report.items() if not hasattr(v, "shape")}
+        if report.get("stopped"):
+            messages.append(str(report["stopped"]))
     yield Progress(1.0, f"{spec.title}: done in {elapsed:.1f} s on {dev}")
     return RunResult(result, provenance, messages)
 
@@ -265,10 +278,11 @@ def _run_on(spec: ModelSpec, model, lr, guide, srf, psf, scale, dev, steps, seed
         inputs = {"lr_hsi": lr_t, "hr_msi": guide_t, "srf": srf_t, "psf": psf_t}
         gen = model.iterate(**inputs, **options)
         last_preview = None
+        stop_now = False
         with autocast:
             while True:
                 try:
-                    upd: IterationUpdate = next(gen)
+                    upd: IterationUpdate = next(gen) if not stop_now else gen.throw(StopRequested())
                 except StopIteration as stop:
                     out = stop.value
                     break
@@ -276,8 +290,11 @@ def _run_on(spec: ModelSpec, model, lr, guide, srf, psf, scale, dev, steps, seed
                 if upd.preview is not None and (upd.step % max(1, preview_every) == 0 or upd.step == upd.total):
                     preview = upd.preview[0].detach().float().cpu().permute(1, 2, 0).numpy()
                     last_preview = preview
-                yield Progress(upd.step / max(1, upd.total), upd.message or f"step {upd.step}/{upd.total}",
-                               upd.step, upd.total, upd.loss, preview)
+                try:
+                    yield Progress(upd.step / max(1, upd.total), upd.message or f"step {upd.step}/{upd.total}",
+                                   upd.step, upd.total, upd.loss, preview)
+                except StopRequested:
+                    stop_now = True  # the model ends at its next step and returns its best estimate
         del last_preview
         return out[0].detach().float().cpu().permute(1, 2, 0).numpy()
 

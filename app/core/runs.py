@@ -294,6 +294,7 @@ class RunPlan:
     context: tuple[int, int, int, int] = (0, 0, 0, 0)
     name: str = ""
     details: dict = field(default_factory=dict)  # inputs, SRF/PSF sources: copied into provenance
+    options: dict = field(default_factory=dict)  # the model's build options (ModelSpec.options), e.g. blind
 
 
 def unique_name(scene: Scene, base: str) -> str:
@@ -308,8 +309,10 @@ def unique_name(scene: Scene, base: str) -> str:
 
 
 def make_plan(scene: Scene, model: str, *, scale: int | None = None, device: str = "auto",
-              steps: int | None = None, seed: int = 0, view_only: bool = False) -> RunPlan:
-    """The plan of running ``model`` on the scene's inputs (the current view when ``view_only``).
+              steps: int | None = None, seed: int = 0, view_only: bool = False,
+              options: dict | None = None) -> RunPlan:
+    """The plan of running ``model`` on the scene's inputs (the current view when ``view_only``);
+    ``options`` are the model's build options (only those in ``ModelSpec.options`` are kept).
 
     Raises HsiError saying why when the model cannot run on this scene."""
     spec = registry.get(model)
@@ -355,14 +358,16 @@ def make_plan(scene: Scene, model: str, *, scale: int | None = None, device: str
         "psf_assumed": inputs.psf_assumed if "psf" in needs else None,
         "protocol": lr_protocol(lr_layer.cube),
     }
-    base = f"{spec.name} ×{s}" + (" (view)" if roi is not None else "")
+    base = f"{spec.name} ×{s}" + "".join(f" {k}" for k in spec.options if (options or {}).get(k)) \
+        + (" (view)" if roi is not None else "")
     return RunPlan(
         model=spec.name, title=spec.title, scale=s, lr=lr, guide=guide,
         srf=inputs.srf if "srf" in needs else None, psf=inputs.psf if "psf" in needs else None,
         device=device, steps=(steps if steps is not None else default_steps(spec))
         if (spec.iterative or spec.stochastic) else None,
         seed=int(seed), wavelengths_nm=lr_layer.cube.wavelengths_nm, out_hw=(h * s, w * s), roi=roi,
-        context=context, name=unique_name(scene, base), details=details)
+        context=context, name=unique_name(scene, base), details=details,
+        options={k: v for k, v in (options or {}).items() if k in spec.options and v})
 
 
 def execute(plan: RunPlan, *, preview_every: int = 1) -> Generator[Progress, None, Cube]:
@@ -376,7 +381,7 @@ def execute(plan: RunPlan, *, preview_every: int = 1) -> Generator[Progress, Non
     with torch.inference_mode(not spec.iterative):
         result = yield from run_model(plan.model, plan.lr, guide=plan.guide, srf=plan.srf, psf=plan.psf,
                                       scale=plan.scale, device=plan.device, steps=plan.steps, seed=plan.seed,
-                                      preview_every=preview_every)
+                                      preview_every=preview_every, options=plan.options or None)
     s = plan.scale
     top, bottom, left, right = plan.context
     data = np.asarray(result.data, dtype=np.float32)

@@ -11,6 +11,7 @@ import time
 from typing import Callable
 
 import numpy as np
+import pyqtgraph as pg
 from PyQt6.QtCore import QSignalBlocker, Qt, QThread, pyqtSignal
 from PyQt6.QtGui import QImage, QPixmap, QStandardItem, QStandardItemModel
 from PyQt6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
@@ -22,9 +23,10 @@ from app.core.degrade import available_protocols, parse_protocol
 from app.core.engine import Progress, available_devices
 from app.core.errors import HsiError
 from app.core.scene import Scene, percentile_levels
-from app.qt import dialogs
+from app.qt import dialogs, theme
 from app.qt.binding import subscribe
 from app.qt.controls import ComboBox
+from models.registry import StopRequested
 
 PROGRESS_INTERVAL_S = 0.05   # at most ~20 progress updates a second reach the GUI thread
 PREVIEW_INTERVAL_S = 0.3     # and a preview image at most every 0.3 s
@@ -34,7 +36,9 @@ _ORPHANS: set = set()  # job threads still running after their panel closed
 
 class JobThread(QThread):
     """Drives a job generator (``make_job()`` -> generator of Progress returning a value) on its
-    own thread. ``cancel()`` closes the generator at its next yield.
+    own thread. ``cancel()`` closes the generator at its next yield; with ``keep_result`` it
+    throws ``StopRequested`` into it instead, so that an iterative model ends with its best
+    estimate (``succeeded``); a job that does not handle it is cancelled as before.
 
     Signals: progress(Progress) (throttled), succeeded(value), failed(exception), cancelled().
     """
@@ -44,10 +48,12 @@ class JobThread(QThread):
     failed = pyqtSignal(object)
     cancelled = pyqtSignal()
 
-    def __init__(self, make_job: Callable, parent=None):
+    def __init__(self, make_job: Callable, parent=None, keep_result: bool = False):
         super().__init__(parent)
         self._make_job = make_job
         self._cancel = threading.Event()
+        self.keep_result = keep_result
+        self.stopped_early = False
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -62,14 +68,22 @@ class JobThread(QThread):
             gen = self._make_job()
             last_progress = last_preview = 0.0
             while True:
-                if self._cancel.is_set():
+                stop_now = self._cancel.is_set() and not self.stopped_early
+                if stop_now and not self.keep_result:
                     gen.close()
                     self.cancelled.emit()
                     return
                 try:
-                    progress = next(gen)
+                    if stop_now:
+                        self.stopped_early = True
+                        progress = gen.throw(StopRequested())
+                    else:
+                        progress = next(gen)
                 except StopIteration as stop:
                     self.succeeded.emit(stop.value)
+                    return
+                except StopRequested:  # the job cannot stop early: a plain cancel
+                    self.cancelled.emit()
                     return
                 now = time.monotonic()
                 preview_due = getattr(progress, "preview", None) is not None and now - last_preview >= PREVIEW_INTERVAL_S
@@ -174,6 +188,10 @@ class RunPanel(QWidget):
         self.steps_label = QLabel("Steps", self)
         form.addRow(self.steps_label, row)
 
+        self.blind_check = QCheckBox("Blind: estimate PSF and SRF from the pair", self)
+        self.blind_check.setToolTip("For models that offer it (UMSFT): the PSF and SRF are estimated from the LR-HSI\n"
+                                    "and the guide instead of taken from the protocol / the guide's SRF")
+        form.addRow("", self.blind_check)
         self.view_check = QCheckBox("Current view only", self)
         self.view_check.setToolTip("Run on the visible rectangle (snapped to whole LR pixels); the new layer is\n"
                                    "zero outside it and its provenance records the rows and columns computed")
@@ -214,6 +232,19 @@ class RunPanel(QWidget):
         self.preview_label.setToolTip("Current estimate (the scene's band)")
         self.preview_label.hide()
         outer.addWidget(self.preview_label)
+        self.loss_plot = pg.PlotWidget(self)
+        self.loss_plot.setMenuEnabled(False)
+        self.loss_plot.setMouseEnabled(False, False)
+        self.loss_plot.setLabel("bottom", "iteration")
+        self.loss_plot.setLabel("left", "loss")
+        self.loss_plot.setLogMode(False, True)
+        self.loss_plot.getAxis("left").enableAutoSIPrefix(False)
+        self.loss_plot.setFixedHeight(120)
+        self.loss_plot.setToolTip("Loss of the running optimisation (log scale)")
+        self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen(theme.RECON_CURVE_COLOURS[1], width=1.5))
+        self._losses: tuple[list[int], list[float]] = ([], [])
+        self.loss_plot.hide()
+        outer.addWidget(self.loss_plot)
 
         # ---- simulate inputs from the GT
         self.sim_group = QGroupBox("Simulate inputs from GT", self)
@@ -358,6 +389,7 @@ class RunPanel(QWidget):
         else:
             self.reason_label.setText(spec.description)
         steps = runs.default_steps(spec) if spec is not None else None
+        self.blind_check.setEnabled(spec is not None and "blind" in spec.options and not self.running)
         self.steps_spin.setEnabled(steps is not None and not self.running)
         self.steps_label.setEnabled(steps is not None)
         if steps is not None and self._steps_model != spec.name:
@@ -417,6 +449,8 @@ class RunPanel(QWidget):
         for w in (self.model_combo, self.device_combo, self.seed_spin, self.view_check, self.protocol_combo,
                   self.sim_seed_spin):
             w.setEnabled(not running)
+        spec_now, _ = self._spec()
+        self.blind_check.setEnabled(not running and spec_now is not None and "blind" in spec_now.options)
         self.scale_spin.setEnabled(not running and self._inputs.lr is not None and not self._inputs.scale_fixed)
         spec, _ = self._spec()
         self.steps_spin.setEnabled(not running and spec is not None and runs.default_steps(spec) is not None)
@@ -434,11 +468,13 @@ class RunPanel(QWidget):
             plan = runs.make_plan(self.scene, spec.name, scale=self.scale_spin.value(),
                                   device=self.device_combo.currentData() or "auto",
                                   steps=self.steps_spin.value() if runs.default_steps(spec) is not None else None,
-                                  seed=self.seed_spin.value(), view_only=self.view_check.isChecked())
+                                  seed=self.seed_spin.value(), view_only=self.view_check.isChecked(),
+                                  options={"blind": self.blind_check.isChecked() and self.blind_check.isEnabled()})
         except Exception as exc:  # noqa: BLE001 - shown as a dialog
             self._report(exc, f"Cannot run {spec.title}")
             return False
-        self._start(lambda: runs.execute(plan), "run", f"{spec.title} ×{plan.scale}: starting")
+        self._start(lambda: runs.execute(plan), "run", f"{spec.title} ×{plan.scale}: starting",
+                    keep_result=spec.iterative)
         return True
 
     def start_simulation(self) -> bool:
@@ -465,8 +501,8 @@ class RunPanel(QWidget):
         self._start(lambda: runs.simulate_job(gt, protocol, seed), "simulate", f"simulating {protocol}")
         return True
 
-    def _start(self, make_job: Callable, kind: str, message: str) -> None:
-        thread = JobThread(make_job, self)
+    def _start(self, make_job: Callable, kind: str, message: str, keep_result: bool = False) -> None:
+        thread = JobThread(make_job, self, keep_result=keep_result)
         self._thread = thread
         self._threads.add(thread)
         self._job_kind = kind
@@ -479,6 +515,9 @@ class RunPanel(QWidget):
         self.progress_bar.setValue(0)
         self.progress_label.setText(message)
         self.preview_label.hide()
+        self._losses = ([], [])
+        self.loss_curve.setData([], [])
+        self.loss_plot.hide()
         self._set_running(True)
         self.running_changed.emit(True)
         thread.start()
@@ -487,7 +526,8 @@ class RunPanel(QWidget):
         """Stop the running job at its next step; nothing is added to the scene."""
         if self._thread is not None:
             self._thread.cancel()
-            self.progress_label.setText("cancelling…")
+            self.progress_label.setText("stopping… (keeping the best estimate so far)" if self._thread.keep_result
+                                        else "cancelling…")
             self.cancel_button.setEnabled(False)
 
     def shutdown(self, timeout_ms: int = 30000) -> None:
@@ -508,10 +548,19 @@ class RunPanel(QWidget):
         if progress.loss is not None:
             text += f"  ·  loss {progress.loss:.4g}"
         if self._thread is not None and self._thread.cancel_requested:
-            text = "cancelling…"
+            text = "stopping… (keeping the best estimate so far)" if self._thread.keep_result else "cancelling…"
         self.progress_label.setText(text)
         if progress.preview is not None:
             self._show_preview(progress.preview)
+        if progress.loss is not None and progress.step > 0 and np.isfinite(progress.loss) and progress.loss > 0:
+            steps, losses = self._losses
+            if steps and progress.step <= steps[-1]:
+                steps.clear()
+                losses.clear()
+            steps.append(int(progress.step))
+            losses.append(float(progress.loss))
+            self.loss_curve.setData(steps, losses)
+            self.loss_plot.show()
 
     def _show_preview(self, preview: np.ndarray) -> None:
         if preview.ndim != 3 or preview.shape[2] == 0:
@@ -551,6 +600,9 @@ class RunPanel(QWidget):
                 self.layer_added.emit(layer)
                 seconds = value.metadata.get("provenance", {}).get("seconds")
                 message = f"added {layer.name}" + (f" ({seconds:.1f} s)" if isinstance(seconds, (int, float)) else "")
+                stopped = (value.metadata.get("provenance", {}).get("report") or {}).get("stopped")
+                if stopped:
+                    message += f"; {stopped}"
         except Exception as exc:  # noqa: BLE001 - e.g. the scene changed while the job ran
             self._finish("failed", "failed")
             self._report(exc, "Cannot add the result" if kind == "run" else "Cannot add the simulated inputs")

@@ -1,0 +1,422 @@
+"""Generic, Qt-free training of a registered model on a folder of CAVE-style scene folders.
+
+``python main.py train --model NAME --data DIR --protocol NAME ... --out WEIGHTS`` lands here.
+
+* Data: every scene folder under ``--data`` is read once through app.core.io as float32. The last
+  ``val`` scenes (CAVE order of app/core/datasets.py, so the default 4 are its validation scenes)
+  are held out for validation and never trained on. The protocol's inputs (LR-HSI, and the guide
+  for fusion protocols) are simulated once per whole scene with app.core.degrade.simulate, so a
+  training patch sees exactly the degradation a full image does.
+* Batches: random aligned patches (HR ``patch`` px, LR ``patch / s``), one of the 8 dihedral
+  transforms each.
+* Loss: L1 + 0.3 SAM/pi + 0.1 L1 of the gradient magnitudes (design/models.md 1.3); a model may
+  override it with a ``training_loss(pred, gt)`` method.
+* Adam, cosine (or step, or constant) learning rate; with a time limit the schedule follows whichever of
+  step/iters and elapsed/time-limit is further along, so a timed run still anneals.
+* Validation every ``val_every`` steps on centre crops of the held-out scenes, against bicubic.
+* Checkpoints (model + optimizer + step + elapsed time + RNG states) in ``runs/<out stem>/`` and
+  the weights exported to ``--out`` (safetensors, fp16) at every checkpoint; ``resume`` continues
+  from the checkpoint, or from the exported weights (their step is in the file's metadata) when
+  there is no checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from app.core.datasets import CAVE_TRAIN_SPLIT, VALIDATION_SCENES, scene_folders
+from app.core.errors import HsiError
+from models.degradation import parse_protocol
+
+RUNS_DIR = Path(__file__).resolve().parents[2] / "runs"
+
+
+class TrainingError(HsiError):
+    """Bad training data, options or checkpoint."""
+
+
+@dataclass
+class TrainOptions:
+    model: str
+    data: str
+    protocol: str
+    out: str
+    val: int = 4
+    iters: int = 10000
+    batch: int = 8
+    patch: int = 64                 # HR patch size (a multiple of the scale)
+    lr_rate: float = 2e-4
+    schedule: str = "cosine"        # 'cosine' | 'step' (halve at 50 % and 75 %) | 'constant'
+    device: str = "auto"
+    resume: bool = False
+    val_every: int = 200
+    val_crop: int = 128             # HR centre crop of each validation scene (0: full scenes)
+    ckpt_every: int = 200
+    time_limit_min: float | None = None
+    seed: int = 3000
+    run_dir: str | None = None
+    threads: int | None = None
+    model_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Scene:
+    name: str
+    gt: torch.Tensor                # (B, H, W)
+    lr: torch.Tensor                # (B, h, w)
+    guide: torch.Tensor | None      # (M, H, W)
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def sam_rad(pred: torch.Tensor, gt: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean spectral angle (radians) between (N, B, H, W) tensors."""
+    dot = (pred * gt).sum(1)
+    norm = pred.norm(dim=1) * gt.norm(dim=1)
+    cos = (dot / (norm + eps)).clamp(-1 + 1e-7, 1 - 1e-7)
+    return torch.acos(cos).mean()
+
+
+def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """sqrt(dx^2 + dy^2 + dlambda^2 + 1e-6) with forward differences (zero at the last index)."""
+    dx = torch.zeros_like(x)
+    dy = torch.zeros_like(x)
+    dl = torch.zeros_like(x)
+    dx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
+    dy[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
+    dl[:, :-1] = x[:, 1:] - x[:, :-1]
+    return torch.sqrt(dx * dx + dy * dy + dl * dl + 1e-6)
+
+
+def hsi_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """L1 + 0.3 SAM/pi + 0.1 gradient-L1 (CST's loss, design/models.md 1.3)."""
+    l1 = (pred - gt).abs().mean()
+    return l1 + 0.3 * sam_rad(pred, gt) / math.pi + 0.1 * (gradient_magnitude(pred) - gradient_magnitude(gt)).abs().mean()
+
+
+def psnr_db(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """Mean over bands and images of the band PSNR (data range 1, prediction clipped to [0, 1])."""
+    mse = ((pred.clamp(0, 1) - gt) ** 2).mean(dim=(-2, -1)).clamp_min(1e-12)
+    return float((10 * torch.log10(1.0 / mse)).mean())
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _ordered_scenes(folders: list[Path]) -> list[Path]:
+    """Scene folders with the CAVE-split ones last, in split order (unknown names first, by name)."""
+    index = {name: i for i, name in enumerate(CAVE_TRAIN_SPLIT)}
+    return sorted(folders, key=lambda p: (index.get(p.name, -1), p.name))
+
+
+def split_data(data: str | Path, val: int) -> tuple[list[Path], list[Path]]:
+    root = Path(data)
+    if not root.exists():
+        raise TrainingError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise TrainingError(f"{root}: --data must be a folder of scene folders (CAVE layout)")
+    folders = _ordered_scenes(scene_folders(root))
+    if not folders:
+        raise TrainingError(f"{root}: no scene folders (folders of PNG bands) found")
+    if val < 0 or val >= len(folders):
+        raise TrainingError(f"{root}: {len(folders)} scene(s) found, cannot hold out {val} for validation "
+                            f"and still train (use --val between 0 and {len(folders) - 1})")
+    if val == 4 and all(any(p.name == v for p in folders) for v in VALIDATION_SCENES):
+        held = [p for p in folders if p.name in VALIDATION_SCENES]
+    else:
+        held = folders[len(folders) - val:] if val else []
+    return [p for p in folders if p not in held], held
+
+
+def load_scene(folder: Path, protocol: str, srf=None) -> Scene:
+    from app.core.degrade import simulate
+    from app.core.io import open_cube
+
+    cube = open_cube(folder)
+    proto = parse_protocol(protocol)
+    s = proto.scale
+    data = np.asarray(cube.data, dtype=np.float32)
+    h, w = (data.shape[0] // s) * s, (data.shape[1] // s) * s
+    if h < s or w < s:
+        raise TrainingError(f"{folder}: {data.shape[0]}x{data.shape[1]} px is smaller than the scale x{s}")
+    data = np.ascontiguousarray(data[:h, :w])
+    lr, guide, _ = simulate(data, proto, srf=srf, wavelengths_nm=cube.wavelengths_nm, seed=0)
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(a, np.float32), 2, 0)))  # noqa: E731
+    return Scene(folder.name, to_t(data), to_t(lr), None if guide is None else to_t(guide))
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 dihedral transforms (k in 0..7) on the last two axes."""
+    if k >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, k % 4, dims=(-2, -1))
+
+
+def sample_batch(scenes: list[Scene], batch: int, patch: int, scale: int, gen: torch.Generator):
+    """(lr (N,B,p/s,p/s), guide or None, gt (N,B,p,p)) random aligned patches with dihedral augmentation."""
+    lp = patch // scale
+    areas = torch.tensor([float(sc.lr.shape[-2] * sc.lr.shape[-1]) for sc in scenes])
+    picks = torch.multinomial(areas, batch, replacement=True, generator=gen)
+    lrs, gts, guides = [], [], []
+    for i in picks.tolist():
+        sc = scenes[i]
+        h, w = sc.lr.shape[-2:]
+        y = int(torch.randint(0, h - lp + 1, (1,), generator=gen))
+        x = int(torch.randint(0, w - lp + 1, (1,), generator=gen))
+        k = int(torch.randint(0, 8, (1,), generator=gen))
+        lrs.append(dihedral(sc.lr[:, y:y + lp, x:x + lp], k))
+        gts.append(dihedral(sc.gt[:, y * scale:(y + lp) * scale, x * scale:(x + lp) * scale], k))
+        if sc.guide is not None:
+            guides.append(dihedral(sc.guide[:, y * scale:(y + lp) * scale, x * scale:(x + lp) * scale], k))
+    guide = torch.stack(guides) if guides else None
+    return torch.stack(lrs), guide, torch.stack(gts)
+
+
+def centre_crop(sc: Scene, crop_hr: int, scale: int) -> Scene:
+    if crop_hr <= 0:
+        return sc
+    h, w = sc.lr.shape[-2:]
+    lp = min(crop_hr // scale, h, w)
+    y, x = (h - lp) // 2, (w - lp) // 2
+    hr = lambda t: None if t is None else t[:, y * scale:(y + lp) * scale, x * scale:(x + lp) * scale]  # noqa: E731
+    return Scene(sc.name, hr(sc.gt), sc.lr[:, y:y + lp, x:x + lp], hr(sc.guide))
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+    """``writer(tmp)`` then rename over ``path`` (app.core.atomic: no partial file, errors name the file)."""
+    from app.core.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        writer(tmp)
+
+
+def export_weights(model: torch.nn.Module, path: str | Path, metadata: dict, half: bool = True) -> Path:
+    """Write the model's state dict as safetensors (fp16 storage by default), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()}
+    _atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
+    return path
+
+
+def read_weights_metadata(path: str | Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return dict(fh.metadata() or {})
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    elapsed_s: float = 0.0
+    last_val_psnr: float | None = None
+    bicubic_val_psnr: float | None = None
+    history: list = field(default_factory=list)
+
+
+def _lr_factor(opts: TrainOptions, state: TrainState) -> float:
+    frac = state.step / max(1, opts.iters)
+    if opts.time_limit_min:
+        frac = max(frac, state.elapsed_s / (60.0 * opts.time_limit_min))
+    frac = min(1.0, frac)
+    if opts.schedule == "constant":
+        return 1.0
+    if opts.schedule == "step":
+        return 0.25 if frac >= 0.75 else 0.5 if frac >= 0.5 else 1.0
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def validate(model, scenes: list[Scene], scale: int, device, crop_hr: int) -> tuple[float, float]:
+    """(model MPSNR, bicubic MPSNR) averaged over the (centre-cropped) validation scenes."""
+    from models.baselines import bicubic_upsample
+
+    model.eval()
+    ps, pb = [], []
+    with torch.inference_mode():
+        for sc in scenes:
+            c = centre_crop(sc, crop_hr, scale)
+            lr = c.lr[None].to(device)
+            guide = None if c.guide is None else c.guide[None].to(device)
+            pred = model(lr_hsi=lr, hr_msi=guide) if guide is not None else model(lr_hsi=lr)
+            gt = c.gt[None].to(device)
+            ps.append(psnr_db(pred.float(), gt))
+            pb.append(psnr_db(bicubic_upsample(lr, scale), gt))
+    model.train()
+    return float(np.mean(ps)), float(np.mean(pb))
+
+
+def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool = True) -> dict:
+    """Run (or resume) a training; returns a summary dict. Raises TrainingError / ModelError on bad input."""
+    from tqdm import tqdm
+
+    from app.core.engine import select_device
+    from models import registry
+
+    torch.set_num_threads(opts.threads or os.cpu_count() or 1)
+    spec = registry.get(opts.model)
+    proto = parse_protocol(opts.protocol)
+    scale = proto.scale
+    if not spec.supports_scale(scale):
+        raise TrainingError(f"{spec.name} does not support x{scale} (protocol {proto.name})")
+    if spec.iterative or spec.factory is None:
+        raise TrainingError(f"{spec.name} is not a trainable network")
+    if opts.patch % scale or opts.patch < scale:
+        raise TrainingError(f"--patch {opts.patch} must be a positive multiple of the scale {scale}")
+    out = Path(opts.out)
+    if out.suffix.lower() != ".safetensors":
+        raise TrainingError(f"{out}: --out must be a .safetensors file")
+    run_dir = Path(opts.run_dir) if opts.run_dir else RUNS_DIR / out.stem
+    ckpt_path = run_dir / "checkpoint.pt"
+    train_dirs, val_dirs = split_data(opts.data, opts.val)
+    dev = select_device(opts.device)
+
+    log(f"loading {len(train_dirs)} training + {len(val_dirs)} validation scenes from {opts.data} ({proto.name})")
+    train_scenes = [load_scene(p, proto.name) for p in train_dirs]
+    val_scenes = [load_scene(p, proto.name) for p in val_dirs]
+    bands = train_scenes[0].gt.shape[0]
+    bad = [s.name for s in train_scenes + val_scenes if s.gt.shape[0] != bands]
+    if bad:
+        raise TrainingError(f"{opts.data}: scenes {', '.join(bad)} do not have {bands} bands like the others")
+    small = [s.name for s in train_scenes if min(s.gt.shape[-2:]) < opts.patch]
+    if small:
+        raise TrainingError(f"{opts.data}: scenes {', '.join(small)} are smaller than the {opts.patch} px patch "
+                            f"(use a smaller --patch)")
+    if spec.bands is not None and spec.bands != bands:
+        raise TrainingError(f"{spec.name} is registered for {spec.bands} bands, the data has {bands}")
+
+    torch.manual_seed(opts.seed)
+    model = spec.factory(scale=scale, bands=bands, **opts.model_options).to(dev)
+    model.train()
+    if not any(p.requires_grad for p in model.parameters()):
+        raise TrainingError(f"{spec.name} has no trainable parameters")
+    optim = torch.optim.Adam(model.parameters(), lr=opts.lr_rate)
+    state = TrainState()
+    gen = torch.Generator().manual_seed(opts.seed)
+    torch.manual_seed(opts.seed)
+    config = model.config_dict() if hasattr(model, "config_dict") else dict(opts.model_options)
+
+    if opts.resume:
+        if ckpt_path.is_file():
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            if ck.get("model_name") != spec.name or ck.get("protocol") != proto.name:
+                raise TrainingError(f"{ckpt_path}: checkpoint is for {ck.get('model_name')} / {ck.get('protocol')}, "
+                                    f"not {spec.name} / {proto.name}")
+            try:
+                model.load_state_dict(ck["model"])
+            except RuntimeError as exc:
+                raise TrainingError(f"{ckpt_path}: does not fit the model ({str(exc).splitlines()[0]})") from None
+            optim.load_state_dict(ck["optimizer"])
+            state = TrainState(step=int(ck["step"]), elapsed_s=float(ck["elapsed_s"]),
+                               last_val_psnr=ck.get("last_val_psnr"), bicubic_val_psnr=ck.get("bicubic_val_psnr"),
+                               history=json.loads(ck.get("history", "[]")))
+            gen.set_state(ck["gen_state"])
+            torch.set_rng_state(ck["torch_rng"])
+            log(f"resumed from {ckpt_path} at step {state.step}")
+        elif out.is_file():
+            from safetensors.torch import load_file
+
+            meta = read_weights_metadata(out)
+            weights = load_file(str(out))
+            own = model.state_dict()
+            try:
+                model.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in weights.items()})
+            except RuntimeError as exc:
+                raise TrainingError(f"{out}: does not fit the model ({str(exc).splitlines()[0]})") from None
+            state.step = int(meta.get("step", 0))
+            state.elapsed_s = float(meta.get("elapsed_s", 0.0))
+            gen.manual_seed(opts.seed + state.step)
+            log(f"no checkpoint in {run_dir}; resumed from the weights {out} at step {state.step} (fresh optimizer)")
+        else:
+            log(f"nothing to resume ({ckpt_path} and {out} missing); starting from scratch")
+
+    def save() -> None:
+        ck = {"model": model.state_dict(), "optimizer": optim.state_dict(), "step": state.step,
+              "elapsed_s": state.elapsed_s, "gen_state": gen.get_state(), "torch_rng": torch.get_rng_state(),
+              "model_name": spec.name, "protocol": proto.name, "last_val_psnr": state.last_val_psnr,
+              "bicubic_val_psnr": state.bicubic_val_psnr, "history": json.dumps(state.history),
+              "options": json.dumps({k: v for k, v in asdict(opts).items()})}
+        _atomic_write(ckpt_path, lambda tmp: torch.save(ck, tmp))
+        meta = {"model": spec.name, "protocol": proto.name, "scale": str(scale), "bands": str(bands),
+                "config": config, "step": str(state.step), "elapsed_s": f"{state.elapsed_s:.1f}",
+                "device": str(dev), "data": str(Path(opts.data).name),
+                "validation_scenes": [s.name for s in val_scenes],
+                "last_val_psnr_crop": state.last_val_psnr, "bicubic_val_psnr_crop": state.bicubic_val_psnr}
+        export_weights(model, out, meta)
+
+    loss_fn = getattr(model, "training_loss", None) or hsi_loss
+    start_step = state.step
+    bar = tqdm(total=opts.iters, initial=state.step, desc=f"train {spec.name} {proto.name}", unit="it",
+               dynamic_ncols=True, disable=not progress)
+    t_last = time.perf_counter()
+    stop_reason = "iterations done"
+    running = None
+    try:
+        while state.step < opts.iters:
+            if opts.time_limit_min and state.elapsed_s >= 60.0 * opts.time_limit_min:
+                stop_reason = "time limit"
+                break
+            for g in optim.param_groups:
+                g["lr"] = opts.lr_rate * _lr_factor(opts, state)
+            lr_b, guide_b, gt_b = sample_batch(train_scenes, opts.batch, opts.patch, scale, gen)
+            lr_b, gt_b = lr_b.to(dev), gt_b.to(dev)
+            pred = model(lr_hsi=lr_b, hr_msi=guide_b.to(dev)) if guide_b is not None else model(lr_hsi=lr_b)
+            loss = loss_fn(pred, gt_b)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {float(loss)} at step {state.step}; lower --lr-rate")
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            loss_value = float(loss.detach())
+            state.step += 1
+            now = time.perf_counter()
+            state.elapsed_s += now - t_last
+            t_last = now
+            running = loss_value if running is None else 0.95 * running + 0.05 * loss_value
+            post = {"loss": f"{running:.4f}"}
+            if state.last_val_psnr is not None:
+                post["val"] = f"{state.last_val_psnr:.2f}dB"
+            bar.set_postfix(post, refresh=False)
+            bar.update(1)
+            if val_scenes and (state.step % opts.val_every == 0 or state.step == opts.iters):
+                state.last_val_psnr, state.bicubic_val_psnr = validate(model, val_scenes, scale, dev, opts.val_crop)
+                state.history.append({"step": state.step, "elapsed_s": round(state.elapsed_s, 1), "loss": running,
+                                      "val_psnr": state.last_val_psnr, "bicubic_psnr": state.bicubic_val_psnr})
+                log(f"step {state.step} ({state.elapsed_s / 60:.1f} min): loss {running:.4f}, validation "
+                    f"{state.last_val_psnr:.3f} dB vs bicubic {state.bicubic_val_psnr:.3f} dB, "
+                    f"lr {optim.param_groups[0]['lr']:.2e}")
+                t_last = time.perf_counter()  # validation time is not training time
+            if state.step % opts.ckpt_every == 0:
+                save()
+                t_last = time.perf_counter()
+    except KeyboardInterrupt:
+        stop_reason = "interrupted"
+        raise
+    finally:
+        bar.close()
+        if state.step > start_step or not out.exists():
+            save()
+            log(f"step {state.step}: wrote {ckpt_path} and {out} ({stop_reason})")
+    return {"model": spec.name, "protocol": proto.name, "step": state.step, "elapsed_s": state.elapsed_s,
+            "checkpoint": str(ckpt_path), "weights": str(out), "device": str(dev),
+            "val_psnr": state.last_val_psnr, "bicubic_val_psnr": state.bicubic_val_psnr,
+            "train_scenes": [s.name for s in train_scenes], "val_scenes": [s.name for s in val_scenes],
+            "stop_reason": stop_reason}
