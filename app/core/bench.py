@@ -248,14 +248,37 @@ def bench_models(quick: bool = False, device: str = "auto") -> list[dict]:
     return rows
 
 
+def print_viewer(rows: list[dict]) -> None:
+    """Print the figures of the 'viewer' section (measured by app.qt.bench_viewer through the real
+    widgets: this layer cannot import Qt, so the CLI hands the measuring function in)."""
+    print("[viewer] real widgets (offscreen without a display); medians, painted; baseline: plain numpy")
+    for r in rows:
+        h, w, b = r["shape"]
+        print(f"  {h}x{w}x{b}, {r['cubes']} cubes ({r['reconstructions']} reconstructions):")
+        print(f"    band switch, all panels   {r['band_switch_s'] * 1e3:7.1f} ms (max {r['band_switch_max_s'] * 1e3:.1f})"
+              f"   numpy copy of the bands {r['band_numpy_s'] * 1e3:.2f} ms   ratio {r['band_ratio']:.1f}"
+              f"   (target < 30 ms)")
+        print(f"    click -> spectra          {r['click_s'] * 1e3:7.1f} ms (max {r['click_max_s'] * 1e3:.1f})"
+              f"   numpy indexing {r['click_numpy_s'] * 1e6:.1f} us   ratio {r['click_ratio']:.0f}   (target < 16 ms)")
+        print(f"    analysis off-thread: cold {r['analysis_cold_s'] * 1e3:7.1f} ms, refresh after a band change "
+              f"{r['analysis_warm_s'] * 1e3:.1f} ms   numpy pass per method {r['analysis_numpy_s'] * 1e3:.1f} ms"
+              f"   ratio {r['analysis_ratio']:.1f}   (target < 0.5 s)")
+        print(f"    longest GUI event-loop stall while analysing: {r['gui_stall_cold_s'] * 1e3:.1f} ms cold, "
+              f"{r['gui_stall_warm_s'] * 1e3:.1f} ms refresh")
+
+
 def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, tmp: str | None = None,
-                   quick: bool = False, json_out: str | None = None, device: str = "auto") -> int:
-    """Run the suite and print every figure next to the baseline measured in the same run."""
+                   quick: bool = False, json_out: str | None = None, device: str = "auto",
+                   viewer=None) -> int:
+    """Run the suite and print every figure next to the baseline measured in the same run.
+
+    ``viewer``: a callable ``viewer(quick) -> list[dict]`` measuring the widgets (the CLI passes
+    ``app.qt.bench_viewer.bench_viewer``); the 'viewer' section is skipped without it."""
     import json
 
     import torch
 
-    chosen = only or ["io", "load", "redraw", "spectra", "metrics", "compare", "models"]
+    chosen = only or ["io", "load", "redraw", "spectra", "metrics", "compare", "viewer", "models"]
     report: dict = {"quick": quick, "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
     if "io" in chosen:
         r = report["io"] = bench_io(envi_gb if envi_gb is not None else (0.25 if quick else 2.0), tmp)
@@ -293,6 +316,12 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, 
         print(f"[compare] {r['scenes']} scenes {h}x{w}x{b} x {r['methods']} methods, reading included: "
               f"{r['compare_s']:.2f} s   plain-numpy pass {r['numpy_s']:.2f} s   ratio {r['ratio']:.2f}"
               f"   (target: under 30 s for 12 scenes)")
+    if "viewer" in chosen:
+        if viewer is None:
+            print("[viewer] skipped: needs the Qt widgets (run it through `python main.py bench`)")
+        else:
+            rows = report["viewer"] = viewer(quick)
+            print_viewer(rows)
     if "models" in chosen:
         rows = report["models"] = bench_models(quick, device)
         size = "256x256x31" if quick else "512x512x31"

@@ -46,7 +46,7 @@ from app.core.io.envi import header_for
 from app.core.metrics import CONVENTIONS, compute_all
 
 __all__ = ["compare", "list_items", "match_items", "format_table", "to_csv", "to_markdown", "write_csv",
-           "write_markdown", "exit_status", "RANGES", "METRIC_KEYS", "Item"]
+           "write_markdown", "exit_status", "RANGES", "METRIC_KEYS", "Item", "CompareCancelled"]
 
 METRIC_KEYS = ("psnr", "ssim", "sam_deg", "ergas", "rmse")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "sam_deg": False, "ergas": False, "rmse": False}
@@ -62,6 +62,10 @@ MATCH_SUFFIXES = ("pred", "preds", "prediction", "predicted", "sr", "out", "outp
                   "res", "recon", "rec", "reconstruction", "reconstructed", "fused", "fusion", "est", "estimate",
                   "estimated", "hr", "final")
 _SCALE_TOKEN = r"x\d+|\d+x"
+
+
+class CompareCancelled(HsiError):
+    """The user stopped a comparison (``should_cancel`` turned true); nothing is returned."""
 
 
 # ------------------------------------------------------------------------------ items and matching
@@ -489,7 +493,8 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
             pred_range: str = "auto", gt_range: str = "auto", nonfinite: str = "error", crop: bool = False,
             per_band: bool = False,
             device: str = "auto", workers: int | None = None,
-            on_progress: Callable[[int, int, dict], None] | None = None) -> dict:
+            on_progress: Callable[[int, int, dict], None] | None = None,
+            should_cancel: Callable[[], bool] | None = None) -> dict:
     """Compare predictions (one file or folder per method) with the GT cubes; see the module docstring.
 
     Args:
@@ -506,10 +511,13 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         device: 'auto', 'cpu', 'cuda' (the metrics run there).
         workers: threads reading files ahead of the metric computation (default: 2).
         on_progress: called with (done, total, row) after each image/method pair.
+        should_cancel: polled before each image and after each pair; when it returns True the reading
+            threads stop and CompareCancelled is raised.
 
     Returns:
         {"command": "compare", "gt", "device", "scale", "methods", "images", "results", "summary",
-        "errors", "unmatched", "ignored", "notes", "conventions", "seconds"}.
+        "errors", "unmatched", "ignored", "notes", "conventions", "seconds", "options"}; each result row
+        also holds ``gt_path`` and ``pred`` (absolute paths) so that a viewer can open the pair as read here.
 
     Raises:
         HsiError when nothing can be compared at all (a missing path, no GT cube, bad arguments);
@@ -613,6 +621,8 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         for group in itertools.islice(pending, ahead):
             queue.append(pool.submit(load_group, group))
         while queue:
+            if should_cancel is not None and should_cancel():
+                raise CompareCancelled("comparison cancelled by the user")
             g, gt_loaded, entries = queue.popleft().result()
             nxt = next(pending, None)
             if nxt is not None:
@@ -636,6 +646,8 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
                 else:
                     results.append(row)
                 report(row)
+                if should_cancel is not None and should_cancel():
+                    raise CompareCancelled("comparison cancelled by the user")
             del gt_loaded, entries
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -677,6 +689,9 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         "notes": notes,
         "conventions": CONVENTIONS,
         "seconds": round(time.perf_counter() - started, 3),
+        # how the files were read, so that a viewer opens each pair the same way
+        "options": {"var": var, "layout": layout, "pred_range": pred_range, "gt_var": gt_var,
+                    "gt_layout": gt_layout, "gt_range": gt_range, "nonfinite": nonfinite, "crop": bool(crop)},
     }
 
 
@@ -686,7 +701,8 @@ def _metrics_row(g: Item, model: str, item: Item, pred: _Loaded, gt_view: np.nda
                     pred_wavelengths_nm=pred.wavelengths, device=device)
     row = {"image": g.name, "model": model, "psnr": m["psnr_db"], "ssim": m["ssim"], "sam_deg": m["sam_deg"],
            "ergas": _finite_or_none(m["ergas"]) if scale is not None else None, "rmse": m["rmse"],
-           "pred": str(item.path), "range": pred.range, "range_rule": pred.range_note, "layout": pred.layout}
+           "gt_path": str(g.path.absolute()), "pred": str(item.path.absolute()), "range": pred.range,
+           "range_rule": pred.range_note, "layout": pred.layout}
     notes = list(pred.notes) + [n for n in m["notes"] if not n.startswith("ERGAS needs")]
     if gt.range != "unit" or gt.notes:
         row["gt_range_rule"] = gt.range_note

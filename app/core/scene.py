@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from app.core.analysis import AnalysisSettings, Roi
 from app.core.cube import Cube
 from app.core.errors import HsiError, ShapeMismatchError
 
@@ -99,6 +100,8 @@ class SceneEvents:
         self.contrast = Event("contrast")          # (shared: bool, percentiles: (low, high))
         self.colormap = Event("colormap")          # (name: str)
         self.view_range = Event("view_range")      # (view_range | None, source: object)
+        self.roi = Event("roi")                    # (roi: app.core.analysis.Roi | None)
+        self.analysis = Event("analysis")          # (settings: app.core.analysis.AnalysisSettings)
 
     def all(self) -> list[Event]:
         return [v for v in vars(self).values() if isinstance(v, Event)]
@@ -189,11 +192,16 @@ def guess_role(path: str | Path, existing_roles: Iterable[str] = ()) -> str:
 
 # ---------------------------------------------------------------------------------- helpers
 def percentile_levels(image: np.ndarray, low_pct: float, high_pct: float,
-                      max_samples: int = 1 << 20) -> tuple[float, float]:
-    """(low, high) percentiles of the finite values of ``image`` (subsampled when huge).
+                      max_samples: int = 1 << 18) -> tuple[float, float]:
+    """(low, high) percentiles of the finite values of ``image`` (subsampled when huge: a
+    regular 2-D grid of about ``max_samples`` pixels, read without copying the whole image).
 
     Never returns an empty interval: a constant image gets (v, v + 1e-6 * max(1, |v|)).
     """
+    image = np.asarray(image)
+    if image.ndim >= 2 and image.size > max_samples:
+        step = int(math.ceil(math.sqrt(image.size / max_samples)))
+        image = image[::step, ::step]
     values = np.asarray(image, dtype=np.float32).reshape(-1)
     if values.size > max_samples:
         values = values[:: int(math.ceil(values.size / max_samples))]
@@ -239,6 +247,8 @@ class Scene:
         self._colormap = "gray"
         self._view_range: tuple[tuple[float, float], tuple[float, float]] | None = None
         self._true_colour_cache: dict[int, tuple[np.ndarray, str]] = {}
+        self._roi: Roi | None = None
+        self._analysis_settings = AnalysisSettings()
 
     # ------------------------------------------------------------------ layers
     @property
@@ -314,6 +324,8 @@ class Scene:
         old_reference = self.reference
         self._layers.remove(layer)
         self._true_colour_cache.pop(uid, None)
+        for key in [k for k in self._true_colour_cache if isinstance(k, tuple) and k[1] == uid]:
+            del self._true_colour_cache[key]
         if self._layers:
             shapes = [l.cube.shape[:2] for l in self._layers]
             grid = self._grid_of(shapes)
@@ -364,7 +376,12 @@ class Scene:
             self._hover = None
         if not self._layers:
             self._view_range = None
+        old_roi = self._roi
+        if not self._layers:
+            self._roi = None
         self.events.layers.emit(self.layers)
+        if self._roi is not old_roi:
+            self.events.roi.emit(self._roi)
         if self._band != old_band:
             self.events.band.emit(self._band)
         if self._pixel != old_pixel:
@@ -496,6 +513,16 @@ class Scene:
         ref_wl = self.wavelengths_nm
         if ref_wl is not None and layer.cube.bands == len(ref_wl):
             return np.asarray(ref_wl, dtype=np.float64), True, False
+        srf_name = (layer.cube.metadata or {}).get("srf")
+        if srf_name and ref_wl is not None:
+            try:  # a guide made with a known SRF: its bands at their centre wavelengths
+                from app.core.srf import band_centres_nm
+
+                centres = np.asarray(band_centres_nm(srf_name, ref_wl), dtype=np.float64)
+                if centres.shape == (layer.cube.bands,):
+                    return centres, True, False
+            except (HsiError, ValueError, KeyError):
+                pass
         if layer.cube.bands == 3 and ref_wl is not None:
             return np.asarray(NOMINAL_RGB_NM, dtype=np.float64), True, True
         return np.arange(layer.cube.bands, dtype=np.float64), False, False
@@ -712,6 +739,62 @@ class Scene:
         self._view_range = None
         self.events.view_range.emit(None, None)
 
+    # ------------------------------------------------------------------ ROI and analysis settings
+    @property
+    def roi(self) -> Roi | None:
+        """The region of interest (:class:`app.core.analysis.Roi`, HR (x, y) points) or None.
+        Spectra show its mean ± std per layer; the metrics table can be restricted to it."""
+        return self._roi
+
+    def set_roi(self, roi: Roi | dict | None) -> None:
+        """Set (a Roi or its ``to_dict()`` form) or clear (None) the ROI; emits ``events.roi``."""
+        if isinstance(roi, dict):
+            roi = Roi.from_dict(roi)
+        if roi is not None and not isinstance(roi, Roi):
+            raise TypeError(f"set_roi takes a Roi, its dict form or None, got {type(roi).__name__}")
+        if roi != self._roi:
+            self._roi = roi
+            self.events.roi.emit(roi)
+
+    def roi_mask(self) -> np.ndarray | None:
+        """(H, W) bool of the HR pixels inside the ROI, or None."""
+        if self._roi is None or self.hr_shape is None:
+            return None
+        return self._roi.mask(*self.hr_shape)
+
+    @property
+    def analysis_settings(self) -> AnalysisSettings:
+        """Error-map kind, metrics scope and per-band curve metric (app.core.analysis)."""
+        return self._analysis_settings
+
+    def set_analysis_settings(self, settings: AnalysisSettings | dict | None = None, **changes) -> None:
+        """Replace the settings (an AnalysisSettings or its dict form) and/or change fields by
+        keyword, e.g. ``set_analysis_settings(scope='roi')``; emits ``events.analysis``."""
+        if isinstance(settings, dict):
+            settings = AnalysisSettings.from_dict(settings)
+        base = settings if settings is not None else self._analysis_settings
+        new = AnalysisSettings(**{**base.to_dict(), **changes})
+        if new != self._analysis_settings:
+            self._analysis_settings = new
+            self.events.analysis.emit(new)
+
+    def analysis_scale(self) -> float | None:
+        """HR/LR factor for ERGAS: the coarsest LR layer's scale, else a ``scale`` recorded in a
+        reconstruction's metadata or provenance, else None."""
+        lr_scales = [l.scale for l in self.layers_with_role("lr") if l.scale > 1]
+        if lr_scales:
+            return float(max(lr_scales))
+        for layer in self.layers_with_role("recon"):
+            meta = layer.cube.metadata or {}
+            for source in (meta, meta.get("provenance") or {}):
+                try:
+                    value = float(source.get("scale"))
+                except (TypeError, ValueError):
+                    continue
+                if value > 1:
+                    return value
+        return None
+
     # ------------------------------------------------------------------ rendering
     def snapshot(self) -> "RenderRequest":
         """Everything :func:`render` needs, frozen (safe to hand to a worker thread)."""
@@ -816,10 +899,17 @@ def render(request: RenderRequest) -> dict[int, RenderedImage]:
         cube = layer.cube
         if request.colour_image[layer.uid]:
             channels = request.colour_channels.get(layer.uid, (0, 1, 2))
-            rgb = np.stack([cube.band(k) for k in channels], axis=-1).astype(np.float32)
+            # A colour image does not change with the band: cached with its levels, so that a band
+            # switch neither restacks it nor repaints its panel (the grid skips identical images).
+            key = ("colour", layer.uid, id(cube), channels, low, high)
+            cached = request.true_colour_cache.get(key)
+            if cached is None:
+                rgb = np.stack([cube.band(k) for k in channels], axis=-1).astype(np.float32)
+                cached = (rgb, percentile_levels(rgb, low, high))
+                request.true_colour_cache[key] = cached
+            rgb, levels = cached
             how = "channels as stored" if channels == (0, 1, 2) else f"channels {channels} as R, G, B"
-            out[layer.uid] = RenderedImage(layer.uid, rgb, percentile_levels(rgb, low, high), True, None,
-                                           f"colour image ({how})")
+            out[layer.uid] = RenderedImage(layer.uid, rgb, levels, True, None, f"colour image ({how})")
         elif request.mode == DisplayMode.TRUE_COLOUR:
             rgb, note = _true_colour(layer, request.true_colour_cache)
             out[layer.uid] = RenderedImage(layer.uid, rgb, (0.0, 1.0), True, None, note)

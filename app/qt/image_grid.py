@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from PyQt6.QtCore import QObject, Qt, pyqtSignal
 from PyQt6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QPushButton, QStackedLayout, QVBoxLayout,
                              QWidget)
@@ -99,6 +100,7 @@ class ImageGrid(QWidget):
     rendered = pyqtSignal()
     open_requested = pyqtSignal()     # the empty-state buttons
     sample_requested = pyqtSignal()
+    tool_changed = pyqtSignal(str)    # the ROI drawing tool: 'none', 'rect' or 'polygon'
 
     def __init__(self, scene: Scene, parent: QWidget | None = None):
         super().__init__(parent)
@@ -106,6 +108,7 @@ class ImageGrid(QWidget):
         self.panels: list[ImagePanel] = []
         self._columns = 0
         self._applying_range = False
+        self.tool = "none"
         self._runner = _RenderRunner(self)
         self._runner.done.connect(self._apply_results)
         self._runner.failed.connect(self.render_failed)
@@ -151,6 +154,7 @@ class ImageGrid(QWidget):
         subscribe(self, ev.pixel, self._on_pixel)
         subscribe(self, ev.pins, self._on_pins)
         subscribe(self, ev.view_range, self._on_view_range)
+        subscribe(self, ev.roi, self._on_roi)
         self._rebuild()
 
     # ------------------------------------------------------------------ panels
@@ -191,6 +195,7 @@ class ImageGrid(QWidget):
         self._on_pins(self.scene.pins)
         view_range = self.scene.view_range
         self._on_view_range(view_range, None)
+        self._on_roi(self.scene.roi)
 
     def _make_panel(self, layer) -> ImagePanel:
         panel = ImagePanel(layer, self._grid_host)
@@ -201,7 +206,27 @@ class ImageGrid(QWidget):
         panel.left.connect(lambda uid=uid: self._on_left(uid))
         panel.close_requested.connect(lambda uid=uid: self.scene.remove_layer(uid))
         panel.range_changed.connect(lambda xr, yr, p=panel: self._on_panel_range(p, xr, yr))
+        panel.roi_drawn.connect(self._on_roi_drawn)
+        panel.set_tool(self.tool)
         return panel
+
+    # ------------------------------------------------------------------ ROI tools
+    def set_tool(self, tool: str) -> None:
+        """Drawing tool of every panel: 'rect', 'polygon' or 'none' (select pixels, pan)."""
+        if tool == self.tool:
+            return
+        self.tool = tool
+        for panel in self.panels:
+            panel.set_tool(tool)
+        self.tool_changed.emit(tool)
+
+    def _on_roi_drawn(self, roi) -> None:
+        self.scene.set_roi(roi)
+        self.set_tool("none")
+
+    def _on_roi(self, roi) -> None:
+        for panel in self.panels:
+            panel.set_roi(roi)
 
     def _on_left(self, uid: int) -> None:
         hover = self.scene.hover
@@ -255,6 +280,10 @@ class ImageGrid(QWidget):
             rendered = results.get(panel.layer.uid)
             if rendered is None:
                 continue
+            old = panel.rendered
+            if old is not None and old.image is rendered.image and old.is_rgb and rendered.is_rgb \
+                    and np.array_equal(np.asarray(old.levels), np.asarray(rendered.levels)):
+                continue  # the same cached colour picture: nothing to redraw
             panel.set_rendered(rendered, cmap, self._info_text(panel, rendered, request))
         self.rendered.emit()
 

@@ -15,7 +15,7 @@ from PyQt6 import sip
 from PyQt6.QtCore import QSettings, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QActionGroup, QKeySequence
 from PyQt6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QProgressBar,
-                             QVBoxLayout, QWidget)
+                             QTabWidget, QVBoxLayout, QWidget)
 
 from app.core.errors import AmbiguousCubeError, HsiError
 from app.core.scene import ROLES, DisplayMode, Scene
@@ -24,6 +24,8 @@ from app.qt.binding import subscribe
 from app.qt.controls import BandBar, DisplayControls
 from app.qt.image_grid import ImageGrid
 from app.qt.run_panel import RunPanel, scrollable
+from app.qt.analysis import AnalysisView
+from app.qt.compare_ab import ABCompareView
 from app.qt.spectra import SpectraView
 
 APP_NAME = "HSI-SR Viewer"
@@ -99,6 +101,24 @@ class MainWindow(QMainWindow):
         # The two share one tab area: give it the height of whichever tab is in front.
         self.run_dock.visibilityChanged.connect(lambda shown: shown and self._fit_top_dock(self.run_dock))
         self.display_dock.visibilityChanged.connect(lambda shown: shown and self._fit_top_dock(self.display_dock))
+        # ---- analysis (error / SAM maps, metrics, per-band curves) and A/B comparison, at the bottom
+        # One dock with two pages (not two tabified docks: Qt 6 leaves a stale copy of the tab bar
+        # painted over the status bar when a second dock area gets tabified docks).
+        self.analysis = AnalysisView(self.scene)
+        self.compare_ab = ABCompareView(self.scene, self.grid)
+        self.bottom_tabs = QTabWidget(self)
+        self.bottom_tabs.setDocumentMode(True)
+        self.bottom_tabs.addTab(self.analysis, "Maps and metrics")
+        self.bottom_tabs.addTab(self.compare_ab, "A/B compare")
+        self.analysis_dock = self._dock("Analysis", self.bottom_tabs, "AnalysisDock")
+        self.ab_dock = self.analysis_dock  # the A/B comparison is a page of the analysis dock
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.analysis_dock)
+        # The right column runs the full height; the analysis sits under the image grid only.
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.resizeDocks([self.analysis_dock], [250], Qt.Orientation.Vertical)
+        self.analysis.busy.connect(self._set_busy)
+        self.analysis.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.analysis.failed.connect(lambda exc: self._report(exc, "Cannot analyse the reconstructions"))
 
         # ---- status bar
         status = self.statusBar()
@@ -112,8 +132,11 @@ class MainWindow(QMainWindow):
         self.busy_bar.setMaximumHeight(14)
         self.busy_bar.setTextVisible(False)
         self.busy_bar.hide()
+        self.values_label = QLabel("", self)  # the value under the cursor in every panel
+        self.values_label.setObjectName("DimLabel")
         status.addWidget(self.position_label)
         status.addWidget(self.value_label)
+        status.addWidget(self.values_label)
         status.addPermanentWidget(self.note_label, 1)
         status.addPermanentWidget(self.busy_bar)
         self.note_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -179,8 +202,15 @@ class MainWindow(QMainWindow):
         file_menu.addMenu(self.recent_menu)
         file_menu.addAction(self.sample_action)
         file_menu.addSeparator()
-        self.export_action = self._action("&Export view as PNG…", self.export_png_dialog, "Ctrl+E",
-                                          "Save the image panels as they appear on screen")
+        self.browser_action = self._action("Open results &browser…", self.open_results_browser, "Ctrl+B",
+                                           "Browse compare/eval results: sortable table, chart, open an image")
+        self.results_json_action = self._action("Open compare/eval &JSON…", self.open_results_json_dialog, None,
+                                                "Open a results file written by compare --json or eval --json")
+        file_menu.addAction(self.browser_action)
+        file_menu.addAction(self.results_json_action)
+        file_menu.addSeparator()
+        self.export_action = self._action("Save &screen grab as PNG…", self.export_png_dialog, None,
+                                          "Save the image panels as they appear on screen (figures: Export menu)")
         file_menu.addAction(self.export_action)
         self.close_all_action = self._action("&Close all layers", self.scene.clear, "Ctrl+Shift+W")
         file_menu.addAction(self.close_all_action)
@@ -215,7 +245,7 @@ class MainWindow(QMainWindow):
         self.reset_zoom_action = self._action("Reset zoom", self.scene.reset_view, ["Ctrl+0", "A"],
                                               "Show the whole image in every panel")
         view.addAction(self.reset_zoom_action)
-        self.clear_pixel_action = self._action("Clear selected pixel", lambda: s.set_pixel(None), "Esc")
+        self.clear_pixel_action = self._action("Clear selected pixel", self._escape, "Esc")
         view.addAction(self.clear_pixel_action)
         self.clear_pins_action = self._action("Clear pinned pixels", s.clear_pins, "Shift+Esc",
                                               "Forget the pixels collected with Shift+click")
@@ -234,6 +264,45 @@ class MainWindow(QMainWindow):
         view.addAction(self.display_dock.toggleViewAction())
         view.addAction(self.spectra_dock.toggleViewAction())
         view.addAction(self.run_dock.toggleViewAction())
+        view.addAction(self.analysis_dock.toggleViewAction())
+
+        analysis = bar.addMenu("&Analysis")
+        self.show_analysis_action = self._action("Show &analysis", self.show_analysis, "Ctrl+M",
+                                                 "Error and SAM maps, metrics table, per-band curves")
+        self.refresh_analysis_action = self._action("&Refresh analysis", self.analysis.refresh, "F5",
+                                                    "Recompute the maps and metrics now")
+        self.cancel_analysis_action = self._action("&Cancel analysis", self.analysis.cancel, None)
+        self.worst_sam_action = self._action("Go to worst &SAM pixel", lambda: self.analysis.go_to_worst("sam"),
+                                             "G", "Select the pixel with the largest spectral angle")
+        self.worst_error_action = self._action("Go to worst &error pixel",
+                                               lambda: self.analysis.go_to_worst("error"), "Shift+G",
+                                               "Select the pixel with the largest value in the error map")
+        self.worst_band_action = self._action("Go to worst &band", self.analysis.go_to_worst_band, "Shift+B",
+                                              "Jump to the band where the first method does worst")
+        self.error_kind_action = self._action("Error map: RMSE / |error| at band", self._toggle_error_kind, "E",
+                                              "Switch the error maps between RMSE over bands and |error| at the band")
+        for a in (self.show_analysis_action, self.refresh_analysis_action, self.cancel_analysis_action,
+                  self.worst_sam_action, self.worst_error_action, self.worst_band_action, self.error_kind_action):
+            analysis.addAction(a)
+        analysis.addSeparator()
+        self.roi_rect_action = self._action("Draw &rectangle ROI", lambda: self._toggle_tool("rect"), "O",
+                                            "Drag on any panel; spectra show mean ± std, metrics can use the ROI",
+                                            checkable=True)
+        self.roi_polygon_action = self._action("Draw &polygon ROI", lambda: self._toggle_tool("polygon"), "P",
+                                               "Click the vertices on any panel; double-click closes the polygon",
+                                               checkable=True)
+        self.clear_roi_action = self._action("Clear ROI", lambda: self.scene.set_roi(None), "Del")
+        for a in (self.roi_rect_action, self.roi_polygon_action, self.clear_roi_action):
+            analysis.addAction(a)
+        analysis.addSeparator()
+        self.swipe_action = self._action("A/B &swipe", lambda: self.show_ab("swipe"), "W",
+                                         "Compare two panels with a draggable divider")
+        self.flicker_action = self._action("A/B &flicker", lambda: self.show_ab("flicker"), "F",
+                                           "Alternate two panels")
+        self.swap_ab_action = self._action("Swap A and B", self.compare_ab.swap, "X")
+        for a in (self.swipe_action, self.flicker_action, self.swap_ab_action):
+            analysis.addAction(a)
+        self.grid.tool_changed.connect(self._sync_tool_actions)
 
         tools = bar.addMenu("&Tools")
         self.run_action = self._action("&Run model", self.run_model, "Ctrl+R",
@@ -245,6 +314,10 @@ class MainWindow(QMainWindow):
             tools.addAction(a)
         self.run_panel.running_changed.connect(self.cancel_run_action.setEnabled)
         self.cancel_run_action.setEnabled(False)
+
+        from app.qt import export_dialogs  # Export menu (figures, CSV, cubes) and File ▸ sessions
+
+        self.exporter = export_dialogs.install(self, file_menu, before=self.export_action)
 
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self._action("&Keyboard shortcuts", self._show_shortcuts, "F1"))
@@ -264,6 +337,28 @@ class MainWindow(QMainWindow):
 
         QTimer.singleShot(0, resize)  # after the tab switch has settled the layout
 
+    def open_results_browser(self):
+        """Show the results browser window (created on first use); double-clicking an image there
+        opens it here. Returns the browser."""
+        from app.qt.browser import ResultsBrowser
+
+        if getattr(self, "results_browser", None) is None or sip.isdeleted(self.results_browser):
+            self.results_browser = ResultsBrowser(self.scene, report_error=self._report, settings=self.settings,
+                                                  parent=self)
+            self.results_browser.scene_opened.connect(self._results_scene_opened)
+        self.results_browser.show()
+        self.results_browser.raise_()
+        self.results_browser.activateWindow()
+        return self.results_browser
+
+    def open_results_json_dialog(self) -> None:
+        self.open_results_browser().open_json_dialog()
+
+    def _results_scene_opened(self, image: str) -> None:
+        self.show_analysis()  # the maps and metrics of every method against the GT
+        self.raise_()
+        self.activateWindow()
+
     def show_run_panel(self) -> None:
         self.run_dock.show()
         self.run_dock.raise_()
@@ -275,6 +370,41 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("A model is already running (Tools ▸ Cancel run stops it)", 6000)
             return
         self.run_panel.start_run()
+
+    def show_analysis(self) -> None:
+        self.analysis_dock.show()
+        self.analysis_dock.raise_()
+        self.bottom_tabs.setCurrentWidget(self.analysis)
+
+    def show_ab(self, mode: str) -> None:
+        self.analysis_dock.show()
+        self.analysis_dock.raise_()
+        self.bottom_tabs.setCurrentWidget(self.compare_ab)
+        if self.analysis_dock.height() < 0.45 * self.height() and not self.analysis_dock.isFloating():
+            self.resizeDocks([self.analysis_dock], [int(0.5 * self.height())], Qt.Orientation.Vertical)
+        self.compare_ab.set_mode(mode)
+
+    def _toggle_error_kind(self) -> None:
+        kind = self.scene.analysis_settings.error_kind
+        self.scene.set_analysis_settings(error_kind="abs_band" if kind == "rmse" else "rmse")
+        self.show_analysis()
+
+    def _toggle_tool(self, tool: str) -> None:
+        self.grid.set_tool("none" if self.grid.tool == tool else tool)
+        if self.grid.tool != "none":
+            hint = "drag a rectangle" if tool == "rect" else "click the vertices, double-click to close"
+            self.statusBar().showMessage(f"ROI: {hint} on any panel (Esc cancels)", 8000)
+
+    def _sync_tool_actions(self, tool: str) -> None:
+        self.roi_rect_action.setChecked(tool == "rect")
+        self.roi_polygon_action.setChecked(tool == "polygon")
+
+    def _escape(self) -> None:
+        """Esc: leave a ROI drawing tool, else clear the selected pixel."""
+        if self.grid.tool != "none":
+            self.grid.set_tool("none")
+        else:
+            self.scene.set_pixel(None)
 
     def _sync_mode_actions(self) -> None:
         for mode, action in self.mode_actions.items():
@@ -372,6 +502,8 @@ class MainWindow(QMainWindow):
 
     def _on_cube_loaded(self, role: str, path: str, options: dict, cube) -> None:
         name = cube.name if cube.name and cube.name != "cube" else Path(path).stem
+        if options:
+            cube.metadata["open_options"] = dict(options)  # sessions reopen the file the same way
         try:
             self.scene.add_layer(cube, role, name)
         except HsiError as exc:
@@ -498,6 +630,7 @@ class MainWindow(QMainWindow):
             if pixel is None or not scene.layers:
                 self.position_label.setText("")
                 self.value_label.setText("")
+                self.values_label.setText("")
                 return
             # no pointer over an image: describe the clicked pixel in the reference
             layer, row, col, prefix = scene.reference, pixel[0], pixel[1], "selected "
@@ -521,7 +654,20 @@ class MainWindow(QMainWindow):
             where = f"{nm[band]:.1f} nm" if nm is not None else f"band {band}"
             what = f"{where}: {values[0]:.4g}"
         self.value_label.setText(f"{layer.title} · {layer.name}  ·  {what}")
+        self.values_label.setText(self._all_values(row, col, layer))
         self._update_note(layer)
+
+    def _all_values(self, row: int, col: int, skip=None) -> str:
+        """'GT 0.123 | LR 0.118 | bicubic 0.120 …': every other panel's value at HR (row, col)."""
+        parts = []
+        for other in self.scene.layers:
+            if other is skip:
+                continue
+            values = self.scene.value_at(other, row, col)
+            text = "/".join(f"{v:.3g}" for v in values)
+            name = other.title if other.role != "recon" else other.name
+            parts.append(f"{name} {text}")
+        return "  |  ".join(parts)
 
     def _update_note(self, layer=None) -> None:
         scene = self.scene
@@ -582,8 +728,14 @@ class MainWindow(QMainWindow):
             "A or Ctrl+0: reset zoom\nEsc: clear the selected pixel\n"
             "Mouse: click a pixel for spectra, Shift+click to pin more pixels (Shift+Esc clears);\n"
             "wheel zooms, drag pans (all panels follow)\n"
-            "Ctrl+O: open files, Ctrl+Shift+O: open a PNG folder, Ctrl+E: export the view\n"
-            "Ctrl+R: run the model chosen in the Run model panel"))
+            "Ctrl+O: open files, Ctrl+Shift+O: open a PNG folder, Ctrl+E: paper-figure builder,\n"
+            "Ctrl+Shift+E: export a cube, Ctrl+Shift+S: save session, Ctrl+Alt+O: open session\n"
+            "Ctrl+R: run the model chosen in the Run model panel\n"
+            "Ctrl+B: results browser (in it: Ctrl+O open JSON, Ctrl+K run compare, Enter open the image)\n\n"
+            "Analysis: Ctrl+M show the maps/metrics, F5 recompute, E error map RMSE ↔ |error| at band,\n"
+            "G / Shift+G: go to the worst SAM / error pixel, Shift+B: go to the worst band\n"
+            "O / P: draw a rectangle / polygon ROI (Del clears it, Esc leaves the tool)\n"
+            "W / F: A/B swipe / flicker, X: swap A and B"))
 
     def _show_about(self) -> None:
         from PyQt6.QtWidgets import QMessageBox
@@ -594,5 +746,8 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event):  # noqa: N802
         self.run_panel.shutdown()
+        self.analysis.shutdown()
+        if getattr(self, "results_browser", None) is not None and not sip.isdeleted(self.results_browser):
+            self.results_browser.close()
         self.settings.sync()
         super().closeEvent(event)

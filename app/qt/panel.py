@@ -5,23 +5,49 @@ feeds it images, the crosshair and the footprint, and listens to its clicks and 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
-from PyQt6.QtGui import QColor, QPen
-from PyQt6.QtWidgets import (QFrame, QGraphicsRectItem, QHBoxLayout, QLabel, QSizePolicy, QToolButton,
-                             QVBoxLayout, QWidget)
+from PyQt6.QtGui import QColor, QPen, QPolygonF
+from PyQt6.QtWidgets import (QFrame, QGraphicsPolygonItem, QGraphicsRectItem, QHBoxLayout, QLabel, QSizePolicy,
+                             QToolButton, QVBoxLayout, QWidget)
 
 from app.core.scene import Layer, RenderedImage, ROLE_DESCRIPTIONS
 from app.qt import colormaps, theme
 
 
+def display_stride(view: pg.ViewBox, scale: int = 1) -> int:
+    """Stride of the picture sent to pyqtgraph: when the visible range holds several image pixels
+    per screen pixel, only every k-th is shown (what the screen can show anyway), so that a band
+    switch of big cubes does not colour-map millions of hidden pixels. 1 when zoomed in."""
+    w_px, h_px = view.width(), view.height()
+    if w_px < 8 or h_px < 8:
+        return 1
+    (x0, x1), (y0, y1) = view.viewRange()
+    return max(1, int(min((x1 - x0) / scale / w_px, (y1 - y0) / scale / h_px)))
+
+
+def show_strided(item: pg.ImageItem, image: np.ndarray, levels, scale: int, stride: int) -> None:
+    """Show every ``stride``-th pixel of ``image`` (a layer of grid factor ``scale``) on the HR
+    grid; the last partial block (under one screen pixel) is left out."""
+    h, w = image.shape[:2]
+    if stride > 1:
+        h, w = (h // stride) * stride, (w // stride) * stride
+        image = np.ascontiguousarray(image[:h:stride, :w:stride])
+    item.setImage(image, levels=levels, autoLevels=False)
+    item.setRect(QRectF(0.0, 0.0, float(w * scale), float(h * scale)))
+
+
 class ElidedLabel(QLabel):
     """A label that shortens its text with '…' instead of being clipped or widening the panel."""
 
-    def __init__(self, text: str = "", parent: QWidget | None = None):
+    def __init__(self, text: str = "", parent: QWidget | None = None,
+                 mode: Qt.TextElideMode = Qt.TextElideMode.ElideMiddle):
         super().__init__(parent)
         self._full = ""
+        self._mode = mode
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.setMinimumWidth(20)
         self.set_full_text(text)
@@ -35,7 +61,7 @@ class ElidedLabel(QLabel):
 
     def _elide(self) -> None:
         metrics = self.fontMetrics()
-        super().setText(metrics.elidedText(self._full, Qt.TextElideMode.ElideMiddle, max(self.width(), 20)))
+        super().setText(metrics.elidedText(self._full, self._mode, max(self.width(), 20)))
 
     def resizeEvent(self, event):  # noqa: N802
         super().resizeEvent(event)
@@ -59,6 +85,14 @@ class _PanelViewBox(pg.ViewBox):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.resizing = False
+        self.drag_handler = None  # set while a drawing tool is active: gets the drag events
+
+    def mouseDragEvent(self, ev, axis=None):  # noqa: N802
+        if self.drag_handler is not None and ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            self.drag_handler(ev)
+            return
+        super().mouseDragEvent(ev, axis)
 
     def resizeEvent(self, event):  # noqa: N802
         self.resizing = True
@@ -87,6 +121,7 @@ class ImagePanel(QFrame):
     left = pyqtSignal()
     close_requested = pyqtSignal()
     range_changed = pyqtSignal(object, object)
+    roi_drawn = pyqtSignal(object)      # app.core.analysis.Roi, when a drawing tool finishes
 
     def __init__(self, layer: Layer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -155,6 +190,23 @@ class ImagePanel(QFrame):
             item.setZValue(10)
             self.view.addItem(item, ignoreBounds=True)
 
+        roi_pen = QPen(QColor(th.footprint))
+        roi_pen.setCosmetic(True)
+        roi_pen.setWidthF(1.8)
+        roi_pen.setStyle(Qt.PenStyle.DashLine)
+        self.roi_item = QGraphicsPolygonItem()
+        self.roi_item.setPen(roi_pen)
+        self.draft_item = QGraphicsPolygonItem()  # the ROI being drawn
+        draft_pen = QPen(roi_pen)
+        draft_pen.setStyle(Qt.PenStyle.DotLine)
+        self.draft_item.setPen(draft_pen)
+        for item in (self.roi_item, self.draft_item):
+            item.setVisible(False)
+            item.setZValue(12)
+            self.view.addItem(item, ignoreBounds=True)
+        self.tool = "none"            # 'none', 'rect' or 'polygon'
+        self._draft: list[tuple[float, float]] = []
+
         self.pin_items: list = []
         self.graphics.scene().sigMouseClicked.connect(self._on_click)
         self.graphics.scene().sigMouseMoved.connect(self._on_move)
@@ -190,10 +242,22 @@ class ImagePanel(QFrame):
                 levels = np.tile(levels, (3, 1))
         else:
             self.image_item.setColorMap(colormaps.colormap(colormap))
-        self.image_item.setImage(image, levels=levels, autoLevels=False)
-        self.image_item.setRect(self.extent)
+        self._levels = levels
+        self._show_image()
         self._info = info
         self._fit_info()
+
+    def _decimation(self) -> int:
+        return display_stride(self.view, self.layer.scale)
+
+    def _show_image(self) -> None:
+        self._shown_k = self._decimation()
+        show_strided(self.image_item, self._rendered.image, self._levels, self.layer.scale, self._shown_k)
+
+    @property
+    def decimation(self) -> int:
+        """The stride the picture is shown with now (1: every pixel)."""
+        return getattr(self, "_shown_k", 1)
 
     def _fit_info(self) -> None:
         """The full info ('550 nm · 256×256×31') when there is room, else only its first part,
@@ -255,6 +319,63 @@ class ImagePanel(QFrame):
         self.footprint_item.setRect(QRectF(left, top, size, size))
         self.footprint_item.setVisible(True)
 
+    # ------------------------------------------------------------------ ROI
+    def set_roi(self, roi) -> None:
+        """Outline the scene's ROI (app.core.analysis.Roi) or hide it (None)."""
+        if roi is None:
+            self.roi_item.setVisible(False)
+            return
+        self.roi_item.setPolygon(QPolygonF([QPointF(float(x), float(y)) for x, y in roi.vertices()]))
+        self.roi_item.setVisible(True)
+
+    def set_tool(self, tool: str) -> None:
+        """'rect': drag draws a rectangle ROI; 'polygon': clicks add vertices, a double click (or
+        a click on the first vertex) closes it; 'none': clicks select pixels, drags pan."""
+        if tool not in ("none", "rect", "polygon"):
+            raise ValueError(f"unknown tool {tool!r}")
+        self.tool = tool
+        self._draft = []
+        self.draft_item.setVisible(False)
+        self.view.drag_handler = self._drag_rect if tool == "rect" else None
+        cursor = Qt.CursorShape.CrossCursor if tool != "none" else Qt.CursorShape.ArrowCursor
+        self.graphics.viewport().setCursor(cursor)
+
+    def _show_draft(self, points) -> None:
+        self.draft_item.setPolygon(QPolygonF([QPointF(x, y) for x, y in points]))
+        self.draft_item.setVisible(bool(points))
+
+    def _drag_rect(self, ev) -> None:
+        a = self.view.mapSceneToView(ev.buttonDownScenePos())
+        b = self.view.mapSceneToView(ev.scenePos())
+        ax, ay = min(max(a.x(), 0.0), self.extent.width()), min(max(a.y(), 0.0), self.extent.height())
+        bx, by = min(max(b.x(), 0.0), self.extent.width()), min(max(b.y(), 0.0), self.extent.height())
+        self._show_draft([(ax, ay), (bx, ay), (bx, by), (ax, by)])
+        if ev.isFinish():
+            self.draft_item.setVisible(False)
+            if abs(bx - ax) >= 1.0 and abs(by - ay) >= 1.0:
+                from app.core.analysis import Roi
+
+                self.roi_drawn.emit(Roi.rect(ax, ay, bx, by))
+
+    def _polygon_click(self, point: QPointF, double: bool) -> None:
+        x = min(max(point.x(), 0.0), self.extent.width())
+        y = min(max(point.y(), 0.0), self.extent.height())
+        close = double and len(self._draft) >= 3
+        if self._draft and len(self._draft) >= 3 and not close:
+            fx, fy = self._draft[0]  # clicking near the first vertex closes the polygon
+            px = max(self.view.viewPixelSize()[0], 1e-9)
+            close = math.hypot(x - fx, y - fy) <= 6 * px
+        if close:
+            from app.core.analysis import Roi
+
+            points, self._draft = self._draft, []
+            self.draft_item.setVisible(False)
+            self.roi_drawn.emit(Roi.polygon(points))
+            return
+        if not double:
+            self._draft.append((x, y))
+            self._show_draft(self._draft)
+
     # ------------------------------------------------------------------ mouse / range
     def _scene_to_pixel(self, scene_pos) -> QPointF | None:
         if not self.view.sceneBoundingRect().contains(scene_pos):
@@ -262,7 +383,15 @@ class ImagePanel(QFrame):
         return self.view.mapSceneToView(scene_pos)
 
     def _on_click(self, event):
-        if event.button() != Qt.MouseButton.LeftButton or event.double():
+        if event.button() != Qt.MouseButton.LeftButton:
+            return
+        if self.tool == "polygon":
+            point = self._scene_to_pixel(event.scenePos())
+            if point is not None:
+                event.accept()
+                self._polygon_click(point, event.double())
+            return
+        if event.double() or self.tool == "rect":
             return
         point = self._scene_to_pixel(event.scenePos())
         if point is not None and self.extent.contains(point):
@@ -280,6 +409,8 @@ class ImagePanel(QFrame):
             self.hovered.emit(point.y(), point.x())
 
     def _on_range_changed(self, _view, view_range, *_):
+        if self._rendered is not None and self._decimation() != self.decimation:
+            self._show_image()  # zoomed in or out: show the picture at the stride that fits
         if self.view.resizing or self.view.width() < 8 or self.view.height() < 8:
             return  # layout, not the user: every panel keeps the shared target range itself
         self.range_changed.emit(tuple(view_range[0]), tuple(view_range[1]))

@@ -1,7 +1,6 @@
 """Spectra at the clicked pixel: one curve per layer against wavelength, with a band marker."""
 from __future__ import annotations
 
-import html
 
 import numpy as np
 import pyqtgraph as pg
@@ -29,9 +28,58 @@ def legend_colour(sample: SpectrumSample, recon_index: int) -> str:
     return theme.curve_colour(sample.layer.role)
 
 
-def _legend_row(colour: str, glyph: str, label: str) -> str:
-    return (f"<tr><td style='color:{colour}; padding-right:6px'>{glyph}</td>"
-            f"<td>{html.escape(label)}</td></tr>")
+def _legend_row(colour: str, glyph: str, label: str) -> tuple[str, str, str]:
+    return colour, glyph, label
+
+
+class LegendTable(QWidget):
+    """The legend under the plot: one row per curve, a coloured glyph and a plain-text label.
+    Rows are reused and only changed labels are set (plain text is cheap to repaint; a rich-text
+    table re-laid out at every click cost a third of the click-to-spectra time)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        from PyQt6.QtWidgets import QGridLayout
+
+        self._grid = QGridLayout(self)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._grid.setHorizontalSpacing(6)
+        self._grid.setVerticalSpacing(0)
+        self._grid.setColumnStretch(1, 1)
+        self._rows: list[tuple[QLabel, QLabel]] = []
+        self._shown: list[tuple[str, str, str]] = []
+
+    def set_rows(self, rows: list[tuple[str, str, str]]) -> None:
+        """(colour, glyph, label) per row."""
+        while len(self._rows) < len(rows):
+            glyph, label = QLabel(self), QLabel(self)
+            glyph.setTextFormat(Qt.TextFormat.RichText)
+            label.setTextFormat(Qt.TextFormat.PlainText)
+            label.setWordWrap(True)  # long labels wrap instead of widening the dock
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            r = len(self._rows)
+            self._grid.addWidget(glyph, r, 0)
+            self._grid.addWidget(label, r, 1)
+            self._rows.append((glyph, label))
+        for i, (glyph, label) in enumerate(self._rows):
+            if i >= len(rows):
+                if glyph.isVisible() or i < len(self._shown):
+                    glyph.hide()
+                    label.hide()
+                continue
+            colour, mark, text = rows[i]
+            old = self._shown[i] if i < len(self._shown) else None
+            if old is None or old[:2] != (colour, mark):
+                glyph.setText(f"<span style='color:{colour}'>{mark}</span>")
+            if old is None or old[2] != text:
+                label.setText(text)
+            glyph.show()
+            label.show()
+        self._shown = list(rows)
+
+    def text(self) -> str:
+        """The labels, one per line (tests, copy)."""
+        return "\n".join(text for _, _, text in self._shown)
 
 
 def curve_style(sample: SpectrumSample, recon_index: int) -> dict:
@@ -66,18 +114,38 @@ class SpectraView(QWidget):
         self.copy_button.setText("Copy CSV")
         self.copy_button.setToolTip("Copy the spectra as CSV (wavelength, one column per curve)")
         self.copy_button.clicked.connect(self.copy_csv)
+        self.residual_button = QToolButton(self)
+        self.residual_button.setText("Residuals")
+        self.residual_button.setCheckable(True)
+        self.residual_button.setChecked(True)
+        self.residual_button.setToolTip("Reconstruction − GT on the right axis (at the pixel, or of the ROI means)")
+        self.residual_button.toggled.connect(lambda *_: self.refresh())
         header.addWidget(self.title, 1)
+        header.addWidget(self.residual_button)
         header.addWidget(self.copy_button)
         layout.addLayout(header)
 
         self.plot = pg.PlotWidget(self)
         self.plot.setMenuEnabled(False)
-        self.plot.showGrid(x=True, y=True, alpha=0.18)
+        # The grid is one pair-connected line item redrawn only when the range changes (the axes'
+        # own grid repaints every axis at every click: too slow for a click-to-spectra frame).
+        self.grid_item = pg.PlotCurveItem(connect="pairs")
+        self.grid_item.setZValue(-100)
+        self.plot.addItem(self.grid_item, ignoreBounds=True)
+        self._grid_key = None
         self.plot.setLabel("bottom", "Wavelength", units="nm")
         self.plot.setLabel("left", "Reflectance")
         self.plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.setMinimumHeight(180)
+        # Fixed axis widths and cached axis pictures: a click that changes the tick labels does
+        # not re-layout (and repaint) the whole plot.
+        from PyQt6.QtWidgets import QGraphicsItem
+
+        for name in ("left", "bottom", "right"):
+            self.plot.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.plot.getAxis("left").setWidth(52)
+        self.plot.getAxis("right").setWidth(58)
         marker_pen = pg.mkPen(QColor(theme.current().crosshair), width=1, style=Qt.PenStyle.DashLine)
         self.band_line = pg.InfiniteLine(angle=90, movable=True, pen=marker_pen,
                                          hoverPen=pg.mkPen(theme.current().crosshair, width=2),
@@ -89,17 +157,35 @@ class SpectraView(QWidget):
         self.plot.addItem(self.band_line, ignoreBounds=True)
         layout.addWidget(self.plot, 1)
         # The legend sits under the plot, where it never hides a curve.
-        self.legend = QLabel(self)
-        self.legend.setTextFormat(Qt.TextFormat.RichText)
-        self.legend.setWordWrap(True)
-        self.legend.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.legend = LegendTable(self)
         layout.addWidget(self.legend)
         self.curves: list[pg.PlotDataItem] = []
+        self._curve_pool: list[pg.PlotDataItem] = []
+        self._residual_pool: list[pg.PlotDataItem] = []
+        # ROI mean ± std: a mean curve and a filled band per layer
+        self.roi_samples: list = []
+        self.roi_items: list = []
+        # residuals (reconstruction − GT) on a second y axis on the right
+        self.residuals: list = []
+        self.residual_curves: list[pg.PlotDataItem] = []
+        self.residual_view = pg.ViewBox(enableMenu=False)
+        self.plot.showAxis("right")
+        self.plot.getAxis("right").linkToView(self.residual_view)
+        self.plot.getAxis("right").setLabel("Residual (recon − GT)")
+        self.plot.getAxis("right").enableAutoSIPrefix(False)
+        self.plot.scene().addItem(self.residual_view)
+        self.residual_view.setXLink(self.plot.getViewBox())
+        self.plot.getViewBox().sigResized.connect(self._sync_residual_view)
+        self.residual_zero = pg.InfiniteLine(pos=0.0, angle=0, movable=False,
+                                             pen=pg.mkPen(QColor(theme.current().crosshair), width=0.8,
+                                                          style=Qt.PenStyle.DotLine))
+        self.residual_view.addItem(self.residual_zero, ignoreBounds=True)
 
         ev = scene.events
         subscribe(self, ev.pixel, lambda *_: self.refresh())
         subscribe(self, ev.layers, lambda *_: self.refresh())
         subscribe(self, ev.pins, lambda *_: self.refresh())
+        subscribe(self, ev.roi, lambda *_: self.refresh())
         subscribe(self, ev.band, lambda *_: self._place_band_line())
         self.refresh()
 
@@ -107,11 +193,51 @@ class SpectraView(QWidget):
     def refresh(self) -> None:
         """Curves of every layer at the clicked pixel, then the pinned pixels' curves (reference
         and reconstructions only, coloured by pin) so that several locations can be compared."""
-        for curve in self.curves:
-            self.plot.removeItem(curve)
+        # Curves are pooled: updating an existing item is far cheaper than adding a new one, and a
+        # click must redraw the plot within a frame.
         self.curves.clear()
-        self.legend.setText("")
+        for item in self.roi_items:
+            self.plot.removeItem(item)
+        self.roi_items.clear()
+        self.residual_curves.clear()
+        try:
+            self._fill_plot()
+        finally:
+            for pool, used in ((self._curve_pool, self.curves), (self._residual_pool, self.residual_curves)):
+                for item in pool[len(used):]:
+                    if item.isVisible():
+                        item.setData([], [])
+                        item.setVisible(False)
+
+    def _pooled(self, pool: list, owner, x, y, style: dict) -> pg.PlotDataItem:
+        """The next free curve of ``pool`` (created once, then reused) showing (x, y) in ``style``."""
+        used = self.curves if pool is self._curve_pool else self.residual_curves
+        opts = dict(pen=None, symbol=None)
+        opts.update(style)
+        if len(used) < len(pool):
+            item = pool[len(used)]
+            item.setData(x, y, **opts)
+            item.setVisible(True)
+        else:
+            item = pg.PlotDataItem(x, y, **opts)
+            owner.addItem(item)
+            pool.append(item)
+        used.append(item)
+        return item
+
+    def _fill_plot(self) -> None:
         scene = self.scene
+        from app.core.analysis import residual_spectra, roi_spectra
+
+        self.roi_samples = roi_spectra(scene) if scene.roi is not None else []
+        if not self.residual_button.isChecked():
+            self.residuals = []
+        elif scene.roi is not None and scene.pixel is None:
+            self.residuals = residual_spectra(scene, roi=scene.roi)
+        else:
+            self.residuals = residual_spectra(scene)
+        self.residual_view.setVisible(bool(self.residuals))
+        self.plot.getAxis("right").setVisible(bool(self.residuals))
         self.samples = scene.spectra_at()
         self.pin_samples = []
         reference = scene.reference
@@ -119,9 +245,10 @@ class SpectraView(QWidget):
             for sample in scene.spectra_at(*pin):
                 if sample.layer is reference or sample.layer.role == "recon":
                     self.pin_samples.append((i, sample))
-        if not self.samples and not self.pin_samples:
+        if not self.samples and not self.pin_samples and not self.roi_samples:
             self.title.setText("Click a pixel to plot its spectra (Shift+click pins more)" if scene.layers
                                else "No cubes open")
+            self.legend.set_rows([])
             self._place_band_line()
             return
         text = ""
@@ -135,8 +262,11 @@ class SpectraView(QWidget):
         if scene.pins:
             text += ("  ·  " if text else "") + f"{len(scene.pins)} pinned"
         self.title.setText(text)
+        if scene.roi is not None:
+            n = self.roi_samples[0].n if self.roi_samples else 0
+            text += ("  ·  " if text else "") + f"ROI {n} px (mean ± std)"
         everything = self.samples + [s for _, s in self.pin_samples]
-        known = any(s.wavelengths_known for s in everything)
+        known = any(s.wavelengths_known for s in everything) or any(r.wavelengths_known for r in self.roi_samples)
         self.plot.setLabel("bottom", "Wavelength" if known else "Band", units="nm" if known else None)
         recon_index = 0
         rows = []
@@ -147,7 +277,7 @@ class SpectraView(QWidget):
             colour = legend_colour(sample, recon_index)
             if sample.layer.role == "recon":
                 recon_index += 1
-            self.curves.append(self.plot.plot(sample.wavelengths_nm, sample.values, **style))
+            self._pooled(self._curve_pool, self.plot, sample.wavelengths_nm, sample.values, style)
             rows.append(_legend_row(colour, LEGEND_GLYPHS[sample.layer.role], sample.label))
         for i, sample in self.pin_samples:
             if known and not sample.wavelengths_known:
@@ -156,10 +286,123 @@ class SpectraView(QWidget):
             dashed = sample.layer.role == "recon"
             pen = pg.mkPen(QColor(colour), width=1.3,
                            style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
-            self.curves.append(self.plot.plot(sample.wavelengths_nm, sample.values, pen=pen))
+            self._pooled(self._curve_pool, self.plot, sample.wavelengths_nm, sample.values, dict(pen=pen))
             rows.append(_legend_row(colour, "╌╌╌" if dashed else "───", f"#{i + 1} {sample.label}"))
-        self.legend.setText("<table cellspacing='0' cellpadding='1'>" + "".join(rows) + "</table>")
+        recon_index = 0
+        for roi in self.roi_samples:
+            if known and not roi.wavelengths_known:
+                continue
+            colour = QColor(legend_colour(roi, recon_index))
+            if roi.layer.role == "recon":
+                recon_index += 1
+            x = np.asarray(roi.wavelengths_nm, dtype=np.float64)
+            if roi.layer.role == "guide":
+                bars = pg.ErrorBarItem(x=x, y=roi.mean, height=2 * roi.std, beam=6.0, pen=pg.mkPen(colour, width=1.5))
+                mean = pg.ScatterPlotItem(x=x, y=roi.mean, symbol="s", size=8, brush=colour, pen=pg.mkPen("#000"))
+                items = [bars, mean]
+            else:
+                fill = QColor(colour)
+                fill.setAlpha(45)
+                lo = pg.PlotDataItem(x, roi.mean - roi.std, pen=pg.mkPen(colour, width=0.6))
+                hi = pg.PlotDataItem(x, roi.mean + roi.std, pen=pg.mkPen(colour, width=0.6))
+                band = pg.FillBetweenItem(lo, hi, brush=pg.mkBrush(fill))
+                mean = pg.PlotDataItem(x, roi.mean, pen=pg.mkPen(colour, width=2.0, style=Qt.PenStyle.DashDotLine))
+                items = [lo, hi, band, mean]
+            for item in items:
+                self.plot.addItem(item)
+                self.roi_items.append(item)
+            rows.append(_legend_row(colour.name(), "▒▒▒", roi.label))
+        for i, res in enumerate(self.residuals):
+            colour = theme.RECON_CURVE_COLOURS[i % len(theme.RECON_CURVE_COLOURS)]
+            self._pooled(self._residual_pool, self.residual_view, res.wavelengths_nm, res.values,
+                         dict(pen=pg.mkPen(QColor(colour), width=1.4, style=Qt.PenStyle.DotLine)))
+            rows.append(_legend_row(colour, "┄┄┄", res.label + " (right axis)"))
+        self._fit_x([c.xData for c in self.curves] + [r.wavelengths_nm for r in self.roi_samples])
+        self._fit_y(self.plot.getViewBox(), [c.yData for c in self.curves]
+                    + [r.mean - r.std for r in self.roi_samples] + [r.mean + r.std for r in self.roi_samples])
+        if self.residuals:
+            self._fit_y(self.residual_view, [c.yData for c in self.residual_curves], zero=True)
+            self._sync_residual_view()
+        self._update_grid()
+        self.legend.set_rows(rows)
         self._place_band_line()
+
+    def _update_grid(self) -> None:
+        """Grid lines at the axes' major ticks of the current range."""
+        view = self.plot.getViewBox()
+        (x0, x1), (y0, y1) = view.viewRange()
+        key = (round(x0, 9), round(x1, 9), round(y0, 9), round(y1, 9))
+        if key == self._grid_key:
+            return
+        self._grid_key = key
+        xs, ys = [], []
+        for axis, lo, hi, out in (("bottom", x0, x1, xs), ("left", y0, y1, ys)):
+            ax = self.plot.getAxis(axis)
+            size = max(ax.geometry().height() if axis == "left" else ax.geometry().width(), 1.0)
+            levels = ax.tickValues(lo, hi, size)
+            if levels:
+                out.extend(v for v in levels[0][1] if lo <= v <= hi)
+        px, py = [], []
+        for x in xs:
+            px += [x, x]
+            py += [y0, y1]
+        for y in ys:
+            px += [x0, x1]
+            py += [y, y]
+        colour = QColor(theme.current().plot_fg)
+        colour.setAlpha(46)
+        self.grid_item.setData(np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64),
+                               pen=pg.mkPen(colour, width=1), connect="pairs")
+
+    def _fit_x(self, series) -> None:
+        """The wavelength range of the curves (set only when it changes: see _fit_y)."""
+        values = [np.asarray(v, dtype=np.float64) for v in series if v is not None and len(v)]
+        if not values:
+            return
+        lo, hi = min(float(v.min()) for v in values), max(float(v.max()) for v in values)
+        pad = 0.03 * max(hi - lo, 1.0)
+        x0, x1 = lo - pad, hi + pad
+        view = self.plot.getViewBox()
+        view.disableAutoRange(axis=pg.ViewBox.XAxis)
+        c0, c1 = view.viewRange()[0]
+        if abs(c0 - x0) > 1e-9 or abs(c1 - x1) > 1e-9:
+            view.setXRange(x0, x1, padding=0.0)
+
+    @staticmethod
+    def _fit_y(view: pg.ViewBox, series, zero: bool = False) -> None:
+        """Show every value with a rounded-out y range (steps of 1, 2 or 5 x 10^k), so that
+        neighbouring clicks usually keep the same axis and only the curves are redrawn."""
+        values = [np.asarray(v, dtype=np.float64) for v in series if v is not None and len(v)]
+        values = [v[np.isfinite(v)] for v in values]
+        values = [v for v in values if v.size]
+        if not values:
+            return
+        lo = min(float(v.min()) for v in values)
+        hi = max(float(v.max()) for v in values)
+        if zero:
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
+        (c0, c1) = view.viewRange()[1]
+        if not view.autoRangeEnabled()[1] and c0 <= lo and hi <= c1 and (hi - lo) >= 0.4 * (c1 - c0):
+            return  # the data fit and fill the current range: keep the axis (no re-layout, no jump)
+        span = hi - lo
+        if span <= 0:
+            span = max(abs(hi), 1e-6)
+        raw = span / 5.0
+        magnitude = 10.0 ** np.floor(np.log10(raw))
+        step = next(m * magnitude for m in (1.0, 2.0, 5.0, 10.0) if m * magnitude >= raw)
+        y0, y1 = np.floor(lo / step) * step, np.ceil(hi / step) * step
+        if y1 <= y0:
+            y1 = y0 + step
+        pad = 0.02 * (y1 - y0)
+        y0, y1 = y0 - pad, y1 + pad
+        view.disableAutoRange(axis=pg.ViewBox.YAxis)
+        (c0, c1) = view.viewRange()[1]
+        if abs(c0 - y0) > 1e-9 * step or abs(c1 - y1) > 1e-9 * step:
+            view.setYRange(y0, y1, padding=0.0)
+
+    def _sync_residual_view(self) -> None:
+        self.residual_view.setGeometry(self.plot.getViewBox().sceneBoundingRect())
+        self.residual_view.linkedViewChanged(self.plot.getViewBox(), self.residual_view.XAxis)
 
     def _place_band_line(self) -> None:
         nm = self.scene.band_wavelength()
@@ -198,6 +441,15 @@ class SpectraView(QWidget):
             name = s.layer.name.replace(",", " ")
             for x, v in zip(np.asarray(s.wavelengths_nm), np.asarray(s.values)):
                 lines.append(f"{name},{s.layer.role},{pin},{s.pixel[0]},{s.pixel[1]},{x:g},{v:.6g}")
+        for r in self.roi_samples:  # ROI: 'roi-mean' / 'roi-std' in the pin column, no pixel
+            name = r.layer.name.replace(",", " ")
+            for what, values in (("roi-mean", r.mean), ("roi-std", r.std)):
+                for x, v in zip(np.asarray(r.wavelengths_nm), np.asarray(values)):
+                    lines.append(f"{name},{r.layer.role},{what},,,{x:g},{v:.6g}")
+        for r in self.residuals:
+            name = r.layer.name.replace(",", " ")
+            for x, v in zip(np.asarray(r.wavelengths_nm), np.asarray(r.values)):
+                lines.append(f"{name},{r.layer.role},residual,,,{x:g},{v:.6g}")
         return "\n".join(lines) + "\n"
 
     def copy_csv(self) -> None:

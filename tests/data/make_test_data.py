@@ -85,6 +85,15 @@ def main(shared: Path) -> None:
     ms = paris["MSim"][:24, :20, :]
     sio.savemat(HERE / "paris_crop_v5.mat", {"HSim": hs, "MSim": ms, "wavelength": paris_wl[None, :hs.shape[2]]})
 
+    # the 9x128 ALI-from-Hyperion response matrix R (HySure's estimate) as an SRF CSV over the
+    # Hyperion band centres: UMSFT's tests fuse the Paris crop with it (`main.py sr --srf` takes it)
+    R = sio.loadmat(shared / "data/real/paris_hyperion_ali/R_HysureParis.mat")["R"]  # 9 x 128
+    lines = ["# ALI (9 bands) from Hyperion (128 bands) spectral response R estimated by HySure for the Paris pair",
+             "# (R_HysureParis.mat, Simoes et al. 2015); rows: Hyperion band centres in nm; columns: ALI bands",
+             "wavelength_nm," + ",".join(f"ALI{k + 1}" for k in range(R.shape[0]))]
+    lines += [f"{w:.2f}," + ",".join(f"{v:.6g}" for v in R[:, j]) for j, w in enumerate(paris_wl)]
+    (HERE / "paris_srf_R_hysure.csv").write_text("\n".join(lines) + "\n")
+
     # MATLAB v7.3 (HDF5 with the 512-byte MATLAB user block; axes stored reversed), written by hand
     path73 = HERE / "cave_crop_v73.mat"
     with h5py.File(path73, "w", userblock_size=512) as f:

@@ -271,7 +271,14 @@ def _unflatten(mat: np.ndarray, var: Variable, hw, options, path, pixel_order: s
 def read_mat5(path: Path, options: ReadOptions) -> Cube:
     variables = list_mat5(path)
     var, hw = choose_cube(variables, options, path)
-    return cube_from_variable(var, variables, hw, options, path, "mat-v5", "F")
+    cube = cube_from_variable(var, variables, hw, options, path, "mat-v5", "F")
+    meta = [v for v in variables if v.name == "metadata_json" and v.dtype.kind == "U"]
+    if meta:  # written by write_mat: wavelengths and provenance
+        try:
+            _apply_sidecar(cube, json.loads(str(np.asarray(meta[0].load()).reshape(-1)[0])))
+        except (ValueError, IndexError):
+            pass
+    return cube
 
 
 def _open_h5(path: Path):

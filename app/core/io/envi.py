@@ -1,6 +1,8 @@
 """ENVI header + binary data (BSQ/BIL/BIP, either byte order), memory-mapped through `spectral`."""
 from __future__ import annotations
 
+import base64
+import json
 import os
 from pathlib import Path
 
@@ -156,8 +158,23 @@ def read(path: Path, options: ReadOptions) -> Cube:
         name=header.stem, source_path=header, normalisation=rule,
         metadata={"format": "envi", "interleave": interleave, "byte_order": "big" if dtype.byteorder == ">" else "little",
                   "data_file": str(data_path), "header": {k: v for k, v in meta.items() if k not in ("wavelength", "fwhm", "bbl")},
-                  "warnings": warnings},
+                  "warnings": warnings, **_provenance_of(meta)},
     )
+
+
+_PROVENANCE_KEY = "provenance json base64"
+
+
+def _provenance_of(meta: dict) -> dict:
+    """{'provenance': dict} from the header's base64 JSON field written by ``write`` ({} if none)."""
+    raw = meta.get(_PROVENANCE_KEY)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(base64.b64decode(str(raw).strip()).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return {"provenance": value} if isinstance(value, dict) else {}
 
 
 def write(cube: Cube, path: Path, *, interleave: str = "bsq", byteorder: str = "little") -> Path:
@@ -184,6 +201,9 @@ def write(cube: Cube, path: Path, *, interleave: str = "bsq", byteorder: str = "
         md["bbl"] = [0 if b else 1 for b in meta["bad_bands"]]
     for key, value in (cube.metadata.get("provenance") or {}).items():
         md[f"provenance {key}".replace("_", " ")] = str(value).replace("{", "(").replace("}", ")")
+    if cube.metadata.get("provenance"):  # the exact provenance, read back by ``read``
+        md[_PROVENANCE_KEY] = base64.b64encode(json.dumps(cube.metadata["provenance"], default=str)
+                                               .encode("utf-8")).decode("ascii")
     with atomic_dir(header.parent, header.stem) as tmp:
         tmp_header = tmp / header.name
         tmp_data = tmp / data_file.name

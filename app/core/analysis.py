@@ -1,0 +1,554 @@
+"""Analysis of reconstructions against the reference, free of Qt: ROIs, error and SAM maps with one
+locked colour scale, metrics tables per scope, metric-versus-wavelength curves, worst pixels and
+bands, ROI spectra (mean +- std) and residual spectra, and the cancellable job that computes them.
+
+Every number comes from :mod:`app.core.metrics` (``compute_all``, ``abs_error_map``): nothing
+here re-implements a metric. Results are cached per (reference cube, reconstruction cube) for the
+whole-image pass (maps, per-band curves, scalars), per (cube pair, band) for |error| maps and per
+(cube pair, scope) for the ROI / visible-view scalars, so moving the band slider or changing the
+scope recomputes only what changed.
+
+Coordinates: ROI points are (x, y) = (col, row) in continuous HR pixel units (pixel (r, c) spans
+[c, c + 1) x [r, r + 1)); a pixel belongs to a ROI when its centre (c + 0.5, r + 0.5) does.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from app.core.errors import HsiError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from app.core.scene import Layer, Scene
+
+ERROR_KINDS: tuple[str, ...] = ("rmse", "abs_band")
+ERROR_KIND_TITLES = {"rmse": "per-pixel RMSE over bands", "abs_band": "|error| at the current band"}
+SCOPES: tuple[str, ...] = ("image", "roi", "view")
+SCOPE_TITLES = {"image": "whole image", "roi": "ROI", "view": "visible view"}
+CURVE_METRICS: tuple[str, ...] = ("psnr_db", "rmse", "ssim")
+CURVE_TITLES = {"psnr_db": "PSNR (dB)", "rmse": "RMSE", "ssim": "SSIM"}
+# (key in compute_all's result, column title, True when higher is better)
+METRIC_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("psnr_db", "PSNR (dB)", True), ("ssim", "SSIM", True), ("sam_deg", "SAM (°)", False),
+    ("ergas", "ERGAS", False), ("rmse", "RMSE", False))
+LEVELS_PERCENTILE = 99.5   # the locked colour scale runs from 0 to this percentile (max over methods)
+
+
+class AnalysisError(HsiError):
+    """The analysis cannot run (no reference, nothing to compare, bad ROI)."""
+
+
+class Cancelled(HsiError):
+    """The user cancelled the analysis job."""
+
+
+# ---------------------------------------------------------------------------------- ROI
+def polygon_mask(points: Sequence[tuple[float, float]], height: int, width: int) -> np.ndarray:
+    """(height, width) bool: pixels whose centre lies inside the polygon ((x, y) vertices, even-odd
+    rule). Only the polygon's bounding box is tested."""
+    mask = np.zeros((height, width), dtype=bool)
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(pts) < 3:
+        return mask
+    x0 = max(int(math.floor(pts[:, 0].min())), 0)
+    x1 = min(int(math.ceil(pts[:, 0].max())), width)
+    y0 = max(int(math.floor(pts[:, 1].min())), 0)
+    y1 = min(int(math.ceil(pts[:, 1].max())), height)
+    if x1 <= x0 or y1 <= y0:
+        return mask
+    cx = np.arange(x0, x1, dtype=np.float64)[None, :] + 0.5
+    cy = np.arange(y0, y1, dtype=np.float64)[:, None] + 0.5
+    inside = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    xa, ya = pts[:, 0], pts[:, 1]
+    xb, yb = np.roll(xa, -1), np.roll(ya, -1)
+    for ax, ay, bx, by in zip(xa, ya, xb, yb):
+        if ay == by:
+            continue  # a horizontal edge never crosses a horizontal ray
+        crosses = (ay > cy) != (by > cy)                       # (rows, 1)
+        x_at = ax + (cy - ay) * (bx - ax) / (by - ay)          # (rows, 1)
+        inside ^= crosses & (cx < x_at)
+    mask[y0:y1, x0:x1] = inside
+    return mask
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A region of interest on the HR grid: ``kind`` 'rect' (two corner points) or 'polygon'
+    (three or more vertices); ``points`` are (x, y) = (col, row) in HR pixel units."""
+
+    kind: str
+    points: tuple[tuple[float, float], ...]
+
+    def __post_init__(self):
+        if self.kind not in ("rect", "polygon"):
+            raise AnalysisError(f"unknown ROI kind {self.kind!r}; expected 'rect' or 'polygon'")
+        pts = tuple((float(x), float(y)) for x, y in self.points)
+        if not all(math.isfinite(v) for p in pts for v in p):
+            raise AnalysisError(f"ROI points must be finite numbers, got {self.points!r}")
+        if self.kind == "rect":
+            if len(pts) != 2:
+                raise AnalysisError(f"a rectangle ROI needs two corners, got {len(pts)} points")
+            (xa, ya), (xb, yb) = pts
+            pts = ((min(xa, xb), min(ya, yb)), (max(xa, xb), max(ya, yb)))
+        elif len(pts) < 3:
+            raise AnalysisError(f"a polygon ROI needs at least three vertices, got {len(pts)}")
+        object.__setattr__(self, "points", pts)
+
+    @classmethod
+    def rect(cls, x0: float, y0: float, x1: float, y1: float) -> "Roi":
+        return cls("rect", ((x0, y0), (x1, y1)))
+
+    @classmethod
+    def polygon(cls, points: Sequence[tuple[float, float]]) -> "Roi":
+        return cls("polygon", tuple(points))
+
+    def vertices(self) -> np.ndarray:
+        """(N, 2) outline (x, y) (a rectangle's four corners)."""
+        if self.kind == "rect":
+            (x0, y0), (x1, y1) = self.points
+            return np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], dtype=np.float64)
+        return np.asarray(self.points, dtype=np.float64)
+
+    def mask(self, height: int, width: int) -> np.ndarray:
+        """(height, width) bool of the pixels inside (centre rule)."""
+        if self.kind == "rect":
+            (x0, y0), (x1, y1) = self.points
+            mask = np.zeros((height, width), dtype=bool)
+            c0, c1 = max(int(math.ceil(x0 - 0.5)), 0), min(int(math.ceil(x1 - 0.5)), width)
+            r0, r1 = max(int(math.ceil(y0 - 0.5)), 0), min(int(math.ceil(y1 - 0.5)), height)
+            if c1 > c0 and r1 > r0:
+                mask[r0:r1, c0:c1] = True
+            return mask
+        return polygon_mask(self.points, height, width)
+
+    def describe(self) -> str:
+        if self.kind == "rect":
+            (x0, y0), (x1, y1) = self.points
+            return f"rectangle rows {y0:.0f}–{y1:.0f}, cols {x0:.0f}–{x1:.0f}"
+        return f"polygon of {len(self.points)} vertices"
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (sessions): {'kind': ..., 'points': [[x, y], ...]}."""
+        return {"kind": self.kind, "points": [[x, y] for x, y in self.points]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Roi":
+        try:
+            return cls(str(data["kind"]), tuple((float(p[0]), float(p[1])) for p in data["points"]))
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise AnalysisError(f"not a ROI description: {data!r} ({exc})") from None
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """What the analysis shows (saved in sessions): ``error_kind`` in ERROR_KINDS, ``scope`` of
+    the metrics table in SCOPES, ``curve_metric`` of the per-band plot in CURVE_METRICS."""
+
+    error_kind: str = "rmse"
+    scope: str = "image"
+    curve_metric: str = "psnr_db"
+
+    def __post_init__(self):
+        for name, allowed in (("error_kind", ERROR_KINDS), ("scope", SCOPES), ("curve_metric", CURVE_METRICS)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"unknown {name.replace('_', ' ')} {value!r}; expected one of {', '.join(allowed)}")
+
+    def to_dict(self) -> dict:
+        return {"error_kind": self.error_kind, "scope": self.scope, "curve_metric": self.curve_metric}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AnalysisSettings":
+        known = {k: str(v) for k, v in dict(data).items() if k in ("error_kind", "scope", "curve_metric")}
+        return cls(**known)
+
+
+# ---------------------------------------------------------------------------------- geometry helpers
+def view_region(view_range, hr_shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) pixels shown by ``view_range`` ((x0, x1), (y0, y1)), clipped to the image;
+    None when the whole image is visible or nothing is."""
+    h, w = hr_shape
+    if view_range is None:
+        return None
+    (vx0, vx1), (vy0, vy1) = view_range
+    x0, x1 = max(int(math.floor(vx0)), 0), min(int(math.ceil(vx1)), w)
+    y0, y1 = max(int(math.floor(vy0)), 0), min(int(math.ceil(vy1)), h)
+    if x1 <= x0 or y1 <= y0 or (x0, y0, x1, y1) == (0, 0, w, h):
+        return None
+    return y0, y1, x0, x1
+
+
+def worst_pixels(value_map: np.ndarray, k: int = 1, valid: np.ndarray | None = None,
+                 mask: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """The ``k`` (row, col) with the largest finite values (worst first), within ``valid`` and
+    ``mask`` when given."""
+    values = np.asarray(value_map, dtype=np.float64).copy()
+    bad = ~np.isfinite(values)
+    if valid is not None:
+        bad |= ~np.asarray(valid, dtype=bool)
+    if mask is not None:
+        bad |= ~np.asarray(mask, dtype=bool)
+    values[bad] = -np.inf
+    flat = values.reshape(-1)
+    k = int(min(max(k, 1), int((~bad).sum())))
+    if k == 0:
+        return []
+    idx = np.argpartition(-flat, k - 1)[:k]
+    idx = idx[np.argsort(-flat[idx], kind="stable")]
+    w = values.shape[1]
+    return [(int(i // w), int(i % w)) for i in idx]
+
+
+def worst_band(per_band: np.ndarray, metric: str) -> int | None:
+    """Index of the worst band of a per-band curve (lowest PSNR/SSIM, highest RMSE)."""
+    values = np.asarray(per_band, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return None
+    if metric in ("psnr_db", "ssim", "cc", "uiqi"):
+        return int(np.argmin(np.where(finite, values, np.inf)))
+    return int(np.argmax(np.where(finite, values, -np.inf)))
+
+
+def locked_levels(maps: Sequence[np.ndarray], valid: Sequence[np.ndarray | None] | None = None,
+                  percentile: float = LEVELS_PERCENTILE) -> tuple[float, float]:
+    """One (0, high) colour scale for all ``maps``: the largest of their ``percentile``s."""
+    high = 0.0
+    for i, m in enumerate(maps):
+        values = np.asarray(m, dtype=np.float32)
+        sel = np.isfinite(values)
+        if valid is not None and valid[i] is not None:
+            sel &= np.asarray(valid[i], dtype=bool)
+        values = values[sel]
+        if values.size:
+            if values.size > 1 << 20:
+                values = values[:: int(math.ceil(values.size / (1 << 20)))]
+            high = max(high, float(np.percentile(values, percentile)))
+    return 0.0, (high if high > 0 else 1e-6)
+
+
+# ---------------------------------------------------------------------------------- spectra
+@dataclass
+class RoiSpectrum:
+    """Mean and standard deviation over a ROI of one layer; ``n`` pixels (of the layer's grid:
+    an LR pixel counts as often as HR pixels of the ROI it covers)."""
+
+    layer: "Layer"
+    wavelengths_nm: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    n: int
+    wavelengths_known: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"{self.layer.label} ROI mean ± std ({self.n} px)"
+
+
+def roi_spectra(scene: "Scene", roi: Roi | None = None) -> list[RoiSpectrum]:
+    """Mean ± std spectrum over ``roi`` (default: the scene's ROI) for every layer."""
+    roi = roi if roi is not None else scene.roi
+    if roi is None or scene.hr_shape is None:
+        return []
+    h, w = scene.hr_shape
+    mask = roi.mask(h, w)
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return []
+    y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    out = []
+    for layer in scene.layers:
+        s = layer.scale
+        ly0, ly1 = y0 // s, min((y1 - 1) // s + 1, layer.cube.height)
+        lx0, lx1 = x0 // s, min((x1 - 1) // s + 1, layer.cube.width)
+        block = np.asarray(layer.cube.region(slice(ly0, ly1), slice(lx0, lx1)), dtype=np.float64)
+        ly = np.minimum(rows // s, layer.cube.height - 1) - ly0
+        lx = np.minimum(cols // s, layer.cube.width - 1) - lx0
+        values = block[ly, lx]  # (n, bands): an LR pixel weighted by its share of the ROI
+        x, known, _ = scene.layer_wavelengths(layer)
+        out.append(RoiSpectrum(layer, x, values.mean(axis=0), values.std(axis=0), int(rows.size), known))
+    return out
+
+
+@dataclass
+class Residual:
+    """Reconstruction minus reference spectrum (at a pixel or the ROI mean)."""
+
+    layer: "Layer"
+    wavelengths_nm: np.ndarray
+    values: np.ndarray
+    where: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.layer.label} − ref ({self.where})"
+
+
+def comparable_layers(scene: "Scene") -> list["Layer"]:
+    """Reconstructions that can be compared value by value with the reference (GT): same grid,
+    same band axis. Empty without a GT."""
+    gts = scene.layers_with_role("gt")
+    if not gts:
+        return []
+    ref = gts[0]
+    return [l for l in scene.layers_with_role("recon")
+            if l.cube.shape == ref.cube.shape and scene.follows_band_axis(l)]
+
+
+def residual_spectra(scene: "Scene", row: int | None = None, col: int | None = None,
+                     roi: Roi | None = None) -> list[Residual]:
+    """Residuals of every comparable reconstruction: at HR pixel (row, col) (default: the clicked
+    pixel), or of the ROI means when ``roi`` is given."""
+    layers = comparable_layers(scene)
+    if not layers:
+        return []
+    ref = scene.layers_with_role("gt")[0]
+    x = scene.layer_wavelengths(ref)[0]
+    if roi is not None:
+        means = {s.layer.uid: s.mean for s in roi_spectra(scene, roi)}
+        if ref.uid not in means:
+            return []
+        return [Residual(l, x, means[l.uid] - means[ref.uid], "ROI mean") for l in layers if l.uid in means]
+    if row is None or col is None:
+        if scene.pixel is None:
+            return []
+        row, col = scene.pixel
+    base = ref.cube.spectrum(row, col).astype(np.float64)
+    return [Residual(l, x, l.cube.spectrum(row, col).astype(np.float64) - base, f"r {row}, c {col}")
+            for l in layers]
+
+
+# ---------------------------------------------------------------------------------- the job
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """A frozen snapshot of what to compute (safe to hand to a worker thread)."""
+
+    reference: "Layer"
+    methods: tuple["Layer", ...]
+    band: int
+    settings: AnalysisSettings
+    scale: float | None
+    roi: Roi | None
+    region: tuple[int, int, int, int] | None    # the visible view, (y0, y1, x0, x1) or None
+    device: str | None = None
+
+    @property
+    def scope_key(self) -> tuple:
+        if self.settings.scope == "roi" and self.roi is not None:
+            return ("roi", self.roi)
+        if self.settings.scope == "view" and self.region is not None:
+            return ("view", self.region)
+        return ("image",)
+
+
+@dataclass
+class MethodResult:
+    """The analysis of one reconstruction."""
+
+    layer: "Layer"
+    full: dict            # compute_all on the whole image (maps, per_band, scalars, notes)
+    scope: dict           # compute_all on the chosen scope (the same dict as ``full`` for 'image')
+    error_map: np.ndarray  # the map shown: RMSE over bands, or |error| at ``band``
+    sam_map: np.ndarray
+    sam_valid: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    def scalar(self, key: str) -> float:
+        return float(self.scope[key])
+
+    def per_band(self, metric: str) -> np.ndarray:
+        return np.asarray(self.full["per_band"][metric], dtype=np.float64)
+
+
+@dataclass
+class AnalysisResult:
+    request: AnalysisRequest
+    methods: list[MethodResult]
+    error_levels: tuple[float, float]
+    sam_levels: tuple[float, float]
+    scope_note: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def method(self, uid: int) -> MethodResult:
+        for m in self.methods:
+            if m.layer.uid == uid:
+                return m
+        raise KeyError(uid)
+
+    def worst_pixel(self, by: str = "sam", uid: int | None = None) -> tuple[tuple[int, int], MethodResult] | None:
+        """The worst pixel by 'sam' or 'error' (the shown error map) over one method (``uid``) or
+        all, restricted to the ROI when the scope is 'roi'; ((row, col), method)."""
+        mask = None
+        req = self.request
+        if req.settings.scope == "roi" and req.roi is not None:
+            mask = req.roi.mask(*self.methods[0].sam_map.shape) if self.methods else None
+        best: tuple[float, tuple[int, int], MethodResult] | None = None
+        for m in self.methods:
+            if uid is not None and m.layer.uid != uid:
+                continue
+            value_map, valid = (m.sam_map, m.sam_valid) if by == "sam" else (m.error_map, None)
+            found = worst_pixels(value_map, 1, valid, mask)
+            if found:
+                v = float(value_map[found[0]])
+                if best is None or v > best[0]:
+                    best = (v, found[0], m)
+        return None if best is None else (best[1], best[2])
+
+    def table(self) -> list[dict[str, Any]]:
+        """Rows of the metrics table: {'uid', 'name', psnr_db, ssim, sam_deg, ergas, rmse}."""
+        rows = []
+        for m in self.methods:
+            row: dict[str, Any] = {"uid": m.layer.uid, "name": m.layer.name}
+            for key, _, _ in METRIC_COLUMNS:
+                row[key] = m.scalar(key)
+            rows.append(row)
+        return rows
+
+
+class AnalysisCache:
+    """Results of earlier passes, keyed by the cubes' identity (a replaced cube is recomputed).
+    Thread-safe for one writer (the job) and readers."""
+
+    def __init__(self, max_entries: int = 64):
+        self._full: dict[tuple, dict] = {}
+        self._scoped: dict[tuple, dict] = {}
+        self._abs: dict[tuple, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def pair_key(ref: "Layer", layer: "Layer") -> tuple:
+        return (ref.uid, id(ref.cube), layer.uid, id(layer.cube))
+
+    def _get(self, store: dict, key: tuple):
+        with self._lock:
+            value = store.get(key)
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+            return value
+
+    def _put(self, store: dict, key: tuple, value) -> None:
+        with self._lock:
+            if len(store) >= self.max_entries:
+                store.pop(next(iter(store)))
+            store[key] = value
+
+    def forget(self, uids: Sequence[int] | None = None) -> None:
+        """Drop everything (or the entries involving layers ``uids``)."""
+        with self._lock:
+            for store in (self._full, self._scoped, self._abs):
+                if uids is None:
+                    store.clear()
+                else:
+                    for key in [k for k in store if k[0] in uids or k[2] in uids]:
+                        del store[key]
+
+    def __len__(self) -> int:
+        return len(self._full) + len(self._scoped) + len(self._abs)
+
+
+def make_request(scene: "Scene", device: str | None = None) -> AnalysisRequest:
+    """Snapshot of the scene's analysis (raises AnalysisError when there is nothing to compare)."""
+    gts = scene.layers_with_role("gt")
+    if not gts:
+        raise AnalysisError("the analysis needs a ground-truth (GT) layer to compare the reconstructions with; "
+                            "open one with File ▸ Open… and the role GT")
+    methods = tuple(comparable_layers(scene))
+    if not methods:
+        raise AnalysisError("no reconstruction of the GT's size and bands is open: open one (role "
+                            "reconstruction) or run a model with Ctrl+R")
+    scale = scene.analysis_scale()
+    region = view_region(scene.view_range, scene.hr_shape) if scene.hr_shape else None
+    return AnalysisRequest(gts[0], methods, scene.band, scene.analysis_settings, scale, scene.roi, region, device)
+
+
+def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None
+                   ) -> Iterator[tuple[float, str]]:
+    """The job as a generator of (fraction, message); its return value (StopIteration.value) is
+    the :class:`AnalysisResult`. Stop iterating to cancel between two methods."""
+    from app.core.metrics import abs_error_map, compute_all
+
+    cache = cache if cache is not None else AnalysisCache()
+    ref = request.reference
+    n = len(request.methods)
+    results: list[MethodResult] = []
+    scope_kind = request.scope_key[0]
+    notes: list[str] = []
+    if request.settings.scope == "roi" and request.roi is None:
+        notes.append("no ROI drawn: metrics of the whole image (draw one with O or P)")
+    for i, layer in enumerate(request.methods):
+        yield i / max(n, 1), f"Analysing {layer.name} ({i + 1}/{n})"
+        key = AnalysisCache.pair_key(ref, layer)
+        full = cache._get(cache._full, key + (request.scale,))
+        if full is None:
+            full = compute_all(ref.cube.data, layer.cube.data, scale=request.scale, band_index=request.band,
+                               gt_wavelengths_nm=ref.cube.wavelengths_nm,
+                               pred_wavelengths_nm=layer.cube.wavelengths_nm, device=request.device)
+            cache._put(cache._full, key + (request.scale,), full)
+            cache._put(cache._abs, key + (request.band,), full["maps"]["abs_error"])
+        scoped = full
+        if scope_kind != "image":
+            skey = key + (request.scale,) + request.scope_key
+            scoped = cache._get(cache._scoped, skey)
+            if scoped is None:
+                kwargs: dict[str, Any] = {}
+                if scope_kind == "roi":
+                    kwargs["mask"] = request.roi.mask(*ref.cube.shape[:2])
+                else:
+                    kwargs["region"] = request.region
+                try:
+                    scoped = compute_all(ref.cube.data, layer.cube.data, scale=request.scale,
+                                         device=request.device, **kwargs)
+                except HsiError as exc:  # an empty ROI: say so, show the whole image
+                    notes.append(f"{SCOPE_TITLES[scope_kind]}: {exc}")
+                    scoped = full
+                else:
+                    cache._put(cache._scoped, skey, scoped)
+        if request.settings.error_kind == "abs_band":
+            error = cache._get(cache._abs, key + (request.band,))
+            if error is None:
+                error = abs_error_map(ref.cube.data, layer.cube.data, request.band)
+                cache._put(cache._abs, key + (request.band,), error)
+        else:
+            error = full["maps"]["rmse"]
+        results.append(MethodResult(layer, full, scoped, error, full["maps"]["sam_deg"], full["maps"]["sam_valid"]))
+    yield 1.0, "Colour scales"
+    error_levels = locked_levels([m.error_map for m in results])
+    sam_levels = locked_levels([m.sam_map for m in results], [m.sam_valid for m in results])
+    if scope_kind == "roi":
+        scope_note = f"ROI: {request.roi.describe()}"
+    elif scope_kind == "view":
+        y0, y1, x0, x1 = request.region
+        scope_note = f"visible view: rows {y0}–{y1}, cols {x0}–{x1}"
+    else:
+        scope_note = "whole image"
+    return AnalysisResult(request, results, error_levels, sam_levels, scope_note, notes)
+
+
+def run_analysis(request: AnalysisRequest, cache: AnalysisCache | None = None, *,
+                 progress: Callable[[float, str], None] | None = None,
+                 should_cancel: Callable[[], bool] | None = None) -> AnalysisResult:
+    """Run :func:`analysis_steps` to the end; raises Cancelled when ``should_cancel()`` turns true
+    (checked before each method)."""
+    gen = analysis_steps(request, cache)
+    while True:
+        try:
+            fraction, message = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if should_cancel is not None and should_cancel():
+            gen.close()
+            raise Cancelled("analysis cancelled by the user")
+        if progress is not None:
+            progress(fraction, message)

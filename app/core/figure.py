@@ -1,0 +1,553 @@
+"""Figures for papers, rendered with matplotlib (no Qt): a panel, the panel grid, the spectra
+plot, the per-band metric curves and the paper-figure builder (methods as columns, views as rows).
+
+Output: PNG at a chosen DPI and size, or true vector PDF / SVG: text stays text (SVG fonttype
+'none', PDF TrueType fonts), lines are paths, and images are embedded at their native resolution
+(``interpolation='none'``: the vector backends store the pixels unresampled, so nothing is
+blurred; PNG uses nearest-neighbour). The provenance of every layer shown goes into the file's
+metadata (PDF Subject, SVG Description, PNG text chunk 'provenance'), as JSON.
+
+>>> fig = paper_figure(scene, PaperFigureSpec(methods=[3, 4, 5], views=("true", "band", "error", "sam"),
+...                                           inset=(40, 40, 80, 80)))
+>>> save_figure(fig, "figure.pdf", provenance=fig.hsi_provenance)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from app.core.atomic import WriteError, atomic_file
+from app.core.errors import HsiError
+from app.core.export import (APP_NAME, APP_VERSION, collect_spectra, export_provenance, jsonable)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from app.core.analysis import AnalysisResult
+    from app.core.scene import Layer, Scene
+
+FIGURE_FORMATS: dict[str, str] = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+VIEWS: tuple[str, ...] = ("true", "band", "error", "sam")
+VIEW_TITLES = {"true": "True colour", "band": "Band", "error": "Error map", "sam": "SAM map"}
+MAP_COLORMAP = "inferno"
+CORNERS: tuple[str, ...] = ("auto", "lower right", "lower left", "upper right", "upper left")
+INSET_COLOUR = "#00e5ff"
+RC = {"svg.fonttype": "none", "pdf.fonttype": 42, "font.size": 8, "axes.titlesize": 8,
+      "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7,
+      "image.interpolation": "nearest"}
+
+
+class FigureError(HsiError):
+    """A figure cannot be made (nothing to show, bad choice of methods or views, bad inset)."""
+
+
+# ---------------------------------------------------------------------------------- saving
+def figure_format(path: str | Path) -> str:
+    fmt = FIGURE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise WriteError(path, f"cannot tell the figure format from '{Path(path).suffix}': use .png, .pdf or .svg")
+    return fmt
+
+
+def _interp(fmt: str) -> str:
+    """'none' embeds the raster unresampled in PDF/SVG; PNG resamples with nearest neighbour."""
+    return "nearest" if fmt == "png" else "none"
+
+
+def save_figure(fig: Figure, path: str | Path, *, dpi: float = 300, size_in: tuple[float, float] | None = None,
+                provenance: dict | None = None, title: str = "") -> Path:
+    """Write ``fig`` atomically as PNG (``dpi``; ``size_in`` inches) / PDF / SVG (by extension)
+    with ``provenance`` as JSON in the file's metadata. Raises WriteError naming the file."""
+    path = Path(path).expanduser()
+    fmt = figure_format(path)
+    if size_in is not None:
+        w, h = (float(v) for v in size_in)
+        if not (w > 0 and h > 0):
+            raise FigureError(f"{path}: the figure size must be positive, got {size_in}")
+        fig.set_size_inches(w, h)
+    if not (dpi and dpi > 0):
+        raise FigureError(f"{path}: the DPI must be positive, got {dpi}")
+    prov = json.dumps(jsonable(provenance if provenance is not None else getattr(fig, "hsi_provenance", {})),
+                      sort_keys=True)
+    title = title or getattr(fig, "hsi_title", "") or path.stem
+    software = f"{APP_NAME} {APP_VERSION}"
+    if fmt == "png":
+        meta = {"Title": title, "Software": software, "provenance": prov}
+    elif fmt == "pdf":
+        meta = {"Title": title, "Creator": software, "Subject": prov, "Keywords": "hyperspectral; provenance JSON in Subject"}
+    else:
+        meta = {"Title": title, "Creator": software, "Description": prov}
+    _retarget_images(fig, fmt)
+    with matplotlib.rc_context(RC):
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=meta)
+    return path
+
+
+def _retarget_images(fig: Figure, fmt: str) -> None:
+    for ax in fig.get_axes():
+        for im in ax.get_images():
+            im.set_interpolation(_interp(fmt))
+
+
+def read_provenance(path: str | Path) -> dict:
+    """The provenance JSON stored by :func:`save_figure` (PNG, PDF or SVG); {} when absent."""
+    path = Path(path)
+    fmt = figure_format(path)
+    if fmt == "png":
+        from PIL import Image
+
+        with Image.open(path) as im:
+            text = im.info.get("provenance", "")
+    elif fmt == "svg":
+        import xml.etree.ElementTree as ET
+
+        text = ""
+        for el in ET.parse(path).iter():
+            if el.tag.endswith("}description") and el.text:
+                text = el.text
+    else:
+        text = _pdf_info_string(path.read_bytes(), b"/Subject")
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return {}
+
+
+def _pdf_info_string(raw: bytes, key: bytes) -> str:
+    """A literal string of the PDF Info dictionary (matplotlib writes it uncompressed)."""
+    start = raw.rfind(key + b" (")
+    if start < 0:
+        return ""
+    i = start + len(key) + 2
+    out = bytearray()
+    depth = 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch == 0x5C:  # backslash escape
+            nxt = raw[i + 1:i + 2]
+            out += {b"n": b"\n", b"r": b"\r", b"t": b"\t"}.get(nxt, nxt)
+            i += 2
+            continue
+        if ch == 0x28:
+            depth += 1
+        elif ch == 0x29:
+            if depth == 0:
+                break
+            depth -= 1
+        out.append(ch)
+        i += 1
+    return out.decode("latin-1")
+
+
+def _with_rc(fn):
+    """Build the figure under the export style (font sizes, text as text)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(RC):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------- images
+def _rgb_display(image: np.ndarray, levels) -> np.ndarray:
+    """(h, w, 3) in [0, 1] from an RGB image and its levels ((lo, hi) or (3, 2))."""
+    img = np.asarray(image, dtype=np.float32)
+    lv = np.asarray(levels if levels is not None else (0.0, 1.0), dtype=np.float64)
+    if lv.ndim == 1:
+        lv = np.tile(lv[None, :], (3, 1))
+    out = np.empty_like(img)
+    for c in range(3):
+        lo, hi = lv[c]
+        out[..., c] = (img[..., c] - lo) / (hi - lo if hi > lo else 1.0)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _extent(layer: "Layer") -> tuple[float, float, float, float]:
+    """Image extent on the HR grid (left, right, bottom, top): an LR pixel covers s x s HR pixels."""
+    h, w = layer.cube.height * layer.scale, layer.cube.width * layer.scale
+    return (0.0, float(w), float(h), 0.0)
+
+
+def _apply_view(ax, view_range, hr_shape) -> None:
+    if view_range is not None:
+        (x0, x1), (y0, y1) = view_range
+    else:
+        h, w = hr_shape
+        x0, x1, y0, y1 = 0.0, float(w), 0.0, float(h)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y1, y0)
+
+
+def _draw_panel(fig: Figure, ax, scene: "Scene", layer: "Layer", rendered, *, fmt: str = "pdf",
+                colorbar: bool = True) -> None:
+    ext = _extent(layer)
+    if rendered.is_rgb:
+        ax.imshow(_rgb_display(rendered.image, rendered.levels), extent=ext, interpolation=_interp(fmt))
+    else:
+        lo, hi = rendered.levels
+        im = ax.imshow(np.asarray(rendered.image, dtype=np.float32), cmap=scene.colormap, vmin=lo, vmax=hi,
+                       extent=ext, interpolation=_interp(fmt))
+        if colorbar:
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="reflectance")
+    band = "" if rendered.band is None else f" — {layer.cube.band_label(rendered.band)}"
+    ax.set_title(f"{layer.label}{band}")
+    ax.set_xlabel("column (px)")
+    ax.set_ylabel("row (px)")
+    _apply_view(ax, scene.view_range, scene.hr_shape)
+
+
+@_with_rc
+def panel_figure(scene: "Scene", uid: int | None = None, *, width_in: float = 4.0) -> Figure:
+    """One panel (layer ``uid``, default the first) as shown: current band / RGB / true colour,
+    the scene's contrast and colormap, a colorbar, title and pixel axes, the current zoom."""
+    from app.core.scene import render
+
+    if not scene.layers:
+        raise FigureError("nothing to export: open a cube first")
+    layer = scene.layer(uid) if uid is not None else scene.layers[0]
+    rendered = render(scene.snapshot())[layer.uid]
+    h, w = scene.hr_shape
+    fig = Figure(figsize=(width_in, width_in * h / w * 0.95 + 0.3), layout="constrained")
+    _draw_panel(fig, fig.add_subplot(), scene, layer, rendered)
+    fig.hsi_provenance = export_provenance([layer], view="panel", **_view_state(scene))
+    fig.hsi_title = layer.label
+    return fig
+
+
+@_with_rc
+def grid_figure(scene: "Scene", *, columns: int | None = None, panel_in: float = 2.6) -> Figure:
+    """Every panel in a grid, as the main window shows them (shared contrast and zoom)."""
+    from app.core.scene import render
+
+    layers = scene.layers
+    if not layers:
+        raise FigureError("nothing to export: open a cube first")
+    n = len(layers)
+    cols = columns or min(n, max(1, math.ceil(math.sqrt(n * 1.5))))
+    rows = math.ceil(n / cols)
+    h, w = scene.hr_shape
+    fig = Figure(figsize=(cols * panel_in * 1.15, rows * panel_in * h / w + 0.4), layout="constrained")
+    rendered = render(scene.snapshot())
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        _draw_panel(fig, ax, scene, layers[i], rendered[layers[i].uid])
+    fig.hsi_provenance = export_provenance(layers, view="grid", **_view_state(scene))
+    fig.hsi_title = "panels"
+    return fig
+
+
+def _view_state(scene: "Scene") -> dict:
+    return {"band": scene.band, "band_label": scene.band_text(), "mode": scene.mode.value,
+            "percentiles": list(scene.percentiles), "colormap": scene.colormap,
+            "view_range": None if scene.view_range is None else [list(r) for r in scene.view_range]}
+
+
+# ---------------------------------------------------------------------------------- plots
+@_with_rc
+def spectra_figure(scene: "Scene", curves=None, *, size_in: tuple[float, float] = (5.0, 3.2)) -> Figure:
+    """The spectra plot: every curve of :func:`app.core.export.collect_spectra` (pixel, pins, ROI
+    mean with a ± std band) with a legend naming the source and (row, col); x in nm."""
+    curves = list(curves) if curves is not None else collect_spectra(scene)
+    if not curves:
+        raise FigureError("no spectra to export: click a pixel (Shift+click pins more) or draw a ROI first")
+    fig = Figure(figsize=size_in, layout="constrained")
+    ax = fig.add_subplot()
+    styles = {"pixel": "-", "pin": "--", "roi": "-."}
+    colours = matplotlib.colormaps["tab10"]
+    sources = list(dict.fromkeys(c.source for c in curves))
+    for c in curves:
+        colour = colours(sources.index(c.source) % 10)
+        marker = "o" if len(c.x) <= 8 else None
+        ax.plot(c.x, c.y, linestyle=styles.get(c.kind, "-"), color=colour, marker=marker, markersize=3,
+                linewidth=1.2, label=c.label)
+        if c.std is not None:
+            ax.fill_between(c.x, c.y - c.std, c.y + c.std, color=colour, alpha=0.2, linewidth=0)
+    if scene.band_wavelength() is not None and all(c.known for c in curves):
+        ax.axvline(scene.band_wavelength(), color="0.5", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("wavelength (nm)" if all(c.known for c in curves) else "band")
+    ax.set_ylabel("reflectance")
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(loc="best", frameon=False)
+    fig.hsi_provenance = export_provenance(scene.layers, view="spectra",
+                                           pixels=[c.label for c in curves])
+    fig.hsi_title = "spectra"
+    return fig
+
+
+@_with_rc
+def band_curves_figure(result: "AnalysisResult", metric: str = "psnr_db", *, band: int | None = None,
+                       size_in: tuple[float, float] = (5.0, 3.0)) -> Figure:
+    """Per-band metric curves (one per method) against wavelength, the current band marked."""
+    from app.core.analysis import CURVE_TITLES
+
+    if not result.methods:
+        raise FigureError("no per-band metrics to export: run the analysis first (Ctrl+M)")
+    ref = result.request.reference
+    wl = ref.cube.wavelengths_nm
+    fig = Figure(figsize=size_in, layout="constrained")
+    ax = fig.add_subplot()
+    for m in result.methods:
+        y = m.per_band(metric)
+        x = wl if wl is not None else np.arange(len(y))
+        ax.plot(x, y, marker="o", markersize=2.5, linewidth=1.2, label=m.name)
+    if band is not None:
+        ax.axvline(wl[band] if wl is not None else band, color="0.5", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("wavelength (nm)" if wl is not None else "band")
+    ax.set_ylabel(CURVE_TITLES.get(metric, metric))
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(loc="best", frameon=False)
+    ax.set_title(f"per-band {CURVE_TITLES.get(metric, metric)} against {ref.label}")
+    fig.hsi_provenance = export_provenance([ref] + [m.layer for m in result.methods], view="per-band curves",
+                                           metric=metric)
+    fig.hsi_title = f"per-band {metric}"
+    return fig
+
+
+# ---------------------------------------------------------------------------------- paper figure
+@dataclass
+class PaperFigureSpec:
+    """What the paper-figure builder draws.
+
+    methods: layer uids, one column each, in order (the GT may be one of them: its error and
+        SAM cells stay empty).
+    views: rows, from VIEWS: 'true' (true colour), 'band' (band ``band``), 'error' (per-pixel
+        RMSE over bands, or |error| at the band with error_kind='abs_band'), 'sam' (SAM in degrees).
+    inset: (x0, y0, x1, y1) HR pixel rectangle zoomed in every panel, or None.
+    inset_corner: where the zoomed crop goes: 'lower right', 'lower left', 'upper right', 'upper left',
+        or 'auto': the corner diagonally opposite the inset, so the crop never hides the box.
+    """
+
+    methods: Sequence[int]
+    views: Sequence[str] = VIEWS
+    band: int | None = None
+    inset: tuple[float, float, float, float] | None = None
+    inset_corner: str = "auto"
+    inset_fraction: float = 0.42
+    error_kind: str = "rmse"
+    panel_in: float = 1.7
+    title: str = ""
+    device: str | None = None
+    extra_provenance: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Column:
+    layer: "Layer"
+    metrics: dict | None  # compute_all against the reference (None for the reference itself)
+
+
+def _check_spec(scene: "Scene", spec: PaperFigureSpec) -> tuple[list["Layer"], "Layer | None"]:
+    if not spec.methods:
+        raise FigureError("choose at least one method (column) for the figure")
+    bad = [v for v in spec.views if v not in VIEWS]
+    if bad or not spec.views:
+        raise FigureError(f"unknown view(s) {bad}; choose from {', '.join(VIEWS)}")
+    try:
+        layers = [scene.layer(int(u)) for u in spec.methods]
+    except KeyError as exc:
+        raise FigureError(f"the figure names a layer that is not open ({exc})") from None
+    gts = scene.layers_with_role("gt")
+    ref = gts[0] if gts else None
+    for layer in layers:
+        if layer.cube.shape[:2] != scene.hr_shape or (ref is not None and layer.cube.shape != ref.cube.shape):
+            raise FigureError(f"{layer.label} ({layer.cube.height}x{layer.cube.width}x{layer.cube.bands}) does not "
+                              f"match the reference: the figure compares cubes of the reference's size and bands")
+    if ref is None and any(v in ("error", "sam") for v in spec.views):
+        raise FigureError("error and SAM maps need a ground-truth (GT) layer")
+    if spec.inset is not None:
+        x0, y0, x1, y1 = spec.inset
+        h, w = scene.hr_shape
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise FigureError(f"the inset ({x0:g}, {y0:g})–({x1:g}, {y1:g}) must lie inside the {w}x{h} image "
+                              f"with x0 < x1 and y0 < y1")
+    if spec.inset_corner not in CORNERS:
+        raise FigureError(f"unknown inset corner {spec.inset_corner!r}")
+    return layers, ref
+
+
+@_with_rc
+def paper_figure(scene: "Scene", spec: PaperFigureSpec) -> Figure:
+    """Methods as columns, views as rows; one shared contrast and colour scale per row with one
+    colorbar; the same inset on every panel with the zoomed crop in a corner; captions with the
+    method's name and its PSNR / SAM against the GT (computed with app.core.metrics)."""
+    from app.core.analysis import locked_levels
+    from app.core.metrics import abs_error_map, compute_all
+    from app.core.scene import DisplayMode, percentile_levels, render
+
+    layers, ref = _check_spec(scene, spec)
+    band = scene.band if spec.band is None else int(spec.band)
+    if not 0 <= band < scene.n_bands:
+        raise FigureError(f"band {band} is out of range (0–{scene.n_bands - 1})")
+    columns = []
+    for layer in layers:
+        metrics = None
+        if ref is not None and layer.uid != ref.uid:
+            metrics = compute_all(ref.cube.data, layer.cube.data, scale=scene.analysis_scale(), band_index=band,
+                                  gt_wavelengths_nm=ref.cube.wavelengths_nm,
+                                  pred_wavelengths_nm=layer.cube.wavelengths_nm, device=spec.device)
+        columns.append(_Column(layer, metrics))
+
+    images: dict[str, list] = {}
+    levels: dict[str, Any] = {}
+    if "true" in spec.views:
+        snap = dataclasses.replace(scene.snapshot(), mode=DisplayMode.TRUE_COLOUR,
+                                   layers=tuple(c.layer for c in columns),
+                                   colour_image={c.layer.uid: False for c in columns})
+        rendered = render(snap)
+        images["true"] = [np.clip(np.asarray(rendered[c.layer.uid].image, dtype=np.float32), 0, 1) for c in columns]
+        levels["true"] = (0.0, 1.0)
+    if "band" in spec.views:
+        images["band"] = [np.asarray(c.layer.cube.band(band), dtype=np.float32) for c in columns]
+        base = ref.cube.band(band) if ref is not None else images["band"][0]
+        levels["band"] = percentile_levels(base, *scene.percentiles)
+    if "error" in spec.views:
+        if spec.error_kind == "abs_band":
+            images["error"] = [None if c.metrics is None else abs_error_map(ref.cube.data, c.layer.cube.data, band)
+                               for c in columns]
+        else:
+            images["error"] = [None if c.metrics is None else c.metrics["maps"]["rmse"] for c in columns]
+        maps = [m for m in images["error"] if m is not None]
+        levels["error"] = locked_levels(maps) if maps else (0.0, 1.0)
+    if "sam" in spec.views:
+        images["sam"] = [None if c.metrics is None else c.metrics["maps"]["sam_deg"] for c in columns]
+        pairs = [(c.metrics["maps"]["sam_deg"], c.metrics["maps"]["sam_valid"]) for c in columns if c.metrics]
+        levels["sam"] = locked_levels([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else (0.0, 1.0)
+
+    h, w = scene.hr_shape
+    n_rows, n_cols = len(spec.views), len(columns)
+    fig = Figure(figsize=(n_cols * spec.panel_in + 0.9, n_rows * spec.panel_in * h / w + 0.75 + (0.2 if spec.title else 0)),
+                 layout="constrained")
+    if spec.title:
+        fig.suptitle(spec.title)
+    grid = fig.subplots(n_rows, n_cols + 1, squeeze=False,
+                        gridspec_kw={"width_ratios": [1.0] * n_cols + [0.06]})
+    axes, bars = grid[:, :n_cols], grid[:, n_cols]
+    wl_text = scene.band_text(band)
+    row_titles = {"true": "True colour", "band": f"Band {band}" + (f"\n{wl_text}" if wl_text else ""),
+                  "error": "RMSE over bands" if spec.error_kind != "abs_band" else f"|error| at {wl_text or band}",
+                  "sam": "SAM (°)"}
+    cmaps = {"band": scene.colormap if scene.colormap != "gray" else "gray", "error": MAP_COLORMAP, "sam": MAP_COLORMAP}
+    for r, view in enumerate(spec.views):
+        mappable = None
+        for j, col in enumerate(columns):
+            ax = axes[r, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_linewidth(0.5)
+            img = images[view][j]
+            if img is None:
+                ax.set_facecolor("white")
+                ax.text(0.5, 0.5, "reference", ha="center", va="center", transform=ax.transAxes, color="0.4")
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+            else:
+                kwargs = {"vmin": levels[view][0], "vmax": levels[view][1]}
+                if view != "true":  # an RGB picture is already in [0, 1]: no colormap
+                    kwargs["cmap"] = cmaps[view]
+                im = ax.imshow(img, extent=(0, w, h, 0), interpolation="none", **kwargs)
+                if view != "true":
+                    mappable = im
+                if spec.inset is not None:
+                    _draw_inset(ax, img, spec, kwargs, (h, w))
+            if j == 0:
+                ax.set_ylabel(row_titles[view])
+            if r == 0:
+                ax.set_title(_caption(col), fontsize=8)
+        if mappable is not None:
+            label = {"band": "reflectance", "error": "RMSE" if spec.error_kind != "abs_band" else "|error|",
+                     "sam": "SAM (°)"}[view]
+            fig.colorbar(mappable, cax=bars[r], label=label)
+        else:
+            bars[r].set_axis_off()
+    fig.hsi_provenance = export_provenance(
+        ([ref] if ref is not None else []) + [c.layer for c in columns if ref is None or c.layer.uid != ref.uid],
+        view="paper figure", band=band, band_label=wl_text, rows=list(spec.views),
+        inset=None if spec.inset is None else list(spec.inset), error_kind=spec.error_kind,
+        percentiles=list(scene.percentiles),
+        metrics={c.layer.name: {"psnr_db": c.metrics["psnr_db"], "sam_deg": c.metrics["sam_deg"],
+                                "ssim": c.metrics["ssim"]} for c in columns if c.metrics},
+        **spec.extra_provenance)
+    fig.hsi_title = spec.title or "paper figure"
+    return fig
+
+
+def _caption(col: _Column) -> str:
+    if col.metrics is None:
+        return f"{col.layer.name}\n(reference)" if col.layer.role == "gt" else col.layer.name
+    return f"{col.layer.name}\nPSNR {col.metrics['psnr_db']:.2f} dB · SAM {col.metrics['sam_deg']:.2f}°"
+
+
+def _draw_inset(ax, img: np.ndarray, spec: PaperFigureSpec, kwargs: dict, hw: tuple[int, int]) -> None:
+    """The inset rectangle on the panel and the zoomed crop (native pixels) in a corner."""
+    x0, y0, x1, y1 = spec.inset
+    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=INSET_COLOUR, linewidth=0.9))
+    c0, c1 = int(math.floor(x0)), int(math.ceil(x1))
+    r0, r1 = int(math.floor(y0)), int(math.ceil(y1))
+    crop = img[r0:r1, c0:c1]
+    corner = spec.inset_corner
+    if corner == "auto":
+        cx, cy = (x0 + x1) / 2 / hw[1], (y0 + y1) / 2 / hw[0]
+        corner = ("upper" if cy >= 0.5 else "lower") + (" left" if cx >= 0.5 else " right")
+    f = spec.inset_fraction
+    aspect = (y1 - y0) / (x1 - x0) * hw[1] / hw[0]
+    fw, fh = (f, f * aspect) if aspect <= 1 else (f / aspect, f)
+    left = 1 - fw if "right" in corner else 0.0
+    bottom = 0.0 if "lower" in corner else 1 - fh
+    sub = ax.inset_axes([left, bottom, fw, fh])
+    sub.imshow(crop, extent=(c0, c1, r1, r0), interpolation="none", **kwargs)
+    sub.set_xlim(x0, x1)
+    sub.set_ylim(y1, y0)
+    sub.set_xticks([])
+    sub.set_yticks([])
+    for spine in sub.spines.values():
+        spine.set_edgecolor(INSET_COLOUR)
+        spine.set_linewidth(1.2)
+
+
+def default_methods(scene: "Scene", include_reference: bool = True) -> list[int]:
+    """The GT (when asked) then every reconstruction comparable with it."""
+    from app.core.analysis import comparable_layers
+
+    gts = scene.layers_with_role("gt")
+    uids = [gts[0].uid] if gts and include_reference else []
+    recon = comparable_layers(scene) if gts else scene.layers_with_role("recon")
+    return uids + [l.uid for l in recon]
+
+
+def view_inset(scene: "Scene") -> tuple[float, float, float, float] | None:
+    """The current zoom as an inset rectangle (clipped to the image), or None when unzoomed."""
+    if scene.view_range is None or scene.hr_shape is None:
+        return None
+    (x0, x1), (y0, y1) = scene.view_range
+    h, w = scene.hr_shape
+    x0, x1 = max(0.0, math.floor(x0)), min(float(w), math.ceil(x1))
+    y0, y1 = max(0.0, math.floor(y0)), min(float(h), math.ceil(y1))
+    if x1 - x0 < 2 or y1 - y0 < 2 or (x1 - x0 >= w and y1 - y0 >= h):
+        return None
+    return (x0, y0, x1, y1)
+
+
+def figure_to_rgba(fig: Figure, dpi: float = 80) -> np.ndarray:
+    """(h, w, 4) uint8 rendering of ``fig`` (for a preview)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    _retarget_images(fig, "png")
+    with matplotlib.rc_context(RC):
+        canvas = FigureCanvasAgg(fig)
+        fig.set_dpi(dpi)
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba()).copy()

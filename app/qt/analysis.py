@@ -1,0 +1,791 @@
+"""Analysis dock: per-method error and SAM maps on one locked colour scale, a sortable metrics table
+(whole image / ROI / visible view), metric-versus-wavelength curves linked to the band slider, and
+"go to the worst pixel". The numbers come from :mod:`app.core.analysis` (which uses
+:mod:`app.core.metrics`); the computation runs on a worker thread with progress and cancel.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6 import sip
+from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QColor, QFont, QGuiApplication
+from PyQt6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
+                             QPushButton, QSizePolicy, QTableWidget, QTableWidgetItem, QTabWidget, QToolButton,
+                             QVBoxLayout, QWidget)
+
+from app.core.analysis import (CURVE_METRICS, CURVE_TITLES, ERROR_KIND_TITLES, ERROR_KINDS, METRIC_COLUMNS,
+                               SCOPE_TITLES, SCOPES, AnalysisCache, AnalysisError, AnalysisResult, Cancelled,
+                               make_request, run_analysis, worst_band)
+from app.core.scene import Scene
+from app.qt import colormaps, theme
+from app.qt.binding import subscribe
+from app.qt.controls import LevelsBar
+from app.qt.panel import ElidedLabel, _ImageView, _PanelViewBox, display_stride, show_strided
+
+ERROR_CMAP = "inferno"
+SAM_CMAP = "viridis"
+DEBOUNCE_MS = 120
+
+
+class AnalysisJob(QObject):
+    """Runs :func:`app.core.analysis.run_analysis` off the GUI thread; a new request cancels the
+    running one and waits (latest wins). Signals: progress(fraction, text), done(result),
+    failed(exception), running(bool)."""
+
+    progress = pyqtSignal(float, str)
+    done = pyqtSignal(object)
+    failed = pyqtSignal(object)
+    running = pyqtSignal(bool)
+
+    def __init__(self, cache: AnalysisCache, parent=None):
+        super().__init__(parent)
+        self.cache = cache
+        self._cancel: threading.Event | None = None
+        self._pending = None
+        self._worker = None
+
+    @property
+    def is_running(self) -> bool:
+        return self._cancel is not None
+
+    def submit(self, request) -> None:
+        if self._cancel is not None:
+            self._pending = request
+            self._cancel.set()
+            return
+        self._start(request)
+
+    def cancel(self) -> None:
+        self._pending = None
+        if self._cancel is not None:
+            self._cancel.set()
+
+    def _start(self, request) -> None:
+        from superqt.utils import create_worker
+
+        cancel = threading.Event()
+        self._cancel = cancel
+        self.running.emit(True)
+        emit_progress = self.progress.emit  # a queued signal: safe from the worker thread
+        worker = create_worker(run_analysis, request, self.cache, progress=lambda f, t: emit_progress(f, t),
+                               should_cancel=cancel.is_set, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda result: self._finish(result, None))
+        worker.errored.connect(lambda exc: self._finish(None, exc))
+        self._worker = worker
+        worker.start()
+
+    def _finish(self, result, exc) -> None:
+        if sip.isdeleted(self):
+            return
+        self._cancel = None
+        self._worker = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._start(pending)
+            return
+        self.running.emit(False)
+        if exc is not None:
+            self.failed.emit(exc)
+        else:
+            self.done.emit(result)
+
+    def wait(self, timeout_s: float = 30.0) -> bool:
+        """Block until idle (tests, scripts); True when idle."""
+        import time
+
+        from PyQt6.QtWidgets import QApplication
+
+        end = time.monotonic() + timeout_s
+        while self.is_running and time.monotonic() < end:
+            QApplication.processEvents()
+            time.sleep(0.005)
+        QApplication.processEvents()
+        return not self.is_running
+
+
+class MapView(QFrame):
+    """One map (error or SAM) of one method: title, image on the HR grid, crosshair.
+
+    Signals: clicked(row, col), hovered(row, col), left(), range_changed(x_range, y_range)."""
+
+    clicked = pyqtSignal(float, float)
+    hovered = pyqtSignal(float, float)
+    left = pyqtSignal()
+    range_changed = pyqtSignal(object, object)
+
+    def __init__(self, title: str, parent=None):
+        super().__init__(parent)
+        self.setObjectName("ImagePanel")
+        th = theme.current()
+        self.title = ElidedLabel(title, self, Qt.TextElideMode.ElideRight)
+        self.title.setObjectName("PanelName")
+        self.graphics = _ImageView(self, background=th.image_bg)
+        self.graphics.setAcceptDrops(False)
+        self.graphics.viewport().setAcceptDrops(False)
+        self.graphics.left.connect(self.left)
+        self.view = _PanelViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
+        self.graphics.setCentralItem(self.view)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.view.addItem(self.image_item)
+        pen = pg.mkPen(QColor(th.crosshair), width=1, style=Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        self.vline = pg.InfiniteLine(angle=90, movable=False, pen=pen)
+        self.hline = pg.InfiniteLine(angle=0, movable=False, pen=pen)
+        self.marker = pg.ScatterPlotItem(size=14, symbol="o", pen=pg.mkPen("#ff3030", width=2), brush=None)
+        for item in (self.vline, self.hline, self.marker):
+            item.setVisible(False)
+            item.setZValue(10)
+            self.view.addItem(item, ignoreBounds=True)
+        self.extent = None
+        self.values: np.ndarray | None = None
+        self._levels = (0.0, 1.0)
+        self._stride = 1
+        self._programmatic = False
+        self.graphics.scene().sigMouseClicked.connect(self._on_click)
+        self.graphics.scene().sigMouseMoved.connect(self._on_move)
+        self.view.sigRangeChanged.connect(self._on_range)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(1, 1, 1, 1)
+        layout.setSpacing(0)
+        layout.addWidget(self.title)
+        layout.addWidget(self.graphics, 1)
+        self.setMinimumSize(110, 100)
+
+    def set_map(self, image: np.ndarray, levels: tuple[float, float], cmap: str) -> None:
+        """Show ``image`` (the full map is kept in ``values``; big maps are drawn at screen
+        resolution, see app.qt.panel.display_stride)."""
+        from PyQt6.QtCore import QRectF
+
+        first = self.extent is None
+        h, w = image.shape
+        self.values, self._levels = image, levels
+        self.image_item.setColorMap(colormaps.colormap(cmap))
+        self.extent = QRectF(0.0, 0.0, float(w), float(h))
+        if first:
+            self.show_all()
+        self._stride = display_stride(self.view)
+        show_strided(self.image_item, image, levels, 1, self._stride)
+
+    def set_crosshair(self, pixel) -> None:
+        for item in (self.vline, self.hline):
+            item.setVisible(pixel is not None)
+        if pixel is not None:
+            self.vline.setPos(pixel[1] + 0.5)
+            self.hline.setPos(pixel[0] + 0.5)
+
+    def set_marker(self, pixel) -> None:
+        self.marker.setVisible(pixel is not None)
+        if pixel is not None:
+            self.marker.setData([pixel[1] + 0.5], [pixel[0] + 0.5])
+
+    def _point(self, scene_pos):
+        if not self.view.sceneBoundingRect().contains(scene_pos):
+            return None
+        return self.view.mapSceneToView(scene_pos)
+
+    def _on_click(self, event):
+        if event.button() != Qt.MouseButton.LeftButton or event.double() or self.extent is None:
+            return
+        p = self._point(event.scenePos())
+        if p is not None and self.extent.contains(p):
+            event.accept()
+            self.clicked.emit(p.y(), p.x())
+
+    def _on_move(self, scene_pos):
+        p = self._point(scene_pos)
+        if p is None:
+            self.left.emit()
+        else:
+            self.hovered.emit(p.y(), p.x())
+
+    def _on_range(self, _view, view_range, *_):
+        if self.values is not None and display_stride(self.view) != self._stride:
+            self._stride = display_stride(self.view)
+            show_strided(self.image_item, self.values, self._levels, 1, self._stride)
+        if self._programmatic or self.view.resizing or self.view.width() < 8 or self.extent is None:
+            return
+        self.range_changed.emit(tuple(view_range[0]), tuple(view_range[1]))
+
+    def set_range(self, x_range, y_range) -> None:
+        """Show this range (from the scene): not reported back as a user pan."""
+        self._programmatic = True
+        try:
+            self.view.setRange(xRange=x_range, yRange=y_range, padding=0.0)
+        finally:
+            self._programmatic = False
+
+    def show_all(self) -> None:
+        if self.extent is not None:
+            self._programmatic = True
+            try:
+                self.view.setRange(rect=self.extent, padding=0.0)
+            finally:
+                self._programmatic = False
+
+
+class _NumberItem(QTableWidgetItem):
+    """A table cell that sorts by its number (NaN last)."""
+
+    def __init__(self, value: float, text: str):
+        super().__init__(text)
+        self.value = value
+        self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+
+    def __lt__(self, other):  # noqa: D105
+        a = self.value if math.isfinite(self.value) else math.inf
+        b = getattr(other, "value", math.inf)
+        b = b if math.isfinite(b) else math.inf
+        return a < b
+
+
+def format_metric(key: str, value: float) -> str:
+    if not math.isfinite(value):
+        return "∞" if value == math.inf else "—"
+    if key == "psnr_db":
+        return f"{value:.2f}"
+    if key == "ssim":
+        return f"{value:.4f}"
+    if key in ("sam_deg", "ergas"):
+        return f"{value:.3f}"
+    return f"{value:.5f}"
+
+
+class AnalysisView(QWidget):
+    """The analysis dock's widget. ``result`` is the last :class:`AnalysisResult` shown.
+
+    Signals: busy(bool, str) while computing; message(str) for the status bar; failed(exc)."""
+
+    busy = pyqtSignal(bool, str)
+    message = pyqtSignal(str)
+    failed = pyqtSignal(object)
+    updated = pyqtSignal()
+
+    def __init__(self, scene: Scene, parent=None, *, device: str | None = None):
+        super().__init__(parent)
+        self.scene = scene
+        self.device = device
+        self.cache = AnalysisCache()
+        self.job = AnalysisJob(self.cache, self)
+        self.result: AnalysisResult | None = None
+        self.error_views: dict[int, MapView] = {}
+        self.sam_views: dict[int, MapView] = {}
+        self._stale = True
+        self._after: list = []
+        self._applying_range = False
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(DEBOUNCE_MS)
+        self._debounce.timeout.connect(self.refresh)
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(6, 4, 6, 4)
+        outer.setSpacing(4)
+        bar = QHBoxLayout()
+        bar.setSpacing(6)
+        self.error_combo = QComboBox(self)
+        for kind in ERROR_KINDS:
+            self.error_combo.addItem(ERROR_KIND_TITLES[kind], kind)
+        self.error_combo.setToolTip("What the error maps show")
+        self.scope_combo = QComboBox(self)
+        for scope in SCOPES:
+            self.scope_combo.addItem(f"Metrics: {SCOPE_TITLES[scope]}", scope)
+        self.scope_combo.setToolTip("Area the metrics table is computed over")
+        self.worst_sam_button = QPushButton("Worst SAM pixel", self)
+        self.worst_sam_button.setToolTip("Select the pixel with the largest spectral angle (G)")
+        self.worst_error_button = QPushButton("Worst error pixel", self)
+        self.worst_error_button.setToolTip("Select the pixel with the largest error in the error map (Shift+G)")
+        self.progress = QProgressBar(self)
+        self.progress.setRange(0, 1000)
+        self.progress.setMaximumWidth(140)
+        self.progress.setMaximumHeight(12)
+        self.progress.setTextVisible(False)
+        self.progress.hide()
+        self.cancel_button = QToolButton(self)
+        self.cancel_button.setText("Cancel")
+        self.cancel_button.setToolTip("Stop the analysis")
+        self.cancel_button.hide()
+        self.status = QLabel("", self)
+        self.status.setObjectName("DimLabel")
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the dock
+        for w in (self.error_combo, self.scope_combo, self.worst_sam_button, self.worst_error_button):
+            bar.addWidget(w)
+        bar.addWidget(self.status, 1)
+        bar.addWidget(self.progress)
+        bar.addWidget(self.cancel_button)
+        outer.addLayout(bar)
+
+        self.tabs = QTabWidget(self)
+        outer.addWidget(self.tabs, 1)
+        # ---- maps
+        maps = QWidget(self)
+        ml = QVBoxLayout(maps)
+        ml.setContentsMargins(0, 0, 0, 0)
+        ml.setSpacing(2)
+        self.maps_host = QWidget(maps)
+        self.maps_grid = QGridLayout(self.maps_host)
+        self.maps_grid.setContentsMargins(0, 0, 0, 0)
+        self.maps_grid.setSpacing(4)
+        ml.addWidget(self.maps_host, 1)
+        bars = QHBoxLayout()
+        self.error_bar = LevelsBar(maps)
+        self.sam_bar = LevelsBar(maps)
+        bars.addWidget(self.error_bar)
+        bars.addWidget(self.sam_bar)
+        ml.addLayout(bars)
+        self.placeholder = QLabel("", self.maps_host)
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
+        self.maps_grid.addWidget(self.placeholder, 0, 0)
+        self.tabs.addTab(maps, "Error / SAM maps")
+        # ---- metrics table
+        table_tab = QWidget(self)
+        tl = QVBoxLayout(table_tab)
+        tl.setContentsMargins(0, 0, 0, 0)
+        self.table = QTableWidget(0, 1 + len(METRIC_COLUMNS), table_tab)
+        self.table.setHorizontalHeaderLabels(["Method"] + [title for _, title, _ in METRIC_COLUMNS])
+        self.table.setSortingEnabled(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setToolTip("Click a column to sort; best value per column in bold")
+        tl.addWidget(self.table, 1)
+        tbar = QHBoxLayout()
+        self.table_note = QLabel("", table_tab)
+        self.table_note.setObjectName("DimLabel")
+        self.table_note.setWordWrap(True)
+        self.copy_button = QToolButton(table_tab)
+        self.copy_button.setText("Copy CSV")
+        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.table_csv()))
+        tbar.addWidget(self.table_note, 1)
+        tbar.addWidget(self.copy_button)
+        tl.addLayout(tbar)
+        self.tabs.addTab(table_tab, "Metrics")
+        # ---- per-band curves
+        curves_tab = QWidget(self)
+        cl = QVBoxLayout(curves_tab)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cbar = QHBoxLayout()
+        self.curve_combo = QComboBox(curves_tab)
+        for key in CURVE_METRICS:
+            self.curve_combo.addItem(CURVE_TITLES[key], key)
+        self.curve_note = QLabel("Click a band to jump there; ✕ marks each method's worst band", curves_tab)
+        self.curve_note.setObjectName("DimLabel")
+        cbar.addWidget(self.curve_combo)
+        cbar.addWidget(self.curve_note, 1)
+        cl.addLayout(cbar)
+        self.curve_plot = pg.PlotWidget(curves_tab)
+        self.curve_plot.setMenuEnabled(False)
+        self.curve_plot.showGrid(x=True, y=True, alpha=0.18)
+        self.curve_plot.setLabel("bottom", "Wavelength", units="nm")
+        self.curve_plot.getAxis("bottom").enableAutoSIPrefix(False)
+        self.curve_plot.getAxis("left").enableAutoSIPrefix(False)
+        self.curve_plot.addLegend(offset=(-10, 10), labelTextSize="8pt")
+        pen = pg.mkPen(QColor(theme.current().crosshair), width=1, style=Qt.PenStyle.DashLine)
+        self.curve_band_line = pg.InfiniteLine(angle=90, movable=False, pen=pen)
+        self.curve_plot.addItem(self.curve_band_line, ignoreBounds=True)
+        self.curve_plot.scene().sigMouseClicked.connect(self._on_curve_click)
+        self.curve_items: dict[int, pg.PlotDataItem] = {}
+        self.worst_items: list = []
+        self.worst_bands: dict[int, int] = {}
+        cl.addWidget(self.curve_plot, 1)
+        self.tabs.addTab(curves_tab, "Per band")
+
+        # ---- wiring
+        self.error_combo.currentIndexChanged.connect(
+            lambda: self.scene.set_analysis_settings(error_kind=self.error_combo.currentData()))
+        self.scope_combo.currentIndexChanged.connect(
+            lambda: self.scene.set_analysis_settings(scope=self.scope_combo.currentData()))
+        self.curve_combo.currentIndexChanged.connect(
+            lambda: self.scene.set_analysis_settings(curve_metric=self.curve_combo.currentData()))
+        self.worst_sam_button.clicked.connect(lambda: self.go_to_worst("sam"))
+        self.worst_error_button.clicked.connect(lambda: self.go_to_worst("error"))
+        self.cancel_button.clicked.connect(self.cancel)
+        self.job.progress.connect(self._on_progress)
+        self.job.done.connect(self._on_done)
+        self.job.failed.connect(self._on_failed)
+        self.job.running.connect(self._on_running)
+
+        ev = scene.events
+        subscribe(self, ev.layers, lambda *_: self._on_layers())
+        subscribe(self, ev.band, lambda *_: self._on_band())
+        subscribe(self, ev.analysis, lambda *_: self._on_settings())
+        subscribe(self, ev.roi, lambda *_: self._invalidate(self.scene.analysis_settings.scope == "roi"))
+        subscribe(self, ev.view_range, self._on_view_range)
+        subscribe(self, ev.pixel, self._on_pixel)
+        self._sync_controls()
+        self._on_layers()
+
+    # ------------------------------------------------------------------ triggering
+    def _invalidate(self, needed: bool = True) -> None:
+        if not needed:
+            return
+        self._stale = True
+        if self.isVisible():
+            self._debounce.start()
+
+    def showEvent(self, event):  # noqa: N802
+        super().showEvent(event)
+        if self._stale:
+            self._debounce.start()
+
+    def _on_layers(self) -> None:
+        live = {l.uid for l in self.scene.layers}
+        stale = [uid for uid in list(self.error_views) if uid not in live]
+        if stale:
+            self.cache.forget(stale)
+        self._invalidate()
+
+    def _on_band(self) -> None:
+        self._place_band_line()
+        self._invalidate(self.scene.analysis_settings.error_kind == "abs_band")
+
+    def _on_settings(self) -> None:
+        self._sync_controls()
+        if self.result is not None and self.result.request.settings.curve_metric != \
+                self.scene.analysis_settings.curve_metric:
+            self._show_curves(self.result)  # no recomputation: the curves are all in the cache
+        self._invalidate()
+
+    def _on_view_range(self, view_range, source) -> None:
+        self._applying_range = True
+        try:
+            for view in list(self.error_views.values()) + list(self.sam_views.values()):
+                if view is source:
+                    continue
+                if view_range is None:
+                    view.show_all()
+                else:
+                    view.set_range(*view_range)
+        finally:
+            self._applying_range = False
+        self._invalidate(self.scene.analysis_settings.scope == "view")
+
+    def _on_pixel(self, pixel) -> None:
+        for view in list(self.error_views.values()) + list(self.sam_views.values()):
+            view.set_crosshair(pixel)
+
+    def _sync_controls(self) -> None:
+        st = self.scene.analysis_settings
+        for combo, value in ((self.error_combo, st.error_kind), (self.scope_combo, st.scope),
+                             (self.curve_combo, st.curve_metric)):
+            i = combo.findData(value)
+            if i >= 0 and i != combo.currentIndex():
+                combo.blockSignals(True)
+                combo.setCurrentIndex(i)
+                combo.blockSignals(False)
+
+    def refresh(self) -> None:
+        """Start (or restart) the analysis of the scene as it is now."""
+        self._debounce.stop()
+        try:
+            request = make_request(self.scene, self.device)
+        except AnalysisError as exc:
+            self._stale = False
+            self.job.cancel()
+            self._show_empty(str(exc))
+            return
+        self._stale = False
+        self.job.submit(request)
+
+    def cancel(self) -> None:
+        self.job.cancel()
+        self._after.clear()
+        self.message.emit("Analysis cancelled")
+
+    def wait(self, timeout_s: float = 30.0) -> bool:
+        """Run a pending refresh now and block until the job is done (tests, scripts)."""
+        if self._debounce.isActive() or self._stale:
+            self.refresh()
+        return self.job.wait(timeout_s)
+
+    # ------------------------------------------------------------------ job callbacks
+    def _on_running(self, running: bool) -> None:
+        self.progress.setVisible(running)
+        self.cancel_button.setVisible(running)
+        if running:
+            self.progress.setValue(0)
+        self.busy.emit(running, "Analysing…" if running else "")
+
+    def _on_progress(self, fraction: float, text: str) -> None:
+        self.progress.setValue(int(1000 * fraction))
+        self.status.setText(text)
+
+    def _on_failed(self, exc) -> None:
+        self._after.clear()
+        if isinstance(exc, Cancelled):
+            self.status.setText("Analysis cancelled — change anything or press Refresh (F5) to run it again")
+            self._stale = True
+            return
+        self.status.setText(f"Analysis failed: {exc}")
+        self.failed.emit(exc)
+
+    def _on_done(self, result: AnalysisResult) -> None:
+        self.result = result
+        self._show_maps(result)
+        self._show_table(result)
+        self._show_curves(result)
+        notes = "; ".join(result.notes)
+        n = len(result.methods)
+        self.status.setText(f"{n} method{'s' if n != 1 else ''} vs {result.request.reference.name}"
+                            + (f"  ·  {notes}" if notes else ""))
+        after, self._after = self._after, []
+        for what in after:
+            self.go_to_worst(what)
+        self.updated.emit()
+
+    # ------------------------------------------------------------------ maps
+    def _show_empty(self, text: str) -> None:
+        self.result = None
+        self._clear_maps()
+        self.placeholder.setText(text)
+        self.placeholder.show()
+        self.table.setRowCount(0)
+        for item in list(self.curve_items.values()) + self.worst_items:
+            self.curve_plot.removeItem(item)
+        self.curve_items.clear()
+        self.worst_items.clear()
+        self.status.setText("")
+        self.error_bar.set_levels(ERROR_CMAP, None, None, "")
+        self.sam_bar.set_levels(SAM_CMAP, None, None, "")
+
+    def _relayout_maps(self) -> None:
+        """Error and SAM map of each method side by side, the pairs packed to fill the area."""
+        from app.qt.image_grid import best_columns
+
+        views = []
+        for uid in self.error_views:
+            views += [self.error_views[uid], self.sam_views[uid]]
+        if not views:
+            return
+        shape = self.scene.hr_shape or (1, 1)
+        cols = best_columns(len(views), max(self.maps_host.width(), 200), max(self.maps_host.height(), 100),
+                            shape[1] / shape[0], header_px=20.0)
+        if cols % 2 and cols < len(views):
+            cols += 1  # keep a method's two maps on one row
+        if cols == getattr(self, "_map_columns", 0):
+            return
+        self._map_columns = cols
+        for view in views:
+            self.maps_grid.removeWidget(view)
+        for i, view in enumerate(views):
+            self.maps_grid.addWidget(view, i // cols, i % cols)
+            view.show()
+        rows = -(-len(views) // cols)
+        for r in range(self.maps_grid.rowCount()):
+            self.maps_grid.setRowStretch(r, 1 if r < rows else 0)
+        for c in range(self.maps_grid.columnCount()):
+            self.maps_grid.setColumnStretch(c, 1 if c < cols else 0)
+
+    def resizeEvent(self, event):  # noqa: N802
+        super().resizeEvent(event)
+        self._relayout_maps()
+
+    def _clear_maps(self) -> None:
+        for view in list(self.error_views.values()) + list(self.sam_views.values()):
+            self.maps_grid.removeWidget(view)
+            view.setParent(None)
+            view.deleteLater()
+        self.error_views.clear()
+        self.sam_views.clear()
+
+    def _make_view(self, title: str, uid: int) -> MapView:
+        view = MapView(title, self.maps_host)
+        view.clicked.connect(lambda r, c: self.scene.set_pixel(r, c))
+        view.hovered.connect(lambda r, c, uid=uid: self.scene.set_hover(uid, r, c))
+        view.left.connect(lambda uid=uid: self._on_left(uid))
+        view.range_changed.connect(lambda xr, yr, v=view: self._on_map_range(v, xr, yr))
+        return view
+
+    def _on_left(self, uid: int) -> None:
+        hover = self.scene.hover
+        if hover is not None and hover.uid == uid:
+            self.scene.set_hover(None)
+
+    def _on_map_range(self, view: MapView, x_range, y_range) -> None:
+        if self._applying_range or not view.isVisible():
+            return
+        try:
+            self.scene.set_view_range(x_range, y_range, source=view)
+        except ValueError:
+            pass
+
+    def _show_maps(self, result: AnalysisResult) -> None:
+        self.placeholder.hide()
+        uids = [m.layer.uid for m in result.methods]
+        if list(self.error_views) != uids:
+            self._clear_maps()
+            for m in result.methods:
+                self.error_views[m.layer.uid] = self._make_view("", m.layer.uid)
+                self.sam_views[m.layer.uid] = self._make_view("", m.layer.uid)
+            self._map_columns = 0
+            self._relayout_maps()
+        kind = result.request.settings.error_kind
+        band = self.scene.band_text(result.request.band)
+        what = "RMSE" if kind == "rmse" else f"|err| {band}"
+        for m in result.methods:
+            ev, sv = self.error_views[m.layer.uid], self.sam_views[m.layer.uid]
+            ev.title.set_full_text(f"{what} {float(np.mean(m.error_map)):.4f} · {m.name}")
+            sv.title.set_full_text(f"SAM {m.full['sam_deg']:.2f}° · {m.name}")
+            ev.title.setToolTip(f"{m.name}: {ERROR_KIND_TITLES[kind]}, mean {float(np.mean(m.error_map)):.5g}")
+            sv.title.setToolTip(f"{m.name}: spectral angle per pixel, mean {m.full['sam_deg']:.4g}°")
+            ev.set_map(m.error_map, result.error_levels, ERROR_CMAP)
+            sv.set_map(m.sam_map, result.sam_levels, SAM_CMAP)
+            for view in (ev, sv):
+                view.set_crosshair(self.scene.pixel)
+                if self.scene.view_range is not None:
+                    view.set_range(*self.scene.view_range)
+        lo, hi = result.error_levels
+        self.error_bar.set_levels(ERROR_CMAP, lo, hi, f"error ({ERROR_KIND_TITLES[kind]}), all methods")
+        lo, hi = result.sam_levels
+        self.sam_bar.set_levels(SAM_CMAP, lo, hi, "SAM (degrees), all methods")
+
+    # ------------------------------------------------------------------ table
+    def _show_table(self, result: AnalysisResult) -> None:
+        rows = result.table()
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(rows))
+        best: dict[str, float] = {}
+        for key, _, higher in METRIC_COLUMNS:
+            values = [r[key] for r in rows if math.isfinite(r[key])]
+            if values:
+                best[key] = max(values) if higher else min(values)
+        bold = QFont(self.table.font())
+        bold.setBold(True)
+        for i, row in enumerate(rows):
+            name = QTableWidgetItem(row["name"])
+            name.setData(Qt.ItemDataRole.UserRole, row["uid"])
+            self.table.setItem(i, 0, name)
+            for j, (key, _, _) in enumerate(METRIC_COLUMNS):
+                item = _NumberItem(row[key], format_metric(key, row[key]))
+                if key in best and row[key] == best[key] and len(rows) > 1:
+                    item.setFont(bold)
+                self.table.setItem(i, j + 1, item)
+        self.table.setSortingEnabled(True)
+        notes = sorted({n for m in result.methods for n in m.scope.get("notes", [])})
+        scale = result.request.scale
+        text = f"Scope: {result.scope_note}"
+        text += f"  ·  ERGAS with scale {scale:g}" if scale else "  ·  ERGAS needs the LR scale"
+        if notes:
+            text += "  ·  " + "; ".join(notes)
+        self.table_note.setText(text)
+
+    def table_csv(self) -> str:
+        header = ["method"] + [key for key, _, _ in METRIC_COLUMNS]
+        lines = [",".join(header)]
+        for r in range(self.table.rowCount()):
+            cells = [self.table.item(r, 0).text().replace(",", " ")]
+            cells += [f"{self.table.item(r, c + 1).value:.6g}" for c in range(len(METRIC_COLUMNS))]
+            lines.append(",".join(cells))
+        return "\n".join(lines) + "\n"
+
+    def table_rows(self) -> list[tuple[str, list[float]]]:
+        """(method, values in METRIC_COLUMNS order) in the order shown (tests)."""
+        return [(self.table.item(r, 0).text(),
+                 [self.table.item(r, c + 1).value for c in range(len(METRIC_COLUMNS))])
+                for r in range(self.table.rowCount())]
+
+    # ------------------------------------------------------------------ curves
+    def _x_axis(self) -> np.ndarray:
+        wl = self.scene.wavelengths_nm
+        return np.asarray(wl, dtype=np.float64) if wl is not None else np.arange(self.scene.n_bands, dtype=np.float64)
+
+    def _show_curves(self, result: AnalysisResult) -> None:
+        for item in list(self.curve_items.values()) + self.worst_items:
+            self.curve_plot.removeItem(item)
+        self.curve_items.clear()
+        self.worst_items.clear()
+        self.worst_bands.clear()
+        metric = self.scene.analysis_settings.curve_metric
+        x = self._x_axis()
+        self.curve_plot.setLabel("left", CURVE_TITLES[metric])
+        self.curve_plot.setLabel("bottom", "Wavelength" if self.scene.wavelengths_nm is not None else "Band",
+                                 units="nm" if self.scene.wavelengths_nm is not None else None)
+        for i, m in enumerate(result.methods):
+            colour = QColor(theme.RECON_CURVE_COLOURS[i % len(theme.RECON_CURVE_COLOURS)])
+            y = m.per_band(metric)
+            if y.shape != x.shape:
+                continue
+            finite = np.where(np.isfinite(y), y, np.nan)
+            curve = self.curve_plot.plot(x, finite, pen=pg.mkPen(colour, width=1.8), symbol="o", symbolSize=4,
+                                         symbolBrush=colour, symbolPen=None, name=m.name)
+            self.curve_items[m.layer.uid] = curve
+            k = worst_band(y, metric)
+            if k is not None:
+                self.worst_bands[m.layer.uid] = k
+                mark = pg.ScatterPlotItem([x[k]], [y[k]], symbol="x", size=16, pen=pg.mkPen(colour, width=3),
+                                          brush=colour)
+                label = pg.TextItem(f"worst {self.scene.band_text(k)}", color=colour, anchor=(0.5, 1.3))
+                label.setPos(x[k], y[k])
+                for item in (mark, label):
+                    self.curve_plot.addItem(item)
+                    self.worst_items.append(item)
+        if self.curve_items:
+            self.curve_plot.getViewBox().autoRange(items=list(self.curve_items.values()))
+        self._place_band_line()
+
+    def _place_band_line(self) -> None:
+        if self.scene.n_bands:
+            self.curve_band_line.setValue(float(self._x_axis()[self.scene.band]))
+
+    def _on_curve_click(self, event) -> None:
+        if event.button() != Qt.MouseButton.LeftButton or not self.scene.n_bands:
+            return
+        vb = self.curve_plot.getViewBox()
+        if not vb.sceneBoundingRect().contains(event.scenePos()):
+            return
+        x = vb.mapSceneToView(event.scenePos()).x()
+        self.jump_to_x(x)
+
+    def jump_to_x(self, x: float) -> None:
+        """Set the scene's band to the one nearest to ``x`` on the curves' axis."""
+        axis = self._x_axis()
+        self.scene.set_band(int(np.argmin(np.abs(axis - x))))
+
+    def go_to_worst_band(self) -> None:
+        """Jump to the worst band of the first method."""
+        if self.worst_bands:
+            self.scene.set_band(next(iter(self.worst_bands.values())))
+
+    # ------------------------------------------------------------------ worst pixel
+    def go_to_worst(self, by: str = "sam") -> tuple[int, int] | None:
+        """Select the worst pixel by 'sam' or 'error' over all methods (in the ROI when the scope
+        is 'roi'); computes the analysis first when needed."""
+        if self.result is None or self._stale or self.job.is_running or self._debounce.isActive():
+            self._after.append(by)
+            if not self.job.is_running:
+                self.refresh()
+            return None
+        found = self.result.worst_pixel(by)
+        if found is None:
+            self.message.emit("No pixel to go to")
+            return None
+        (row, col), method = found
+        self.scene.set_pixel(row, col)
+        self._keep_in_view(row, col)
+        for m in self.result.methods:
+            for views in (self.error_views, self.sam_views):
+                views[m.layer.uid].set_marker((row, col) if m is method else None)
+        value = method.sam_map[row, col] if by == "sam" else method.error_map[row, col]
+        unit = "°" if by == "sam" else ""
+        what = "SAM" if by == "sam" else "error"
+        self.message.emit(f"Worst {what} pixel: row {row}, col {col} ({value:.4g}{unit} in {method.name})")
+        return row, col
+
+    def _keep_in_view(self, row: int, col: int) -> None:
+        vr = self.scene.view_range
+        if vr is None:
+            return
+        (x0, x1), (y0, y1) = vr
+        if x0 <= col + 0.5 <= x1 and y0 <= row + 0.5 <= y1:
+            return
+        hw, hh = (x1 - x0) / 2, (y1 - y0) / 2
+        self.scene.set_view_range((col + 0.5 - hw, col + 0.5 + hw), (row + 0.5 - hh, row + 0.5 + hh))
+
+    def shutdown(self) -> None:
+        self._debounce.stop()
+        self.job.cancel()

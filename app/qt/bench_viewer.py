@@ -1,0 +1,197 @@
+"""Viewer responsiveness measured through the real widgets (``python main.py bench --only viewer``).
+
+A main window (offscreen when there is no display) on a CAVE-like scene: GT, LR (x4), RGB guide
+and N reconstructions. Measured, each with a plain-numpy baseline from the same run:
+
+- band switch: ``scene.set_band`` until every panel has its new image and the window has painted
+  (the grid renders on a worker thread when the cubes are big; the time then runs until the images
+  are on screen); baseline: a numpy copy of the bands shown.
+- click to spectra: ``scene.set_pixel`` until the spectra plot has its curves and has painted;
+  baseline: numpy indexing of the same spectra.
+- analysis refresh, off the GUI thread: cold (every method's maps, metrics and curves computed) and
+  warm (band change with the |error|-at-band maps: the whole-image pass comes from the cache), with
+  the longest stall of the GUI event loop while the job runs; baseline: one numpy pass (sum of
+  squared differences) per method.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _ensure_platform() -> None:
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def cave_like(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(h, w, 31) real CAVE spectra: the bundled 256x256 sample tiled, and its wavelengths."""
+    from app.core.sample import load_sample_gt
+
+    gt = load_sample_gt().load()
+    reps = (-(-h // gt.height), -(-w // gt.width), 1)
+    return np.ascontiguousarray(np.tile(gt.data, reps)[:h, :w]), gt.wavelengths_nm
+
+
+def make_scene(h: int, w: int, n_recons: int, scale: int = 4):
+    """GT, LR (block mean x ``scale``), RGB guide and ``n_recons`` reconstructions (nearest
+    upsampling of the LR with different gains): ``3 + n_recons`` cubes."""
+    from app.core.cube import Cube
+    from app.core.scene import Scene
+
+    gt, wl = cave_like(h, w)
+    b = gt.shape[2]
+    lr = gt.reshape(h // scale, scale, w // scale, scale, b).mean(axis=(1, 3))
+    up = np.repeat(np.repeat(lr, scale, 0), scale, 1)
+    scene = Scene()
+    scene.add_layer(Cube.from_array(gt, wl, name="gt"), "gt")
+    scene.add_layer(Cube.from_array(lr, wl, name="lr"), "lr")
+    scene.add_layer(Cube.from_array(np.ascontiguousarray(gt[..., [22, 15, 6]]), None, name="rgb"), "guide")
+    for k in range(n_recons):
+        data = np.clip(up * (1.0 + 0.02 * k) + 0.003 * k, 0.0, 1.0).astype(np.float32)
+        scene.add_layer(Cube.from_array(data, wl, name=f"recon{k}"), "recon")
+    return scene
+
+
+def _until(app, done, timeout_s: float = 120.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > end:
+            raise TimeoutError("the viewer did not finish in time")
+        app.processEvents()
+        time.sleep(0.0005)
+
+
+def bench_viewer_scene(h: int, w: int, n_recons: int, repeats: int = 10) -> dict:
+    """Figures for one scene (see the module docstring)."""
+    _ensure_platform()
+    from PyQt6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer
+
+    from app.qt import theme
+    from app.qt.app import get_app
+    from app.qt.main_window import MainWindow
+
+    app = get_app()
+    theme.apply(app, "dark")
+    scene = make_scene(h, w, n_recons)
+    with tempfile.TemporaryDirectory() as folder:
+        settings = QSettings(str(Path(folder) / "bench.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(scene, settings=settings, unattended=True)
+        window.resize(1600, 1000)
+        window.show()
+        grid, analysis = window.grid, window.analysis
+        _until(app, grid.wait_idle)
+        analysis.wait(120)  # the first analysis (started when the dock was shown, or pending): let it finish
+        app.processEvents()
+
+        # ---- analysis, cold (cache emptied) and warm, with the GUI stall while it runs
+        def timed_analysis(prepare) -> tuple[float, float]:
+            """Seconds from refresh() to the results on screen (the event loop waiting idle, as in
+            the application: a polling loop would take a core from the worker), then, in a second
+            run, the longest gap between two ticks of a 5 ms timer while the job runs (the timer
+            itself slows the job a little, so it is not running during the timed run)."""
+            seconds = run_once(prepare, None)
+            ticks: list[float] = []
+            clock = QElapsedTimer()
+            clock.start()
+            timer = QTimer()
+            timer.setInterval(5)
+            timer.timeout.connect(lambda: ticks.append(clock.nsecsElapsed() / 1e9))
+            run_once(prepare, timer)
+            gaps = np.diff(ticks) if len(ticks) > 1 else np.array([0.0])
+            return seconds, float(gaps.max())
+
+        def run_once(prepare, timer) -> float:
+            prepare()
+            finished: list[float] = []
+            loop = QEventLoop()
+
+            def on_updated():
+                finished.append(time.perf_counter())
+                loop.quit()
+
+            analysis.updated.connect(on_updated)
+            QTimer.singleShot(300_000, loop.quit)
+            if timer is not None:
+                timer.start()
+            t0 = time.perf_counter()
+            analysis.refresh()
+            loop.exec()
+            if not finished:
+                raise TimeoutError("the analysis did not finish in time")
+            if timer is not None:
+                timer.stop()
+            analysis.updated.disconnect(on_updated)
+            return finished[0] - t0
+
+        cold_s, cold_stall = timed_analysis(lambda: analysis.cache.forget())
+        scene.set_analysis_settings(error_kind="abs_band")
+        _until(app, lambda: not analysis.job.is_running and not analysis._debounce.isActive())
+        warm_s, warm_stall = timed_analysis(lambda: scene.set_band((scene.band + 5) % scene.n_bands))
+        scene.set_analysis_settings(error_kind="rmse")
+        analysis.wait(120)
+
+        methods = [l.cube.data for l in scene.layers_with_role("recon")]
+        gt = scene.layers_with_role("gt")[0].cube.data
+        t0 = time.perf_counter()
+        for m in methods:
+            ((gt - m) ** 2).sum(axis=(0, 1))
+        numpy_pass_s = time.perf_counter() - t0
+
+        # ---- band switch (median of ``repeats``), painted
+        times, plain = [], []
+        for i in range(repeats):
+            band = (scene.band + 7) % scene.n_bands
+            t0 = time.perf_counter()
+            scene.set_band(band)
+            _until(app, grid.wait_idle)
+            app.processEvents()
+            window.grid.repaint()
+            times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for layer in scene.layers:
+                k = scene.band_for(layer)
+                np.array(layer.cube.data[:, :, k if k is not None else 0])
+            plain.append(time.perf_counter() - t0)
+        band_s, band_max_s, band_np = statistics.median(times), max(times), statistics.median(plain)
+
+        # ---- click to spectra (median of 2 * repeats), painted
+        rng = np.random.default_rng(0)
+        times, plain = [], []
+        for y, x in rng.integers(0, min(h, w), size=(2 * repeats, 2)):
+            t0 = time.perf_counter()
+            scene.set_pixel(int(y), int(x))
+            app.processEvents()
+            window.spectra.plot.repaint()
+            times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for layer in scene.layers:
+                layer.cube.data[int(y) // layer.scale, int(x) // layer.scale].copy()
+            plain.append(time.perf_counter() - t0)
+        click_s, click_max_s, click_np = statistics.median(times), max(times), statistics.median(plain)
+        window.close()
+        window.deleteLater()
+        app.processEvents()
+    return {
+        "shape": [h, w, 31], "cubes": len(scene.layers), "reconstructions": n_recons,
+        "band_switch_s": band_s, "band_switch_max_s": band_max_s, "band_numpy_s": band_np,
+        "band_ratio": band_s / band_np,
+        "click_s": click_s, "click_max_s": click_max_s, "click_numpy_s": click_np, "click_ratio": click_s / click_np,
+        "analysis_cold_s": cold_s, "analysis_warm_s": warm_s, "analysis_numpy_s": numpy_pass_s,
+        "analysis_ratio": cold_s / numpy_pass_s,
+        "gui_stall_cold_s": cold_stall, "gui_stall_warm_s": warm_stall,
+    }
+
+
+def bench_viewer(quick: bool = False) -> list[dict]:
+    """The 512x512x31 scene with 4 reconstructions (7 cubes) and the 1040x1392x31 scene with 6
+    cubes (GT, LR, guide, 3 reconstructions); ``quick``: only the first."""
+    rows = [bench_viewer_scene(512, 512, 4)]
+    if not quick:
+        rows.append(bench_viewer_scene(1040, 1392, 3, repeats=6))
+    return rows

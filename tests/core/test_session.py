@@ -1,0 +1,165 @@
+"""app.core.session: a session round-trip restores the same scene state (files, roles, display,
+zoom, pixel, pins, ROI, analysis settings, provenance of computed reconstructions); moved files go
+through the locate hook; corrupt or foreign session files give a clear error naming the file."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from app.core.analysis import Roi
+from app.core.export import export_cube
+from app.core.io import open_cube
+from app.core.scene import DisplayMode, Scene
+from app.core.session import (SESSION_VERSION, SessionError, load_session, memory_layers, restore_session,
+                              save_session, session_state)
+from tests.core.export_helpers import food_scene
+from tests.conftest import DATA
+
+
+def styled(scene: Scene) -> Scene:
+    scene.set_mode(DisplayMode.RGB)
+    scene.set_rgb_nm((620, 540, 450))
+    scene.set_band(17)
+    scene.set_percentiles(2.0, 97.5)
+    scene.set_shared_contrast(False)
+    scene.set_colormap("viridis")
+    scene.set_view_range((10.5, 60.0), (20.0, 70.25))
+    scene.set_pixel(33, 44)
+    scene.add_pin(5, 6)
+    scene.add_pin(70, 80)
+    scene.set_roi(Roi.polygon([(10, 10), (40, 12), (30, 50)]))
+    scene.set_analysis_settings(scope="roi", error_kind="abs_band", curve_metric="ssim")
+    return scene
+
+
+def test_round_trip_restores_the_same_state_and_computed_layers(tmp_path):
+    scene = styled(food_scene())
+    assert len(memory_layers(scene)) == 5  # crops built in memory + the bicubic run
+    path = tmp_path / "s.hsisession.json"
+    report = save_session(scene, path, layout={"columns": 3, "geometry": "abcd"})
+    assert len(report.written) == 5 and all(p.exists() for p in report.written)
+    data = load_session(path)
+    assert data["version"] == SESSION_VERSION
+    bicubic = next(e for e in data["layers"] if e["name"].startswith("bicubic"))
+    for key in ("model", "weights_sha256", "scale", "seed", "device", "time"):
+        assert key in bicubic["provenance"], key
+    assert bicubic["kind"] == "computed"
+
+    restored = Scene()
+    back = restore_session(path, restored)
+    assert back.skipped == [] and back.layout == {"columns": 3, "geometry": "abcd"}
+    assert session_state(restored) == session_state(scene)
+    for a, b in zip(scene.layers, restored.layers):
+        assert np.array_equal(a.cube.data, b.cube.data)
+        assert a.cube.metadata.get("provenance", {}).get("model") == b.cube.metadata.get("provenance", {}).get("model")
+    recon = next(l for l in restored.layers if l.name.startswith("bicubic"))
+    assert recon.cube.metadata["provenance"]["time"] == bicubic["provenance"]["time"]
+
+
+def test_files_opened_with_options_are_reopened_the_same_way(tmp_path):
+    """A real CAVE crop stored BHW in a .npy: the layout the user chose is recorded and reused."""
+    src = tmp_path / "data" / "cave_crop_bhw.npy"
+    src.parent.mkdir()
+    shutil.copy(DATA / "cave_crop_bhw.npy", src)
+    cube = open_cube(src, layout="BHW")
+    cube.metadata["open_options"] = {"layout": "BHW"}
+    scene = Scene()
+    scene.add_layer(cube, "gt", "crop")
+    scene.set_band(3)
+    path = tmp_path / "s.json"
+    save_session(scene, path)
+    entry = load_session(path)["layers"][0]
+    assert entry["kind"] == "file" and entry["open_options"] == {"layout": "BHW"}
+    restored = Scene()
+    restore_session(path, restored)
+    assert np.array_equal(restored.layers[0].cube.data, cube.data)
+    assert restored.band == 3
+
+
+def test_moved_files_go_through_the_locate_hook(tmp_path):
+    scene = styled(food_scene(with_computed=False))
+    session = tmp_path / "a" / "s.json"
+    save_session(scene, session)
+    # move the data folder somewhere the relative path does not reach either
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(tmp_path / "a" / "s_data"), str(moved))
+    asked = []
+
+    def locate(missing):
+        asked.append(missing)
+        return moved / missing.name
+
+    restored = Scene()
+    report = restore_session(session, restored, locate=locate)
+    assert len(asked) == 4 and all(not p.exists() for p in asked)
+    assert report.skipped == [] and len(report.notes) == 4
+    assert session_state(restored) == session_state(scene)
+
+    # the user cancels for one file: that layer is skipped and named, the rest is restored
+    restored2 = Scene()
+    report2 = restore_session(session, restored2,
+                              locate=lambda p: None if "lr" in p.name else moved / p.name)
+    assert len(restored2.layers) == 3 and len(report2.skipped) == 1 and "food_lr" in report2.skipped[0]
+
+
+def test_a_moved_session_folder_is_found_relative_to_the_session(tmp_path):
+    scene = food_scene(with_computed=False)
+    save_session(scene, tmp_path / "a" / "s.json")
+    shutil.move(str(tmp_path / "a"), str(tmp_path / "b"))
+    restored = Scene()
+    report = restore_session(tmp_path / "b" / "s.json", restored,
+                             locate=lambda p: pytest.fail("should be found next to the session"))
+    assert len(restored.layers) == 4 and report.skipped == []
+
+
+def test_unsaved_memory_layers_are_reported(tmp_path):
+    scene = food_scene()
+    report = save_session(scene, tmp_path / "s.json", write_computed=False)
+    assert len(report.memory_only) == 5 and not (tmp_path / "s_data").exists()
+    restored = Scene()
+    back = restore_session(tmp_path / "s.json", restored)
+    assert len(back.skipped) == 5 and "not saved with the session" in back.skipped[0]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{ this is not json", "not a valid session file"),
+    ('{"some": "other program"}', "is not a session file"),
+    ('{"format": "hsi-sr-viewer session", "version": 99, "layers": []}', "newer version"),
+    ('{"format": "hsi-sr-viewer session", "version": 1, "layers": [{"role": "boss", "name": "x"}]}', "unknown role"),
+    ('{"format": "hsi-sr-viewer session", "version": 1, "layers": [], "selection": {"pins": [[1]]}}', "pin"),
+])
+def test_corrupt_or_foreign_session_files_say_so(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content, encoding="utf-8")
+    scene = food_scene(with_computed=False)
+    before = session_state(scene)
+    with pytest.raises(SessionError, match=message) as info:
+        restore_session(path, scene)
+    assert str(path) in str(info.value)
+    assert session_state(scene) == before  # untouched
+
+
+def test_binary_and_missing_session_files(tmp_path):
+    binary = tmp_path / "cube.npy"
+    shutil.copy(DATA / "cave_crop_bhw.npy", binary)
+    with pytest.raises(SessionError, match="not") as info:
+        load_session(binary)
+    assert str(binary) in str(info.value)
+    with pytest.raises(SessionError, match="no such session file"):
+        load_session(tmp_path / "nothing.json")
+
+
+def test_exported_cube_keeps_provenance_through_a_session(tmp_path):
+    """A reconstruction exported to ENVI and reopened from the session keeps its provenance."""
+    scene = food_scene()
+    recon = scene.layers[-1]
+    hdr = export_cube(recon.cube, tmp_path / "recon.hdr")
+    scene2 = Scene()
+    scene2.add_layer(open_cube(hdr), "recon", "bicubic from file")
+    save_session(scene2, tmp_path / "s.json")
+    entry = json.loads((tmp_path / "s.json").read_text())["layers"][0]
+    assert entry["kind"] == "file" and entry["provenance"]["model"] == "bicubic"
+    assert entry["provenance"]["time"] == recon.cube.metadata["provenance"]["time"]

@@ -1,0 +1,134 @@
+"""The Export menu, the paper-figure builder dialog and session save/open in the main window, on
+a real CAVE crop (tests/qt/conftest.py)."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import errno
+import json
+import tempfile
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from PIL import Image
+from PyQt6.QtCore import Qt
+
+from app.core.io import open_cube
+from app.core.scene import DisplayMode
+from app.core.session import session_state
+
+
+def test_menus_and_shortcuts(window):
+    titles = [a.text() for a in window.menuBar().actions()]
+    assert titles.index("E&xport") == titles.index("&File") + 1
+    ex = window.exporter.actions
+    assert ex["paper"].shortcut().toString() == "Ctrl+E"
+    assert ex["save_session"].shortcut().toString() == "Ctrl+Shift+S"
+    assert window.open_action.shortcut().toString() == "Ctrl+O"
+    # no shortcut is bound twice (Qt would ignore an ambiguous one)
+    keys = [a.shortcut().toString() for a in window.findChildren(type(ex["paper"])) if not a.shortcut().isEmpty()]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+
+
+def test_panel_and_grid_figures(window, tmp_path):
+    window.exporter.export_panel(str(tmp_path / "panel.png"), dpi=120, background=False)
+    with Image.open(tmp_path / "panel.png") as im:
+        assert im.info["dpi"][0] == pytest.approx(120, abs=0.02)
+        assert len(np.unique(np.asarray(im.convert("L")))) > 50
+    window.exporter.export_grid(str(tmp_path / "grid.svg"), background=False)
+    root = ET.parse(tmp_path / "grid.svg").getroot()
+    sizes = []
+    for el in root.findall(".//{http://www.w3.org/2000/svg}image"):
+        href = el.get("{http://www.w3.org/1999/xlink}href") or el.get("href")
+        sizes.append(Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1]))).size)
+    # every panel embedded at its own resolution: three 96x96 HR layers and the 24x24 LR
+    assert sorted(s for s in sizes if s[0] == s[1] and s[0] > 1) == [(24, 24), (96, 96), (96, 96), (96, 96)]
+    assert window.errors_reported == []
+
+
+def test_paper_figure_dialog_preview_and_export(window, tmp_path, qtbot):
+    dialog = window.exporter.open_figure_builder()
+    assert dialog is not None and dialog.isVisible()
+    assert dialog.methods.count() == 2  # GT and the reconstruction (the LR and RGB guide cannot be columns)
+    assert not dialog.preview.pixmap().isNull()
+    assert "PSNR" in dialog.status.text()
+    width_two = dialog.last_preview.shape[1]
+    dialog.methods.item(0).setCheckState(Qt.CheckState.Unchecked)  # drop the GT column
+    assert dialog.update_preview()
+    assert dialog.last_preview.shape[1] < width_two
+    # the inset from the current zoom
+    window.scene.set_view_range((10, 42), (20, 52))
+    dialog.use_current_view()
+    assert dialog.spec().inset == (10.0, 20.0, 42.0, 52.0)
+    dialog.export(str(tmp_path / "fig.pdf"), background=False)
+    raw = (tmp_path / "fig.pdf").read_bytes()
+    assert raw.startswith(b"%PDF") and b"/Subject" in raw
+    # nothing chosen: a clear message, no export
+    for i in range(dialog.views.count()):
+        dialog.views.item(i).setCheckState(Qt.CheckState.Unchecked)
+    assert not dialog.update_preview()
+    assert "view" in dialog.status.text() and not dialog.export_button.isEnabled()
+    dialog.close()
+
+
+def test_data_exports(window, tmp_path):
+    scene = window.scene
+    scene.set_pixel(30, 40)
+    ex = window.exporter
+    ex.export_spectra_csv(str(tmp_path / "s.csv"), background=False)
+    lines = [l for l in (tmp_path / "s.csv").read_text().splitlines() if not l.startswith("#")]
+    header = next(csv.reader(lines[:1]))
+    gt = scene.layers_with_role("gt")[0]
+    col = header.index(f"{gt.label} (r 30, c 40)")
+    values = [float(r[col]) for r in csv.reader(lines[1:]) if r[col]]
+    assert np.allclose(values, gt.cube.spectrum(30, 40))
+    ex.export_metrics(str(tmp_path / "m.md"), background=False)
+    assert "| method | PSNR (dB)" in (tmp_path / "m.md").read_text()
+    ex.export_per_band(str(tmp_path / "b.csv"), background=False)
+    assert len((tmp_path / "b.csv").read_text().splitlines()) == 1 + 1 + 31
+    recon = scene.layers_with_role("recon")[0]
+    ex.export_cube(str(tmp_path / "r.hdr"), uid=recon.uid, background=False)
+    assert np.array_equal(open_cube(tmp_path / "r.hdr").data, recon.cube.data)
+    assert window.errors_reported == []
+
+
+def test_read_only_target_shows_a_clear_error_dialog(window, tmp_path, monkeypatch, errors):
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    window.scene.set_pixel(3, 3)
+    window.exporter.export_spectra_csv(str(tmp_path / "s.csv"), background=False)
+    assert errors and errors[-1][0] == "Export spectra"
+    assert str(tmp_path / "s.csv") in errors[-1][1] and "read-only" in errors[-1][1]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_session_save_and_open_restore_the_view(window, tmp_path, errors):
+    scene = window.scene
+    scene.set_mode(DisplayMode.BAND)
+    scene.set_band(12)
+    scene.set_colormap("magma")
+    scene.set_view_range((5, 50), (8, 60))
+    scene.set_pixel(20, 21)
+    scene.add_pin(40, 41)
+    before = session_state(scene)
+    path = tmp_path / "s.hsisession.json"
+    window.exporter.save_session(str(path), write_computed=True)
+    data = json.loads(path.read_text())
+    assert data["layout"]["window_state"] and len(data["layers"]) == 4
+    scene.set_band(2)
+    scene.clear_pins()
+    scene.reset_view()
+    report = window.exporter.open_session(str(path))
+    assert report is not None and report.skipped == []
+    assert session_state(scene) == before
+    assert errors == []
+    # a corrupt session: an error dialog naming the file, the scene kept
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    assert window.exporter.open_session(str(bad)) is None
+    assert errors and str(bad) in errors[-1][1]
+    assert session_state(scene) == before
