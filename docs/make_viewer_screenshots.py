@@ -9,7 +9,7 @@
   main.py models``); when fewer than 4 exist, bicubic upsampling of LR inputs simulated with other
   protocols fills up the 4, each named after the model, scale and protocol it really comes from.
 
-Each PNG is palette-quantised so that it stays under 400 KB.
+Each PNG stays under 400 KB: lossless when it fits, else palette-quantised (see ``encode_png``).
 """
 from __future__ import annotations
 
@@ -38,8 +38,51 @@ def wait_for(app, window, timeout_s: float = 180.0) -> None:
         time.sleep(0.02)
 
 
+def accent_colours() -> list[tuple[int, int, int]]:
+    """The interface's colours (role badges, curves, pins, crosshair) as RGB triples."""
+    from PyQt6.QtGui import QColor
+
+    from app.qt import theme
+
+    th = theme.current()
+    names = (list(theme.ROLE_COLOURS.values()) + theme.RECON_CURVE_COLOURS + theme.PIN_COLOURS
+             + [th.crosshair, th.footprint])
+    seen: list[tuple[int, int, int]] = []
+    for name in names:
+        c = QColor(name)
+        rgb = (c.red(), c.green(), c.blue())
+        if rgb not in seen:
+            seen.append(rgb)
+    return seen
+
+
+def encode_png(image, max_bytes: int = MAX_BYTES) -> io.BytesIO:
+    """Lossless PNG when it fits in ``max_bytes``; else a palette PNG from a median-cut palette of
+    the picture plus the interface's accent colours (median cut alone spends the palette on the
+    big grey areas and turned the few pixels of thin coloured curves and badges grey; an octree
+    palette kept them but lost the dark greys of the images)."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    image.save(out, "PNG", optimize=True)
+    if out.tell() <= max_bytes:
+        return out
+    accents = accent_colours()
+    for colours in (256, 128, 64):
+        n = max(colours - len(accents), 16)
+        base = image.quantize(colors=n, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        palette = base.getpalette()[: 3 * n] + [v for rgb in accents for v in rgb]
+        holder = Image.new("P", (1, 1))
+        holder.putpalette(palette + [0] * (768 - len(palette)))
+        out = io.BytesIO()
+        image.quantize(palette=holder, dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
+        if out.tell() <= max_bytes:
+            break
+    return out
+
+
 def save_small(window, path: Path) -> None:
-    """Grab the window and save it as a palette PNG under MAX_BYTES."""
+    """Grab the window and save it as a PNG under MAX_BYTES (lossless when it fits)."""
     from PIL import Image
 
     window.repaint()
@@ -50,12 +93,7 @@ def save_small(window, path: Path) -> None:
     buf.open(QIODevice.OpenModeFlag.WriteOnly)
     pixmap.save(buf, "PNG")
     image = Image.open(io.BytesIO(bytes(buf.data()))).convert("RGB")
-    for colours in (256, 128, 64):
-        out = io.BytesIO()
-        image.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-            out, "PNG", optimize=True)
-        if out.tell() <= MAX_BYTES:
-            break
+    out = encode_png(image)
     tmp = path.with_suffix(".tmp.png")
     tmp.write_bytes(out.getvalue())
     tmp.replace(path)

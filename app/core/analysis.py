@@ -2,7 +2,8 @@
 locked colour scale, metrics tables per scope, metric-versus-wavelength curves, worst pixels and
 bands, ROI spectra (mean +- std) and residual spectra, and the cancellable job that computes them.
 
-Every number comes from :mod:`app.core.metrics` (``compute_all``, ``abs_error_map``): nothing
+Every number comes from :mod:`app.core.metrics` (``compute_all_many`` for the whole-image pass of
+all methods at once, ``compute_all`` for a ROI or the visible view, ``abs_error_map``): nothing
 here re-implements a metric. Results are cached per (reference cube, reconstruction cube) for the
 whole-image pass (maps, per-band curves, scalars), per (cube pair, band) for |error| maps and per
 (cube pair, scope) for the ROI / visible-view scalars, so moving the band slider or changing the
@@ -473,11 +474,16 @@ def make_request(scene: "Scene", device: str | None = None) -> AnalysisRequest:
     return AnalysisRequest(gts[0], methods, scene.band, scene.analysis_settings, scale, scene.roi, region, device)
 
 
-def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None
-                   ) -> Iterator[tuple[float, str]]:
+def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
+                   tick: Callable[[float], None] | None = None) -> Iterator[tuple[float, str]]:
     """The job as a generator of (fraction, message); its return value (StopIteration.value) is
-    the :class:`AnalysisResult`. Stop iterating to cancel between two methods."""
-    from app.core.metrics import abs_error_map, compute_all
+    the :class:`AnalysisResult`. Stop iterating to cancel between two steps; ``tick(fraction)``
+    is also called during the whole-image pass (after each row tile), and an exception it raises
+    (Cancelled) stops the pass there.
+
+    The whole-image pass of every method not in the cache runs at once
+    (``metrics.compute_all_many``: the reference's share of the work is done once, not per method)."""
+    from app.core.metrics import abs_error_map, compute_all, compute_all_many
 
     cache = cache if cache is not None else AnalysisCache()
     ref = request.reference
@@ -487,16 +493,29 @@ def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None
     notes: list[str] = []
     if request.settings.scope == "roi" and request.roi is None:
         notes.append("no ROI drawn: metrics of the whole image (draw one with O or P)")
-    for i, layer in enumerate(request.methods):
-        yield i / max(n, 1), f"Analysing {layer.name} ({i + 1}/{n})"
-        key = AnalysisCache.pair_key(ref, layer)
-        full = cache._get(cache._full, key + (request.scale,))
-        if full is None:
-            full = compute_all(ref.cube.data, layer.cube.data, scale=request.scale, band_index=request.band,
-                               gt_wavelengths_nm=ref.cube.wavelengths_nm,
-                               pred_wavelengths_nm=layer.cube.wavelengths_nm, device=request.device)
+    fulls: dict[int, dict] = {}
+    for layer in request.methods:
+        found = cache._get(cache._full, AnalysisCache.pair_key(ref, layer) + (request.scale,))
+        if found is not None:
+            fulls[layer.uid] = found
+    todo = [layer for layer in request.methods if layer.uid not in fulls]
+    if todo:
+        yield 0.0, f"Analysing {', '.join(layer.name for layer in todo)}"
+        share = len(todo) / max(n, 1)
+        computed = compute_all_many(
+            ref.cube.data, [layer.cube.data for layer in todo], scale=request.scale, band_index=request.band,
+            gt_wavelengths_nm=ref.cube.wavelengths_nm,
+            preds_wavelengths_nm=[layer.cube.wavelengths_nm for layer in todo], device=request.device,
+            progress=None if tick is None else (lambda f: tick(0.9 * share * f)))
+        for layer, full in zip(todo, computed):
+            key = AnalysisCache.pair_key(ref, layer)
             cache._put(cache._full, key + (request.scale,), full)
             cache._put(cache._abs, key + (request.band,), full["maps"]["abs_error"])
+            fulls[layer.uid] = full
+    for i, layer in enumerate(request.methods):
+        yield 0.9 * (i + 1) / max(n, 1), f"Metrics of {layer.name} ({i + 1}/{n})"
+        key = AnalysisCache.pair_key(ref, layer)
+        full = fulls[layer.uid]
         scoped = full
         if scope_kind != "image":
             skey = key + (request.scale,) + request.scope_key
@@ -540,8 +559,14 @@ def run_analysis(request: AnalysisRequest, cache: AnalysisCache | None = None, *
                  progress: Callable[[float, str], None] | None = None,
                  should_cancel: Callable[[], bool] | None = None) -> AnalysisResult:
     """Run :func:`analysis_steps` to the end; raises Cancelled when ``should_cancel()`` turns true
-    (checked before each method)."""
-    gen = analysis_steps(request, cache)
+    (checked before each step and after each row tile of the whole-image pass)."""
+    def tick(fraction: float) -> None:
+        if should_cancel is not None and should_cancel():
+            raise Cancelled("analysis cancelled by the user")
+        if progress is not None:
+            progress(fraction, "Error and SAM maps, metrics")
+
+    gen = analysis_steps(request, cache, tick)
     while True:
         try:
             fraction, message = next(gen)

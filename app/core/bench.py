@@ -204,8 +204,14 @@ def bench_spectra(repeats: int = 20) -> dict:
     return {"click_s": ours, "numpy_index_s": plain, "ratio": ours / plain}
 
 
+BENCH_ITERATIVE_STEPS = 10  # iterative (per-image optimisation) models: time this many steps, report per step
+
+
 def bench_models(quick: bool = False, device: str = "auto") -> list[dict]:
-    """Inference time and peak memory of every registered model on a 512x512x31 CAVE-like cube."""
+    """Inference time and peak memory of every registered model on a 512x512x31 CAVE-like cube.
+
+    Iterative models (optimised per image for hundreds of steps) run BENCH_ITERATIVE_STEPS steps;
+    their row gives the time per step and the time extrapolated to their default step count."""
     import torch
 
     from app.core import srf as srf_mod
@@ -233,12 +239,18 @@ def bench_models(quick: bool = False, device: str = "auto") -> list[dict]:
             torch.cuda.reset_peak_memory_stats()
         with PeakRss() as mem:
             t0 = time.perf_counter()
-            result = run_to_end(run_model(spec.name, lr, scale=scale, device=str(dev), **kwargs))
+            steps = BENCH_ITERATIVE_STEPS if spec.iterative else None
+            result = run_to_end(run_model(spec.name, lr, scale=scale, device=str(dev), steps=steps, **kwargs))
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
         row = {"model": spec.name, "scale": scale, "device": str(dev), "hr_shape": list(result.data.shape),
                "seconds": seconds, "peak_rss_mb": mem.delta_mb}
+        if spec.iterative:
+            done = int(result.provenance.get("steps") or BENCH_ITERATIVE_STEPS)
+            row.update(steps=done, seconds_per_step=seconds / max(1, done),
+                       default_steps=spec.default_steps,
+                       seconds_at_default_steps=seconds / max(1, done) * (spec.default_steps or done))
         if dev.type == "cuda":
             row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         rows.append(row)
@@ -251,7 +263,9 @@ def bench_models(quick: bool = False, device: str = "auto") -> list[dict]:
 def print_viewer(rows: list[dict]) -> None:
     """Print the figures of the 'viewer' section (measured by app.qt.bench_viewer through the real
     widgets: this layer cannot import Qt, so the CLI hands the measuring function in)."""
-    print("[viewer] real widgets (offscreen without a display); medians, painted; baseline: plain numpy")
+    print("[viewer] real widgets (offscreen without a display); medians, painted; baseline: plain numpy; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average before "
+          + ", ".join(f"{r['load_average']:.1f}" for r in rows if r.get("load_average") is not None))
     for r in rows:
         h, w, b = r["shape"]
         print(f"  {h}x{w}x{b}, {r['cubes']} cubes ({r['reconstructions']} reconstructions):")
@@ -265,6 +279,9 @@ def print_viewer(rows: list[dict]) -> None:
               f"   ratio {r['analysis_ratio']:.1f}   (target < 0.5 s)")
         print(f"    longest GUI event-loop stall while analysing: {r['gui_stall_cold_s'] * 1e3:.1f} ms cold, "
               f"{r['gui_stall_warm_s'] * 1e3:.1f} ms refresh")
+        if "click_cpu_s" in r:
+            print(f"    CPU time: click {r['click_cpu_s'] * 1e3:.1f} ms (GUI thread, median), cold analysis "
+                  f"{r['analysis_cold_cpu_s'] * 1e3:.0f} ms (process, all threads)")
 
 
 def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, tmp: str | None = None,
@@ -279,7 +296,8 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, 
     import torch
 
     chosen = only or ["io", "load", "redraw", "spectra", "metrics", "compare", "viewer", "models"]
-    report: dict = {"quick": quick, "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    report: dict = {"quick": quick, "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}
     if "io" in chosen:
         r = report["io"] = bench_io(envi_gb if envi_gb is not None else (0.25 if quick else 2.0), tmp)
         print(f"[io] ENVI float32 BSQ cube of {r['file_mb']:.0f} MiB (page cache dropped: {r['cold_cache']})")
@@ -331,6 +349,9 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, 
             ratio = f"{r['vs_bicubic']:.1f}x bicubic" if r["vs_bicubic"] else ""
             print(f"  {r['model']:<10} x{r['scale']:<3} {r['device']:<5} {r['seconds']:8.3f} s  {ratio:>16}  "
                   f"peak RSS +{r['peak_rss_mb']:.0f} MiB{gpu}")
+            if "seconds_per_step" in r:
+                print(f"  {'':<10} iterative: {r['steps']} steps timed, {r['seconds_per_step']:.2f} s/step, "
+                      f"~{r['seconds_at_default_steps']:.0f} s at its default {r['default_steps']} steps")
     if json_out:
         from app.core.batch import write_json
 

@@ -83,10 +83,15 @@ class SpectrumCurve:
         return f"{self.source} ({self.where}{note})"
 
 
-def collect_spectra(scene: "Scene", *, pixel: bool = True, pins: bool = True, roi: bool = True) -> list[SpectrumCurve]:
+def collect_spectra(scene: "Scene", *, pixel: bool = True, pins: bool = True, roi: bool = True,
+                    residuals: bool = False) -> list[SpectrumCurve]:
     """The curves the spectra plot shows: every layer at the clicked pixel, at each pinned
     pixel, and the ROI mean ± std (when the scene has a ROI). Pixels are each layer's own
-    (row, col) (an LR layer gives the pixel whose footprint covers the HR pixel)."""
+    (row, col) (an LR layer gives the pixel whose footprint covers the HR pixel).
+
+    ``residuals``: also the plot's right-axis curves, reconstruction − GT (kind 'residual') of
+    every reconstruction comparable with the GT, at the clicked pixel (or of the ROI means when
+    there is a ROI and no clicked pixel), as :func:`app.core.analysis.residual_spectra` gives them."""
     curves: list[SpectrumCurve] = []
     points: list[tuple[str, tuple[int, int]]] = []
     if pixel and scene.pixel is not None:
@@ -106,6 +111,20 @@ def collect_spectra(scene: "Scene", *, pixel: bool = True, pins: bool = True, ro
                                         np.asarray(s.wavelengths_nm, dtype=np.float64),
                                         np.asarray(s.mean, dtype=np.float64), np.asarray(s.std, dtype=np.float64),
                                         s.wavelengths_known))
+    if residuals:
+        from app.core.analysis import residual_spectra
+
+        found = []
+        if pixel and scene.pixel is not None:
+            found = residual_spectra(scene)
+        elif roi and getattr(scene, "roi", None) is not None:
+            found = residual_spectra(scene, roi=scene.roi)
+        gts = scene.layers_with_role("gt")
+        known = bool(gts) and scene.layer_wavelengths(gts[0])[1]
+        for r in found:
+            curves.append(SpectrumCurve(f"{r.layer.label} − ref", r.where, "residual", r.layer.role,
+                                        np.asarray(r.wavelengths_nm, dtype=np.float64),
+                                        np.asarray(r.values, dtype=np.float64), None, known))
     return curves
 
 
@@ -145,13 +164,15 @@ def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]], comments: Se
 
 
 def write_spectra_csv(scene: "Scene", path: str | Path, curves: Sequence[SpectrumCurve] | None = None) -> Path:
-    """Spectra at the clicked pixel, the pinned pixels and the ROI as CSV (values as plotted,
-    written with full float precision). Lines starting with '#' say where they come from."""
-    curves = list(curves) if curves is not None else collect_spectra(scene)
+    """Spectra at the clicked pixel, the pinned pixels and the ROI, and the residuals
+    (reconstruction − GT), as CSV (values as plotted, written with full float precision). Lines
+    starting with '#' say where they come from."""
+    curves = list(curves) if curves is not None else collect_spectra(scene, residuals=True)
     header, rows = spectra_table(curves)
     comments = [f"spectra exported by {APP_NAME} {APP_VERSION} on "
                 f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}",
-                "columns: source (role · name) and the pixel (row, col) in that source's own grid"]
+                "columns: source (role · name) and the pixel (row, col) in that source's own grid; "
+                "'− ref' columns: reconstruction minus the GT (residual)"]
     return write_text(path, _csv_text(header, rows, comments))
 
 

@@ -464,6 +464,172 @@ def compute_all(gt, pred, *, scale: float | None = None, region=None, mask=None,
     return out
 
 
+def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int | None = None,
+                     gt_wavelengths_nm=None, preds_wavelengths_nm=None, device=None,
+                     progress=None) -> list[dict[str, Any]]:
+    """``compute_all`` of several outputs against one reference over the whole image, in one pass.
+
+    The reference's share of the work (clipping, norms of its spectra, its SSIM local means and
+    variances, its band sums) is done once per row tile instead of once per output, and the SSIM
+    filters run on 3 maps per output instead of 4. For the viewer, which compares N
+    reconstructions with one GT.
+
+    Args:
+        gt: the reference, as for ``compute_all``; preds: a sequence of outputs.
+        preds_wavelengths_nm: one (B,) array (or None) per output.
+        progress: optional ``progress(fraction)`` called after each row tile; an exception it
+            raises stops the pass (cancel).
+        Other arguments as for ``compute_all``.
+
+    Returns:
+        One dict per output, as ``compute_all`` returns it (same conventions, equal to float32
+        rounding), except that UIQI (its 32x32 block statistics are the costly part of a pass) is
+        not computed: no ``uiqi`` key, no ``per_band['uiqi']``. ``region`` is None.
+    """
+    g, gwl = as_hwb_tensor(gt, "reference")
+    ref_wl = gt_wavelengths_nm if gt_wavelengths_nm is not None else gwl
+    ps, wls = [], []
+    for i, pred in enumerate(preds):
+        p, pwl = as_hwb_tensor(pred, f"output {i + 1}")
+        if preds_wavelengths_nm is not None and preds_wavelengths_nm[i] is not None:
+            pwl = preds_wavelengths_nm[i]
+        wls.append(_check_pair(g, p, ref_wl, pwl))
+        ps.append(p)
+    b = g.shape[2]
+    k = b // 2 if band_index is None else int(band_index)
+    if not -b <= k < b:
+        raise MetricsError(f"band index {band_index} out of range for {b} bands")
+    k %= b
+    if not ps:
+        return []
+    with torch.inference_mode():
+        raws = _run_engine_many(g, ps, k, _resolve_device(device), progress)
+    out = []
+    for raw, wl in zip(raws, wls):
+        notes: list[str] = []
+        res = _finish(raw, scale, notes)
+        del res["uiqi"], res["per_band"]["uiqi"]
+        res["per_band"]["wavelengths_nm"] = wl
+        res["maps"] = {"rmse": raw["rmse_map"], "abs_error": raw["abs_map"], "sam_deg": raw["sam_map"],
+                       "sam_valid": raw["valid_map"]}
+        res.update(band_index=k, scale=scale, n_pixels=int(raw["n_pixels"]), region=None, masked=False,
+                   notes=notes, conventions=CONVENTIONS)
+        out.append(res)
+    return out
+
+
+def _row_sums(x: torch.Tensor) -> torch.Tensor:
+    """(B,) float64 sums over the first two axes of (h, W, B) float32 x: the tile's rows are summed
+    in float32 (at most a tile's height of terms), the columns in float64 (no float64 copy of x)."""
+    return x.sum(dim=0).sum(dim=0, dtype=torch.float64)
+
+
+def _unit_spectra(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / |x| along the last axis (0 for zero spectra), |x| > 0), as in ``_sam_rad``."""
+    norm = torch.linalg.vector_norm(x, dim=-1)
+    nonzero = norm > 0
+    inv = torch.where(nonzero, 1.0 / torch.where(nonzero, norm, torch.ones_like(norm)), torch.zeros_like(norm))
+    return x * inv[..., None], nonzero
+
+
+def _run_engine_many(gt: torch.Tensor, preds: list, band_index: int, device: torch.device,
+                     progress) -> list[dict[str, Any]]:
+    """``_run_engine`` for N outputs and no mask: one pass over row tiles, the reference's terms
+    computed once per tile. SSIM from mu_g, mu_p, E g^2, E p^2, E gp (the reference's two filtered
+    once); band sums of g, g^2 (once), d = p - g, d^2 and g p (per output), from which the
+    s = p + g / d moments that ``_finish`` takes are rebuilt."""
+    h, w, b = gt.shape
+    n = len(preds)
+    tile = h if device.type != "cpu" else _TILE_ROWS_CPU
+    half = SSIM_WINDOW_PX // 2
+    ssim_cols = max(0, w - 2 * half)
+    win = _gaussian_window(device)
+    wy = win.view(1, 1, -1, 1).expand(b, 1, -1, 1).contiguous()
+    wx = win.view(1, 1, 1, -1).expand(b, 1, 1, -1).contiguous()
+    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
+    f64 = dict(dtype=torch.float64, device=device)
+    sum_g, sum_g2 = torch.zeros(b, **f64), torch.zeros(b, **f64)
+    sums = torch.zeros(n, 3, b, **f64)  # per output: sum d, sum d^2, sum g p
+    ssim_sum = torch.zeros(n, b, **f64)
+    ssim_count = 0.0
+    sam_sum, sam_count = torch.zeros(n, **f64), torch.zeros(n, **f64)
+    maps = {name: torch.empty(n, h, w, dtype=torch.float32) for name in ("rmse", "sam", "abs")}
+    valid_map = torch.empty(n, h, w, dtype=torch.bool)
+    on_cpu = device.type == "cpu"
+    n_tiles = -(-h // tile)
+    for t, a in enumerate(range(0, h, tile)):
+        bnd = min(h, a + tile)
+        end = min(h, bnd + 2 * half)
+        own, rows_in = bnd - a, end - a
+        out_rows = min(bnd, h - 2 * half) - a  # SSIM map rows whose window starts in this tile
+        rows_f = out_rows + 2 * half
+        do_ssim = out_rows > 0 and ssim_cols > 0
+        gq = torch.empty((2, rows_in, w, b), dtype=torch.float32, device=device)  # g, g^2
+        gc = gq[0]
+        torch.clamp(gt[a:end].to(device, non_blocking=True), 0.0, 1.0, out=gc)
+        torch.mul(gc, gc, out=gq[1])
+        go = gc[:own]
+        sum_g += _row_sums(go)
+        sum_g2 += _row_sums(gq[1][:own])
+        unit_g, nonzero_g = _unit_spectra(go)
+        if do_ssim:
+            fg = _filter_valid(gq[:, :rows_f].permute(0, 3, 1, 2), wy, wx)
+            mu_g, var_g = fg[0], fg[1]
+            mu_g2 = mu_g * mu_g
+            var_g.sub_(mu_g2)
+            ssim_count += out_rows * ssim_cols
+        tri = torch.empty((3, rows_in, w, b), dtype=torch.float32, device=device)  # p, p^2, g p
+        for j, pred in enumerate(preds):
+            pc = tri[0]
+            torch.clamp(pred[a:end].to(device, non_blocking=True), 0.0, 1.0, out=pc)
+            po = pc[:own]
+            d = po - go
+            d2 = d * d
+            sums[j, 0] += _row_sums(d)
+            sums[j, 1] += _row_sums(d2)
+            torch.mul(pc, gc, out=tri[2])
+            sums[j, 2] += _row_sums(tri[2][:own])
+            rmse = d2.sum(dim=-1).div_(b).sqrt_()
+            absd = d[..., band_index].abs()
+            unit_p, nonzero_p = _unit_spectra(po)
+            # Two rounded products, then the difference (as _sam_rad): identical spectra give 0.
+            chord = torch.linalg.vector_norm(torch.sub(unit_g, unit_p, out=unit_p), dim=-1)
+            valid = nonzero_g & nonzero_p
+            angle = 2.0 * torch.asin((chord * 0.5).clamp(max=1.0))
+            angle = torch.where(valid, angle, torch.zeros_like(angle))
+            sam_sum[j] += angle.sum(dtype=torch.float64)
+            sam_count[j] += valid.sum()
+            for name, value in (("rmse", rmse), ("sam", torch.rad2deg(angle)), ("abs", absd)):
+                maps[name][j, a:bnd] = value if on_cpu else value.cpu()
+            valid_map[j, a:bnd] = valid if on_cpu else valid.cpu()
+            if do_ssim:
+                torch.mul(pc, pc, out=tri[1])
+                fp = _filter_valid(tri[:, :rows_f].permute(0, 3, 1, 2), wy, wx)
+                mu_p, e_p2, e_gp = fp[0], fp[1], fp[2]
+                mgp = mu_g * mu_p
+                # SSIM = (2 mu_g mu_p + C1)(2 sigma_gp + C2) / ((mu_g^2 + mu_p^2 + C1)(sigma_g^2 + sigma_p^2 + C2))
+                num = (2.0 * mgp + c1).mul_(e_gp.sub_(mgp).mul_(2.0).add_(c2))
+                mu_p2 = mu_p.square_()
+                den = (mu_g2 + mu_p2 + c1).mul_(e_p2.sub_(mu_p2).add_(var_g).add_(c2))
+                ssim_sum[j] += num.div_(den).sum(dim=(1, 2)).double()
+        if progress is not None:
+            progress((t + 1) / n_tiles)
+    sg, sg2 = sum_g.cpu().numpy(), sum_g2.cpu().numpy()
+    zeros = np.zeros(b)
+    raws = []
+    for j in range(n):
+        sd, sd2, sgp = sums[j].cpu().numpy()
+        sgd = sgp - sg2  # sum g d
+        # s = p + g = 2g + d: sum s, sum d, sum s^2, sum d^2, sum s d, as _run_engine collects them
+        band_sums = np.stack([2.0 * sg + sd, sd, 4.0 * sg2 + 4.0 * sgd + sd2, sd2, 2.0 * sgd + sd2])
+        raws.append({"band_sums": band_sums, "n_pixels": float(h * w),
+                     "ssim_sum": ssim_sum[j].cpu().numpy(), "ssim_count": ssim_count,
+                     "uiqi_sum": zeros, "uiqi_count": zeros,
+                     "sam_sum": float(sam_sum[j]), "sam_count": float(sam_count[j]),
+                     "rmse_map": maps["rmse"][j].numpy(), "sam_map": maps["sam"][j].numpy(),
+                     "abs_map": maps["abs"][j].numpy(), "valid_map": valid_map[j].numpy()})
+    return raws
+
 # ---------------------------------------------------------------------------------- single metrics
 def mpsnr(gt, pred, **kwargs) -> float:
     """Mean over bands of the per-band PSNR in dB (data range 1, clipped). See ``compute_all``."""

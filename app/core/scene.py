@@ -249,6 +249,7 @@ class Scene:
         self._true_colour_cache: dict[int, tuple[np.ndarray, str]] = {}
         self._roi: Roi | None = None
         self._analysis_settings = AnalysisSettings()
+        self._follows_cache: dict[tuple, bool] = {}
 
     # ------------------------------------------------------------------ layers
     @property
@@ -357,6 +358,7 @@ class Scene:
             self.events.layers.emit(self.layers)
 
     def _after_layers_changed(self, had_reference: bool, old_reference: Layer | None) -> None:
+        self._follows_cache.clear()
         old_band, old_pixel, old_pins = self._band, self._pixel, list(self._pins)
         reference = self.reference
         if reference is not old_reference:
@@ -490,7 +492,15 @@ class Scene:
         if ref is None or layer.cube.bands != ref.cube.bands:
             return False
         wl_a, wl_b = layer.cube.wavelengths_nm, ref.cube.wavelengths_nm
-        return wl_a is None or wl_b is None or bool(np.allclose(wl_a, wl_b, atol=0.5))
+        if wl_a is None or wl_b is None:
+            return True
+        # asked for every layer at every click and band change: remembered per pair of arrays
+        # (the entries are dropped when the layers change)
+        key = (id(layer.cube), id(wl_a), id(ref.cube), id(wl_b))
+        found = self._follows_cache.get(key)
+        if found is None:
+            found = self._follows_cache[key] = bool(np.allclose(wl_a, wl_b, atol=0.5))
+        return found
 
     def band_for(self, layer: Layer, band: int | None = None) -> int | None:
         """Band of ``layer`` shown for the scene band: the same index on the shared axis, the

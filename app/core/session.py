@@ -19,7 +19,11 @@ Schema (version 1)::
                  "open_options": {...}, "size_bytes", "shape", "provenance": {...}}],
      "display": {"mode", "band", "band_nm", "rgb_nm", "percentiles", "shared_contrast",
                  "colormap", "view_range"},
-     "selection": {"pixel", "pins", "roi"}, "analysis": {...}, "layout": {...}}
+     "selection": {"pixel", "pins", "roi"}, "analysis": {...}, "layout": {...},
+     "compare": {"mode": "swipe"|"flicker", "a", "b", "divider_x"}}
+
+``compare`` is the A/B comparison (optional; older sessions have none): ``a`` and ``b`` are
+indices into ``layers`` (or null), ``divider_x`` the swipe divider in HR pixels.
 """
 from __future__ import annotations
 
@@ -69,6 +73,9 @@ class RestoreReport:
     skipped: list[str] = field(default_factory=list)     # layers whose file was not found or failed
     notes: list[str] = field(default_factory=list)
     layout: dict = field(default_factory=dict)
+    # the A/B comparison: {"mode", "a_uid", "b_uid", "divider_x"} with the uids of the restored
+    # layers (None for a layer not restored), or None when the session has none
+    compare: dict | None = None
 
 
 # ---------------------------------------------------------------------------------- saving
@@ -103,10 +110,22 @@ def _data_dir(session_path: Path) -> Path:
     return session_path.with_name(stem + "_data")
 
 
+def _compare_entry(scene: "Scene", compare: dict | None) -> dict | None:
+    """The A/B state {"mode", "a_uid", "b_uid", "divider_x"} with the layers as indices."""
+    if not compare:
+        return None
+    index = {layer.uid: i for i, layer in enumerate(scene.layers)}
+    divider = compare.get("divider_x")
+    return {"mode": str(compare.get("mode", "swipe")),
+            "a": index.get(compare.get("a_uid")), "b": index.get(compare.get("b_uid")),
+            "divider_x": None if divider is None else float(divider)}
+
+
 def capture(scene: "Scene", *, layout: dict | None = None, session_dir: str | Path | None = None,
-            written: dict[int, Path] | None = None) -> dict:
+            written: dict[int, Path] | None = None, compare: dict | None = None) -> dict:
     """The session dict of ``scene`` (see the module docstring). ``written`` maps the uid of an
-    in-memory layer to the file it was saved to."""
+    in-memory layer to the file it was saved to; ``compare`` is the A/B comparison as
+    {"mode", "a_uid", "b_uid", "divider_x"} (the GUI's ABCompareView.state())."""
     written = written or {}
     base = Path(session_dir).resolve() if session_dir is not None else None
     layers = []
@@ -155,11 +174,12 @@ def capture(scene: "Scene", *, layout: dict | None = None, session_dir: str | Pa
         },
         "analysis": None if settings is None else settings.to_dict(),
         "layout": jsonable(layout or {}),
+        "compare": _compare_entry(scene, compare),
     }
 
 
 def save_session(scene: "Scene", path: str | Path, *, layout: dict | None = None, write_computed: bool = True,
-                 progress: Callable[[float, str], None] | None = None) -> SaveReport:
+                 progress: Callable[[float, str], None] | None = None, compare: dict | None = None) -> SaveReport:
     """Write the session of ``scene`` to ``path`` (atomically). With ``write_computed``, layers
     that exist only in memory are first written to ``<session>_data/<name>.npy`` (+ .json sidecar
     with wavelengths and provenance) so that the session restores them."""
@@ -187,7 +207,7 @@ def save_session(scene: "Scene", path: str | Path, *, layout: dict | None = None
         report.memory_only = [layer.label for layer in todo]
     if progress:
         progress(len(todo) / (len(todo) + 1), "Writing the session file")
-    data = capture(scene, layout=layout, session_dir=path.parent, written=written)
+    data = capture(scene, layout=layout, session_dir=path.parent, written=written, compare=compare)
     write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     if progress:
         progress(1.0, "Session saved")
@@ -257,6 +277,19 @@ def load_session(path: str | Path) -> dict:
     for pin in pins:
         _pair(pin, path, "a pin", allow_none=False)
     _need(isinstance(data.get("layout", {}), dict), path, "\"layout\" must be an object")
+    compare = data.get("compare")
+    if compare is not None:
+        _need(isinstance(compare, dict), path, "\"compare\" must be an object")
+        _need(compare.get("mode") in ("swipe", "flicker"), path,
+              f"the A/B mode must be 'swipe' or 'flicker', got {compare.get('mode')!r}")
+        for key in ("a", "b"):
+            value = compare.get(key)
+            _need(value is None or (isinstance(value, int) and not isinstance(value, bool)
+                                    and 0 <= value < len(layers)), path,
+                  f"A/B layer {key!r} must be the index of a layer (0 to {len(layers) - 1}), got {value!r}")
+        divider = compare.get("divider_x")
+        _need(divider is None or (isinstance(divider, (int, float)) and not isinstance(divider, bool)), path,
+              f"the A/B divider must be a number, got {divider!r}")
     return data
 
 
@@ -296,7 +329,7 @@ def restore_session(path: str | Path, scene: "Scene", *, locate: Locate | None =
     data = load_session(path)
     open_fn = open_fn or open_cube
     report = RestoreReport(layout=dict(data.get("layout") or {}))
-    loaded: list[tuple[dict, "Cube"]] = []
+    loaded: list[tuple[int, dict, "Cube"]] = []
     entries = data["layers"]
     for i, entry in enumerate(entries):
         if progress:
@@ -322,15 +355,22 @@ def restore_session(path: str | Path, scene: "Scene", *, locate: Locate | None =
         prov = entry.get("provenance") or {}
         if entry.get("kind") == "computed" and prov and not cube.metadata.get("provenance"):
             cube.metadata["provenance"] = {k: v for k, v in prov.items() if k not in ("source_file", "exported_by")}
-        loaded.append((entry, cube))
+        loaded.append((i, entry, cube))
 
     scene.clear()
-    for entry, cube in loaded:
+    restored: dict[int, "Layer"] = {}  # index in the session's layers -> restored layer
+    for i, entry, cube in loaded:
         try:
-            report.layers.append(scene.add_layer(cube, entry["role"], entry["name"]))
+            restored[i] = scene.add_layer(cube, entry["role"], entry["name"])
+            report.layers.append(restored[i])
         except HsiError as exc:
             report.skipped.append(f"{entry['name']}: {exc}")
     _apply_state(scene, data, report)
+    compare = data.get("compare")
+    if compare is not None:
+        uid = {i: layer.uid for i, layer in restored.items()}
+        report.compare = {"mode": compare["mode"], "a_uid": uid.get(compare.get("a")),
+                          "b_uid": uid.get(compare.get("b")), "divider_x": compare.get("divider_x")}
     if progress:
         progress(1.0, "Session restored")
     return report

@@ -24,7 +24,8 @@ from app.core.scene import Scene
 from app.qt import colormaps, theme
 from app.qt.binding import subscribe
 from app.qt.controls import LevelsBar
-from app.qt.panel import ElidedLabel, _ImageView, _PanelViewBox, display_stride, show_strided
+from app.qt.panel import (CrossLine, ElidedLabel, _ImageView, _PanelViewBox, crosshair_pen, display_stride,
+                          show_strided)
 
 ERROR_CMAP = "inferno"
 SAM_CMAP = "viridis"
@@ -131,10 +132,9 @@ class MapView(QFrame):
         self.graphics.setCentralItem(self.view)
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.view.addItem(self.image_item)
-        pen = pg.mkPen(QColor(th.crosshair), width=1, style=Qt.PenStyle.DashLine)
-        pen.setCosmetic(True)
-        self.vline = pg.InfiniteLine(angle=90, movable=False, pen=pen)
-        self.hline = pg.InfiniteLine(angle=0, movable=False, pen=pen)
+        pen = crosshair_pen(th.crosshair)
+        self.vline = CrossLine(True, pen)
+        self.hline = CrossLine(False, pen)
         self.marker = pg.ScatterPlotItem(size=14, symbol="o", pen=pg.mkPen("#ff3030", width=2), brush=None)
         for item in (self.vline, self.hline, self.marker):
             item.setVisible(False)
@@ -165,6 +165,8 @@ class MapView(QFrame):
         self.values, self._levels = image, levels
         self.image_item.setColorMap(colormaps.colormap(cmap))
         self.extent = QRectF(0.0, 0.0, float(w), float(h))
+        self.vline.set_span(h)
+        self.hline.set_span(w)
         if first:
             self.show_all()
         self._stride = display_stride(self.view)
@@ -174,8 +176,8 @@ class MapView(QFrame):
         for item in (self.vline, self.hline):
             item.setVisible(pixel is not None)
         if pixel is not None:
-            self.vline.setPos(pixel[1] + 0.5)
-            self.hline.setPos(pixel[0] + 0.5)
+            self.vline.setValue(pixel[1] + 0.5)
+            self.hline.setValue(pixel[0] + 0.5)
 
     def set_marker(self, pixel) -> None:
         self.marker.setVisible(pixel is not None)
@@ -787,5 +789,11 @@ class AnalysisView(QWidget):
         self.scene.set_view_range((col + 0.5 - hw, col + 0.5 + hw), (row + 0.5 - hh, row + 0.5 + hh))
 
     def shutdown(self) -> None:
+        """Stop the job (it stops within a row tile) and let its thread end before the widgets go."""
         self._debounce.stop()
+        running = self.job.is_running
         self.job.cancel()
+        if running:
+            from PyQt6.QtCore import QThreadPool
+
+            QThreadPool.globalInstance().waitForDone(5000)

@@ -78,6 +78,7 @@ def bench_viewer_scene(h: int, w: int, n_recons: int, repeats: int = 10) -> dict
 
     app = get_app()
     theme.apply(app, "dark")
+    load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     scene = make_scene(h, w, n_recons)
     with tempfile.TemporaryDirectory() as folder:
         settings = QSettings(str(Path(folder) / "bench.ini"), QSettings.Format.IniFormat)
@@ -106,6 +107,8 @@ def bench_viewer_scene(h: int, w: int, n_recons: int, repeats: int = 10) -> dict
             gaps = np.diff(ticks) if len(ticks) > 1 else np.array([0.0])
             return seconds, float(gaps.max())
 
+        cpu_used: list[float] = []
+
         def run_once(prepare, timer) -> float:
             prepare()
             finished: list[float] = []
@@ -119,9 +122,10 @@ def bench_viewer_scene(h: int, w: int, n_recons: int, repeats: int = 10) -> dict
             QTimer.singleShot(300_000, loop.quit)
             if timer is not None:
                 timer.start()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             analysis.refresh()
             loop.exec()
+            cpu_used.append(time.process_time() - c0)
             if not finished:
                 raise TimeoutError("the analysis did not finish in time")
             if timer is not None:
@@ -130,6 +134,7 @@ def bench_viewer_scene(h: int, w: int, n_recons: int, repeats: int = 10) -> dict
             return finished[0] - t0
 
         cold_s, cold_stall = timed_analysis(lambda: analysis.cache.forget())
+        cold_cpu_s = cpu_used[0]
         scene.set_analysis_settings(error_kind="abs_band")
         _until(app, lambda: not analysis.job.is_running and not analysis._debounce.isActive())
         warm_s, warm_stall = timed_analysis(lambda: scene.set_band((scene.band + 5) % scene.n_bands))
@@ -162,13 +167,14 @@ def bench_viewer_scene(h: int, w: int, n_recons: int, repeats: int = 10) -> dict
 
         # ---- click to spectra (median of 2 * repeats), painted
         rng = np.random.default_rng(0)
-        times, plain = [], []
+        times, plain, cpu = [], [], []
         for y, x in rng.integers(0, min(h, w), size=(2 * repeats, 2)):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             scene.set_pixel(int(y), int(x))
             app.processEvents()
             window.spectra.plot.repaint()
             times.append(time.perf_counter() - t0)
+            cpu.append(time.thread_time() - c0)
             t0 = time.perf_counter()
             for layer in scene.layers:
                 layer.cube.data[int(y) // layer.scale, int(x) // layer.scale].copy()
@@ -185,6 +191,10 @@ def bench_viewer_scene(h: int, w: int, n_recons: int, repeats: int = 10) -> dict
         "analysis_cold_s": cold_s, "analysis_warm_s": warm_s, "analysis_numpy_s": numpy_pass_s,
         "analysis_ratio": cold_s / numpy_pass_s,
         "gui_stall_cold_s": cold_stall, "gui_stall_warm_s": warm_stall,
+        # CPU time (less sensitive to other jobs than the wall-clock figures): the GUI thread's
+        # per click (median), the whole process's for the cold analysis
+        "click_cpu_s": statistics.median(cpu), "analysis_cold_cpu_s": cold_cpu_s,
+        "load_average": load_average,
     }
 
 

@@ -16,7 +16,7 @@ from PyQt6.QtWidgets import (QButtonGroup, QComboBox, QHBoxLayout, QLabel, QSize
 from app.core.scene import Scene
 from app.qt import colormaps, theme
 from app.qt.binding import subscribe
-from app.qt.panel import _ImageView, _PanelViewBox
+from app.qt.panel import CrossLine, _ImageView, _PanelViewBox, crosshair_pen
 
 FLICKER_MS = 600
 
@@ -87,10 +87,9 @@ class ABCompareView(QWidget):
                                        label="A ◂ ▸ B", labelOpts=dict(position=0.04, color="#ffffff",
                                                                      fill=pg.mkBrush(0, 0, 0, 150)))
         self.divider.setZValue(20)
-        cross = pg.mkPen(QColor(th.crosshair), width=1, style=Qt.PenStyle.DashLine)
-        cross.setCosmetic(True)
-        self.vline = pg.InfiniteLine(angle=90, movable=False, pen=cross)
-        self.hline = pg.InfiniteLine(angle=0, movable=False, pen=cross)
+        cross = crosshair_pen(th.crosshair)
+        self.vline = CrossLine(True, cross)
+        self.hline = CrossLine(False, cross)
         for item in (self.vline, self.hline):
             item.setZValue(10)
             item.setVisible(False)
@@ -179,6 +178,24 @@ class ABCompareView(QWidget):
     def swap(self) -> None:
         if self.a_uid is not None and self.b_uid is not None:
             self.set_pair(self.b_uid, self.a_uid)
+
+    def state(self) -> dict:
+        """The comparison as sessions save it: {"mode", "a_uid", "b_uid", "divider_x"}."""
+        return {"mode": self.mode, "a_uid": self.a_uid, "b_uid": self.b_uid, "divider_x": self.divider_x}
+
+    def apply_state(self, state: dict | None) -> None:
+        """Restore what :meth:`state` gave (a layer that is not open keeps the current choice)."""
+        if not state:
+            return
+        live = {layer.uid for layer in self.scene.layers}
+        a = state.get("a_uid") if state.get("a_uid") in live else self.a_uid
+        b = state.get("b_uid") if state.get("b_uid") in live else self.b_uid
+        if a is not None and b is not None:
+            self.set_pair(a, b)
+        if state.get("divider_x") is not None:
+            self.set_divider(float(state["divider_x"]))
+        if state.get("mode") in ("swipe", "flicker"):
+            self.set_mode(state["mode"])
 
     def set_mode(self, mode: str) -> None:
         if mode not in ("swipe", "flicker"):
@@ -275,8 +292,11 @@ class ABCompareView(QWidget):
         for item in (self.vline, self.hline):
             item.setVisible(pixel is not None)
         if pixel is not None:
-            self.vline.setPos(pixel[1] + 0.5)
-            self.hline.setPos(pixel[0] + 0.5)
+            h, w = self.scene.hr_shape or (1, 1)
+            self.vline.set_span(h)
+            self.hline.set_span(w)
+            self.vline.setValue(pixel[1] + 0.5)
+            self.hline.setValue(pixel[0] + 0.5)
 
     def _on_view_range(self, view_range, source) -> None:
         if source is self:

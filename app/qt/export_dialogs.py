@@ -220,7 +220,9 @@ class ExportController:
 
     # ------------------------------------------------------------------ data
     def export_spectra_csv(self, path: str | None = None, background: bool = True) -> None:
-        curves = core_export.collect_spectra(self.scene)
+        spectra = getattr(self.window, "spectra", None)
+        with_residuals = spectra is None or spectra.residual_button.isChecked()  # as the plot shows them
+        curves = core_export.collect_spectra(self.scene, residuals=with_residuals)
         if not curves:
             self.window._report(HsiError("no spectra to export: click a pixel (Shift+click pins more) or draw a "
                                          "ROI first"), "Export spectra")
@@ -314,9 +316,12 @@ class ExportController:
                     return
                 write_computed = answer == QMessageBox.StandardButton.Yes
         layout = self.layout_state()
+        ab = getattr(self.window, "compare_ab", None)
+        compare = ab.state() if ab is not None else None
 
         def save():
-            report = core_session.save_session(self.scene, path, layout=layout, write_computed=write_computed)
+            report = core_session.save_session(self.scene, path, layout=layout, write_computed=write_computed,
+                                               compare=compare)
             return report.path
 
         self._write("Save session", save, background=False)
@@ -350,6 +355,9 @@ class ExportController:
         finally:
             self.window._set_busy(False, "")
         self.apply_layout(report.layout)
+        ab = getattr(self.window, "compare_ab", None)
+        if ab is not None and report.compare:
+            ab.apply_state(report.compare)
         if report.skipped:
             self.window._report(HsiError("Some layers were not restored:\n" + "\n".join(report.skipped)),
                                 "Session restored in part")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PyQt6.QtCore import QObject, Qt, pyqtSignal
+from PyQt6 import sip
+from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QPushButton, QStackedLayout, QVBoxLayout,
                              QWidget)
 
@@ -177,7 +178,10 @@ class ImageGrid(QWidget):
         new_panels = []
         for layer in layers:
             panel = old.get(layer.uid)
-            if panel is None or panel.layer.scale != layer.scale:
+            # A layer opened alone is on its own grid (scale 1); when a finer layer arrives (an LR
+            # that finished loading before its GT) its scale grows: the panel, whose extent and
+            # image placement come from the scale, is built again.
+            if panel is None or panel.built_scale != layer.scale:
                 if panel is not None:
                     self._grid.removeWidget(panel)
                     panel.setParent(None)
@@ -196,6 +200,15 @@ class ImageGrid(QWidget):
         view_range = self.scene.view_range
         self._on_view_range(view_range, None)
         self._on_roi(self.scene.roi)
+        if view_range is None and self.panels:
+            # Fit again once the grid has its new layout (the panels were just created, moved
+            # or resized): a fit at the old sizes could leave the view zoomed out or in.
+            QTimer.singleShot(0, self._fit_if_unzoomed)
+
+    def _fit_if_unzoomed(self) -> None:
+        if sip.isdeleted(self) or self.scene.view_range is not None:
+            return
+        self._on_view_range(None, None)
 
     def _make_panel(self, layer) -> ImagePanel:
         panel = ImagePanel(layer, self._grid_host)

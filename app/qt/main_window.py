@@ -673,6 +673,7 @@ class MainWindow(QMainWindow):
         scene = self.scene
         layer = layer or scene.reference
         if layer is None:
+            self._note_key = None
             self.note_label.setText("")
             return
         note = layer.cube.normalisation
@@ -685,7 +686,12 @@ class MainWindow(QMainWindow):
                 note = f"{rendered.note}  ·  {note}"
         contrast = "shared contrast" if scene.shared_contrast else "per-panel contrast"
         low, high = scene.percentiles
-        self.note_label.setText(f"{note}  ·  {contrast} {low:g}–{high:g} %")
+        text = f"{note}  ·  {contrast} {low:g}–{high:g} %"
+        key = (text, id(layer.cube))
+        if key == getattr(self, "_note_key", None):
+            return  # asked at every click and hover: the label is only touched when it changes
+        self._note_key = key
+        self.note_label.setText(text)
         self.note_label.setToolTip(layer.cube.describe())
 
     def _update_levels_bar(self) -> None:

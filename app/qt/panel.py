@@ -11,8 +11,8 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QPen, QPolygonF
-from PyQt6.QtWidgets import (QFrame, QGraphicsPolygonItem, QGraphicsRectItem, QHBoxLayout, QLabel, QSizePolicy,
-                             QToolButton, QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (QFrame, QGraphicsLineItem, QGraphicsPolygonItem, QGraphicsRectItem, QHBoxLayout,
+                             QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
 from app.core.scene import Layer, RenderedImage, ROLE_DESCRIPTIONS
 from app.qt import colormaps, theme
@@ -29,6 +29,15 @@ def display_stride(view: pg.ViewBox, scale: int = 1) -> int:
     return max(1, int(min((x1 - x0) / scale / w_px, (y1 - y0) / scale / h_px)))
 
 
+def crosshair_pen(colour: str) -> QPen:
+    """The crosshair's dashed one-pixel cosmetic pen (a hairline: the cheapest line Qt draws)."""
+    pen = QPen(QColor(colour))
+    pen.setCosmetic(True)
+    pen.setWidthF(1.0)
+    pen.setStyle(Qt.PenStyle.DashLine)
+    return pen
+
+
 def show_strided(item: pg.ImageItem, image: np.ndarray, levels, scale: int, stride: int) -> None:
     """Show every ``stride``-th pixel of ``image`` (a layer of grid factor ``scale``) on the HR
     grid; the last partial block (under one screen pixel) is left out."""
@@ -38,6 +47,32 @@ def show_strided(item: pg.ImageItem, image: np.ndarray, levels, scale: int, stri
         image = np.ascontiguousarray(image[:h:stride, :w:stride])
     item.setImage(image, levels=levels, autoLevels=False)
     item.setRect(QRectF(0.0, 0.0, float(w * scale), float(h * scale)))
+
+
+class CrossLine(QGraphicsLineItem):
+    """One line of a crosshair over an image: vertical (at x = ``value()``) or horizontal (at y),
+    spanning the image (``set_span``). A click moves it with ``setValue`` (one ``setPos``, done
+    in C++): the view repaints only the two thin strips it leaves and enters, unlike a
+    pyqtgraph InfiniteLine, whose Python bounding-rect and position code runs for every line in
+    every panel at each click."""
+
+    def __init__(self, vertical: bool, pen: QPen, span: float = 1.0):
+        super().__init__()
+        self.vertical = vertical
+        self.setPen(pen)
+        self._value = 0.0
+        self.set_span(span)
+
+    def set_span(self, length: float) -> None:
+        length = float(length)
+        self.setLine(0.0, 0.0, 0.0, length) if self.vertical else self.setLine(0.0, 0.0, length, 0.0)
+
+    def setValue(self, value: float) -> None:  # noqa: N802 (InfiniteLine's name)
+        self._value = float(value)
+        self.setPos(self._value, 0.0) if self.vertical else self.setPos(0.0, self._value)
+
+    def value(self) -> float:
+        return self._value
 
 
 class ElidedLabel(QLabel):
@@ -168,14 +203,14 @@ class ImagePanel(QFrame):
         self.view.addItem(self.image_item)
         h, w = layer.cube.shape[:2]
         s = layer.scale
+        self.built_scale = s  # the scene changes layer.scale in place when the grid grows
         self.extent = QRectF(0.0, 0.0, float(w * s), float(h * s))
         self.image_item.setRect(self.extent)
 
-        cross_pen = pg.mkPen(QColor(th.crosshair), width=1, style=Qt.PenStyle.DashLine)
-        cross_pen.setCosmetic(True)
-        self.vline = pg.InfiniteLine(angle=90, movable=False, pen=cross_pen)
-        self.hline = pg.InfiniteLine(angle=0, movable=False, pen=cross_pen)
-        self.pixel_box = QGraphicsRectItem()
+        cross_pen = crosshair_pen(th.crosshair)
+        self.vline = CrossLine(True, cross_pen, self.extent.height())
+        self.hline = CrossLine(False, cross_pen, self.extent.width())
+        self.pixel_box = QGraphicsRectItem(QRectF(0.0, 0.0, 1.0, 1.0))
         box_pen = QPen(QColor(th.crosshair))
         box_pen.setCosmetic(True)
         box_pen.setWidthF(1.5)
@@ -287,9 +322,9 @@ class ImagePanel(QFrame):
         if pixel is None:
             return
         row, col = pixel
-        self.vline.setPos(col + 0.5)
-        self.hline.setPos(row + 0.5)
-        self.pixel_box.setRect(QRectF(col, row, 1.0, 1.0))
+        self.vline.setValue(col + 0.5)
+        self.hline.setValue(row + 0.5)
+        self.pixel_box.setPos(col, row)  # a unit square moved, never re-shaped
 
     def set_pins(self, pins) -> None:
         """Numbered markers at the pinned HR pixels (row, col)."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt
-from PyQt6.QtGui import QColor, QGuiApplication
+from PyQt6.QtGui import QColor, QGuiApplication, QPen
 from PyQt6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
 from app.core.scene import Scene, SpectrumSample
 from app.qt import theme
 from app.qt.binding import subscribe
+from app.qt.panel import ElidedLabel
 
 
 def _label_fill() -> QColor:
@@ -35,7 +36,9 @@ def _legend_row(colour: str, glyph: str, label: str) -> tuple[str, str, str]:
 class LegendTable(QWidget):
     """The legend under the plot: one row per curve, a coloured glyph and a plain-text label.
     Rows are reused and only changed labels are set (plain text is cheap to repaint; a rich-text
-    table re-laid out at every click cost a third of the click-to-spectra time)."""
+    table re-laid out at every click cost a third of the click-to-spectra time). Each label is
+    one line, elided when too long (full text in its tooltip): a click never changes the
+    legend's height, so the plot above it is never resized (and fully repainted) by a click."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -52,18 +55,16 @@ class LegendTable(QWidget):
     def set_rows(self, rows: list[tuple[str, str, str]]) -> None:
         """(colour, glyph, label) per row."""
         while len(self._rows) < len(rows):
-            glyph, label = QLabel(self), QLabel(self)
+            glyph, label = QLabel(self), ElidedLabel("", self, Qt.TextElideMode.ElideMiddle)
             glyph.setTextFormat(Qt.TextFormat.RichText)
             label.setTextFormat(Qt.TextFormat.PlainText)
-            label.setWordWrap(True)  # long labels wrap instead of widening the dock
-            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             r = len(self._rows)
             self._grid.addWidget(glyph, r, 0)
             self._grid.addWidget(label, r, 1)
             self._rows.append((glyph, label))
         for i, (glyph, label) in enumerate(self._rows):
             if i >= len(rows):
-                if glyph.isVisible() or i < len(self._shown):
+                if not glyph.isHidden():
                     glyph.hide()
                     label.hide()
                 continue
@@ -72,9 +73,11 @@ class LegendTable(QWidget):
             if old is None or old[:2] != (colour, mark):
                 glyph.setText(f"<span style='color:{colour}'>{mark}</span>")
             if old is None or old[2] != text:
-                label.setText(text)
-            glyph.show()
-            label.show()
+                label.set_full_text(text)
+                label.setToolTip(text)
+            if glyph.isHidden():
+                glyph.show()
+                label.show()
         self._shown = list(rows)
 
     def text(self) -> str:
@@ -82,18 +85,34 @@ class LegendTable(QWidget):
         return "\n".join(text for _, _, text in self._shown)
 
 
+_PENS: dict[tuple, object] = {}
+
+
+def curve_pen(colour: str, width: float = 1.0, style: Qt.PenStyle = Qt.PenStyle.SolidLine):
+    """A cached cosmetic pen. Width 1 is a hairline, which Qt's raster engine strokes about ten
+    times faster than a wider antialiased line (and dashes and dots about fifty times faster):
+    every curve but the reference's is a hairline, so that a click repaints within a frame."""
+    key = (colour, width, style)
+    pen = _PENS.get(key)
+    if pen is None:
+        pen = _PENS[key] = pg.mkPen(QColor(colour), width=width, style=style)
+        pen.setCosmetic(True)
+    return pen
+
+
 def curve_style(sample: SpectrumSample, recon_index: int) -> dict:
-    """pyqtgraph plot kwargs for one curve: colour by role, reconstructions by index."""
+    """pyqtgraph plot kwargs for one curve: colour by role, reconstructions by index; the
+    reference (GT) is the one wide line."""
     role = sample.layer.role
-    colour = QColor(legend_colour(sample, recon_index))
+    colour = legend_colour(sample, recon_index)
     if role == "gt":
-        return dict(pen=pg.mkPen(colour, width=2.5))
+        return dict(pen=curve_pen(colour, 2.0))
     if role == "lr":
-        return dict(pen=pg.mkPen(colour, width=1.5, style=Qt.PenStyle.DashLine),
+        return dict(pen=curve_pen(colour, 1.0, Qt.PenStyle.DashLine),
                     symbol="o", symbolSize=4, symbolBrush=colour, symbolPen=None)
     if role == "guide":
-        return dict(pen=None, symbol="t1", symbolSize=10, symbolBrush=colour, symbolPen=pg.mkPen("#000"))
-    return dict(pen=pg.mkPen(colour, width=1.8))
+        return dict(pen=None, symbol="t1", symbolSize=10, symbolBrush=colour, symbolPen=curve_pen("#000000"))
+    return dict(pen=curve_pen(colour))
 
 
 class SpectraView(QWidget):
@@ -108,7 +127,8 @@ class SpectraView(QWidget):
         layout.setContentsMargins(6, 4, 6, 6)
         layout.setSpacing(4)
         header = QHBoxLayout()
-        self.title = QLabel("Click a pixel to plot its spectra", self)
+        # its text changes at every click: it must not change the layout (elided, never widening)
+        self.title = ElidedLabel("Click a pixel to plot its spectra", self, Qt.TextElideMode.ElideRight)
         self.title.setObjectName("DimLabel")
         self.copy_button = QToolButton(self)
         self.copy_button.setText("Copy CSV")
@@ -134,6 +154,7 @@ class SpectraView(QWidget):
         self.plot.addItem(self.grid_item, ignoreBounds=True)
         self._grid_key = None
         self.plot.setLabel("bottom", "Wavelength", units="nm")
+        self._x_known = True
         self.plot.setLabel("left", "Reflectance")
         self.plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.plot.getAxis("left").enableAutoSIPrefix(False)
@@ -159,15 +180,15 @@ class SpectraView(QWidget):
         # The legend sits under the plot, where it never hides a curve.
         self.legend = LegendTable(self)
         layout.addWidget(self.legend)
-        self.curves: list[pg.PlotDataItem] = []
-        self._curve_pool: list[pg.PlotDataItem] = []
-        self._residual_pool: list[pg.PlotDataItem] = []
+        self.curves: list = []   # the items shown, in the order of the samples then the pins
+        self._pools: dict[str, list] = {"line": [], "symbols": [], "residual": []}
+        self._pool_used = dict.fromkeys(self._pools, 0)
         # ROI mean ± std: a mean curve and a filled band per layer
         self.roi_samples: list = []
         self.roi_items: list = []
         # residuals (reconstruction − GT) on a second y axis on the right
         self.residuals: list = []
-        self.residual_curves: list[pg.PlotDataItem] = []
+        self.residual_curves: list = []
         self.residual_view = pg.ViewBox(enableMenu=False)
         self.plot.showAxis("right")
         self.plot.getAxis("right").linkToView(self.residual_view)
@@ -200,29 +221,47 @@ class SpectraView(QWidget):
             self.plot.removeItem(item)
         self.roi_items.clear()
         self.residual_curves.clear()
+        self._pool_used = dict.fromkeys(self._pools, 0)
         try:
             self._fill_plot()
         finally:
-            for pool, used in ((self._curve_pool, self.curves), (self._residual_pool, self.residual_curves)):
-                for item in pool[len(used):]:
+            for name, pool in self._pools.items():
+                for item in pool[self._pool_used[name]:]:
                     if item.isVisible():
                         item.setData([], [])
                         item.setVisible(False)
 
-    def _pooled(self, pool: list, owner, x, y, style: dict) -> pg.PlotDataItem:
-        """The next free curve of ``pool`` (created once, then reused) showing (x, y) in ``style``."""
-        used = self.curves if pool is self._curve_pool else self.residual_curves
-        opts = dict(pen=None, symbol=None)
-        opts.update(style)
-        if len(used) < len(pool):
-            item = pool[len(used)]
-            item.setData(x, y, **opts)
-            item.setVisible(True)
+    def _pooled(self, kind: str, owner, x, y, style: dict):
+        """The next free item of a pool (created once, then reused) showing (x, y) in ``style``:
+        ``kind`` 'curve' (on the left axis) or 'residual' (on the right axis). Lines without
+        symbols are bare PlotCurveItems (a PlotDataItem's extra layer cost a millisecond per
+        click); curves with symbols are PlotDataItems. The style is set only when it changes."""
+        has_symbols = style.get("symbol") is not None
+        name = "residual" if kind == "residual" else ("symbols" if has_symbols else "line")
+        pool = self._pools[name]
+        i = self._pool_used[name]
+        self._pool_used[name] = i + 1
+        if has_symbols:
+            opts = dict(pen=None, symbol=None)
+            opts.update(style)
         else:
-            item = pg.PlotDataItem(x, y, **opts)
+            opts = dict(pen=style.get("pen"))
+        key = tuple(sorted((k, id(v) if isinstance(v, QPen) else str(v)) for k, v in opts.items()))
+        if i < len(pool):
+            item = pool[i]
+            if item._style_key == key:
+                item.setData(x, y)  # same style: only the data (no pen, symbol or scatter rebuild)
+            else:
+                item.setData(x, y, **opts)
+                item._style_key = key
+            if not item.isVisible():
+                item.setVisible(True)
+        else:
+            item = pg.PlotDataItem(x, y, **opts) if has_symbols else pg.PlotCurveItem(x, y, **opts)
+            item._style_key = key
             owner.addItem(item)
             pool.append(item)
-        used.append(item)
+        (self.residual_curves if kind == "residual" else self.curves).append(item)
         return item
 
     def _fill_plot(self) -> None:
@@ -246,8 +285,8 @@ class SpectraView(QWidget):
                 if sample.layer is reference or sample.layer.role == "recon":
                     self.pin_samples.append((i, sample))
         if not self.samples and not self.pin_samples and not self.roi_samples:
-            self.title.setText("Click a pixel to plot its spectra (Shift+click pins more)" if scene.layers
-                               else "No cubes open")
+            self.title.set_full_text("Click a pixel to plot its spectra (Shift+click pins more)" if scene.layers
+                                     else "No cubes open")
             self.legend.set_rows([])
             self._place_band_line()
             return
@@ -261,13 +300,17 @@ class SpectraView(QWidget):
                 text += f"  ·  {s.layer.title} pixel ({s.pixel[0]}, {s.pixel[1]}) covers {s.layer.scale}×{s.layer.scale}"
         if scene.pins:
             text += ("  ·  " if text else "") + f"{len(scene.pins)} pinned"
-        self.title.setText(text)
+        if text != self.title.full_text():
+            self.title.set_full_text(text)
+            self.title.setToolTip(text)
         if scene.roi is not None:
             n = self.roi_samples[0].n if self.roi_samples else 0
             text += ("  ·  " if text else "") + f"ROI {n} px (mean ± std)"
         everything = self.samples + [s for _, s in self.pin_samples]
         known = any(s.wavelengths_known for s in everything) or any(r.wavelengths_known for r in self.roi_samples)
-        self.plot.setLabel("bottom", "Wavelength" if known else "Band", units="nm" if known else None)
+        if known != self._x_known:  # a new label re-lays out the axis: only when it changes
+            self._x_known = known
+            self.plot.setLabel("bottom", "Wavelength" if known else "Band", units="nm" if known else None)
         recon_index = 0
         rows = []
         for sample in self.samples:
@@ -277,16 +320,15 @@ class SpectraView(QWidget):
             colour = legend_colour(sample, recon_index)
             if sample.layer.role == "recon":
                 recon_index += 1
-            self._pooled(self._curve_pool, self.plot, sample.wavelengths_nm, sample.values, style)
+            self._pooled("curve", self.plot, sample.wavelengths_nm, sample.values, style)
             rows.append(_legend_row(colour, LEGEND_GLYPHS[sample.layer.role], sample.label))
         for i, sample in self.pin_samples:
             if known and not sample.wavelengths_known:
                 continue
             colour = theme.PIN_COLOURS[i % len(theme.PIN_COLOURS)]
             dashed = sample.layer.role == "recon"
-            pen = pg.mkPen(QColor(colour), width=1.3,
-                           style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
-            self._pooled(self._curve_pool, self.plot, sample.wavelengths_nm, sample.values, dict(pen=pen))
+            pen = curve_pen(colour, 1.0, Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
+            self._pooled("curve", self.plot, sample.wavelengths_nm, sample.values, dict(pen=pen))
             rows.append(_legend_row(colour, "╌╌╌" if dashed else "───", f"#{i + 1} {sample.label}"))
         recon_index = 0
         for roi in self.roi_samples:
@@ -314,8 +356,8 @@ class SpectraView(QWidget):
             rows.append(_legend_row(colour.name(), "▒▒▒", roi.label))
         for i, res in enumerate(self.residuals):
             colour = theme.RECON_CURVE_COLOURS[i % len(theme.RECON_CURVE_COLOURS)]
-            self._pooled(self._residual_pool, self.residual_view, res.wavelengths_nm, res.values,
-                         dict(pen=pg.mkPen(QColor(colour), width=1.4, style=Qt.PenStyle.DotLine)))
+            self._pooled("residual", self.residual_view, res.wavelengths_nm, res.values,
+                         dict(pen=curve_pen(colour, 1.0, Qt.PenStyle.DotLine)))
             rows.append(_legend_row(colour, "┄┄┄", res.label + " (right axis)"))
         self._fit_x([c.xData for c in self.curves] + [r.wavelengths_nm for r in self.roi_samples])
         self._fit_y(self.plot.getViewBox(), [c.yData for c in self.curves]
@@ -326,6 +368,9 @@ class SpectraView(QWidget):
         self._update_grid()
         self.legend.set_rows(rows)
         self._place_band_line()
+        # Settle the views' transforms now (pyqtgraph defers them to the start of the paint,
+        # where the items they move ask for a second full paint of the plot).
+        self.plot.scene().prepareForPaint()
 
     def _update_grid(self) -> None:
         """Grid lines at the axes' major ticks of the current range."""
@@ -408,11 +453,19 @@ class SpectraView(QWidget):
         nm = self.scene.band_wavelength()
         x = nm if nm is not None else float(self.scene.band)
         self.band_line.setVisible(self.scene.n_bands > 0)
+        fmt = "{value:.0f} nm" if nm is not None else "band {value:.0f}"
+        if self.band_line.label.format != fmt:
+            self.band_line.label.format = fmt
+            moved = True
+        else:
+            moved = False
         if abs(self.band_line.value() - x) > 1e-9:
-            self.band_line.blockSignals(True)
+            self.band_line.blockSignals(True)  # (its label listens to this signal: updated below)
             self.band_line.setValue(x)
             self.band_line.blockSignals(False)
-        self.band_line.label.setFormat("{value:.0f} nm" if nm is not None else "band {value:.0f}")
+            moved = True
+        if moved:
+            self.band_line.label.valueChanged()
 
     def _on_line_moved(self, line) -> None:
         if self.scene.wavelengths_nm is not None:

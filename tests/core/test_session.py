@@ -59,6 +59,44 @@ def test_round_trip_restores_the_same_state_and_computed_layers(tmp_path):
     assert recon.cube.metadata["provenance"]["time"] == bicubic["provenance"]["time"]
 
 
+def test_the_ab_comparison_is_saved_by_layer_and_restored_on_the_new_layers(tmp_path):
+    scene = food_scene()
+    gt, recon = scene.layers_with_role("gt")[0], scene.layers_with_role("recon")[-1]
+    path = tmp_path / "ab.hsisession.json"
+    save_session(scene, path, compare={"mode": "flicker", "a_uid": recon.uid, "b_uid": gt.uid, "divider_x": 41.5})
+    data = load_session(path)
+    names = [e["name"] for e in data["layers"]]
+    assert data["compare"]["mode"] == "flicker" and data["compare"]["divider_x"] == 41.5
+    assert names[data["compare"]["a"]] == recon.name and names[data["compare"]["b"]] == gt.name
+    restored = Scene()
+    restored.add_layer(scene.layers[0].cube, "gt", "an older layer")  # uids differ after a restore
+    back = restore_session(path, restored)
+    by_uid = {layer.uid: layer for layer in restored.layers}
+    assert back.compare["mode"] == "flicker" and back.compare["divider_x"] == 41.5
+    assert by_uid[back.compare["a_uid"]].name == recon.name and by_uid[back.compare["b_uid"]].name == gt.name
+    assert back.compare["a_uid"] != recon.uid  # the restored layer, not the saved uid
+    # a session without an A/B comparison (older files) restores none
+    save_session(scene, path)
+    assert load_session(path)["compare"] is None and restore_session(path, Scene()).compare is None
+
+
+@pytest.mark.parametrize("compare, message", [
+    ({"mode": "blink", "a": 0, "b": 1}, "A/B mode"),
+    ({"mode": "swipe", "a": 5, "b": 0}, "index of a layer"),
+    ({"mode": "swipe", "a": 0, "b": 0, "divider_x": "left"}, "divider"),
+    ([1, 2], "\"compare\" must be an object"),
+])
+def test_a_damaged_ab_comparison_is_refused(tmp_path, compare, message):
+    scene = food_scene(with_computed=False)
+    path = tmp_path / "s.hsisession.json"
+    save_session(scene, path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["compare"] = compare
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(SessionError, match=message):
+        load_session(path)
+
+
 def test_files_opened_with_options_are_reopened_the_same_way(tmp_path):
     """A real CAVE crop stored BHW in a .npy: the layout the user chose is recorded and reused."""
     src = tmp_path / "data" / "cave_crop_bhw.npy"

@@ -107,7 +107,8 @@ def test_metrics_table_equals_compute_all_and_sorts(analysed):
     rows = dict(a.table_rows())
     for layer in recon_cubes(analysed):
         ref = metrics.compute_all(gt.data, layer.cube.data, scale=SCALE)
-        assert rows[layer.name] == pytest.approx([ref[k] for k, _, _ in METRIC_COLUMNS], rel=1e-9)
+        # the methods are analysed in one pass (compute_all_many): equal to float32 rounding
+        assert rows[layer.name] == pytest.approx([ref[k] for k, _, _ in METRIC_COLUMNS], rel=1e-5)
     psnr_col = 1 + [k for k, _, _ in METRIC_COLUMNS].index("psnr_db")
     a.table.sortItems(psnr_col, Qt.SortOrder.DescendingOrder)
     values = [v[psnr_col - 1] for _, v in a.table_rows()]
@@ -213,11 +214,11 @@ def test_per_band_curves_mark_the_worst_band_and_jump(analysed):
     gt = analysed.scene.layers_with_role("gt")[0].cube
     layer = recon_cubes(analysed)[0]
     ref = metrics.compute_all(gt.data, layer.cube.data, scale=SCALE)["per_band"]["psnr_db"]
-    np.testing.assert_allclose(a.curve_items[layer.uid].yData, ref)
+    np.testing.assert_allclose(a.curve_items[layer.uid].yData, ref, rtol=1e-6)
     assert a.worst_bands[layer.uid] == int(np.argmin(ref))
     a.curve_combo.setCurrentIndex(a.curve_combo.findData("rmse"))
     ref_rmse = metrics.compute_all(gt.data, layer.cube.data)["per_band"]["rmse"]
-    np.testing.assert_allclose(a.curve_items[layer.uid].yData, ref_rmse)
+    np.testing.assert_allclose(a.curve_items[layer.uid].yData, ref_rmse, rtol=1e-5)
     assert a.worst_bands[layer.uid] == int(np.argmax(ref_rmse))
     # click on the plot at 620 nm: the band follows
     a.tabs.setCurrentIndex(2)
@@ -259,10 +260,10 @@ def test_cancel_stops_the_job(window, qtbot, monkeypatch):
     window.scene.add_layer(second_recon(), "recon")
     slow = core.analysis_steps
 
-    def steps(request, cache=None):  # a slow job: time to press Cancel
+    def steps(request, cache=None, tick=None):  # a slow job: time to press Cancel
         import time
 
-        gen = slow(request, cache)
+        gen = slow(request, cache, tick)
         try:
             while True:
                 value = next(gen)
@@ -346,8 +347,17 @@ def test_flicker_alternates_and_pans_with_the_panels(window, qtbot):
 # ------------------------------------------------------------------------------ status bar
 def test_status_bar_lists_the_value_of_every_panel(window, qtbot):
     panel = layer_panel(window, "gt")
-    qtbot.mouseMove(panel.graphics.viewport(), view_pos(panel, 22.5, 13.5))
-    qtbot.waitUntil(lambda: window.scene.hover is not None, timeout=2000)
+    qtbot.waitUntil(lambda: panel.graphics.viewport().isVisible(), timeout=2000)
+    at_pixel = lambda: (window.scene.hover is not None  # noqa: E731
+                        and (window.scene.hover.row, window.scene.hover.col) == (13, 22))
+
+    def move_there():  # the view may still be settling on a loaded machine: aim again until it lands
+        qtbot.mouseMove(panel.graphics.viewport(), view_pos(panel, 22.5, 13.5))
+        qtbot.wait(20)
+        return at_pixel()
+
+    qtbot.waitUntil(move_there, timeout=3000)
+    qtbot.wait(50)  # the status bar follows the hover event
     cubes = dict(scene_cubes())
     band = window.scene.band
     text = window.values_label.text()

@@ -132,3 +132,28 @@ def test_session_save_and_open_restore_the_view(window, tmp_path, errors):
     assert window.exporter.open_session(str(bad)) is None
     assert errors and str(bad) in errors[-1][1]
     assert session_state(scene) == before
+
+
+def test_session_restores_the_ab_comparison(window, tmp_path, errors):
+    """Mode, the two panels (by layer: the uids change on restore) and the divider come back."""
+    ab = window.compare_ab
+    layers = window.scene.layers
+    names = {layer.uid: layer.name for layer in layers}
+    recon = window.scene.layers_with_role("recon")[0]
+    lr = window.scene.layers_with_role("lr")[0]
+    ab.set_pair(recon.uid, lr.uid)
+    ab.set_divider(37.0)
+    ab.set_mode("flicker")
+    path = tmp_path / "ab.hsisession.json"
+    window.exporter.save_session(str(path), write_computed=True)
+    ab.set_mode("swipe")
+    ab.set_pair(layers[0].uid, layers[1].uid)
+    ab.set_divider(5.0)
+    report = window.exporter.open_session(str(path))
+    assert report is not None and errors == []
+    new_names = {layer.uid: layer.name for layer in window.scene.layers}
+    assert ab.a_uid not in names and ab.b_uid not in names  # layers rebuilt by the restore
+    assert (new_names[ab.a_uid], new_names[ab.b_uid]) == (recon.name, lr.name)
+    assert ab.mode == "flicker" and ab.divider_x == 37.0
+    assert ab.a_combo.currentData() == ab.a_uid and ab.b_combo.currentData() == ab.b_uid
+    ab.set_mode("swipe")

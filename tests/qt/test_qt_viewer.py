@@ -462,3 +462,45 @@ def test_shift_click_pins_pixels(window, qtbot):
     assert ",gt,2,60,70,700," in spectra.csv_text()
     window.clear_pins_action.trigger()
     assert len(spectra.curves) == 4 and all(p.pin_items == [] for p in window.grid.panels)
+
+
+def _fits(panel) -> bool:
+    """The panel shows its whole image, filling the view along one axis (no zoom in or out)."""
+    (x0, x1), (y0, y1) = panel.view.viewRange()
+    w, h = panel.extent.width(), panel.extent.height()
+    covers = x0 <= 1e-6 and x1 >= w - 1e-6 and y0 <= 1e-6 and y1 >= h - 1e-6
+    tight = abs((x1 - x0) - w) < 1e-3 * w or abs((y1 - y0) - h) < 1e-3 * h
+    return covers and tight
+
+
+def test_lr_opened_before_its_gt_is_rebuilt_on_the_hr_grid_and_fitted(qtbot, settings, errors, tmp_path):
+    """An LR that finishes loading first is alone on its own grid (scale 1); when the GT arrives
+    its panel must be rebuilt on the HR grid (it kept the 24x24 extent and showed a quarter of
+    the picture, zoomed in), and every panel fits its image once the new layout has settled."""
+    from app.qt.main_window import MainWindow
+
+    cubes = dict(scene_cubes())
+    np.save(tmp_path / "gt.npy", cubes["gt"].data)
+    np.save(tmp_path / "lr.npy", cubes["lr"].data)
+    np.save(tmp_path / "recon.npy", cubes["recon"].data)
+    win = MainWindow(settings=settings)
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    qtbot.waitExposed(win)
+    win.open_files([("lr", str(tmp_path / "lr.npy")), ("gt", str(tmp_path / "gt.npy")),
+                    ("recon", str(tmp_path / "recon.npy"))], background=False)
+    assert errors == []
+    lr_panel = next(p for p in win.grid.panels if p.layer.role == "lr")
+    assert lr_panel.layer.scale == SCALE and lr_panel.built_scale == SCALE
+    assert (lr_panel.extent.width(), lr_panel.extent.height()) == (CROP, CROP)
+    qtbot.waitUntil(lambda: all(_fits(p) for p in win.grid.panels), timeout=3000)
+    assert win.scene.view_range is None  # the layout is not a user zoom
+    # and a user zoom is kept when a layer is added afterwards
+    win.scene.set_view_range((10.0, 40.0), (20.0, 50.0))
+    win.scene.add_layer(Cube.from_array(cubes["recon"].data * 0.5, WL, name="half"), "recon")
+    qtbot.wait(20)
+    for p in win.grid.panels:
+        (x0, x1), (y0, y1) = p.view.viewRange()
+        assert x0 <= 10.0 + 1e-6 and x1 >= 40.0 - 1e-6 and y0 <= 20.0 + 1e-6 and y1 >= 50.0 - 1e-6
+        assert not _fits(p)
