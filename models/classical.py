@@ -245,7 +245,8 @@ def fuse(lr_hsi: torch.Tensor, hr_msi: torch.Tensor, srf, psf, scale: int, *, su
     g = hr_msi.to(f64)
     r = torch.as_tensor(srf).to(device=dev, dtype=f64)
     k = torch.as_tensor(psf).to(device=dev, dtype=f64)
-    op = lambda z: kernel_downsample(z, k, s)  # noqa: E731
+    # k.clone(): a kernel made under inference_mode must not be saved by _adjoint's autograd pass
+    op = lambda z: kernel_downsample(z, k.clone(), s)  # noqa: E731
     n, b, h, w = y.shape
     hr_shape = (1, b, h * s, w * s)
     if isinstance(prior, str):
