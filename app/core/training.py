@@ -34,7 +34,7 @@ import torch
 
 from app.core.datasets import CAVE_TRAIN_SPLIT, VALIDATION_SCENES, scene_folders
 from app.core.errors import HsiError
-from models.degradation import parse_protocol
+from models.degradation import parse_protocol, psf_kernel
 
 RUNS_DIR = Path(__file__).resolve().parents[2] / "runs"
 
@@ -73,6 +73,14 @@ class Scene:
     gt: torch.Tensor                # (B, H, W)
     lr: torch.Tensor                # (B, h, w)
     guide: torch.Tensor | None      # (M, H, W)
+    srf: torch.Tensor | None = None  # (M, B) the guide's spectral response, rows sum to 1
+    extra: dict | None = None       # per-scene (C, H, W) HR tensors from model.prepare_scene, cropped with the patches
+
+
+def model_inputs(lr: torch.Tensor, guide: torch.Tensor | None, srf: torch.Tensor | None,
+                 psf: torch.Tensor | None) -> dict:
+    """The keyword inputs every registered model's forward accepts (models/registry.py names)."""
+    return {"lr_hsi": lr, "hr_msi": guide, "srf": srf, "psf": psf}
 
 
 # ----------------------------------------------------------------------------- loss
@@ -149,9 +157,17 @@ def load_scene(folder: Path, protocol: str, srf=None) -> Scene:
     if h < s or w < s:
         raise TrainingError(f"{folder}: {data.shape[0]}x{data.shape[1]} px is smaller than the scale x{s}")
     data = np.ascontiguousarray(data[:h, :w])
-    lr, guide, _ = simulate(data, proto, srf=srf, wavelengths_nm=cube.wavelengths_nm, seed=0)
+    lr, guide, meta = simulate(data, proto, srf=srf, wavelengths_nm=cube.wavelengths_nm, seed=0)
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(a, np.float32), 2, 0)))  # noqa: E731
-    return Scene(folder.name, to_t(data), to_t(lr), None if guide is None else to_t(guide))
+    srf_t = None
+    if guide is not None:
+        from app.core import srf as srf_mod
+
+        wl = np.asarray(meta["wavelengths_nm"], dtype=np.float64)
+        spec = srf if srf is not None else srf_mod.default_srf_name(wl)
+        srf_t = torch.from_numpy(np.asarray(srf_mod.resample_srf(spec, wl, n_bands=data.shape[2]).matrix,
+                                            dtype=np.float32))
+    return Scene(folder.name, to_t(data), to_t(lr), None if guide is None else to_t(guide), srf_t)
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -161,12 +177,14 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(x, k % 4, dims=(-2, -1))
 
 
-def sample_batch(scenes: list[Scene], batch: int, patch: int, scale: int, gen: torch.Generator):
-    """(lr (N,B,p/s,p/s), guide or None, gt (N,B,p,p)) random aligned patches with dihedral augmentation."""
+def sample_batch(scenes: list[Scene], batch: int, patch: int, scale: int, gen: torch.Generator,
+                 with_extra: bool = False):
+    """(lr (N,B,p/s,p/s), guide or None, gt (N,B,p,p)) random aligned patches with dihedral augmentation;
+    ``with_extra`` adds a 4th item, the scenes' ``extra`` tensors cropped alike ({name: (N,C,p,p)})."""
     lp = patch // scale
     areas = torch.tensor([float(sc.lr.shape[-2] * sc.lr.shape[-1]) for sc in scenes])
     picks = torch.multinomial(areas, batch, replacement=True, generator=gen)
-    lrs, gts, guides = [], [], []
+    lrs, gts, guides, extras = [], [], [], {}
     for i in picks.tolist():
         sc = scenes[i]
         h, w = sc.lr.shape[-2:]
@@ -177,7 +195,11 @@ def sample_batch(scenes: list[Scene], batch: int, patch: int, scale: int, gen: t
         gts.append(dihedral(sc.gt[:, y * scale:(y + lp) * scale, x * scale:(x + lp) * scale], k))
         if sc.guide is not None:
             guides.append(dihedral(sc.guide[:, y * scale:(y + lp) * scale, x * scale:(x + lp) * scale], k))
+        for key, t in (sc.extra or {}).items():
+            extras.setdefault(key, []).append(dihedral(t[:, y * scale:(y + lp) * scale, x * scale:(x + lp) * scale], k))
     guide = torch.stack(guides) if guides else None
+    if with_extra:
+        return torch.stack(lrs), guide, torch.stack(gts), {key: torch.stack(v) for key, v in extras.items()}
     return torch.stack(lrs), guide, torch.stack(gts)
 
 
@@ -188,7 +210,8 @@ def centre_crop(sc: Scene, crop_hr: int, scale: int) -> Scene:
     lp = min(crop_hr // scale, h, w)
     y, x = (h - lp) // 2, (w - lp) // 2
     hr = lambda t: None if t is None else t[:, y * scale:(y + lp) * scale, x * scale:(x + lp) * scale]  # noqa: E731
-    return Scene(sc.name, hr(sc.gt), sc.lr[:, y:y + lp, x:x + lp], hr(sc.guide))
+    extra = None if sc.extra is None else {k: hr(t) for k, t in sc.extra.items()}
+    return Scene(sc.name, hr(sc.gt), sc.lr[:, y:y + lp, x:x + lp], hr(sc.guide), sc.srf, extra)
 
 
 # ----------------------------------------------------------------------------- files
@@ -245,7 +268,8 @@ def _lr_factor(opts: TrainOptions, state: TrainState) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac))
 
 
-def validate(model, scenes: list[Scene], scale: int, device, crop_hr: int) -> tuple[float, float]:
+def validate(model, scenes: list[Scene], scale: int, device, crop_hr: int,
+             psf: torch.Tensor | None = None) -> tuple[float, float]:
     """(model MPSNR, bicubic MPSNR) averaged over the (centre-cropped) validation scenes."""
     from models.baselines import bicubic_upsample
 
@@ -256,7 +280,9 @@ def validate(model, scenes: list[Scene], scale: int, device, crop_hr: int) -> tu
             c = centre_crop(sc, crop_hr, scale)
             lr = c.lr[None].to(device)
             guide = None if c.guide is None else c.guide[None].to(device)
-            pred = model(lr_hsi=lr, hr_msi=guide) if guide is not None else model(lr_hsi=lr)
+            srf = None if c.srf is None else c.srf.to(device)
+            extra = {k: t[None].to(device) for k, t in (c.extra or {}).items()}
+            pred = model(**model_inputs(lr, guide, srf, None if psf is None else psf.to(device)), **extra)
             gt = c.gt[None].to(device)
             ps.append(psnr_db(pred.float(), gt))
             pb.append(psnr_db(bicubic_upsample(lr, scale), gt))
@@ -363,6 +389,18 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         export_weights(model, out, meta)
 
     loss_fn = getattr(model, "training_loss", None) or hsi_loss
+    # a model with its own objective (e.g. diffusion: noise the target, predict x0) defines
+    # training_step(inputs, gt) -> loss; every other model is trained on loss_fn(model(**inputs), gt)
+    step_fn = getattr(model, "training_step", None)
+    psf_t = torch.as_tensor(np.asarray(psf_kernel(proto), dtype=np.float32), device=dev)
+    srf_t = None if train_scenes[0].srf is None else train_scenes[0].srf.to(dev)
+    # a model may attach per-scene tensors (e.g. a training-free estimate of the whole scene) that
+    # the batches then carry as extra inputs, cropped like the patches: prepare_scene(scene, psf, cache_dir)
+    prepare = getattr(model, "prepare_scene", None)
+    if prepare is not None:
+        log(f"preparing {len(train_scenes) + len(val_scenes)} scenes for {spec.name} (cached in {run_dir / 'scene_cache'})")
+        for sc in train_scenes + val_scenes:
+            sc.extra = prepare(sc, psf_t.cpu(), run_dir / "scene_cache")
     start_step = state.step
     bar = tqdm(total=opts.iters, initial=state.step, desc=f"train {spec.name} {proto.name}", unit="it",
                dynamic_ncols=True, disable=not progress)
@@ -376,10 +414,11 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                 break
             for g in optim.param_groups:
                 g["lr"] = opts.lr_rate * _lr_factor(opts, state)
-            lr_b, guide_b, gt_b = sample_batch(train_scenes, opts.batch, opts.patch, scale, gen)
+            lr_b, guide_b, gt_b, extra_b = sample_batch(train_scenes, opts.batch, opts.patch, scale, gen, with_extra=True)
             lr_b, gt_b = lr_b.to(dev), gt_b.to(dev)
-            pred = model(lr_hsi=lr_b, hr_msi=guide_b.to(dev)) if guide_b is not None else model(lr_hsi=lr_b)
-            loss = loss_fn(pred, gt_b)
+            inputs = model_inputs(lr_b, None if guide_b is None else guide_b.to(dev), srf_t, psf_t)
+            inputs.update({k: t.to(dev) for k, t in extra_b.items()})
+            loss = step_fn(inputs, gt_b) if step_fn is not None else loss_fn(model(**inputs), gt_b)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {float(loss)} at step {state.step}; lower --lr-rate")
             optim.zero_grad(set_to_none=True)
@@ -397,7 +436,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             bar.set_postfix(post, refresh=False)
             bar.update(1)
             if val_scenes and (state.step % opts.val_every == 0 or state.step == opts.iters):
-                state.last_val_psnr, state.bicubic_val_psnr = validate(model, val_scenes, scale, dev, opts.val_crop)
+                state.last_val_psnr, state.bicubic_val_psnr = validate(model, val_scenes, scale, dev, opts.val_crop, psf_t)
                 state.history.append({"step": state.step, "elapsed_s": round(state.elapsed_s, 1), "loss": running,
                                       "val_psnr": state.last_val_psnr, "bicubic_psnr": state.bicubic_val_psnr})
                 log(f"step {state.step} ({state.elapsed_s / 60:.1f} min): loss {running:.4f}, validation "
