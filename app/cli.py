@@ -5,6 +5,7 @@ Without a command the viewer opens on the bundled sample. Headless commands neve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -81,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="iterations (per-image optimisation, e.g. umsft) or sampling steps (stochastic models)")
     sr.add_argument("--blind", action="store_true",
                     help="estimate the PSF and SRF from the image pair (models that offer it, e.g. umsft)")
+    sr.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="model build option (see `main.py models`), e.g. base=none for umsft; repeatable")
     sr.add_argument("--seed", type=int, default=0)
     sr.add_argument("--out", required=True, help="output cube (format by extension)")
     _add_read_options(sr)
@@ -92,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--steps", type=int)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--blind", action="store_true",
+                    help="models that offer it (umsft) estimate the PSF and SRF from the image pair")
+    ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="model build option, given to the models that have it (e.g. base=none); repeatable")
     ev.add_argument("--json", help="write the results as JSON here")
 
     cmp = sub.add_parser("compare", help="metrics of existing predictions against GT cubes (files or folders)",
@@ -248,15 +255,78 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def _model_options(args) -> dict | None:
+    """--blind and --option KEY=VALUE as a dict of build options (numbers and true/false parsed)."""
+    from app.core.errors import HsiError
+
+    options = {"blind": True} if args.blind else {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise HsiError(f"--option {item!r}: expected KEY=VALUE")
+        low = value.strip().lower()
+        if low in ("true", "false"):
+            parsed = low == "true"
+        else:
+            try:
+                parsed = int(value)
+            except ValueError:
+                try:
+                    parsed = float(value)
+                except ValueError:
+                    parsed = value.strip()
+        options[key.strip()] = parsed
+    return options or None
+
+
+class _StopOnInterrupt:
+    """During an iterative run, the first Ctrl+C asks the model to stop and keep its best estimate
+    so far (it is then written); a second one aborts as usual."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        import signal
+
+        if self.requested:
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupted: stopping at the next iteration and writing the best estimate so far "
+              "(Ctrl+C again to abort)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 def cmd_sr(args) -> int:
     from app.core.batch import super_resolve
+    from models import registry
 
+    options = _model_options(args)
+    iterative = registry.get(args.model).iterative
     bar, update = _progress_bar(args.model)
+    stopper = _StopOnInterrupt()
     try:
-        info = super_resolve(args.model, args.lr, args.out, scale=args.scale, guide_path=args.guide, srf=args.srf,
-                             protocol=args.protocol, device=args.device, steps=args.steps, seed=args.seed,
-                             on_progress=update, read_options=_read_kwargs(args),
-                             options={"blind": True} if args.blind else None)
+        with stopper if iterative else contextlib.nullcontext():
+            info = super_resolve(args.model, args.lr, args.out, scale=args.scale, guide_path=args.guide,
+                                 srf=args.srf, protocol=args.protocol, device=args.device, steps=args.steps,
+                                 seed=args.seed, on_progress=update, read_options=_read_kwargs(args),
+                                 options=options, should_stop=lambda: stopper.requested)
     finally:
         bar.close()
     for m in info["messages"]:
@@ -281,7 +351,7 @@ def cmd_eval(args) -> int:
 
     try:
         doc = evaluate(args.gt, args.protocol, models if models != ["all"] else "all", device=args.device,
-                       steps=args.steps, seed=args.seed, on_item=on_item)
+                       steps=args.steps, seed=args.seed, on_item=on_item, options=_model_options(args))
     finally:
         done.close()
     print(format_table(doc))
@@ -365,6 +435,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if not args.only or "viewer" in args.only:
+        import app.qt  # noqa: F401 - the viewer's process settings (passive OpenMP waiting) before torch loads
     from app.core.bench import run_benchmarks
 
     def viewer(quick: bool):  # Qt is imported only when the viewer section runs

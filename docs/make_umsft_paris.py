@@ -4,6 +4,8 @@
     python main.py sr --model umsft --lr OUT_DIR/paris_lr.npz --guide OUT_DIR/paris_ali.npz \
         --srf tests/data/paris_srf_R_hysure.csv --scale 3 --protocol gauss-x3 --iters 400 \
         --out OUT_DIR/paris_umsft.npz [--blind]
+    (optionally also: --model fuse --out OUT_DIR/paris_fuse.npz, and umsft with --option base=none
+     --out OUT_DIR/paris_umsft_none.npz, the reference's from-scratch optimisation)
     python docs/make_umsft_paris.py analyse OUT_DIR [docs/umsft_paris.png]
 
 The two sensors share a 30 m grid, so the Hyperion cube is reduced x3 (gauss-x3 block kernel) to
@@ -59,7 +61,8 @@ def analyse(out: Path, png: Path | None) -> dict:
     srf = srf_mod.srf_matrix(str(ROOT / "tests/data/paris_srf_R_hysure.csv"), wl, n_bands=lr.bands)
     bic = bicubic_upsample(torch.from_numpy(lr.data).permute(2, 0, 1)[None], 3)[0].permute(1, 2, 0).numpy()
     results = {"bicubic": np.clip(bic, 0, 1)}
-    for name, file in (("umsft", "paris_umsft.npz"), ("umsft --blind", "paris_umsft_blind.npz")):
+    for name, file in (("fuse", "paris_fuse.npz"), ("umsft base=none", "paris_umsft_none.npz"),
+                       ("umsft", "paris_umsft.npz"), ("umsft --blind", "paris_umsft_blind.npz")):
         if (out / file).exists():
             results[name] = open_cube(out / file).load().data
     # the ALI radiometry matched to SRF(Hyperion) as non-blind UMSFT does (per-band gain, offset)
@@ -95,7 +98,8 @@ def analyse(out: Path, png: Path | None) -> dict:
         lr_up = np.repeat(np.repeat(lr.data, 3, 0), 3, 1)
         ali_rgb = np.clip(ali[..., [3, 2, 1]] / np.percentile(ali[..., [3, 2, 1]], 99.5), 0, 1)
         panels = [("LR-HSI (Hyperion ÷3)", lr_up), ("ALI guide (R,G,B / NIR,R,G)", None)] + \
-            [(n, results[n]) for n in ("umsft", "umsft --blind") if n in results] + [("Hyperion 30 m (not GT)", ref)]
+            [(n, results[n]) for n in ("fuse", "umsft", "umsft --blind") if n in results] + \
+            [("Hyperion 30 m (not GT)", ref)]
         fig, axes = plt.subplots(2, len(panels), figsize=(2.1 * len(panels), 4.6), dpi=90)
         gain_rgb = 1.0 / np.percentile(false_colour(ref, wl, rgb_nm), 99.5)
         gain_nir = 1.0 / np.percentile(false_colour(ref, wl, nir_nm), 99.5)

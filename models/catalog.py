@@ -1,7 +1,7 @@
 """Every registered model, in the order the GUI lists them. Importing this module registers them."""
 from __future__ import annotations
 
-from models import baselines, classical, cst, umsft
+from models import baselines, classical, cst, hsr_diff, mulsr, umsft
 from models.registry import ModelSpec, WeightsFile, register
 
 register(ModelSpec(
@@ -71,7 +71,47 @@ register(ModelSpec(
     iterative=True,
     tileable=False,
     default_steps=umsft.DEFAULT_ITERS,
-    options=("blind",),
+    options=("blind", "base"),  # base: fuse (default), gsa or none (the reference: no training-free start)
     memory_per_hr_px_bytes=16384,
-    description="Optimised on this image pair alone (no training data); known or blind PSF/SRF.",
+    description="Optimised on this image pair alone (no training data), as a residual on the FUSE estimate "
+                "(--option base=none: from scratch); known or blind PSF/SRF.",
+))
+
+register(ModelSpec(
+    name="hsrdiff",
+    title="HSR-Diff (conditional diffusion fusion, residual on FUSE)",
+    paper="Wu, Wang, Bai, Mao, Li, Shen, HSR-Diff: hyperspectral image super-resolution via conditional diffusion "
+          "models, ICCV 2023",
+    task="fusion",
+    inputs=("lr_hsi", "hr_msi", "srf", "psf"),
+    factory=hsr_diff.build,
+    scales=(32,),
+    bands=31,
+    weights=(WeightsFile(32, "hsrdiff_x32.safetensors", "6a2ec437e13ba28dd2f58abf72950c30bdd171f6420ad4915a4802ec093920d5",
+                         "hsrdiff_x32.md"),),
+    stochastic=True,
+    tileable=False,  # the condition includes the whole-image FUSE estimate
+    default_steps=hsr_diff.DEFAULT_STEPS,
+    options=("ddim", "ancestral"),
+    memory_per_hr_px_bytes=8192,
+    description="Diffusion sampling of the HR-HSI given both inputs; the CDFormer denoiser refines the FUSE estimate. "
+                "Steps <= 25: deterministic DDIM sampler (seeded start), more: the paper's ancestral sampler.",
+))
+
+register(ModelSpec(
+    name="mulsr",
+    title="MulSR (RGB-guided, multiscale-factor joint learning)",
+    paper="Li et al., Multiscale factor joint learning for hyperspectral image super-resolution, IEEE TGRS 2023",
+    task="fusion",
+    inputs=("lr_hsi", "hr_rgb"),  # the PSF is used when given (else the mulsr-x8 PSF); the SRF is not needed
+    factory=mulsr.build,
+    scales=(8,),
+    bands=None,  # band-wise: any band count
+    weights=(WeightsFile(8, "mulsr_x8.safetensors", "f9f9824133f98aea303e5153180128e0520fc6c5f5dca09e67d56bca68d1cba0",
+                         "mulsr_x8.md"),),
+    context_lr_px=mulsr.CONTEXT_LR_PX,  # guided base 2r + PSF + bicubic taps + convs; DSCA rows decay beyond
+    memory_per_hr_px_bytes=8192,  # bands run in chunks of <= 128 MB per feature map: ~2.5 GB for 512x512x31
+    description="Band-wise RGB-guided SR (3 neighbouring LR bands + HR RGB), scales beta and beta/2 jointly, "
+                "residual on a guided-filter fusion base. Shipped x8 weights: the small config trained on 16 CAVE "
+                "scenes with mulsr-x8 (see mulsr_x8.md).",
 ))

@@ -88,8 +88,9 @@ def simulate_to_dir(gt_path, protocol: str, out_dir, *, srf: str | None = None, 
 def super_resolve(model: str, lr_path, out_path, *, scale: int, guide_path=None, srf: str | None = None,
                   protocol: str | None = None, device: str = "auto", steps: int | None = None, seed: int = 0,
                   on_progress: Callable[[Progress], None] | None = None, read_options: dict | None = None,
-                  options: dict | None = None) -> dict:
-    """Run ``model`` on a file (``options``: the model's build options, e.g. {'blind': True})."""
+                  options: dict | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
+    """Run ``model`` on a file (``options``: the model's build options, e.g. {'blind': True}).
+    ``should_stop()`` turning true ends an iterative model early with its best estimate so far."""
     spec = registry.get(model)
     output_format(out_path)
     lr = open_cube(lr_path, **(read_options or {})).load()
@@ -104,7 +105,7 @@ def super_resolve(model: str, lr_path, out_path, *, scale: int, guide_path=None,
         psf = psf_kernel(proto)
     result = run_to_end(run_model(model, lr.data, guide=None if guide is None else guide.data, srf=srf_matrix,
                                   psf=psf, scale=scale, device=device, steps=steps, seed=seed, options=options),
-                        on_progress)
+                        on_progress, should_stop=should_stop)
     provenance = {**result.provenance, "lr": str(lr.source_path), "guide": None if guide is None else str(guide.source_path)}
     if protocol:
         provenance["protocol"] = protocol
@@ -122,6 +123,7 @@ class EvalItem:
     metrics: dict | None
     seconds: float
     skipped: str | None = None
+    run: dict | None = None  # iterative models: what their run reported (iterations, losses, options)
 
 
 def gt_items(paths) -> list[Path]:
@@ -141,13 +143,17 @@ def gt_items(paths) -> list[Path]:
 
 def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = "auto", steps: int | None = None,
              seed: int = 0, on_item: Callable[[EvalItem], None] | None = None,
-             on_progress: Callable[[Progress], None] | None = None) -> dict:
+             on_progress: Callable[[Progress], None] | None = None, options: dict | None = None) -> dict:
     """Simulate each GT's inputs with ``protocol``, run every model that fits, compute the metrics.
+    ``options``: model build options (e.g. {'blind': True}), each given only to the models that have it.
 
     Returns the JSON document described by the CLI's ``eval`` command."""
     proto = parse_protocol(protocol)
     names = [s.name for s in registry.all_specs()] if models in ("all", ["all"]) else list(models)
     specs = [registry.get(n) for n in names]
+    unused = [k for k in (options or {}) if not any(k in spec.options for spec in specs)]
+    if unused:
+        raise HsiError(f"no model among {', '.join(names)} has the option {', '.join(unused)}")
     available = ["lr_hsi", "psf"] + (["hr_msi", "srf"] if proto.has_guide else [])
     results: list[EvalItem] = []
     used_device = None
@@ -163,19 +169,26 @@ def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = 
         if guide is not None:
             srf_matrix = srf_mod.srf_matrix(meta["srf"], np.asarray(meta["wavelengths_nm"]), n_bands=gt.bands)
         for spec in specs:
-            reason = spec.why_not(available, proto.scale, gt.bands)
+            rgb = ["hr_rgb"] if guide is not None and guide.shape[2] == 3 else []  # a 3-band guide is RGB
+            reason = spec.why_not(available + rgb, proto.scale, gt.bands)
             if reason:
                 item = EvalItem(gt.name, spec.name, None, 0.0, skipped=reason)
             else:
                 started = time.perf_counter()
                 result = run_to_end(run_model(spec.name, lr, guide=guide, srf=srf_matrix, psf=psf_kernel(proto),
-                                              scale=proto.scale, device=device, steps=steps, seed=seed), on_progress)
+                                              scale=proto.scale, device=device, steps=steps, seed=seed,
+                                              options={k: v for k, v in (options or {}).items() if k in spec.options}),
+                                    on_progress)
                 seconds = time.perf_counter() - started
                 used_device = result.provenance["device"]
                 m = compute_all(hr, np.clip(result.data, 0, 1), scale=proto.scale, device=device if device != "auto" else None)
                 item = EvalItem(gt.name, spec.name, {
                     "psnr": m["psnr_db"], "ssim": m["ssim"], "sam_deg": m["sam_deg"], "ergas": m["ergas"],
                     "rmse": m["rmse"]}, seconds)
+                report = result.provenance.get("report") or {}
+                if spec.iterative and report:
+                    item.run = {"steps": result.provenance.get("steps"), "options": result.provenance.get("options", {}),
+                                **{k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))}}
             results.append(item)
             if on_item is not None:
                 on_item(item)
@@ -189,7 +202,8 @@ def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = 
     return {
         "protocol": proto.name, "device": used_device or device,
         "results": [{"image": r.image, "model": r.model, **(r.metrics or {}), "seconds": round(r.seconds, 3),
-                     **({"skipped": r.skipped} if r.skipped else {})} for r in results],
+                     **({"skipped": r.skipped} if r.skipped else {}), **({"run": r.run} if r.run else {})}
+                    for r in results],
         "summary": summary,
     }
 

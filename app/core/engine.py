@@ -194,6 +194,8 @@ def run_model(model_name: str, lr: np.ndarray, *, guide: np.ndarray | None = Non
     h, w, bands = lr.shape
     available = ["lr_hsi"] + (["hr_msi"] if guide is not None else []) + (["srf"] if srf is not None else []) \
         + (["psf"] if psf is not None else [])
+    if guide is not None and np.ndim(guide) == 3 and np.shape(guide)[2] == 3:
+        available.append("hr_rgb")  # a 3-band guide is an RGB guide (passed to the model as hr_msi)
     reason = spec.why_not(available, scale, bands)
     if reason:
         raise HsiError(f"{spec.name} cannot run: {reason}")
@@ -323,16 +325,24 @@ def _run_on(spec: ModelSpec, model, lr, guide, srf, psf, scale, dev, steps, seed
             yield Progress(0.0, messages[-1])
 
 
-def run_to_end(gen: Generator, on_progress=None, should_cancel=None):
+def run_to_end(gen: Generator, on_progress=None, should_cancel=None, should_stop=None):
     """Drive a job generator to its result; ``on_progress(Progress)`` after each yield; when
-    ``should_cancel()`` turns true the generator is closed and Cancelled is raised."""
+    ``should_cancel()`` turns true the generator is closed and Cancelled is raised; when
+    ``should_stop()`` turns true ``StopRequested`` is thrown into it once (an iterative model then
+    ends at its next step and the run returns its best estimate)."""
+    stop_sent = False
     try:
+        progress = next(gen)
         while True:
-            progress = next(gen)
             if on_progress is not None:
                 on_progress(progress)
             if should_cancel is not None and should_cancel():
                 gen.close()
                 raise Cancelled("cancelled by the user")
+            if not stop_sent and should_stop is not None and should_stop():
+                stop_sent = True
+                progress = gen.throw(StopRequested())
+            else:
+                progress = next(gen)
     except StopIteration as stop:
         return stop.value

@@ -45,7 +45,8 @@ def test_the_true_hr_cube_has_zero_loss_under_the_non_blind_operators():
 
 def test_a_few_iterations_reduce_the_loss_on_a_real_cave_crop():
     _, y, x, srf = simulated("gauss-x4")
-    model = UMSFT(4, 31, preview_every=5)
+    # the reference: optimised from scratch (at the former default widths)
+    model = UMSFT(4, 31, preview_every=5, base="none", width=32, feat_widths=(16, 32, 64))
     gen = model.iterate(y, x, torch.as_tensor(srf), torch.as_tensor(psf_kernel("gauss-x4")).float(), steps=40)
     updates = []
     while True:
@@ -62,6 +63,32 @@ def test_a_few_iterations_reduce_the_loss_on_a_real_cave_crop():
     best = float(reprojection_loss(out, y, x, srf, psf_kernel("gauss-x4"), 4))
     assert best == pytest.approx(min(losses), rel=1e-4)
     assert model.report["guide_gain"] == pytest.approx([1.0, 1.0, 1.0], abs=1e-4)  # simulated pair: identity
+
+
+def test_the_residual_mode_starts_at_the_fuse_estimate_and_lowers_its_loss():
+    """Default base 'fuse': iteration 1 is exactly the FUSE estimate (the residual head starts at
+    zero); the optimisation then lowers the unsupervised loss below FUSE's, and the estimate it keeps
+    is at least as close to the GT as FUSE's (the bundled real 256x256 CAVE scene, gauss-x8)."""
+    from models.classical import fuse
+
+    cube = open_cube(SAMPLE).load()
+    z = torch.from_numpy(np.ascontiguousarray(cube.data)).permute(2, 0, 1)[None]
+    srf = torch.as_tensor(srf_mod.srf_matrix("nikon_d700", srf_mod.CAVE_WAVELENGTHS_NM), dtype=torch.float32)
+    psf = torch.as_tensor(psf_kernel("gauss-x8"), dtype=torch.float32)
+    y, x = kernel_downsample(z, psf, 8), spectral_degrade(z, srf)
+    base = fuse(y, x, srf, psf, 8)
+    model = UMSFT(8, 31, preview_every=1)
+    gen = model.iterate(y, x, srf, psf, steps=12)
+    first = next(gen)
+    assert first.step == 1 and torch.allclose(first.preview, base, atol=1e-6)
+    out = run_to_end(gen)
+    base_loss = float(reprojection_loss(base, y, x, srf, psf, 8))
+    assert model.report["first_loss"] == pytest.approx(base_loss, rel=1e-4)
+    assert model.report["best_loss"] < base_loss and model.report["best_step"] > 1
+    mse = lambda a: float((a.clamp(0, 1) - z).pow(2).mean())  # noqa: E731
+    assert mse(out) <= mse(base)
+    with pytest.raises(UmsftError, match="unknown UMSFT base"):
+        UMSFT(8, 31, base="bicubic")
 
 
 def test_blind_estimation_recovers_a_known_gaussian_psf_width_and_the_srf():
@@ -178,7 +205,8 @@ def test_cli_fuses_the_real_paris_hyperion_ali_crop(tmp_path, capsys):
         prov = fused.metadata["provenance"]
         assert prov["model"] == "umsft" and prov["steps"] == 25 and prov.get("options", {}).get("blind", False) == blind
         report = prov["report"]
-        assert report["best_loss"] < 0.7 * report["first_loss"] and report["best_step"] > 20
+        # the run starts at the FUSE estimate and lowers its loss to the end (measured: -4 % in 25 iterations)
+        assert report["best_loss"] < 0.99 * report["first_loss"] and report["best_step"] > 20
         if blind:
             assert 0.3 < report["psf_sigma"] < 3.0
         else:
@@ -186,6 +214,63 @@ def test_cli_fuses_the_real_paris_hyperion_ali_crop(tmp_path, capsys):
         check = consistency_check(fused.data, lr.numpy(), None, "gauss-x3", device="cpu")
         assert np.isfinite(check["lr"]["rmse"]) and check["redegraded_lr"].shape == (8, 6, 128)
     assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_ctrl_c_keeps_the_best_estimate_and_writes_it(tmp_path, capsys, monkeypatch):
+    """The first Ctrl+C (SIGINT) during `sr --model umsft` stops at the next iteration and writes the
+    best estimate so far; eval takes --blind / --option and hands them to the models that have them."""
+    import signal
+
+    from app import cli
+    from app.cli import main
+    from app.core.cube import Cube
+    from app.core.io import save_cube
+    from models import umsft as umsft_mod
+
+    _, y, x, srf = simulated("gauss-x4")
+    to_np = lambda t: t[0].permute(1, 2, 0).numpy()  # noqa: E731
+    save_cube(Cube.from_array(to_np(y), srf_mod.CAVE_WAVELENGTHS_NM, name="beads_lr"), tmp_path / "lr.npz")
+    save_cube(Cube.from_array(to_np(x), None, name="beads_rgb"), tmp_path / "rgb.npz")
+    real_bar = cli._progress_bar
+
+    def bar_that_interrupts(desc):
+        bar, update = real_bar(desc)
+
+        def on_progress(progress):
+            update(progress)
+            if progress.step == 6:
+                signal.raise_signal(signal.SIGINT)  # as a user's Ctrl+C: the handler runs at once
+
+        return bar, on_progress
+
+    monkeypatch.setattr(cli, "_progress_bar", bar_that_interrupts)
+    before = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "fused.npz"
+    argv = ["sr", "--model", "umsft", "--lr", str(tmp_path / "lr.npz"), "--guide", str(tmp_path / "rgb.npz"),
+            "--scale", "4", "--iters", "500", "--device", "cpu", "--out", str(out), "--option", "base=none"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "interrupted: stopping at the next iteration" in captured.err and "wrote" in captured.out
+    assert "stopped by the user at iteration 6" in captured.out
+    report = open_cube(out).load().metadata["provenance"]["report"]
+    assert report["iterations_run"] == 6 and 1 <= report["best_step"] <= 6
+    assert signal.getsignal(signal.SIGINT) is before  # restored after the run
+
+    seen = []
+    real = umsft_mod.UMSFT
+
+    class Recording(real):
+        def __init__(self, *a, **kw):
+            seen.append(kw)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(umsft_mod, "UMSFT", Recording)
+    argv = ["eval", "--gt", str(DATA / "cave_beads_crop_ms"), "--protocol", "gauss-x4", "--models", "bicubic,umsft",
+            "--steps", "2", "--device", "cpu", "--blind", "--option", "base=gsa", "--json", str(tmp_path / "e.json")]
+    assert main(argv) == 0
+    assert seen == [{"blind": True, "base": "gsa"}]
+    assert main(argv[:-2] + ["--option", "nonsense=1"]) == 2
+    assert "no model among bicubic, umsft has the option nonsense" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ GUI: live loss, preview, stop
@@ -211,7 +296,9 @@ def test_run_panel_shows_loss_curve_and_preview_and_stop_keeps_the_best_estimate
     panel.steps_spin.setValue(5000)
     assert panel.start_run()
     qtbot.waitUntil(lambda: panel.loss_plot.isVisible() and panel.preview_label.isVisible(), timeout=60_000)
-    qtbot.waitUntil(lambda: len(panel._losses[0]) >= 5, timeout=60_000)
+    # the run starts at the FUSE estimate (residual mode): the loss curve falls below its start after a
+    # few iterations (measured on this crop: below from iteration 9-12, -10 % at iteration 40)
+    qtbot.waitUntil(lambda: len(panel._losses[0]) >= 5 and panel._losses[1][-1] < panel._losses[1][0], timeout=60_000)
     steps, losses = panel._losses
     assert steps == sorted(steps) and losses[-1] < losses[0]
     with qtbot.waitSignal(panel.job_finished, timeout=60_000) as finished:
