@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.core import figure, runs  # noqa: E402
+from app.core.engine import run_to_end  # noqa: E402
 from app.core.sample import load_sample_gt  # noqa: E402
 from app.core.scene import Scene  # noqa: E402
 from models import registry  # noqa: E402
@@ -33,12 +34,7 @@ MAX_SECONDS_PER_MODEL = 240
 
 
 def run(scene: Scene, model: str):
-    gen = runs.execute(runs.make_plan(scene, model))
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(runs.execute(runs.make_plan(scene, model)))
 
 
 def usable_models(scene: Scene) -> list[str]:

@@ -73,7 +73,7 @@ from torch import nn
 from models.baselines import bicubic_upsample
 from models.degradation import kernel_downsample, spectral_degrade
 from models.errors import HsiError
-from models.registry import IterationUpdate, StopRequested
+from models.registry import IterationUpdate, StopRequested, drain
 
 TRAIN_T = 2000
 TRAIN_BETA = (1e-6, 1e-2)
@@ -536,12 +536,8 @@ class HSRDiff(nn.Module):
 
     def forward(self, lr_hsi, hr_msi=None, srf=None, psf=None, steps: int | None = None,
                 generator: torch.Generator | None = None, fuse_est=None, lr_up=None, **_) -> torch.Tensor:
-        it = self.iterate(lr_hsi, hr_msi, srf, psf, steps=steps, generator=generator, fuse_est=fuse_est, lr_up=lr_up)
-        while True:
-            try:
-                next(it)
-            except StopIteration as stop:
-                return stop.value
+        return drain(self.iterate(lr_hsi, hr_msi, srf, psf, steps=steps, generator=generator,
+                                  fuse_est=fuse_est, lr_up=lr_up))
 
 
 def build(scale: int, bands: int, config="small", **options) -> HSRDiff:

@@ -51,6 +51,16 @@ class StopRequested(Exception):
     it early: the model returns its best estimate so far instead of being cancelled."""
 
 
+def drain(gen):
+    """Run a generator to its end and return its return value (an iterative model's ``forward``
+    is its ``iterate`` run with nobody watching the updates)."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
 @dataclass
 class IterationUpdate:
     """What an iterative or stochastic model reports between steps.

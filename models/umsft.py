@@ -64,7 +64,7 @@ from torch import nn
 
 from models.degradation import gaussian_block_psf, kernel_downsample, spectral_degrade
 from models.errors import HsiError
-from models.registry import IterationUpdate, StopRequested
+from models.registry import IterationUpdate, StopRequested, drain
 
 DEFAULT_ITERS = 120
 HEADS = 5
@@ -555,9 +555,4 @@ class UMSFT(nn.Module):
         return best_z * norm
 
     def forward(self, lr_hsi, hr_msi=None, srf=None, psf=None, steps=None, **kw):
-        gen = self.iterate(lr_hsi, hr_msi, srf, psf, steps)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
+        return drain(self.iterate(lr_hsi, hr_msi, srf, psf, steps))

@@ -310,12 +310,7 @@ class CompareDialog(QDialog):
         form = QFormLayout()
         self.gt_edit = QLineEdit(self)
         self.gt_edit.setPlaceholderText("GT folder (cube files or CAVE scene folders) or one cube file")
-        gt_row = QHBoxLayout()
-        gt_row.addWidget(self.gt_edit, 1)
-        gt_browse = QPushButton("Browse…", self)
-        gt_browse.clicked.connect(self._browse_gt)
-        gt_row.addWidget(gt_browse)
-        form.addRow("Ground truth:", gt_row)
+        form.addRow("Ground truth:", self._path_row(self.gt_edit, "Browse…", self._browse_gt))
         layout.addLayout(form)
 
         layout.addWidget(QLabel("Methods (one folder of predictions each; the name defaults to the folder's):"))
@@ -359,12 +354,7 @@ class CompareDialog(QDialog):
         opts.addRow("Device:", self.device_combo)
         self.json_edit = QLineEdit(self)
         self.json_edit.setPlaceholderText("optional: also write the results JSON here")
-        json_row = QHBoxLayout()
-        json_row.addWidget(self.json_edit, 1)
-        json_browse = QPushButton("Save as…", self)
-        json_browse.clicked.connect(self._browse_json)
-        json_row.addWidget(json_browse)
-        opts.addRow("Results JSON:", json_row)
+        opts.addRow("Results JSON:", self._path_row(self.json_edit, "Save as…", self._browse_json))
         layout.addLayout(opts)
 
         self.error_label = QLabel("", self)
@@ -379,6 +369,15 @@ class CompareDialog(QDialog):
 
     def _start_dir(self) -> str:
         return str(self.settings.value("last_dir", str(Path.home()))) if self.settings is not None else str(Path.home())
+
+    def _path_row(self, edit: QLineEdit, button_text: str, on_click) -> QHBoxLayout:
+        """A path field with its file-dialog button beside it."""
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        button = QPushButton(button_text, self)
+        button.clicked.connect(on_click)
+        row.addWidget(button)
+        return row
 
     def _browse_gt(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Ground-truth folder", self._start_dir())

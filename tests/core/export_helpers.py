@@ -4,17 +4,13 @@ that its provenance is the one a user's run records."""
 from __future__ import annotations
 
 from app.core import runs
+from app.core.engine import run_to_end
 from app.core.scene import Scene
 from tests.qt.conftest import scene_cubes
 
 
 def computed_recon(scene: Scene, model: str = "bicubic"):
-    gen = runs.execute(runs.make_plan(scene, model))
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(runs.execute(runs.make_plan(scene, model)))
 
 
 def food_scene(with_computed: bool = True) -> Scene:
