@@ -198,6 +198,8 @@ def run_model(model_name: str, lr: np.ndarray, *, guide: np.ndarray | None = Non
         available.append("hr_rgb")  # a 3-band guide is an RGB guide (passed to the model as hr_msi)
     reason = spec.why_not(available, scale, bands)
     if reason:
+        if "hr_rgb" in spec.inputs and guide is not None and "hr_rgb" not in available:
+            reason += f" (the guide given has shape {np.shape(guide)}; an RGB guide has 3 bands)"
         raise HsiError(f"{spec.name} cannot run: {reason}")
     if guide is not None and tuple(guide.shape[:2]) != (h * scale, w * scale):
         raise HsiError(f"the guide is {guide.shape[0]}x{guide.shape[1]} but LR {h}x{w} at x{scale} needs "
