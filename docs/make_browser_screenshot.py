@@ -12,12 +12,11 @@ What it does, with real data only:
 4. opens the viewer and the results browser on that JSON, sorts by SAM, double-clicks the first
    row (the viewer opens that scene with the three reconstructions) and grabs the browser window.
 
-The PNG is palette-quantised to stay under 300 KB.
+The PNG is saved by make_viewer_screenshots.save_small: lossless when under 400 KB, else palette-quantised.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-MAX_BYTES = 300 * 1024
+from make_viewer_screenshots import save_small  # noqa: E402  (same folder: grab + PNG under 400 KB)
 SCENES = ("beads_ms", "photo_and_face_ms", "superballs_ms", "fake_and_real_food_ms", "paints_ms")
 SIZE = (980, 900)
 
@@ -68,28 +67,6 @@ def make_dataset(cave: Path, work: Path) -> dict:
         sio.savemat(folders["bicubic+noise"] / f"{scene}.mat", {"pred": np.ascontiguousarray(stored)})
         print(f"  {scene}: reconstructions written")
     return {"gt": gt_dir, **folders}
-
-
-def save_small(widget, path: Path) -> int:
-    from PIL import Image
-    from PyQt6.QtCore import QBuffer, QIODevice
-
-    widget.repaint()
-    pixmap = widget.grab()
-    buf = QBuffer()
-    buf.open(QIODevice.OpenModeFlag.WriteOnly)
-    pixmap.save(buf, "PNG")
-    image = Image.open(io.BytesIO(bytes(buf.data()))).convert("RGB")
-    for colours in (256, 128, 64):
-        out = io.BytesIO()
-        image.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-            out, "PNG", optimize=True)
-        if out.tell() <= MAX_BYTES:
-            break
-    tmp = path.with_suffix(".tmp.png")
-    tmp.write_bytes(out.getvalue())
-    tmp.replace(path)
-    return out.tell()
 
 
 def settle(app, seconds: float = 0.6) -> None:
@@ -145,12 +122,11 @@ def main() -> int:
         raise SystemExit(f"the viewer did not get the scene: {[l.name for l in window.scene.layers]}")
     if browser.errors_reported or window.errors_reported:
         raise SystemExit(f"errors: {browser.errors_reported + window.errors_reported}")
-    size = save_small(browser, Path(args.out))
-    print(f"wrote {args.out} ({size / 1024:.0f} KB)")
+    save_small(browser, Path(args.out))
     if args.viewer:
         window.analysis.wait(120)
         settle(app, 1.0)
-        print(f"wrote {args.viewer} ({save_small(window, Path(args.viewer)) / 1024:.0f} KB)")
+        save_small(window, Path(args.viewer))
     window.close()
     return 0
 
