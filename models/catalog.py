@@ -37,11 +37,13 @@ register(ModelSpec(
           "IEEE TIP 24(11), 2015",
     task="fusion",
     inputs=("lr_hsi", "hr_msi", "srf", "psf"),
-    factory=lambda scale, bands, **_: classical.FUSE(scale),
+    factory=lambda scale, bands, prior="gsa", **_: classical.FUSE(scale, prior=prior),
     tileable=False,  # global subspace and Fourier-domain solve over the whole image
+    options=("prior",),  # prior=gsa (default), guided (local guided-filter regressions) or bicubic
     memory_per_hr_px_bytes=4096,
     description="Training-free: exact MAP solution with the known SRF and PSF in a 12-dim spectral subspace, "
-                "GSA as the prior mean; reproduces both inputs through the protocol. Seconds per CAVE scene.",
+                "GSA as the prior mean (--option prior=guided: local guided-filter regressions); reproduces both "
+                "inputs through the protocol. Seconds per CAVE scene.",
 ))
 
 register(ModelSpec(

@@ -16,6 +16,7 @@ it is a pure function so that a worker thread can run it on big cubes.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -192,7 +193,7 @@ def guess_role(path: str | Path, existing_roles: Iterable[str] = ()) -> str:
 
 # ---------------------------------------------------------------------------------- helpers
 def percentile_levels(image: np.ndarray, low_pct: float, high_pct: float,
-                      max_samples: int = 1 << 18) -> tuple[float, float]:
+                      max_samples: int = 1 << 16) -> tuple[float, float]:
     """(low, high) percentiles of the finite values of ``image`` (subsampled when huge: a
     regular 2-D grid of about ``max_samples`` pixels, read without copying the whole image).
 
@@ -316,6 +317,10 @@ class Scene:
         had_reference = old_reference is not None
         self._layers.insert(position, layer)
         self._set_grid(grid)
+        if cube.bands > 1 and cube.in_memory and cube._bsq is None:
+            # band switches read contiguous bands once the band-sequential copy exists (a worker
+            # thread makes it; until then bands are read from the interleaved array)
+            threading.Thread(target=cube.build_band_copy, name=f"band-copy {layer.name}", daemon=True).start()
         self._after_layers_changed(had_reference, old_reference)
         return layer
 

@@ -21,6 +21,7 @@ from app.core.analysis import (CURVE_METRICS, CURVE_TITLES, ERROR_KIND_TITLES, E
                                SCOPE_TITLES, SCOPES, AnalysisCache, AnalysisError, AnalysisResult, Cancelled,
                                make_request, run_analysis, worst_band)
 from app.core.scene import Scene
+from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
 from app.qt.binding import subscribe
 from app.qt.controls import LevelsBar
@@ -130,7 +131,7 @@ class MapView(QFrame):
         self.graphics.left.connect(self.left)
         self.view = _PanelViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
         self.graphics.setCentralItem(self.view)
-        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.image_item = FastImageItem(axisOrder="row-major")
         self.view.addItem(self.image_item)
         pen = crosshair_pen(th.crosshair)
         self.vline = CrossLine(True, pen)

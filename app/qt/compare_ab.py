@@ -14,6 +14,7 @@ from PyQt6.QtWidgets import (QButtonGroup, QComboBox, QHBoxLayout, QLabel, QSize
                              QWidget)
 
 from app.core.scene import Scene
+from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
 from app.qt.binding import subscribe
 from app.qt.panel import CrossLine, _ImageView, _PanelViewBox, crosshair_pen
@@ -77,8 +78,8 @@ class ABCompareView(QWidget):
         self.graphics.viewport().setAcceptDrops(False)
         self.view = _PanelViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
         self.graphics.setCentralItem(self.view)
-        self.image_a = pg.ImageItem(axisOrder="row-major")
-        self.image_b = pg.ImageItem(axisOrder="row-major")
+        self.image_a = FastImageItem(axisOrder="row-major")
+        self.image_b = FastImageItem(axisOrder="row-major")
         self.view.addItem(self.image_a)
         self.view.addItem(self.image_b)
         divider_pen = pg.mkPen(QColor("#ffffff"), width=2)

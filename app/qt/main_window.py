@@ -23,6 +23,7 @@ from app.qt import dialogs, theme
 from app.qt.binding import subscribe
 from app.qt.controls import BandBar, DisplayControls
 from app.qt.image_grid import ImageGrid
+from app.qt.panel import StatusLabel
 from app.qt.run_panel import RunPanel, scrollable
 from app.qt.analysis import AnalysisView
 from app.qt.compare_ab import ABCompareView
@@ -122,8 +123,10 @@ class MainWindow(QMainWindow):
 
         # ---- status bar
         status = self.statusBar()
-        self.position_label = QLabel("", self)
-        self.value_label = QLabel("", self)
+        # Status labels of fixed width (long text elided, the full text in .text()): a click or a
+        # hover that changes their text never re-lays out (and repaints) the whole status bar.
+        self.position_label = StatusLabel(self, "selected row 00000, col 00000  (LR-HSI pixel 0000, 0000)")
+        self.value_label = StatusLabel(self, "Reconstruction · reconstruction_name_00  ·  0000.0 nm: 0.0000")
         self.note_label = QLabel("", self)
         self.note_label.setObjectName("DimLabel")
         self.busy_bar = QProgressBar(self)
@@ -132,11 +135,11 @@ class MainWindow(QMainWindow):
         self.busy_bar.setMaximumHeight(14)
         self.busy_bar.setTextVisible(False)
         self.busy_bar.hide()
-        self.values_label = QLabel("", self)  # the value under the cursor in every panel
+        self.values_label = StatusLabel(self)  # the value under the cursor in every panel (stretches)
         self.values_label.setObjectName("DimLabel")
         status.addWidget(self.position_label)
         status.addWidget(self.value_label)
-        status.addWidget(self.values_label)
+        status.addWidget(self.values_label, 2)
         status.addPermanentWidget(self.note_label, 1)
         status.addPermanentWidget(self.busy_bar)
         self.note_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

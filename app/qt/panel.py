@@ -15,6 +15,7 @@ from PyQt6.QtWidgets import (QFrame, QGraphicsLineItem, QGraphicsPolygonItem, QG
                              QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
 from app.core.scene import Layer, RenderedImage, ROLE_DESCRIPTIONS
+from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
 
 
@@ -101,6 +102,25 @@ class ElidedLabel(QLabel):
     def resizeEvent(self, event):  # noqa: N802
         super().resizeEvent(event)
         self._elide()
+
+
+class StatusLabel(ElidedLabel):
+    """A status-bar label whose width does not follow its text: fixed to ``template``'s width (or
+    stretched by its layout without one), longer text elided. ``setText`` / ``text`` take and give
+    the full text, as a QLabel's do."""
+
+    def __init__(self, parent: QWidget | None = None, template: str | None = None):
+        super().__init__("", parent, Qt.TextElideMode.ElideRight)
+        if template is not None:
+            self.setFixedWidth(self.fontMetrics().horizontalAdvance(template) + 8)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt naming)
+        if text != self.full_text():
+            self.set_full_text(text)
+            self.setToolTip(text if self.fontMetrics().horizontalAdvance(text) > self.width() else "")
+
+    def text(self) -> str:
+        return self.full_text()
 
 
 class _ImageView(pg.GraphicsView):
@@ -199,7 +219,7 @@ class ImagePanel(QFrame):
         self.graphics.left.connect(self.left)
         self.view = _PanelViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
         self.graphics.setCentralItem(self.view)
-        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.image_item = FastImageItem(axisOrder="row-major")
         self.view.addItem(self.image_item)
         h, w = layer.cube.shape[:2]
         s = layer.scale

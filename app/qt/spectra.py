@@ -85,7 +85,132 @@ class LegendTable(QWidget):
         return "\n".join(text for _, _, text in self._shown)
 
 
+class CachedAxis(pg.AxisItem):
+    """An AxisItem that keeps the pictures of its last ranges. Autoscaled spectra come back to the
+    same rounded ranges again and again while the user clicks around, and making a new axis picture
+    (tick values, labels, text metrics, in Python) is the single largest part of a click's redraw;
+    a picture already made for this range, size and style is replayed instead."""
+
+    CACHE_SIZE = 48
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from collections import OrderedDict
+
+        self._pictures: OrderedDict = OrderedDict()
+
+    def _picture_key(self):
+        rect = self.boundingRect()
+        return (tuple(float(v) for v in self.range), rect.x(), rect.y(), rect.width(), rect.height(),
+                self.labelText, self.labelUnits, self.labelUnitPrefix, self.logMode, self.autoSIPrefixScale,
+                self.pen().color().rgba(), self.textPen().color().rgba(), repr(sorted(self.style.items(), key=str)),
+                self._tickLevels is not None, self._tickSpacing)
+
+    def paint(self, p, opt, widget):
+        key = None
+        if self.picture is None:
+            key = self._picture_key()
+            cached = self._pictures.get(key)
+            if cached is not None:
+                self._pictures.move_to_end(key)
+                self.picture = cached
+        super().paint(p, opt, widget)
+        if key is not None and key not in self._pictures and self.picture is not None:
+            self._pictures[key] = self.picture
+            while len(self._pictures) > self.CACHE_SIZE:
+                self._pictures.popitem(last=False)
+
+
 _PENS: dict[tuple, object] = {}
+
+
+class MarkedCurve(pg.GraphicsObject):
+    """A polyline (optional) with a marker at every point, in one light item.
+
+    pyqtgraph's PlotDataItem draws markers through a ScatterPlotItem whose per-point records cost
+    about two milliseconds per update; a click updates the LR and guide curves, so this item keeps
+    only the arrays and draws the markers in device coordinates (fixed pixel size at any zoom).
+    It has the curve API the view uses: ``setData(x, y, **style)``, ``xData``, ``yData``."""
+
+    SHAPES = ("o", "t1", "s")
+
+    def __init__(self, x=None, y=None, **style):
+        super().__init__()
+        self.xData = np.zeros(0)
+        self.yData = np.zeros(0)
+        self._bounds = None
+        self._style = {}
+        self.setData([] if x is None else x, [] if y is None else y, **style)
+
+    def setData(self, x, y, **style) -> None:  # noqa: N802 (pyqtgraph naming)
+        if style:
+            self._style = {
+                "pen": style.get("pen"), "symbol": style.get("symbol", "o"),
+                "size": float(style.get("symbolSize", 8)),
+                "brush": pg.mkBrush(style["symbolBrush"]) if style.get("symbolBrush") is not None else None,
+                "symbol_pen": style.get("symbolPen"),
+            }
+        self.prepareGeometryChange()
+        self.xData = np.asarray(x, dtype=np.float64)
+        self.yData = np.asarray(y, dtype=np.float64)
+        finite = np.isfinite(self.xData) & np.isfinite(self.yData)
+        if finite.any():
+            xs, ys = self.xData[finite], self.yData[finite]
+            self._bounds = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+        else:
+            self._bounds = None
+        self.update()
+
+    def dataBounds(self, ax, frac=1.0, orthoRange=None):  # noqa: N802, N803 (pyqtgraph API)
+        if self._bounds is None:
+            return None, None
+        return (self._bounds[0], self._bounds[2]) if ax == 0 else (self._bounds[1], self._bounds[3])
+
+    def boundingRect(self):  # noqa: N802 (Qt naming)
+        from PyQt6.QtCore import QRectF
+
+        if self._bounds is None:
+            return QRectF()
+        x0, y0, x1, y1 = self._bounds
+        px, py = self.pixelVectors()
+        # the markers' half size (plus the outline) in data units, on both sides
+        half = 0.5 * self._style.get("size", 8) + 2
+        dx = half * (abs(px.x()) + abs(py.x())) if px is not None else 0.0
+        dy = half * (abs(px.y()) + abs(py.y())) if px is not None else 0.0
+        return QRectF(x0 - dx, y0 - dy, (x1 - x0) + 2 * dx, (y1 - y0) + 2 * dy)
+
+    def viewTransformChanged(self):  # noqa: N802 (pyqtgraph hook)
+        self.prepareGeometryChange()
+
+    def paint(self, painter, *args) -> None:
+        from PyQt6.QtCore import QPointF, QRectF
+        from PyQt6.QtGui import QPolygonF
+
+        finite = np.isfinite(self.xData) & np.isfinite(self.yData)
+        if not finite.any():
+            return
+        tr = painter.transform()
+        pts = [tr.map(QPointF(float(x), float(y))) for x, y in zip(self.xData[finite], self.yData[finite])]
+        painter.save()
+        painter.resetTransform()
+        st = self._style
+        if st.get("pen") is not None and len(pts) > 1:
+            painter.setPen(st["pen"])
+            painter.drawPolyline(QPolygonF(pts))
+        painter.setRenderHint(painter.RenderHint.Antialiasing, True)
+        painter.setPen(st["symbol_pen"] if st.get("symbol_pen") is not None else Qt.PenStyle.NoPen)
+        painter.setBrush(st["brush"] if st.get("brush") is not None else Qt.BrushStyle.NoBrush)
+        r = 0.5 * st.get("size", 8)
+        shape = st.get("symbol", "o")
+        for p in pts:
+            if shape == "t1":  # triangle pointing up
+                painter.drawPolygon(QPolygonF([QPointF(p.x() - r, p.y() + 0.8 * r), QPointF(p.x() + r, p.y() + 0.8 * r),
+                                               QPointF(p.x(), p.y() - r)]))
+            elif shape == "s":
+                painter.drawRect(QRectF(p.x() - r, p.y() - r, 2 * r, 2 * r))
+            else:
+                painter.drawEllipse(p, r, r)
+        painter.restore()
 
 
 def curve_pen(colour: str, width: float = 1.0, style: Qt.PenStyle = Qt.PenStyle.SolidLine):
@@ -145,7 +270,7 @@ class SpectraView(QWidget):
         header.addWidget(self.copy_button)
         layout.addLayout(header)
 
-        self.plot = pg.PlotWidget(self)
+        self.plot = pg.PlotWidget(self, axisItems={name: CachedAxis(name) for name in ("left", "bottom", "right")})
         self.plot.setMenuEnabled(False)
         # The grid is one pair-connected line item redrawn only when the range changes (the axes'
         # own grid repaints every axis at every click: too slow for a click-to-spectra frame).
@@ -235,7 +360,7 @@ class SpectraView(QWidget):
         """The next free item of a pool (created once, then reused) showing (x, y) in ``style``:
         ``kind`` 'curve' (on the left axis) or 'residual' (on the right axis). Lines without
         symbols are bare PlotCurveItems (a PlotDataItem's extra layer cost a millisecond per
-        click); curves with symbols are PlotDataItems. The style is set only when it changes."""
+        click); curves with symbols are MarkedCurves (see there). The style is set only when it changes."""
         has_symbols = style.get("symbol") is not None
         name = "residual" if kind == "residual" else ("symbols" if has_symbols else "line")
         pool = self._pools[name]
@@ -257,7 +382,7 @@ class SpectraView(QWidget):
             if not item.isVisible():
                 item.setVisible(True)
         else:
-            item = pg.PlotDataItem(x, y, **opts) if has_symbols else pg.PlotCurveItem(x, y, **opts)
+            item = MarkedCurve(x, y, **opts) if has_symbols else pg.PlotCurveItem(x, y, **opts)
             item._style_key = key
             owner.addItem(item)
             pool.append(item)
@@ -416,7 +541,10 @@ class SpectraView(QWidget):
     @staticmethod
     def _fit_y(view: pg.ViewBox, series, zero: bool = False) -> None:
         """Show every value with a rounded-out y range (steps of 1, 2 or 5 x 10^k), so that
-        neighbouring clicks usually keep the same axis and only the curves are redrawn."""
+        neighbouring clicks usually keep the same axis and only the curves are redrawn. The range is
+        kept while the curves fit in it and fill at least 40 % of it; when it must change it gets a
+        fifth of headroom beyond the data (a re-laid-out axis costs a third of a click's redraw, and
+        a steady axis is easier to compare clicks on). Nonnegative data keep 0 at the bottom."""
         values = [np.asarray(v, dtype=np.float64) for v in series if v is not None and len(v)]
         values = [v[np.isfinite(v)] for v in values]
         values = [v for v in values if v.size]
@@ -432,6 +560,12 @@ class SpectraView(QWidget):
         span = hi - lo
         if span <= 0:
             span = max(abs(hi), 1e-6)
+        if lo >= 0.0 and not zero and lo < 0.5 * hi:
+            lo = 0.0  # reflectance-like data: the baseline stays put
+        else:
+            lo -= 0.2 * span if lo < 0.0 or zero else 0.0
+        hi += 0.2 * span if hi > 0.0 or zero else 0.0
+        span = hi - lo
         raw = span / 5.0
         magnitude = 10.0 ** np.floor(np.log10(raw))
         step = next(m * magnitude for m in (1.0, 2.0, 5.0, 10.0) if m * magnitude >= raw)
