@@ -376,6 +376,7 @@ class AnalysisResult:
     sam_levels: tuple[float, float]
     scope_note: str = ""
     notes: list[str] = field(default_factory=list)
+    pending: tuple[str, ...] = ()  # metrics still being computed (a partial result: ('ssim',))
 
     def method(self, uid: int) -> MethodResult:
         for m in self.methods:
@@ -475,15 +476,19 @@ def make_request(scene: "Scene", device: str | None = None) -> AnalysisRequest:
 
 
 def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
-                   tick: Callable[[float], None] | None = None) -> Iterator[tuple[float, str]]:
+                   tick: Callable[[float], None] | None = None,
+                   partial: Callable[["AnalysisResult"], None] | None = None) -> Iterator[tuple[float, str]]:
     """The job as a generator of (fraction, message); its return value (StopIteration.value) is
     the :class:`AnalysisResult`. Stop iterating to cancel between two steps; ``tick(fraction)``
     is also called during the whole-image pass (after each row tile), and an exception it raises
     (Cancelled) stops the pass there.
 
     The whole-image pass of every method not in the cache runs at once
-    (``metrics.compute_all_many``: the reference's share of the work is done once, not per method)."""
-    from app.core.metrics import abs_error_map, compute_all, compute_all_many
+    (``metrics.compute_all_many``: the reference's share of the work is done once, not per method).
+    With ``partial``, that pass runs in two: maps and every metric but SSIM first, handed to
+    ``partial(result)`` (``result.pending == ('ssim',)``, SSIM NaN) so that a viewer shows them at
+    once, then SSIM (``metrics.ssim_many``; its Gaussian filters are two thirds of the work)."""
+    from app.core.metrics import compute_all_many, ssim_many
 
     cache = cache if cache is not None else AnalysisCache()
     ref = request.reference
@@ -502,18 +507,59 @@ def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
     if todo:
         yield 0.0, f"Analysing {', '.join(layer.name for layer in todo)}"
         share = len(todo) / max(n, 1)
+        two_phases = partial is not None
+        first = 0.3 if two_phases else 0.9  # of the progress bar: the first pass is a third of the work
         computed = compute_all_many(
             ref.cube.data, [layer.cube.data for layer in todo], scale=request.scale, band_index=request.band,
             gt_wavelengths_nm=ref.cube.wavelengths_nm,
             preds_wavelengths_nm=[layer.cube.wavelengths_nm for layer in todo], device=request.device,
-            progress=None if tick is None else (lambda f: tick(0.9 * share * f)))
+            progress=None if tick is None else (lambda f: tick(first * share * f)), ssim=not two_phases)
+        if two_phases:
+            early = dict(fulls)
+            early.update({layer.uid: full for layer, full in zip(todo, computed)})
+            partial(_assemble(request, cache, early, notes, pending=("ssim",)))  # (SSIM NaN in these dicts)
+            yield first * share, "SSIM"
+            scores = ssim_many(ref.cube.data, [layer.cube.data for layer in todo], device=request.device,
+                               progress=None if tick is None else (lambda f: tick(first * share + 0.6 * share * f)))
+            computed = [{**full, "ssim": mean, "per_band": {**full["per_band"], "ssim": per_band}}
+                        for full, (mean, per_band) in zip(computed, scores)]
         for layer, full in zip(todo, computed):
             key = AnalysisCache.pair_key(ref, layer)
             cache._put(cache._full, key + (request.scale,), full)
             cache._put(cache._abs, key + (request.band,), full["maps"]["abs_error"])
             fulls[layer.uid] = full
+    base = 0.9 * len(todo) / max(n, 1)  # of the progress bar, reached by the whole-image pass
+    steps = _assemble_steps(request, cache, fulls, notes, base=base)
+    while True:
+        try:
+            yield next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _assemble(request: AnalysisRequest, cache: AnalysisCache, fulls: dict, notes: list[str],
+              pending: tuple[str, ...] = ()) -> "AnalysisResult":
+    """The result from the whole-image dicts at once (the partial result of a two-phase job)."""
+    gen = _assemble_steps(request, cache, fulls, list(notes), pending)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _assemble_steps(request: AnalysisRequest, cache: AnalysisCache, fulls: dict, notes: list[str],
+                    pending: tuple[str, ...] = (), base: float = 0.0) -> Iterator[tuple[float, str]]:
+    """Scoped metrics, maps and colour scales of every method from its whole-image dict; a
+    generator of (fraction, message) returning the AnalysisResult."""
+    from app.core.metrics import abs_error_map, compute_all
+
+    ref = request.reference
+    n = len(request.methods)
+    results: list[MethodResult] = []
+    scope_kind = request.scope_key[0]
     for i, layer in enumerate(request.methods):
-        yield 0.9 * (i + 1) / max(n, 1), f"Metrics of {layer.name} ({i + 1}/{n})"
+        yield base + (0.9 - base) * (i + 1) / max(n, 1), f"Metrics of {layer.name} ({i + 1}/{n})"
         key = AnalysisCache.pair_key(ref, layer)
         full = fulls[layer.uid]
         scoped = full
@@ -552,21 +598,23 @@ def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
         scope_note = f"visible view: rows {y0}–{y1}, cols {x0}–{x1}"
     else:
         scope_note = "whole image"
-    return AnalysisResult(request, results, error_levels, sam_levels, scope_note, notes)
+    return AnalysisResult(request, results, error_levels, sam_levels, scope_note, notes, pending)
 
 
 def run_analysis(request: AnalysisRequest, cache: AnalysisCache | None = None, *,
                  progress: Callable[[float, str], None] | None = None,
-                 should_cancel: Callable[[], bool] | None = None) -> AnalysisResult:
+                 should_cancel: Callable[[], bool] | None = None,
+                 partial: Callable[[AnalysisResult], None] | None = None) -> AnalysisResult:
     """Run :func:`analysis_steps` to the end; raises Cancelled when ``should_cancel()`` turns true
-    (checked before each step and after each row tile of the whole-image pass)."""
+    (checked before each step and after each row tile of the whole-image pass). ``partial``: see
+    :func:`analysis_steps` (called from this thread, before SSIM)."""
     def tick(fraction: float) -> None:
         if should_cancel is not None and should_cancel():
             raise Cancelled("analysis cancelled by the user")
         if progress is not None:
             progress(fraction, "Error and SAM maps, metrics")
 
-    gen = analysis_steps(request, cache, tick)
+    gen = analysis_steps(request, cache, tick, partial)
     while True:
         try:
             fraction, message = next(gen)

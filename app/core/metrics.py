@@ -466,7 +466,7 @@ def compute_all(gt, pred, *, scale: float | None = None, region=None, mask=None,
 
 def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int | None = None,
                      gt_wavelengths_nm=None, preds_wavelengths_nm=None, device=None,
-                     progress=None) -> list[dict[str, Any]]:
+                     progress=None, ssim: bool = True) -> list[dict[str, Any]]:
     """``compute_all`` of several outputs against one reference over the whole image, in one pass.
 
     The reference's share of the work (clipping, norms of its spectra, its SSIM local means and
@@ -479,6 +479,9 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
         preds_wavelengths_nm: one (B,) array (or None) per output.
         progress: optional ``progress(fraction)`` called after each row tile; an exception it
             raises stops the pass (cancel).
+        ssim: False leaves SSIM out (``ssim`` and ``per_band['ssim']`` NaN; its Gaussian filters
+            are about half of a pass): the viewer shows the maps and the other metrics first and
+            fills SSIM in with :func:`ssim_many`.
         Other arguments as for ``compute_all``.
 
     Returns:
@@ -503,7 +506,7 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
     if not ps:
         return []
     with torch.inference_mode():
-        raws = _run_engine_many(g, ps, k, _resolve_device(device), progress)
+        raws = _run_engine_many(g, ps, k, _resolve_device(device), progress, "all" if ssim else "no_ssim")
     out = []
     for raw, wl in zip(raws, wls):
         notes: list[str] = []
@@ -515,6 +518,29 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
         res.update(band_index=k, scale=scale, n_pixels=int(raw["n_pixels"]), region=None, masked=False,
                    notes=notes, conventions=CONVENTIONS)
         out.append(res)
+    return out
+
+
+def ssim_many(gt, preds, *, device=None, progress=None) -> list[tuple[float, np.ndarray]]:
+    """SSIM of several outputs against one reference over the whole image: (mean over bands,
+    (B,) per band) per output, equal to ``compute_all``'s ``ssim`` and ``per_band['ssim']``. The
+    SSIM part of :func:`compute_all_many` alone (see its ``ssim`` argument); no checks beyond
+    the shapes (the caller has already paired the cubes)."""
+    g, _ = as_hwb_tensor(gt, "reference")
+    ps = []
+    for i, pred in enumerate(preds):
+        p, _ = as_hwb_tensor(pred, f"output {i + 1}")
+        if tuple(p.shape) != tuple(g.shape):
+            raise MetricsError(f"output {i + 1} is {tuple(p.shape)}, the reference {tuple(g.shape)}")
+        ps.append(p)
+    if not ps:
+        return []
+    with torch.inference_mode():
+        raws = _run_engine_many(g, ps, 0, _resolve_device(device), progress, "ssim")
+    out = []
+    for raw in raws:
+        per_band = raw["ssim_sum"] / raw["ssim_count"] if raw["ssim_count"] > 0 else np.full(g.shape[2], np.nan)
+        out.append((float(np.mean(per_band)), per_band))
     return out
 
 
@@ -533,11 +559,13 @@ def _unit_spectra(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _run_engine_many(gt: torch.Tensor, preds: list, band_index: int, device: torch.device,
-                     progress) -> list[dict[str, Any]]:
+                     progress, parts: str = "all") -> list[dict[str, Any]]:
     """``_run_engine`` for N outputs and no mask: one pass over row tiles, the reference's terms
     computed once per tile. SSIM from mu_g, mu_p, E g^2, E p^2, E gp (the reference's two filtered
     once); band sums of g, g^2 (once), d = p - g, d^2 and g p (per output), from which the
-    s = p + g / d moments that ``_finish`` takes are rebuilt."""
+    s = p + g / d moments that ``_finish`` takes are rebuilt. ``parts``: 'all', 'no_ssim' (SSIM
+    left out: its sums stay 0) or 'ssim' (only the SSIM sums; the rest of the dict is zeros)."""
+    want_ssim, want_rest = parts in ("all", "ssim"), parts in ("all", "no_ssim")
     h, w, b = gt.shape
     n = len(preds)
     tile = h if device.type != "cpu" else _TILE_ROWS_CPU
@@ -553,8 +581,9 @@ def _run_engine_many(gt: torch.Tensor, preds: list, band_index: int, device: tor
     ssim_sum = torch.zeros(n, b, **f64)
     ssim_count = 0.0
     sam_sum, sam_count = torch.zeros(n, **f64), torch.zeros(n, **f64)
-    maps = {name: torch.empty(n, h, w, dtype=torch.float32) for name in ("rmse", "sam", "abs")}
-    valid_map = torch.empty(n, h, w, dtype=torch.bool)
+    mh, mw = (h, w) if want_rest else (0, 0)
+    maps = {name: torch.empty(n, mh, mw, dtype=torch.float32) for name in ("rmse", "sam", "abs")}
+    valid_map = torch.empty(n, mh, mw, dtype=torch.bool)
     on_cpu = device.type == "cpu"
     n_tiles = -(-h // tile)
     for t, a in enumerate(range(0, h, tile)):
@@ -563,15 +592,16 @@ def _run_engine_many(gt: torch.Tensor, preds: list, band_index: int, device: tor
         own, rows_in = bnd - a, end - a
         out_rows = min(bnd, h - 2 * half) - a  # SSIM map rows whose window starts in this tile
         rows_f = out_rows + 2 * half
-        do_ssim = out_rows > 0 and ssim_cols > 0
+        do_ssim = want_ssim and out_rows > 0 and ssim_cols > 0
         gq = torch.empty((2, rows_in, w, b), dtype=torch.float32, device=device)  # g, g^2
         gc = gq[0]
         torch.clamp(gt[a:end].to(device, non_blocking=True), 0.0, 1.0, out=gc)
         torch.mul(gc, gc, out=gq[1])
         go = gc[:own]
-        sum_g += _row_sums(go)
-        sum_g2 += _row_sums(gq[1][:own])
-        unit_g, nonzero_g = _unit_spectra(go)
+        if want_rest:
+            sum_g += _row_sums(go)
+            sum_g2 += _row_sums(gq[1][:own])
+            unit_g, nonzero_g = _unit_spectra(go)
         if do_ssim:
             fg = _filter_valid(gq[:, :rows_f].permute(0, 3, 1, 2), wy, wx)
             mu_g, var_g = fg[0], fg[1]
@@ -583,25 +613,26 @@ def _run_engine_many(gt: torch.Tensor, preds: list, band_index: int, device: tor
             pc = tri[0]
             torch.clamp(pred[a:end].to(device, non_blocking=True), 0.0, 1.0, out=pc)
             po = pc[:own]
-            d = po - go
-            d2 = d * d
-            sums[j, 0] += _row_sums(d)
-            sums[j, 1] += _row_sums(d2)
             torch.mul(pc, gc, out=tri[2])
-            sums[j, 2] += _row_sums(tri[2][:own])
-            rmse = d2.sum(dim=-1).div_(b).sqrt_()
-            absd = d[..., band_index].abs()
-            unit_p, nonzero_p = _unit_spectra(po)
-            # Two rounded products, then the difference (as _sam_rad): identical spectra give 0.
-            chord = torch.linalg.vector_norm(torch.sub(unit_g, unit_p, out=unit_p), dim=-1)
-            valid = nonzero_g & nonzero_p
-            angle = 2.0 * torch.asin((chord * 0.5).clamp(max=1.0))
-            angle = torch.where(valid, angle, torch.zeros_like(angle))
-            sam_sum[j] += angle.sum(dtype=torch.float64)
-            sam_count[j] += valid.sum()
-            for name, value in (("rmse", rmse), ("sam", torch.rad2deg(angle)), ("abs", absd)):
-                maps[name][j, a:bnd] = value if on_cpu else value.cpu()
-            valid_map[j, a:bnd] = valid if on_cpu else valid.cpu()
+            if want_rest:
+                d = po - go
+                d2 = d * d
+                sums[j, 0] += _row_sums(d)
+                sums[j, 1] += _row_sums(d2)
+                sums[j, 2] += _row_sums(tri[2][:own])
+                rmse = d2.sum(dim=-1).div_(b).sqrt_()
+                absd = d[..., band_index].abs()
+                unit_p, nonzero_p = _unit_spectra(po)
+                # Two rounded products, then the difference (as _sam_rad): identical spectra give 0.
+                chord = torch.linalg.vector_norm(torch.sub(unit_g, unit_p, out=unit_p), dim=-1)
+                valid = nonzero_g & nonzero_p
+                angle = 2.0 * torch.asin((chord * 0.5).clamp(max=1.0))
+                angle = torch.where(valid, angle, torch.zeros_like(angle))
+                sam_sum[j] += angle.sum(dtype=torch.float64)
+                sam_count[j] += valid.sum()
+                for name, value in (("rmse", rmse), ("sam", torch.rad2deg(angle)), ("abs", absd)):
+                    maps[name][j, a:bnd] = value if on_cpu else value.cpu()
+                valid_map[j, a:bnd] = valid if on_cpu else valid.cpu()
             if do_ssim:
                 torch.mul(pc, pc, out=tri[1])
                 fp = _filter_valid(tri[:, :rows_f].permute(0, 3, 1, 2), wy, wx)

@@ -39,13 +39,17 @@ class AnalysisJob(QObject):
     failed(exception), running(bool)."""
 
     progress = pyqtSignal(float, str)
+    partial = pyqtSignal(object)  # the maps and every metric but SSIM, before the job is done
     done = pyqtSignal(object)
     failed = pyqtSignal(object)
     running = pyqtSignal(bool)
 
+    _partial_from_worker = pyqtSignal(object)  # (the job's cancel event, result), queued to this thread
+
     def __init__(self, cache: AnalysisCache, parent=None):
         super().__init__(parent)
         self.cache = cache
+        self._partial_from_worker.connect(self._on_partial)
         self._cancel: threading.Event | None = None
         self._pending = None
         self._worker = None
@@ -73,12 +77,24 @@ class AnalysisJob(QObject):
         self._cancel = cancel
         self.running.emit(True)
         emit_progress = self.progress.emit  # a queued signal: safe from the worker thread
+        emit_partial = self._partial_from_worker
+
+        def on_partial(result):
+            if not cancel.is_set():
+                emit_partial.emit((cancel, result))
+
         worker = create_worker(run_analysis, request, self.cache, progress=lambda f, t: emit_progress(f, t),
-                               should_cancel=cancel.is_set, _start_thread=False, _ignore_errors=True)
+                               should_cancel=cancel.is_set, partial=on_partial, _start_thread=False,
+                               _ignore_errors=True)
         worker.returned.connect(lambda result: self._finish(result, None))
         worker.errored.connect(lambda exc: self._finish(None, exc))
         self._worker = worker
         worker.start()
+
+    def _on_partial(self, item) -> None:
+        cancel, result = item
+        if cancel is self._cancel and not cancel.is_set() and self._pending is None:
+            self.partial.emit(result)  # only for the job still running (a newer request replaces it)
 
     def _finish(self, result, exc) -> None:
         if sip.isdeleted(self):
@@ -266,6 +282,7 @@ class AnalysisView(QWidget):
     message = pyqtSignal(str)
     failed = pyqtSignal(object)
     updated = pyqtSignal()
+    partial_shown = pyqtSignal()  # maps and every metric but SSIM on screen (before ``updated``)
 
     def __init__(self, scene: Scene, parent=None, *, device: str | None = None):
         super().__init__(parent)
@@ -410,6 +427,7 @@ class AnalysisView(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.job.progress.connect(self._on_progress)
         self.job.done.connect(self._on_done)
+        self.job.partial.connect(self._on_partial)
         self.job.failed.connect(self._on_failed)
         self.job.running.connect(self._on_running)
 
@@ -527,11 +545,30 @@ class AnalysisView(QWidget):
         self.status.setText(f"Analysis failed: {exc}")
         self.failed.emit(exc)
 
-    def _on_done(self, result: AnalysisResult) -> None:
+    def _on_partial(self, result: AnalysisResult) -> None:
+        """Maps, table and curves before SSIM is ready (its cells say '…')."""
         self.result = result
         self._show_maps(result)
         self._show_table(result)
-        self._show_curves(result)
+        metric = self.scene.analysis_settings.curve_metric
+        curves_ready = metric not in result.pending
+        if curves_ready:
+            self._show_curves(result)
+        # what the final result need not redraw: the maps, and the curves of this metric unless
+        # they wait for SSIM
+        self._partial_shown = (result.request, metric if curves_ready else None)
+        self.status.setText("Maps and metrics ready; computing SSIM…")
+        self.partial_shown.emit()
+
+    def _on_done(self, result: AnalysisResult) -> None:
+        self.result = result
+        shown, self._partial_shown = getattr(self, "_partial_shown", None), None
+        same = shown is not None and shown[0] is result.request
+        if not same:
+            self._show_maps(result)
+        self._show_table(result)
+        if not (same and shown[1] == self.scene.analysis_settings.curve_metric):
+            self._show_curves(result)
         notes = "; ".join(result.notes)
         n = len(result.methods)
         self.status.setText(f"{n} method{'s' if n != 1 else ''} vs {result.request.reference.name}"
@@ -664,7 +701,10 @@ class AnalysisView(QWidget):
             name.setData(Qt.ItemDataRole.UserRole, row["uid"])
             self.table.setItem(i, 0, name)
             for j, (key, _, _) in enumerate(METRIC_COLUMNS):
-                item = _NumberItem(row[key], format_metric(key, row[key]))
+                pending = key in result.pending and not math.isfinite(row[key])
+                item = _NumberItem(row[key], "…" if pending else format_metric(key, row[key]))
+                if pending:
+                    item.setToolTip("being computed")
                 if key in best and row[key] == best[key] and len(rows) > 1:
                     item.setFont(bold)
                 self.table.setItem(i, j + 1, item)

@@ -259,7 +259,13 @@ def test_cancel_and_progress():
                      should_cancel=lambda: len(seen) >= 1)
     assert seen and seen[0][0] == 0.0 and "nearest" in seen[0][1]
     fractions = [f for f, _ in analysis_steps(make_request(scene, "cpu"))]
-    assert fractions == [0.0, 0.45, 0.9, 1.0]  # the pass of both methods, then each method's scope
+    # the pass of both methods (0 -> 0.9), then each method's scope (nothing left for the whole image)
+    assert fractions == [0.0, 0.9, 0.9, 1.0]
+    # in two phases: the pass without SSIM, the partial result, SSIM, then the scopes; never backwards
+    partials = []
+    fractions = [f for f, _ in analysis_steps(make_request(scene, "cpu"), partial=partials.append)]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert len(partials) == 1 and partials[0].pending == ("ssim",)
 
 
 def test_cancel_inside_the_whole_image_pass():
@@ -282,3 +288,29 @@ def test_requests_without_gt_or_reconstruction_say_why():
     scene.remove_layer(scene.layers_with_role("gt")[0])
     with pytest.raises(AnalysisError, match="ground-truth"):
         make_request(scene)
+
+
+def test_two_phase_analysis_gives_maps_first_and_the_same_final_result():
+    """With a ``partial`` callback the maps and every metric but SSIM come first (SSIM pending, NaN),
+    then the final result equals the one-pass result, SSIM included."""
+    scene = food_scene()
+    one = run_analysis(make_request(scene, "cpu"), AnalysisCache())
+    partials = []
+    two = run_analysis(make_request(scene, "cpu"), AnalysisCache(), partial=partials.append)
+    assert len(partials) == 1 and partials[0].pending == ("ssim",) and two.pending == ()
+    early = partials[0]
+    for a, b, c in zip(one.methods, early.methods, two.methods):
+        assert np.isnan(b.scalar("ssim")) and np.isnan(b.per_band("ssim")).all()
+        for key in ("psnr_db", "sam_deg", "ergas", "rmse"):
+            assert b.scalar(key) == pytest.approx(a.scalar(key), rel=1e-12)
+            assert c.scalar(key) == pytest.approx(a.scalar(key), rel=1e-12)
+        assert c.scalar("ssim") == pytest.approx(a.scalar("ssim"), rel=1e-9)
+        np.testing.assert_allclose(c.per_band("ssim"), a.per_band("ssim"), rtol=1e-9)
+        np.testing.assert_array_equal(b.sam_map, a.sam_map)
+        np.testing.assert_array_equal(b.error_map, a.error_map)
+    assert early.error_levels == one.error_levels and early.sam_levels == one.sam_levels
+    # the cache holds the complete result only: a second run takes it and calls no partial
+    cache = AnalysisCache()
+    run_analysis(make_request(scene, "cpu"), cache, partial=partials.append)
+    again = run_analysis(make_request(scene, "cpu"), cache, partial=partials.append)
+    assert len(partials) == 2 and again.methods[0].scalar("ssim") == pytest.approx(one.methods[0].scalar("ssim"))

@@ -260,10 +260,10 @@ def test_cancel_stops_the_job(window, qtbot, monkeypatch):
     window.scene.add_layer(second_recon(), "recon")
     slow = core.analysis_steps
 
-    def steps(request, cache=None, tick=None):  # a slow job: time to press Cancel
+    def steps(request, cache=None, tick=None, partial=None):  # a slow job: time to press Cancel
         import time
 
-        gen = slow(request, cache, tick)
+        gen = slow(request, cache, tick, partial)
         try:
             while True:
                 value = next(gen)
@@ -456,3 +456,29 @@ def test_big_images_are_shown_at_screen_resolution_and_full_resolution_when_zoom
     scene.set_view_range((500, 560), (500, 560))
     assert panel.decimation == 1
     np.testing.assert_array_equal(panel.image_item.image, band)
+
+
+def test_maps_and_metrics_show_before_ssim(window, qtbot):
+    """The first pass (maps, PSNR, SAM, ERGAS, RMSE) is on screen before SSIM, whose cells say '…'
+    until the job is done; then the table holds every metric."""
+    from app.core.analysis import METRIC_COLUMNS
+
+    a = window.analysis
+    a.wait(30)
+    a.cache.forget()
+    seen = []
+
+    def on_partial():
+        ssim_col = [key for key, _, _ in METRIC_COLUMNS].index("ssim") + 1
+        psnr_col = [key for key, _, _ in METRIC_COLUMNS].index("psnr_db") + 1
+        seen.append((a.table.item(0, ssim_col).text(), a.table.item(0, psnr_col).text(),
+                     a.result.pending, any(v.values is not None for v in a.sam_views.values())))
+
+    a.partial_shown.connect(on_partial)
+    with qtbot.waitSignal(a.updated, timeout=30000):
+        a.refresh()
+    assert len(seen) == 1
+    ssim_text, psnr_text, pending, maps_shown = seen[0]
+    assert ssim_text == "…" and psnr_text not in ("…", "—") and pending == ("ssim",) and maps_shown
+    assert a.result.pending == ()
+    assert all(np.isfinite(values[[k for k, _, _ in METRIC_COLUMNS].index("ssim")]) for _, values in a.table_rows())
