@@ -125,9 +125,9 @@ class MainWindow(QMainWindow):
         status = self.statusBar()
         # Status labels of fixed width (long text elided, the full text in .text()): a click or a
         # hover that changes their text never re-lays out (and repaints) the whole status bar.
-        self.position_label = StatusLabel(self, "selected row 00000, col 00000  (LR-HSI pixel 0000, 0000)")
-        self.value_label = StatusLabel(self, "Reconstruction · reconstruction_name_00  ·  0000.0 nm: 0.0000")
-        self.note_label = QLabel("", self)
+        self.position_label = StatusLabel(self, "selected row 0000, col 0000  (LR pixel 000, 000)")
+        self.value_label = StatusLabel(self, "GT · fake_and_real_food_ms  ·  000.0 nm: 0.00000")
+        self.note_label = StatusLabel(self)  # (elided: the values beside it keep their room)
         self.note_label.setObjectName("DimLabel")
         self.busy_bar = QProgressBar(self)
         self.busy_bar.setRange(0, 0)
@@ -139,7 +139,7 @@ class MainWindow(QMainWindow):
         self.values_label.setObjectName("DimLabel")
         status.addWidget(self.position_label)
         status.addWidget(self.value_label)
-        status.addWidget(self.values_label, 2)
+        status.addWidget(self.values_label, 1)
         status.addPermanentWidget(self.note_label, 1)
         status.addPermanentWidget(self.busy_bar)
         self.note_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

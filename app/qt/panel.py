@@ -97,7 +97,8 @@ class ElidedLabel(QLabel):
 
     def _elide(self) -> None:
         metrics = self.fontMetrics()
-        super().setText(metrics.elidedText(self._full, self._mode, max(self.width(), 20)))
+        room = self.contentsRect().width() - 2 * self.margin() - max(self.indent(), 0)
+        super().setText(metrics.elidedText(self._full, self._mode, max(room, 20)))
 
     def resizeEvent(self, event):  # noqa: N802
         super().resizeEvent(event)
@@ -112,7 +113,19 @@ class StatusLabel(ElidedLabel):
     def __init__(self, parent: QWidget | None = None, template: str | None = None):
         super().__init__("", parent, Qt.TextElideMode.ElideRight)
         if template is not None:
-            self.setFixedWidth(self.fontMetrics().horizontalAdvance(template) + 8)
+            self._hint_width = self.fontMetrics().horizontalAdvance(template) + 24  # (+ the style's padding)
+            self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
+        else:
+            self._hint_width = 40
+            self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+    def sizeHint(self):  # noqa: N802 (Qt naming): constant, whatever the text
+        from PyQt6.QtCore import QSize
+
+        return QSize(self._hint_width, super().sizeHint().height())
+
+    def minimumSizeHint(self):  # noqa: N802
+        return self.sizeHint()
 
     def setText(self, text: str) -> None:  # noqa: N802 (Qt naming)
         if text != self.full_text():

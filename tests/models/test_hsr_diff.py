@@ -146,8 +146,11 @@ def test_forward_shapes_and_an_untrained_model_returns_the_fuse_estimate():
     model = hsr_diff.HSRDiff(32, 31).eval()
     out = model(lr, msi, srf, psf, steps=3)
     assert out.shape == z.shape and out.dtype == torch.float32
-    # the output layer starts at zero, so the sampled residual is zero
-    torch.testing.assert_close(out, fuse(lr, msi, srf, psf, 32).float())
+    # the output layer starts at zero, so the sampled residual is zero: the FUSE estimate with the
+    # config's prior (guided-filter regressions for the small and paper configs), not GSA's
+    assert model.cfg.prior == "guided"
+    torch.testing.assert_close(out, fuse(lr, msi, srf, psf, 32, prior="guided").float())
+    assert float((out - fuse(lr, msi, srf, psf, 32).float()).abs().max()) > 1e-3
     feats = model.net.condition(model.condition_images(lr, msi, out))
     assert len(feats) == model.cfg.layers and feats[0].shape == (1, model.cfg.width, 32, 32)
 

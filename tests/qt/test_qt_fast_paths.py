@@ -167,3 +167,23 @@ def test_status_labels_keep_their_width_and_full_text(qapp):
     assert label.toolTip() == long  # elided on screen, whole in the tooltip
     label.setText("row 1, col 2")
     assert label.text() == "row 1, col 2" and label.toolTip() == ""
+
+
+def test_status_bar_labels_sit_side_by_side_and_show_their_text(window, qtbot):
+    window.show()
+    window.scene.set_pixel(13, 22)
+    qtbot.wait(50)
+    window.statusBar().clearMessage()  # (a temporary message hides the normal widgets)
+    qtbot.waitUntil(lambda: window.position_label.isVisible(), timeout=3000)
+    labels = [window.position_label, window.value_label, window.values_label]
+    for left, right in zip(labels, labels[1:]):
+        assert left.geometry().right() < right.geometry().left()
+    for label in labels[:2]:  # the templated ones are wide enough for the sample's texts
+        assert label.full_text() == QLabel_text(label)
+    assert window.values_label.geometry().right() < window.note_label.geometry().left()
+
+
+def QLabel_text(label) -> str:  # noqa: N802 (what the label paints, elided or not)
+    from PyQt6.QtWidgets import QLabel
+
+    return QLabel.text(label)

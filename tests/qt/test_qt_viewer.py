@@ -373,6 +373,7 @@ def test_big_cubes_render_on_a_worker(window, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: window.grid.wait_idle(), timeout=5000)
     gt = layer_panel(window, "gt")
     np.testing.assert_array_equal(gt.image_item.image, gt.layer.cube.band(9))
+    window.analysis.wait(30)  # the busy bar also shows a running analysis
     assert not window.busy_bar.isVisible()
 
 
