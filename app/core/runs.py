@@ -358,7 +358,8 @@ def make_plan(scene: Scene, model: str, *, scale: int | None = None, device: str
         "psf_assumed": inputs.psf_assumed if "psf" in needs else None,
         "protocol": lr_protocol(lr_layer.cube),
     }
-    base = f"{spec.name} ×{s}" + "".join(f" {k}" for k in spec.options if (options or {}).get(k)) \
+    base = f"{spec.name} ×{s}" + "".join(f" {k}" if (options or {}).get(k) is True else f" {k}={options[k]}"
+                                         for k in spec.options if (options or {}).get(k)) \
         + (" (view)" if roi is not None else "")
     return RunPlan(
         model=spec.name, title=spec.title, scale=s, lr=lr, guide=guide,

@@ -215,3 +215,18 @@ def test_the_scale_is_free_when_the_lr_is_the_only_layer(window, qtbot, errors):
     # now the reconstruction sets the HR grid: the scale is fixed by the data
     assert scene.layers_with_role("lr")[0].scale == 2
     assert not panel.scale_spin.isEnabled() and panel.scale_spin.value() == 2
+
+
+def test_fuse_runs_with_the_guided_prior_when_asked(window, qtbot, errors):
+    panel = window.run_panel
+    panel.select_model("bicubic")
+    assert not panel.prior_check.isEnabled()  # only models with a 'prior' option
+    panel.select_model("fuse")
+    assert panel.prior_check.isEnabled()
+    panel.prior_check.setChecked(True)
+    with qtbot.waitSignal(panel.job_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        click(qtbot, panel.run_button)
+    assert finished.args == ["done"] and errors == []
+    layer = recons(window)[-1]
+    assert layer.name == f"fuse ×{SCALE} prior=guided"
+    assert layer.cube.metadata["provenance"]["options"] == {"prior": "guided"}
