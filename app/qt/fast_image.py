@@ -76,10 +76,16 @@ class FastImageItem(pg.ImageItem):
             return functions_qimage.try_make_qimage(rgb, levels=None, lut=None)
         return None
 
+    PREMULTIPLY = True  # hand the paint engine its native format (see render)
+
     def render(self):
         qimage = self._fast_qimage()
         if qimage is None:
             return super().render()
+        if self.PREMULTIPLY:
+            # Qt's raster engine draws ARGB32_Premultiplied directly; an Indexed8 or RGB888 picture
+            # is converted on every paint, and a click repaints strips of every panel and map
+            qimage = qimage.convertToFormat(qimage.Format.Format_ARGB32_Premultiplied)
         self._processingBuffer = None
         self._displayBuffer = None
         self.qimage = qimage
