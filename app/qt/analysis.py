@@ -25,7 +25,7 @@ from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
 from app.qt.binding import subscribe
 from app.qt.controls import LevelsBar
-from app.qt.panel import (CrossLine, ElidedLabel, _ImageView, _PanelViewBox, crosshair_pen, display_stride,
+from app.qt.panel import (CrossLine, ElidedLabel, PointerMixin, _ImageView, _PanelViewBox, crosshair_pen, display_stride,
                           show_strided)
 
 ERROR_CMAP = "inferno"
@@ -125,7 +125,7 @@ class AnalysisJob(QObject):
         return not self.is_running
 
 
-class MapView(QFrame):
+class MapView(PointerMixin, QFrame):
     """One map (error or SAM) of one method: title, image on the HR grid, crosshair.
 
     Signals: clicked(row, col), hovered(row, col), left(), range_changed(x_range, y_range)."""
@@ -201,25 +201,13 @@ class MapView(QFrame):
         if pixel is not None:
             self.marker.setData([pixel[1] + 0.5], [pixel[0] + 0.5])
 
-    def _point(self, scene_pos):
-        if not self.view.sceneBoundingRect().contains(scene_pos):
-            return None
-        return self.view.mapSceneToView(scene_pos)
-
     def _on_click(self, event):
         if event.button() != Qt.MouseButton.LeftButton or event.double() or self.extent is None:
             return
-        p = self._point(event.scenePos())
+        p = self._scene_to_pixel(event.scenePos())
         if p is not None and self.extent.contains(p):
             event.accept()
             self.clicked.emit(p.y(), p.x())
-
-    def _on_move(self, scene_pos):
-        p = self._point(scene_pos)
-        if p is None:
-            self.left.emit()
-        else:
-            self.hovered.emit(p.y(), p.x())
 
     def _on_range(self, _view, view_range, *_):
         if self.values is not None and display_stride(self.view) != self._stride:

@@ -170,7 +170,25 @@ class _PanelViewBox(pg.ViewBox):
             self.resizing = False
 
 
-class ImagePanel(QFrame):
+class PointerMixin:
+    """Pointer helpers of a widget with an image ``view`` (a ViewBox on the HR pixel grid) and the
+    signals ``hovered(row, col)`` and ``left()``: the panels and the analysis maps."""
+
+    def _scene_to_pixel(self, scene_pos) -> QPointF | None:
+        """The view coordinates (x = column, y = row) of a scene position inside the view, else None."""
+        if not self.view.sceneBoundingRect().contains(scene_pos):
+            return None
+        return self.view.mapSceneToView(scene_pos)
+
+    def _on_move(self, scene_pos) -> None:
+        point = self._scene_to_pixel(scene_pos)
+        if point is None:
+            self.left.emit()
+        else:
+            self.hovered.emit(point.y(), point.x())
+
+
+class ImagePanel(PointerMixin, QFrame):
     """Shows one layer. Coordinates are HR pixels: an LR layer is drawn ``scale`` times larger
     (nearest neighbour) so that it covers the same extent as the HR layers.
 
@@ -445,11 +463,6 @@ class ImagePanel(QFrame):
             self._show_draft(self._draft)
 
     # ------------------------------------------------------------------ mouse / range
-    def _scene_to_pixel(self, scene_pos) -> QPointF | None:
-        if not self.view.sceneBoundingRect().contains(scene_pos):
-            return None
-        return self.view.mapSceneToView(scene_pos)
-
     def _on_click(self, event):
         if event.button() != Qt.MouseButton.LeftButton:
             return
@@ -468,13 +481,6 @@ class ImagePanel(QFrame):
                 self.pin_clicked.emit(point.y(), point.x())
             else:
                 self.clicked.emit(point.y(), point.x())
-
-    def _on_move(self, scene_pos):
-        point = self._scene_to_pixel(scene_pos)
-        if point is None:
-            self.left.emit()
-        else:
-            self.hovered.emit(point.y(), point.x())
 
     def _on_range_changed(self, _view, view_range, *_):
         if self._rendered is not None and self._decimation() != self.decimation:
