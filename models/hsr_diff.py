@@ -320,14 +320,15 @@ class HsrDiffConfig:
     window: int = 8
     ffn: float = 2.0
     unshuffle: int = 1       # pixel-unshuffle factor of both streams (1: full resolution, as the paper)
+    prior: str = "gsa"       # prior mean of the FUSE estimate the diffusion refines (models.classical.fuse)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 CONFIGS = {
-    "small": HsrDiffConfig(width=48, layers=2, heads=4, window=8, ffn=2.0, unshuffle=4),
-    "paper": HsrDiffConfig(width=256, layers=12, heads=8, window=8, ffn=2.66, unshuffle=1),
+    "small": HsrDiffConfig(width=48, layers=2, heads=4, window=8, ffn=2.0, unshuffle=4, prior="guided"),
+    "paper": HsrDiffConfig(width=256, layers=12, heads=8, window=8, ffn=2.66, unshuffle=1, prior="guided"),
 }
 
 
@@ -424,8 +425,8 @@ class HSRDiff(nn.Module):
         with torch.no_grad():
             if lr_hsi.device.type == "mps":
                 return fuse(lr_hsi.cpu(), hr_msi.cpu(), torch.as_tensor(srf).cpu(), torch.as_tensor(psf).cpu(),
-                            self.scale).to(lr_hsi.device).float()
-            return fuse(lr_hsi, hr_msi, srf, psf, self.scale).float()
+                            self.scale, prior=self.cfg.prior).to(lr_hsi.device).float()
+            return fuse(lr_hsi, hr_msi, srf, psf, self.scale, prior=self.cfg.prior).float()
 
     def condition_images(self, lr_hsi, hr_msi, est, lr_up=None) -> torch.Tensor:
         """(FUSE estimate, bicubic-upsampled LR-HSI, HR-MSI) stacked; ``lr_up`` is the upsampled LR-HSI
@@ -450,7 +451,7 @@ class HSRDiff(nn.Module):
         bicubic upsampling of the whole LR-HSI (patches of it match inference on whole images)."""
         key = hashlib.sha256(scene.lr.numpy().tobytes() + scene.guide.numpy().tobytes()
                              + np.asarray(psf.cpu(), np.float32).tobytes()).hexdigest()[:16]
-        path = None if cache_dir is None else Path(cache_dir) / f"{scene.name}_x{self.scale}_{key}.npy"
+        path = None if cache_dir is None else Path(cache_dir) / f"{scene.name}_x{self.scale}_{self.cfg.prior}_{key}.npy"
         if path is not None and path.is_file():
             est = torch.from_numpy(np.load(path, allow_pickle=False))
         else:

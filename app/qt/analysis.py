@@ -25,8 +25,8 @@ from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
 from app.qt.binding import subscribe
 from app.qt.controls import LevelsBar
-from app.qt.panel import (CrossLine, ElidedLabel, PointerMixin, _ImageView, _PanelViewBox, crosshair_pen, display_stride,
-                          show_strided)
+from app.qt.panel import (CrossLine, ElidedLabel, PointerMixin, _ImageView, _PanelViewBox, crosshair_pen,
+                          display_stride, show_strided)
 
 ERROR_CMAP = "inferno"
 SAM_CMAP = "viridis"
