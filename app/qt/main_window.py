@@ -139,7 +139,7 @@ class MainWindow(QMainWindow):
         self.values_label.setObjectName("DimLabel")
         status.addWidget(self.position_label)
         status.addWidget(self.value_label)
-        status.addWidget(self.values_label, 1)
+        status.addWidget(self.values_label, 3)
         status.addPermanentWidget(self.note_label, 1)
         status.addPermanentWidget(self.busy_bar)
         self.note_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
