@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     tr.add_argument("--run-dir", help="checkpoint folder (default runs/<out name>)")
     tr.add_argument("--resume", action="store_true",
-                    help="continue from the checkpoint, or from the --out weights when there is none")
+                    help="continue from the checkpoint, or from the --out weights when there is none (then with "
+                         "a fresh optimizer, schedule and --time-limit budget)")
     tr.add_argument("--out", required=True, help="weights file to write (.safetensors)")
 
     bench = sub.add_parser("bench", help="measure speed and memory; prints ratios measured in one run")

@@ -250,7 +250,8 @@ def read_weights_metadata(path: str | Path) -> dict:
 @dataclass
 class TrainState:
     step: int = 0
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0        # optimisation time of this run (drives --time-limit and the schedule)
+    earlier_s: float = 0.0        # optimisation time already in the weights this run started from
     last_val_psnr: float | None = None
     bicubic_val_psnr: float | None = None
     history: list = field(default_factory=list)
@@ -352,6 +353,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                 raise TrainingError(f"{ckpt_path}: does not fit the model ({str(exc).splitlines()[0]})") from None
             optim.load_state_dict(ck["optimizer"])
             state = TrainState(step=int(ck["step"]), elapsed_s=float(ck["elapsed_s"]),
+                               earlier_s=float(ck.get("earlier_s", 0.0)),
                                last_val_psnr=ck.get("last_val_psnr"), bicubic_val_psnr=ck.get("bicubic_val_psnr"),
                                history=json.loads(ck.get("history", "[]")))
             gen.set_state(ck["gen_state"])
@@ -368,21 +370,26 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             except RuntimeError as exc:
                 raise TrainingError(f"{out}: does not fit the model ({str(exc).splitlines()[0]})") from None
             state.step = int(meta.get("step", 0))
-            state.elapsed_s = float(meta.get("elapsed_s", 0.0))
+            # a new run on top of the weights: a fresh optimizer, and a fresh time budget and schedule
+            # (--time-limit counts this run's minutes; the weights' own minutes stay in the total)
+            state.earlier_s = float(meta.get("elapsed_s", 0.0))
             gen.manual_seed(opts.seed + state.step)
-            log(f"no checkpoint in {run_dir}; resumed from the weights {out} at step {state.step} (fresh optimizer)")
+            log(f"no checkpoint in {run_dir}; resumed from the weights {out} at step {state.step} (fresh optimizer "
+                f"and schedule; {state.earlier_s / 60:.1f} min of earlier training)")
         else:
             log(f"nothing to resume ({ckpt_path} and {out} missing); starting from scratch")
 
     def save() -> None:
         ck = {"model": model.state_dict(), "optimizer": optim.state_dict(), "step": state.step,
-              "elapsed_s": state.elapsed_s, "gen_state": gen.get_state(), "torch_rng": torch.get_rng_state(),
+              "elapsed_s": state.elapsed_s, "earlier_s": state.earlier_s,
+              "gen_state": gen.get_state(), "torch_rng": torch.get_rng_state(),
               "model_name": spec.name, "protocol": proto.name, "last_val_psnr": state.last_val_psnr,
               "bicubic_val_psnr": state.bicubic_val_psnr, "history": json.dumps(state.history),
               "options": json.dumps({k: v for k, v in asdict(opts).items()})}
         _atomic_write(ckpt_path, lambda tmp: torch.save(ck, tmp))
         meta = {"model": spec.name, "protocol": proto.name, "scale": str(scale), "bands": str(bands),
-                "config": config, "step": str(state.step), "elapsed_s": f"{state.elapsed_s:.1f}",
+                "config": config, "step": str(state.step),
+                "elapsed_s": f"{state.earlier_s + state.elapsed_s:.1f}",  # all the optimisation in these weights
                 "device": str(dev), "data": str(Path(opts.data).name),
                 "validation_scenes": [s.name for s in val_scenes],
                 "last_val_psnr_crop": state.last_val_psnr, "bicubic_val_psnr_crop": state.bicubic_val_psnr}
@@ -455,6 +462,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             save()
             log(f"step {state.step}: wrote {ckpt_path} and {out} ({stop_reason})")
     return {"model": spec.name, "protocol": proto.name, "step": state.step, "elapsed_s": state.elapsed_s,
+            "total_elapsed_s": state.earlier_s + state.elapsed_s,
             "checkpoint": str(ckpt_path), "weights": str(out), "device": str(dev),
             "val_psnr": state.last_val_psnr, "bicubic_val_psnr": state.bicubic_val_psnr,
             "train_scenes": [s.name for s in train_scenes], "val_scenes": [s.name for s in val_scenes],

@@ -69,6 +69,27 @@ def test_resume_from_weights_when_no_checkpoint(scenes, tmp_path, capsys):
     assert _ckpt(tmp_path)["step"] == 3
 
 
+def test_resuming_from_weights_starts_a_new_time_budget(scenes, tmp_path, capsys):
+    """Weights made by an hour of training: --resume --time-limit trains that long again (the time
+    of the weights is not this run's), and the weights' metadata keeps the total."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    assert main(_argv(scenes, tmp_path, 2)) == 0
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    weights = tmp_path / "w" / "cst.safetensors"
+    with safe_open(str(weights), "pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    meta["elapsed_s"] = "3600.0"  # an hour already
+    save_file(tensors, str(weights), metadata=meta)
+    assert main(_argv(scenes, tmp_path, 4, "--resume", "--time-limit", "30")) == 0
+    out = capsys.readouterr().out
+    assert "60.0 min of earlier training" in out
+    assert _ckpt(tmp_path)["step"] == 4  # trained on: the hour of the weights is not this run's budget
+    with safe_open(str(weights), "pt") as f:
+        assert float(f.metadata()["elapsed_s"]) > 3600.0
+
+
 @pytest.mark.parametrize("change,fragment", [
     (("--data", "NOPE"), "no such folder"),
     (("--protocol", "blur-x4"), "unknown protocol"),
