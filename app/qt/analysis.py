@@ -573,8 +573,10 @@ class AnalysisView(QWidget):
         self.placeholder.setText(text)
         self.placeholder.show()
         self.table.setRowCount(0)
-        for item in list(self.curve_items.values()) + self.worst_items:
-            self.curve_plot.removeItem(item)
+        for kept in getattr(self, "_curve_pool", {}).values():
+            for item in kept[:3]:
+                self.curve_plot.removeItem(item)
+        self._curve_pool = {}
         self.curve_items.clear()
         self.worst_items.clear()
         self.status.setText("")
@@ -726,35 +728,58 @@ class AnalysisView(QWidget):
         return np.asarray(wl, dtype=np.float64) if wl is not None else np.arange(self.scene.n_bands, dtype=np.float64)
 
     def _show_curves(self, result: AnalysisResult) -> None:
-        for item in list(self.curve_items.values()) + self.worst_items:
-            self.curve_plot.removeItem(item)
+        """Per-band curves of the chosen metric, one per method, with the worst band marked. The
+        plot items are kept per method and only given new data (making them again cost tens of
+        milliseconds on the GUI thread at every result)."""
+        metric = self.scene.analysis_settings.curve_metric
+        x = self._x_axis()
+        labels = (CURVE_TITLES[metric], self.scene.wavelengths_nm is not None)
+        if getattr(self, "_curve_labels", None) != labels:
+            self._curve_labels = labels
+            self.curve_plot.setLabel("left", CURVE_TITLES[metric])
+            self.curve_plot.setLabel("bottom", "Wavelength" if labels[1] else "Band", units="nm" if labels[1] else None)
+        pool = getattr(self, "_curve_pool", {})  # uid -> (curve, mark, label, (name, colour))
+        self._curve_pool = {}
         self.curve_items.clear()
         self.worst_items.clear()
         self.worst_bands.clear()
-        metric = self.scene.analysis_settings.curve_metric
-        x = self._x_axis()
-        self.curve_plot.setLabel("left", CURVE_TITLES[metric])
-        self.curve_plot.setLabel("bottom", "Wavelength" if self.scene.wavelengths_nm is not None else "Band",
-                                 units="nm" if self.scene.wavelengths_nm is not None else None)
         for i, m in enumerate(result.methods):
-            colour = QColor(theme.RECON_CURVE_COLOURS[i % len(theme.RECON_CURVE_COLOURS)])
+            colour_name = theme.RECON_CURVE_COLOURS[i % len(theme.RECON_CURVE_COLOURS)]
             y = m.per_band(metric)
             if y.shape != x.shape:
                 continue
             finite = np.where(np.isfinite(y), y, np.nan)
-            curve = self.curve_plot.plot(x, finite, pen=pg.mkPen(colour, width=1.8), symbol="o", symbolSize=4,
-                                         symbolBrush=colour, symbolPen=None, name=m.name)
-            self.curve_items[m.layer.uid] = curve
-            k = worst_band(y, metric)
-            if k is not None:
-                self.worst_bands[m.layer.uid] = k
-                mark = pg.ScatterPlotItem([x[k]], [y[k]], symbol="x", size=16, pen=pg.mkPen(colour, width=3),
-                                          brush=colour)
-                label = pg.TextItem(f"worst {self.scene.band_text(k)}", color=colour, anchor=(0.5, 1.3))
-                label.setPos(x[k], y[k])
+            kept = pool.pop(m.layer.uid, None)
+            if kept is not None and kept[3] != (m.name, colour_name):
+                for item in kept[:3]:
+                    self.curve_plot.removeItem(item)
+                kept = None
+            if kept is None:
+                colour = QColor(colour_name)
+                curve = self.curve_plot.plot(x, finite, pen=pg.mkPen(colour, width=1.8), symbol="o", symbolSize=4,
+                                             symbolBrush=colour, symbolPen=None, name=m.name)
+                mark = pg.ScatterPlotItem(symbol="x", size=16, pen=pg.mkPen(colour, width=3), brush=colour)
+                label = pg.TextItem("", color=colour, anchor=(0.5, 1.3))
                 for item in (mark, label):
                     self.curve_plot.addItem(item)
-                    self.worst_items.append(item)
+                kept = (curve, mark, label, (m.name, colour_name))
+            else:
+                kept[0].setData(x, finite)
+            curve, mark, label, _ = kept
+            self._curve_pool[m.layer.uid] = kept
+            self.curve_items[m.layer.uid] = curve
+            k = worst_band(y, metric)
+            mark.setVisible(k is not None)
+            label.setVisible(k is not None)
+            if k is not None:
+                self.worst_bands[m.layer.uid] = k
+                mark.setData([x[k]], [y[k]])
+                label.setText(f"worst {self.scene.band_text(k)}")
+                label.setPos(x[k], y[k])
+                self.worst_items.extend((mark, label))
+        for kept in pool.values():  # methods no longer analysed
+            for item in kept[:3]:
+                self.curve_plot.removeItem(item)
         if self.curve_items:
             self.curve_plot.getViewBox().autoRange(items=list(self.curve_items.values()))
         self._place_band_line()
