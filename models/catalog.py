@@ -89,14 +89,15 @@ register(ModelSpec(
     factory=hsr_diff.build,
     scales=(32,),
     bands=31,
-    weights=(WeightsFile(32, "hsrdiff_x32.safetensors", "6a2ec437e13ba28dd2f58abf72950c30bdd171f6420ad4915a4802ec093920d5",
+    weights=(WeightsFile(32, "hsrdiff_x32.safetensors", "e6ab533ec39696470f7dbd7e2fc7ccbba5ceaa82cb2d1589ec0482285e0af12e",
                          "hsrdiff_x32.md"),),
     stochastic=True,
     tileable=False,  # the condition includes the whole-image FUSE estimate
     default_steps=hsr_diff.DEFAULT_STEPS,
     options=("ddim", "ancestral"),
     memory_per_hr_px_bytes=8192,
-    description="Diffusion sampling of the HR-HSI given both inputs; the CDFormer denoiser refines the FUSE estimate. "
+    description="Diffusion sampling of the HR-HSI given both inputs; the CDFormer denoiser refines the FUSE estimate "
+                "(guided-filter prior). "
                 "Steps <= 25: deterministic DDIM sampler (seeded start), more: the paper's ancestral sampler.",
 ))
 
