@@ -314,8 +314,10 @@ def fuse(lr_hsi: torch.Tensor, hr_msi: torch.Tensor, srf, psf, scale: int, *, su
 
 
 # ------------------------------------------------------------------------------ modules
-def _on_float64_device(fn, lr_hsi, hr_msi, srf, psf):
-    """Run ``fn(lr_hsi, hr_msi, srf, psf)`` where float64 exists: MPS has none, so the work goes to the CPU."""
+def on_float64_device(fn, lr_hsi, hr_msi, srf, psf):
+    """Run ``fn(lr_hsi, hr_msi, srf, psf)`` where float64 exists: MPS has none, so the work goes to
+    the CPU and the result comes back to the inputs' device. Every model that starts from a
+    classical estimate (hsr_diff, umsft) goes through here."""
     if lr_hsi is None or lr_hsi.device.type != "mps":
         return fn(lr_hsi, hr_msi, srf, psf)
     cpu = [None if t is None else torch.as_tensor(t).cpu() for t in (lr_hsi, hr_msi, srf, psf)]
@@ -330,11 +332,12 @@ class GSA(nn.Module):
         self.scale = int(scale)
 
     def forward(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor | None = None, srf=None, psf=None, **_) -> torch.Tensor:
-        return _on_float64_device(lambda *a: gsa(a[0], a[1], self.scale, a[3]), lr_hsi, hr_msi, srf, psf)
+        return on_float64_device(lambda *a: gsa(a[0], a[1], self.scale, a[3]), lr_hsi, hr_msi, srf, psf)
 
 
 class FUSE(nn.Module):
-    """Closed-form subspace MAP fusion with a GSA prior (no parameters). forward(lr_hsi, hr_msi, srf, psf)."""
+    """Closed-form subspace MAP fusion, GSA prior by default (``prior``: see ``fuse``); no parameters.
+    forward(lr_hsi, hr_msi, srf, psf)."""
 
     def __init__(self, scale: int, subspace: int = DEFAULT_SUBSPACE, prior: str = "gsa"):
         super().__init__()
@@ -345,5 +348,5 @@ class FUSE(nn.Module):
         self.prior = prior
 
     def forward(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor | None = None, srf=None, psf=None, **_) -> torch.Tensor:
-        return _on_float64_device(lambda *a: fuse(*a, self.scale, subspace=self.subspace, prior=self.prior),
+        return on_float64_device(lambda *a: fuse(*a, self.scale, subspace=self.subspace, prior=self.prior),
                                   lr_hsi, hr_msi, srf, psf)

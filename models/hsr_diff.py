@@ -420,13 +420,11 @@ class HSRDiff(nn.Module):
 
     def estimate(self, lr_hsi, hr_msi, srf, psf) -> torch.Tensor:
         """The training-free FUSE estimate the diffusion refines (float32)."""
-        from models.classical import fuse
+        from models.classical import fuse, on_float64_device
 
         with torch.no_grad():
-            if lr_hsi.device.type == "mps":
-                return fuse(lr_hsi.cpu(), hr_msi.cpu(), torch.as_tensor(srf).cpu(), torch.as_tensor(psf).cpu(),
-                            self.scale, prior=self.cfg.prior).to(lr_hsi.device).float()
-            return fuse(lr_hsi, hr_msi, srf, psf, self.scale, prior=self.cfg.prior).float()
+            return on_float64_device(lambda y, x, r, k: fuse(y, x, r, k, self.scale, prior=self.cfg.prior),
+                                     lr_hsi, hr_msi, srf, psf).float()
 
     def condition_images(self, lr_hsi, hr_msi, est, lr_up=None) -> torch.Tensor:
         """(FUSE estimate, bicubic-upsampled LR-HSI, HR-MSI) stacked; ``lr_up`` is the upsampled LR-HSI

@@ -444,9 +444,8 @@ class UMSFT(nn.Module):
         FUSE or GSA with the same PSF and SRF as the objective (blind: the estimated ones)."""
         if self.base == "none":
             return None
-        from models.classical import fuse, gsa
+        from models.classical import fuse, gsa, on_float64_device
 
-        dev = y.device
         with torch.no_grad():
             if self.blind:
                 k = self.psf_net.kernel().detach()
@@ -454,11 +453,11 @@ class UMSFT(nn.Module):
                 x = x - self.srf_net.offset.detach().view(1, -1, 1, 1)
             else:
                 k, r = psf, srf
-            if x.device.type == "mps":  # no float64 there
-                y, x, k, r = y.cpu(), x.cpu(), k.cpu(), r.cpu()
-            est = fuse(y, x, r, k, self.scale) if self.base == "fuse" else gsa(y, x, self.scale, k)
-            est = est.to(dev).float()
-        return est
+            if self.base == "fuse":
+                est = on_float64_device(lambda a, b, c, d: fuse(a, b, c, d, self.scale), y, x, r, k)
+            else:
+                est = on_float64_device(lambda a, b, c, d: gsa(a, b, self.scale, d), y, x, r, k)
+        return est.float()
 
     # ------------------------------------------------------------------ optimisation
     def iterate(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor | None = None, srf: torch.Tensor | None = None,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from app.core.errors import HsiError
+from models.registry import drain
 
 if TYPE_CHECKING:  # pragma: no cover
     from app.core.scene import Layer, Scene
@@ -504,6 +505,7 @@ def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
         if found is not None:
             fulls[layer.uid] = found
     todo = [layer for layer in request.methods if layer.uid not in fulls]
+    levels = None
     if todo:
         yield 0.0, f"Analysing {', '.join(layer.name for layer in todo)}"
         share = len(todo) / max(n, 1)
@@ -517,7 +519,10 @@ def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
         if two_phases:
             early = dict(fulls)
             early.update({layer.uid: full for layer, full in zip(todo, computed)})
-            partial(_assemble(request, cache, early, notes, pending=("ssim",)))  # (SSIM NaN in these dicts)
+            # (SSIM NaN in these dicts; the maps are final, so are their colour scales)
+            early_result = drain(_assemble_steps(request, cache, early, list(notes), pending=("ssim",)))
+            levels = (early_result.error_levels, early_result.sam_levels)
+            partial(early_result)
             yield first * share, "SSIM"
             scores = ssim_many(ref.cube.data, [layer.cube.data for layer in todo], device=request.device,
                                progress=None if tick is None else (lambda f: tick(first * share + 0.6 * share * f)))
@@ -529,29 +534,15 @@ def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
             cache._put(cache._abs, key + (request.band,), full["maps"]["abs_error"])
             fulls[layer.uid] = full
     base = 0.9 * len(todo) / max(n, 1)  # of the progress bar, reached by the whole-image pass
-    steps = _assemble_steps(request, cache, fulls, notes, base=base)
-    while True:
-        try:
-            yield next(steps)
-        except StopIteration as stop:
-            return stop.value
-
-
-def _assemble(request: AnalysisRequest, cache: AnalysisCache, fulls: dict, notes: list[str],
-              pending: tuple[str, ...] = ()) -> "AnalysisResult":
-    """The result from the whole-image dicts at once (the partial result of a two-phase job)."""
-    gen = _assemble_steps(request, cache, fulls, list(notes), pending)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return (yield from _assemble_steps(request, cache, fulls, notes, base=base, levels=levels))
 
 
 def _assemble_steps(request: AnalysisRequest, cache: AnalysisCache, fulls: dict, notes: list[str],
-                    pending: tuple[str, ...] = (), base: float = 0.0) -> Iterator[tuple[float, str]]:
+                    pending: tuple[str, ...] = (), base: float = 0.0,
+                    levels: tuple | None = None) -> Iterator[tuple[float, str]]:
     """Scoped metrics, maps and colour scales of every method from its whole-image dict; a
-    generator of (fraction, message) returning the AnalysisResult."""
+    generator of (fraction, message) returning the AnalysisResult. ``levels``: the (error, SAM)
+    colour scales when already known (the partial result of the same maps had them)."""
     from app.core.metrics import abs_error_map, compute_all
 
     ref = request.reference
@@ -589,8 +580,11 @@ def _assemble_steps(request: AnalysisRequest, cache: AnalysisCache, fulls: dict,
             error = full["maps"]["rmse"]
         results.append(MethodResult(layer, full, scoped, error, full["maps"]["sam_deg"], full["maps"]["sam_valid"]))
     yield 1.0, "Colour scales"
-    error_levels = locked_levels([m.error_map for m in results])
-    sam_levels = locked_levels([m.sam_map for m in results], [m.sam_valid for m in results])
+    if levels is not None:
+        error_levels, sam_levels = levels
+    else:
+        error_levels = locked_levels([m.error_map for m in results])
+        sam_levels = locked_levels([m.sam_map for m in results], [m.sam_valid for m in results])
     if scope_kind == "roi":
         scope_note = f"ROI: {request.roi.describe()}"
     elif scope_kind == "view":

@@ -358,8 +358,8 @@ def make_plan(scene: Scene, model: str, *, scale: int | None = None, device: str
         "psf_assumed": inputs.psf_assumed if "psf" in needs else None,
         "protocol": lr_protocol(lr_layer.cube),
     }
-    base = f"{spec.name} ×{s}" + "".join(f" {k}" if (options or {}).get(k) is True else f" {k}={options[k]}"
-                                         for k in spec.options if (options or {}).get(k)) \
+    chosen = {k: options[k] for k in spec.options if (options or {}).get(k)}  # in the spec's order
+    base = f"{spec.name} ×{s}" + "".join(f" {k}" if v is True else f" {k}={v}" for k, v in chosen.items()) \
         + (" (view)" if roi is not None else "")
     return RunPlan(
         model=spec.name, title=spec.title, scale=s, lr=lr, guide=guide,
@@ -368,7 +368,7 @@ def make_plan(scene: Scene, model: str, *, scale: int | None = None, device: str
         if (spec.iterative or spec.stochastic) else None,
         seed=int(seed), wavelengths_nm=lr_layer.cube.wavelengths_nm, out_hw=(h * s, w * s), roi=roi,
         context=context, name=unique_name(scene, base), details=details,
-        options={k: v for k, v in (options or {}).items() if k in spec.options and v})
+        options=chosen)
 
 
 def execute(plan: RunPlan, *, preview_every: int = 1) -> Generator[Progress, None, Cube]:

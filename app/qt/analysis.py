@@ -26,7 +26,7 @@ from app.qt import colormaps, theme
 from app.qt.binding import subscribe
 from app.qt.controls import LevelsBar
 from app.qt.panel import (CrossLine, ElidedLabel, PointerMixin, _ImageView, _PanelViewBox, crosshair_pen,
-                          display_stride, show_strided)
+                          display_stride, place_crosshair, show_strided)
 
 ERROR_CMAP = "inferno"
 SAM_CMAP = "viridis"
@@ -190,11 +190,7 @@ class MapView(PointerMixin, QFrame):
         show_strided(self.image_item, image, levels, 1, self._stride)
 
     def set_crosshair(self, pixel) -> None:
-        for item in (self.vline, self.hline):
-            item.setVisible(pixel is not None)
-        if pixel is not None:
-            self.vline.setValue(pixel[1] + 0.5)
-            self.hline.setValue(pixel[0] + 0.5)
+        place_crosshair(self.vline, self.hline, pixel)
 
     def set_marker(self, pixel) -> None:
         self.marker.setVisible(pixel is not None)
@@ -398,8 +394,13 @@ class AnalysisView(QWidget):
         self.curve_plot.addItem(self.curve_band_line, ignoreBounds=True)
         self.curve_plot.scene().sigMouseClicked.connect(self._on_curve_click)
         self.curve_items: dict[int, pg.PlotDataItem] = {}
-        self.worst_items: list = []
         self.worst_bands: dict[int, int] = {}
+        # per method: (curve, worst-band mark, its label, (name, colour)), kept and given new data
+        self._curve_pool: dict[int, tuple] = {}
+        self._curve_labels: tuple | None = None  # (left-axis title, wavelengths known) last set
+        # (request, curve metric or None) of the partial result on screen: what its final result
+        # need not redraw
+        self._partial_shown: tuple | None = None
         cl.addWidget(self.curve_plot, 1)
         self.tabs.addTab(curves_tab, "Per band")
 
@@ -550,7 +551,7 @@ class AnalysisView(QWidget):
 
     def _on_done(self, result: AnalysisResult) -> None:
         self.result = result
-        shown, self._partial_shown = getattr(self, "_partial_shown", None), None
+        shown, self._partial_shown = self._partial_shown, None
         same = shown is not None and shown[0] is result.request
         if not same:
             self._show_maps(result)
@@ -573,12 +574,9 @@ class AnalysisView(QWidget):
         self.placeholder.setText(text)
         self.placeholder.show()
         self.table.setRowCount(0)
-        for kept in getattr(self, "_curve_pool", {}).values():
-            for item in kept[:3]:
-                self.curve_plot.removeItem(item)
+        self._drop_curves(self._curve_pool.values())
         self._curve_pool = {}
         self.curve_items.clear()
-        self.worst_items.clear()
         self.status.setText("")
         self.error_bar.set_levels(ERROR_CMAP, None, None, "")
         self.sam_bar.set_levels(SAM_CMAP, None, None, "")
@@ -734,14 +732,12 @@ class AnalysisView(QWidget):
         metric = self.scene.analysis_settings.curve_metric
         x = self._x_axis()
         labels = (CURVE_TITLES[metric], self.scene.wavelengths_nm is not None)
-        if getattr(self, "_curve_labels", None) != labels:
+        if self._curve_labels != labels:
             self._curve_labels = labels
             self.curve_plot.setLabel("left", CURVE_TITLES[metric])
             self.curve_plot.setLabel("bottom", "Wavelength" if labels[1] else "Band", units="nm" if labels[1] else None)
-        pool = getattr(self, "_curve_pool", {})  # uid -> (curve, mark, label, (name, colour))
-        self._curve_pool = {}
+        pool, self._curve_pool = self._curve_pool, {}
         self.curve_items.clear()
-        self.worst_items.clear()
         self.worst_bands.clear()
         for i, m in enumerate(result.methods):
             colour_name = theme.RECON_CURVE_COLOURS[i % len(theme.RECON_CURVE_COLOURS)]
@@ -751,8 +747,7 @@ class AnalysisView(QWidget):
             finite = np.where(np.isfinite(y), y, np.nan)
             kept = pool.pop(m.layer.uid, None)
             if kept is not None and kept[3] != (m.name, colour_name):
-                for item in kept[:3]:
-                    self.curve_plot.removeItem(item)
+                self._drop_curves([kept])
                 kept = None
             if kept is None:
                 colour = QColor(colour_name)
@@ -776,13 +771,16 @@ class AnalysisView(QWidget):
                 mark.setData([x[k]], [y[k]])
                 label.setText(f"worst {self.scene.band_text(k)}")
                 label.setPos(x[k], y[k])
-                self.worst_items.extend((mark, label))
-        for kept in pool.values():  # methods no longer analysed
-            for item in kept[:3]:
-                self.curve_plot.removeItem(item)
+        self._drop_curves(pool.values())  # methods no longer analysed
         if self.curve_items:
             self.curve_plot.getViewBox().autoRange(items=list(self.curve_items.values()))
         self._place_band_line()
+
+    def _drop_curves(self, kept_items) -> None:
+        """Remove pooled (curve, mark, label, key) entries from the plot."""
+        for kept in kept_items:
+            for item in kept[:3]:
+                self.curve_plot.removeItem(item)
 
     def _place_band_line(self) -> None:
         if self.scene.n_bands:

@@ -17,7 +17,7 @@ from app.core.scene import Scene
 from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
 from app.qt.binding import subscribe
-from app.qt.panel import CrossLine, _ImageView, _PanelViewBox, crosshair_pen
+from app.qt.panel import CrossLine, _ImageView, _PanelViewBox, crosshair_pen, place_crosshair
 
 FLICKER_MS = 600
 
@@ -290,14 +290,11 @@ class ABCompareView(QWidget):
 
     # ------------------------------------------------------------------ crosshair, zoom, mouse
     def _on_pixel(self, pixel) -> None:
-        for item in (self.vline, self.hline):
-            item.setVisible(pixel is not None)
         if pixel is not None:
             h, w = self.scene.hr_shape or (1, 1)
             self.vline.set_span(h)
             self.hline.set_span(w)
-            self.vline.setValue(pixel[1] + 0.5)
-            self.hline.setValue(pixel[0] + 0.5)
+        place_crosshair(self.vline, self.hline, pixel)
 
     def _on_view_range(self, view_range, source) -> None:
         if source is self:

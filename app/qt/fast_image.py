@@ -8,10 +8,13 @@ switch. :class:`FastImageItem` keeps pyqtgraph's data model (``image`` is still 
 that conversion for the common cases:
 
 - a 2-D float image with a 256-colour (or shorter) lookup table and scalar levels: one gather into
-  a contiguous float32 buffer, scale, clip, cast to uint8 colour indices, shown as an Indexed8
-  QImage with the table as its colour table (no per-pixel colour lookup);
+  a contiguous float32 buffer, scale, clip, cast to uint8 colour indices, an Indexed8 QImage with
+  the table as its colour table;
 - an (H, W, 3) float image with per-channel or shared levels and no table: the same per channel,
-  shown as RGB888.
+  an RGB888 QImage.
+
+Either picture is converted once to ARGB32 premultiplied, the paint engine's own format, so that
+the many partial repaints of a click do not convert it again each time.
 
 Anything else (NaN in the image, other dtypes, column-major order, auto-downsampling) goes through
 pyqtgraph's own ``render``. NaN pixels would need transparency, which pyqtgraph already handles.
@@ -76,16 +79,13 @@ class FastImageItem(pg.ImageItem):
             return functions_qimage.try_make_qimage(rgb, levels=None, lut=None)
         return None
 
-    PREMULTIPLY = True  # hand the paint engine its native format (see render)
-
     def render(self):
         qimage = self._fast_qimage()
         if qimage is None:
             return super().render()
-        if self.PREMULTIPLY:
-            # Qt's raster engine draws ARGB32_Premultiplied directly; an Indexed8 or RGB888 picture
-            # is converted on every paint, and a click repaints strips of every panel and map
-            qimage = qimage.convertToFormat(qimage.Format.Format_ARGB32_Premultiplied)
+        # Qt's raster engine draws ARGB32_Premultiplied directly; an Indexed8 or RGB888 picture is
+        # converted on every paint, and a click repaints strips of every panel and map
+        qimage = qimage.convertToFormat(qimage.Format.Format_ARGB32_Premultiplied)
         self._processingBuffer = None
         self._displayBuffer = None
         self.qimage = qimage

@@ -76,6 +76,15 @@ class CrossLine(QGraphicsLineItem):
         return self._value
 
 
+def place_crosshair(vline: CrossLine, hline: CrossLine, pixel: tuple[int, int] | None) -> None:
+    """Show the two lines through the centre of HR pixel (row, col), or hide them (None)."""
+    for item in (vline, hline):
+        item.setVisible(pixel is not None)
+    if pixel is not None:
+        vline.setValue(pixel[1] + 0.5)
+        hline.setValue(pixel[0] + 0.5)
+
+
 class ElidedLabel(QLabel):
     """A label that shortens its text with '…' instead of being clipped or widening the panel."""
 
@@ -367,15 +376,10 @@ class ImagePanel(PointerMixin, QFrame):
 
     def set_crosshair(self, pixel: tuple[int, int] | None) -> None:
         """Lines through the centre of HR pixel (row, col), and a box around it."""
-        visible = pixel is not None
-        for item in (self.vline, self.hline, self.pixel_box):
-            item.setVisible(visible)
-        if pixel is None:
-            return
-        row, col = pixel
-        self.vline.setValue(col + 0.5)
-        self.hline.setValue(row + 0.5)
-        self.pixel_box.setPos(col, row)  # a unit square moved, never re-shaped
+        place_crosshair(self.vline, self.hline, pixel)
+        self.pixel_box.setVisible(pixel is not None)
+        if pixel is not None:
+            self.pixel_box.setPos(pixel[1], pixel[0])  # a unit square moved, never re-shaped
 
     def set_pins(self, pins) -> None:
         """Numbered markers at the pinned HR pixels (row, col)."""

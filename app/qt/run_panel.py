@@ -377,6 +377,11 @@ class RunPanel(QWidget):
                 return self.model_combo.model().item(i).isEnabled()
         raise KeyError(name)
 
+    def _sync_option_checks(self, spec, running: bool) -> None:
+        """The build-option check boxes are enabled for the models that have the option."""
+        for check, option in ((self.blind_check, "blind"), (self.prior_check, "prior")):
+            check.setEnabled(not running and spec is not None and option in spec.options)
+
     def _spec(self):
         name = self.selected_model()
         for spec, reason in self._choices:
@@ -393,8 +398,7 @@ class RunPanel(QWidget):
         else:
             self.reason_label.setText(spec.description)
         steps = runs.default_steps(spec) if spec is not None else None
-        self.blind_check.setEnabled(spec is not None and "blind" in spec.options and not self.running)
-        self.prior_check.setEnabled(spec is not None and "prior" in spec.options and not self.running)
+        self._sync_option_checks(spec, self.running)
         self.steps_spin.setEnabled(steps is not None and not self.running)
         self.steps_label.setEnabled(steps is not None)
         if steps is not None and self._steps_model != spec.name:
@@ -455,8 +459,7 @@ class RunPanel(QWidget):
                   self.sim_seed_spin):
             w.setEnabled(not running)
         spec_now, _ = self._spec()
-        self.blind_check.setEnabled(not running and spec_now is not None and "blind" in spec_now.options)
-        self.prior_check.setEnabled(not running and spec_now is not None and "prior" in spec_now.options)
+        self._sync_option_checks(spec_now, running)
         self.scale_spin.setEnabled(not running and self._inputs.lr is not None and not self._inputs.scale_fixed)
         spec, _ = self._spec()
         self.steps_spin.setEnabled(not running and spec is not None and runs.default_steps(spec) is not None)

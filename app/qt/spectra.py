@@ -132,8 +132,6 @@ class MarkedCurve(pg.GraphicsObject):
     only the arrays and draws the markers in device coordinates (fixed pixel size at any zoom).
     It has the curve API the view uses: ``setData(x, y, **style)``, ``xData``, ``yData``."""
 
-    SHAPES = ("o", "t1", "s")
-
     def __init__(self, x=None, y=None, **style):
         super().__init__()
         self.xData = np.zeros(0)
