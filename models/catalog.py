@@ -32,7 +32,7 @@ register(ModelSpec(
 
 register(ModelSpec(
     name="fuse",
-    title="FUSE (closed-form subspace MAP fusion, GSA prior)",
+    title="FUSE (closed-form subspace MAP fusion; GSA or guided prior)",
     paper="Wei, Dobigeon, Tourneret, Fast fusion of multi-band images based on solving a Sylvester equation, "
           "IEEE TIP 24(11), 2015",
     task="fusion",
