@@ -328,6 +328,14 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, 
         print("[metrics] whole metric set (scalars + 3 maps + per-band curves), 512x512x31 pair")
         print(f"  compute_all {r['metrics_s'] * 1e3:.1f} ms   plain-numpy single pass {r['numpy_pass_s'] * 1e3:.1f} ms"
               f"   ratio {r['ratio']:.2f}   (target: under 300 ms)")
+        many = r["many"]
+        print(f"[metrics] the viewer's pass over {many['outputs']} reconstructions on the CPU "
+              f"(maps + metrics but SSIM / SSIM / total):")
+        for engine in ("torch", "fused"):
+            if engine in many:
+                e = many[engine]
+                print(f"  {engine:5s} {e['rest_s'] * 1e3:6.1f} / {e['ssim_s'] * 1e3:6.1f} / {e['total_s'] * 1e3:6.1f} ms")
+        print(f"  fused vs torch: {many['speedup']:.2f}x" if many["speedup"] else "  fused kernels unavailable (no numba)")
     if "compare" in chosen:
         from app.core.bench_compare import bench_compare
 

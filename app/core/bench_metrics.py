@@ -10,7 +10,8 @@ import time
 
 import numpy as np
 
-from app.core.metrics import compute_all
+from app.core import metrics_cpu
+from app.core.metrics import compute_all, compute_all_many, ssim_many
 
 BENCH_SHAPE = (512, 512, 31)
 
@@ -43,7 +44,35 @@ def bench_metrics(repeats: int = 5) -> dict:
         ((gt - pred) ** 2).sum(axis=(0, 1))
         numpy_times.append(time.perf_counter() - t0)
     metrics_s, numpy_s = min(metric_times), min(numpy_times)
-    return {"metrics_s": metrics_s, "numpy_pass_s": numpy_s, "ratio": metrics_s / numpy_s, "shape": BENCH_SHAPE}
+    out = {"metrics_s": metrics_s, "numpy_pass_s": numpy_s, "ratio": metrics_s / numpy_s, "shape": BENCH_SHAPE}
+    out["many"] = bench_many(gt, repeats)
+    return out
+
+
+def bench_many(gt: np.ndarray, repeats: int = 5, n_outputs: int = 4) -> dict:
+    """The viewer's pass over ``n_outputs`` reconstructions on the CPU, per engine: best-of-``repeats``
+    seconds of ``compute_all_many(ssim=False)`` (maps and all metrics but SSIM) and of ``ssim_many``.
+
+    Returns {engine: {'rest_s', 'ssim_s', 'total_s'}} for 'torch' and, with numba, 'fused', and
+    'speedup' (torch total / fused total, or None)."""
+    rng = np.random.default_rng(1)
+    preds = [np.clip(gt + s * rng.standard_normal(gt.shape, dtype=np.float32), 0, 1)
+             for s in np.linspace(0.005, 0.03, n_outputs)]
+    out: dict = {"outputs": n_outputs}
+    for engine in ["torch", "fused"] if metrics_cpu.available() else ["torch"]:
+        compute_all_many(gt, preds, scale=4, device="cpu", ssim=False, engine=engine)  # warm-up (and compile)
+        ssim_many(gt, preds, device="cpu", engine=engine)
+        rest, ssim = [], []
+        for _ in range(max(1, int(repeats))):
+            t0 = time.perf_counter()
+            compute_all_many(gt, preds, scale=4, device="cpu", ssim=False, engine=engine)
+            rest.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ssim_many(gt, preds, device="cpu", engine=engine)
+            ssim.append(time.perf_counter() - t0)
+        out[engine] = {"rest_s": min(rest), "ssim_s": min(ssim), "total_s": min(rest) + min(ssim)}
+    out["speedup"] = out["torch"]["total_s"] / out["fused"]["total_s"] if "fused" in out else None
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.core import metrics_cpu
 from app.core.errors import HsiError, ShapeMismatchError
 
 SSIM_WINDOW_PX = 11
@@ -466,7 +467,7 @@ def compute_all(gt, pred, *, scale: float | None = None, region=None, mask=None,
 
 def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int | None = None,
                      gt_wavelengths_nm=None, preds_wavelengths_nm=None, device=None,
-                     progress=None, ssim: bool = True) -> list[dict[str, Any]]:
+                     progress=None, ssim: bool = True, engine: str = "auto") -> list[dict[str, Any]]:
     """``compute_all`` of several outputs against one reference over the whole image, in one pass.
 
     The reference's share of the work (clipping, norms of its spectra, its SSIM local means and
@@ -482,6 +483,8 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
         ssim: False leaves SSIM out (``ssim`` and ``per_band['ssim']`` NaN; its Gaussian filters
             are about half of a pass): the viewer shows the maps and the other metrics first and
             fills SSIM in with :func:`ssim_many`.
+        engine: 'auto' (the fused numba kernels of ``metrics_cpu`` on the CPU when numba is
+            there, else the torch engine), 'torch' or 'fused' (CPU only).
         Other arguments as for ``compute_all``.
 
     Returns:
@@ -505,8 +508,16 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
     k %= b
     if not ps:
         return []
-    with torch.inference_mode():
-        raws = _run_engine_many(g, ps, k, _resolve_device(device), progress, "all" if ssim else "no_ssim")
+    dev = _resolve_device(device)
+    if _use_fused(dev, engine):
+        raws = metrics_cpu.rest_many(g.cpu().numpy(), [p.cpu().numpy() for p in ps], k,
+                                     _split_progress(progress, 0.0, 0.4 if ssim else 1.0))
+        if ssim:
+            for raw, (sums, count) in zip(raws, _fused_ssim(g, ps, _split_progress(progress, 0.4, 1.0))):
+                raw["ssim_sum"], raw["ssim_count"] = sums, count
+    else:
+        with torch.inference_mode():
+            raws = _run_engine_many(g, ps, k, dev, progress, "all" if ssim else "no_ssim")
     out = []
     for raw, wl in zip(raws, wls):
         notes: list[str] = []
@@ -521,7 +532,7 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
     return out
 
 
-def ssim_many(gt, preds, *, device=None, progress=None) -> list[tuple[float, np.ndarray]]:
+def ssim_many(gt, preds, *, device=None, progress=None, engine: str = "auto") -> list[tuple[float, np.ndarray]]:
     """SSIM of several outputs against one reference over the whole image: (mean over bands,
     (B,) per band) per output, equal to ``compute_all``'s ``ssim`` and ``per_band['ssim']``. The
     SSIM part of :func:`compute_all_many` alone (see its ``ssim`` argument); no checks beyond
@@ -535,13 +546,41 @@ def ssim_many(gt, preds, *, device=None, progress=None) -> list[tuple[float, np.
         ps.append(p)
     if not ps:
         return []
-    with torch.inference_mode():
-        raws = _run_engine_many(g, ps, 0, _resolve_device(device), progress, "ssim")
+    dev = _resolve_device(device)
+    if _use_fused(dev, engine):
+        raws = [{"ssim_sum": sums, "ssim_count": count} for sums, count in _fused_ssim(g, ps, progress)]
+    else:
+        with torch.inference_mode():
+            raws = _run_engine_many(g, ps, 0, dev, progress, "ssim")
     out = []
     for raw in raws:
         per_band = raw["ssim_sum"] / raw["ssim_count"] if raw["ssim_count"] > 0 else np.full(g.shape[2], np.nan)
         out.append((float(np.mean(per_band)), per_band))
     return out
+
+
+def _use_fused(device: torch.device, engine: str = "auto") -> bool:
+    """The fused CPU kernels (``metrics_cpu``) in place of the torch engine: on the CPU when numba
+    is there. The torch engine stays the path for GPUs and the reference the kernels are tested on."""
+    if engine not in ("auto", "torch", "fused"):
+        raise MetricsError(f"engine is 'auto', 'torch' or 'fused', got {engine!r}")
+    if engine == "fused" and (device.type != "cpu" or not metrics_cpu.available()):
+        raise MetricsError("the fused engine runs on the CPU and needs numba (pip install numba)")
+    return engine == "fused" or (engine == "auto" and device.type == "cpu" and metrics_cpu.available())
+
+
+def _fused_ssim(g: torch.Tensor, ps: list, progress) -> list[tuple[np.ndarray, float]]:
+    sums, count = metrics_cpu.ssim_sums_many(g.cpu().numpy(), [p.cpu().numpy() for p in ps],
+                                             _gaussian_window(torch.device("cpu")).numpy(),
+                                             SSIM_K1 ** 2, SSIM_K2 ** 2, progress)
+    return [(sums[j], count) for j in range(len(ps))]
+
+
+def _split_progress(progress, start: float, end: float):
+    """``progress`` for a part of the work that covers [start, end] of the whole (None stays None)."""
+    if progress is None:
+        return None
+    return lambda fraction: progress(start + (end - start) * fraction)
 
 
 def _row_sums(x: torch.Tensor) -> torch.Tensor:
