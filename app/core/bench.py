@@ -274,6 +274,9 @@ def print_viewer(rows: list[dict]) -> None:
               f"   (target < 30 ms)")
         print(f"    click -> spectra          {r['click_s'] * 1e3:7.1f} ms (max {r['click_max_s'] * 1e3:.1f})"
               f"   numpy indexing {r['click_numpy_s'] * 1e6:.1f} us   ratio {r['click_ratio']:.0f}   (target < 16 ms)")
+        if "click_window_s" in r:
+            print(f"    click -> whole window     {r['click_window_s'] * 1e3:7.1f} ms (the crosshairs of every panel "
+                  f"and map and the status bar, painted after the spectra)")
         first = r.get("analysis_cold_first_s")
         first_text = f"maps + metrics but SSIM shown {first * 1e3:.1f} ms, " if first is not None else ""
         print(f"    analysis off-thread, cold: {first_text}complete {r['analysis_cold_s'] * 1e3:.1f} ms; "

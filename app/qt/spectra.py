@@ -1,12 +1,13 @@
 """Spectra at the clicked pixel: one curve per layer against wavelength, with a band marker."""
 from __future__ import annotations
 
+import time
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import Qt
-from PyQt6.QtGui import QColor, QGuiApplication, QPen
-from PyQt6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
+from PyQt6.QtCore import QCoreApplication, QEvent, QPointF, QRectF, QSize, Qt
+from PyQt6.QtGui import QColor, QGuiApplication, QPainter, QPen, QPolygonF
+from PyQt6.QtWidgets import QHBoxLayout, QSizePolicy, QToolButton, QToolTip, QVBoxLayout, QWidget
 
 from app.core.scene import Scene, SpectrumSample
 from app.qt import theme
@@ -20,7 +21,7 @@ def _label_fill() -> QColor:
     return fill
 
 
-LEGEND_GLYPHS = {"gt": "━━━", "lr": "╍●╍", "guide": "&nbsp;▲&nbsp;", "recon": "━━━"}
+LEGEND_GLYPHS = {"gt": "━━━", "lr": "╍●╍", "guide": " ▲ ", "recon": "━━━"}
 
 
 def legend_colour(sample: SpectrumSample, recon_index: int) -> str:
@@ -34,55 +35,119 @@ def _legend_row(colour: str, glyph: str, label: str) -> tuple[str, str, str]:
 
 
 class LegendTable(QWidget):
-    """The legend under the plot: one row per curve, a coloured glyph and a plain-text label.
-    Rows are reused and only changed labels are set (plain text is cheap to repaint; a rich-text
-    table re-laid out at every click cost a third of the click-to-spectra time). Each label is
-    one line, elided when too long (full text in its tooltip): a click never changes the
-    legend's height, so the plot above it is never resized (and fully repainted) by a click."""
+    """The legend under the plot: one row per curve, a coloured glyph and a plain-text label,
+    painted by this one widget. A click changes every label (they name the pixel); as label
+    widgets each of them repainted on its own and asked the window for a new layout, a few ms of
+    every click. Each row is one line, elided when too long (the whole text in the row's
+    tooltip); the height changes only with the number of rows, so a click never resizes the plot."""
+
+    GLYPH_GAP = 6
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        from PyQt6.QtWidgets import QGridLayout
-
-        self._grid = QGridLayout(self)
-        self._grid.setContentsMargins(0, 0, 0, 0)
-        self._grid.setHorizontalSpacing(6)
-        self._grid.setVerticalSpacing(0)
-        self._grid.setColumnStretch(1, 1)
-        self._rows: list[tuple[QLabel, QLabel]] = []
         self._shown: list[tuple[str, str, str]] = []
+        self._elided: dict[tuple[str, int], str] = {}  # (text, room) -> what fits (cleared with the font)
+        self._glyph_w: int | None = None
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.setMouseTracking(False)
+
+    def _line(self) -> int:
+        return self.fontMetrics().height()
+
+    def sizeHint(self):  # noqa: N802 (Qt naming)
+        return QSize(200, self._line() * len(self._shown))
+
+    def minimumSizeHint(self):  # noqa: N802
+        return QSize(20, self._line() * len(self._shown))
 
     def set_rows(self, rows: list[tuple[str, str, str]]) -> None:
         """(colour, glyph, label) per row."""
-        while len(self._rows) < len(rows):
-            glyph, label = QLabel(self), ElidedLabel("", self, Qt.TextElideMode.ElideMiddle)
-            glyph.setTextFormat(Qt.TextFormat.RichText)
-            label.setTextFormat(Qt.TextFormat.PlainText)
-            r = len(self._rows)
-            self._grid.addWidget(glyph, r, 0)
-            self._grid.addWidget(label, r, 1)
-            self._rows.append((glyph, label))
-        for i, (glyph, label) in enumerate(self._rows):
-            if i >= len(rows):
-                if not glyph.isHidden():
-                    glyph.hide()
-                    label.hide()
-                continue
-            colour, mark, text = rows[i]
-            old = self._shown[i] if i < len(self._shown) else None
-            if old is None or old[:2] != (colour, mark):
-                glyph.setText(f"<span style='color:{colour}'>{mark}</span>")
-            if old is None or old[2] != text:
-                label.set_full_text(text)
-                label.setToolTip(text)
-            if glyph.isHidden():
-                glyph.show()
-                label.show()
-        self._shown = list(rows)
+        rows = [tuple(r) for r in rows]
+        if rows == self._shown:
+            return
+        resize = len(rows) != len(self._shown)
+        if [r[1] for r in rows] != [r[1] for r in self._shown]:
+            self._glyph_w = None
+        self._shown = rows
+        if resize:
+            self.updateGeometry()
+        self.update()
 
     def text(self) -> str:
         """The labels, one per line (tests, copy)."""
         return "\n".join(text for _, _, text in self._shown)
+
+    def _glyph_width(self) -> int:
+        if self._glyph_w is None:
+            fm = self.fontMetrics()
+            self._glyph_w = max((fm.horizontalAdvance(g) for _, g, _ in self._shown), default=0)
+        return self._glyph_w
+
+    def _fit(self, text: str, room: int) -> str:
+        key = (text, room)
+        shown = self._elided.get(key)
+        if shown is None:
+            if len(self._elided) > 512:
+                self._elided.clear()
+            shown = self._elided[key] = self.fontMetrics().elidedText(text, Qt.TextElideMode.ElideMiddle, room)
+        return shown
+
+    def changeEvent(self, event):  # noqa: N802: a new font or style: new text widths
+        if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange):
+            self._elided.clear()
+            self._glyph_w = None
+        super().changeEvent(event)
+
+    def _row_at(self, y: int) -> int | None:
+        i = int(y // max(self._line(), 1))
+        return i if 0 <= i < len(self._shown) else None
+
+    def event(self, event):  # the tooltip of the row under the pointer: its whole text when elided
+        if event.type() == QEvent.Type.ToolTip:
+            i = self._row_at(event.pos().y())
+            if i is not None:
+                text = self._shown[i][2]
+                room = self.width() - self._glyph_width() - self.GLYPH_GAP
+                if self.fontMetrics().horizontalAdvance(text) > room:
+                    QToolTip.showText(event.globalPos(), text, self)
+                    return True
+            QToolTip.hideText()
+            event.ignore()
+            return True
+        return super().event(event)
+
+    def paintEvent(self, event):  # noqa: N802
+        if not self._shown:
+            return
+        painter = QPainter(self)
+        fm = self.fontMetrics()
+        line = self._line()
+        glyph_w = self._glyph_width()
+        x_text = glyph_w + self.GLYPH_GAP
+        room = max(self.width() - x_text, 20)
+        text_colour = self.palette().color(self.foregroundRole())
+        exposed = event.rect()
+        for i, (colour, glyph, text) in enumerate(self._shown):
+            top = i * line
+            if top > exposed.bottom() or top + line < exposed.top():
+                continue
+            base = top + fm.ascent()
+            painter.setPen(QColor(colour))
+            painter.drawText(0, base, glyph)
+            painter.setPen(text_colour)
+            painter.drawText(x_text, base, self._fit(text, room))
+        painter.end()
+
+
+class _PlotWidget(pg.PlotWidget):
+    """A PlotWidget that notes when it last finished painting (``python main.py bench``: click to
+    spectra on screen)."""
+
+    painted_at = 0.0
+
+    def paintEvent(self, event):  # noqa: N802 (Qt naming)
+        super().paintEvent(event)
+        self.painted_at = time.perf_counter()
 
 
 class CachedAxis(pg.AxisItem):
@@ -124,39 +189,68 @@ class CachedAxis(pg.AxisItem):
 _PENS: dict[tuple, object] = {}
 
 
-class MarkedCurve(pg.GraphicsObject):
-    """A polyline (optional) with a marker at every point, in one light item.
+class Curve:
+    """One curve of a :class:`CurveLayer`: its data (``xData``, ``yData``, as pyqtgraph's curves
+    name them) and style: ``pen`` (a line, or None), ``symbol`` ('o', 't1' a triangle, 's', or
+    None), ``symbol_size`` in screen pixels, ``symbol_brush``, ``symbol_pen``."""
 
-    pyqtgraph's PlotDataItem draws markers through a ScatterPlotItem whose per-point records cost
-    about two milliseconds per update; a click updates the LR and guide curves, so this item keeps
-    only the arrays and draws the markers in device coordinates (fixed pixel size at any zoom).
-    It has the curve API the view uses: ``setData(x, y, **style)``, ``xData``, ``yData``."""
+    __slots__ = ("xData", "yData", "pen", "symbol", "symbol_size", "symbol_brush", "symbol_pen")
 
-    def __init__(self, x=None, y=None, **style):
-        super().__init__()
-        self.xData = np.zeros(0)
-        self.yData = np.zeros(0)
-        self._bounds = None
-        self._style = {}
-        self.setData([] if x is None else x, [] if y is None else y, **style)
-
-    def setData(self, x, y, **style) -> None:  # noqa: N802 (pyqtgraph naming)
-        if style:
-            self._style = {
-                "pen": style.get("pen"), "symbol": style.get("symbol", "o"),
-                "size": float(style.get("symbolSize", 8)),
-                "brush": pg.mkBrush(style["symbolBrush"]) if style.get("symbolBrush") is not None else None,
-                "symbol_pen": style.get("symbolPen"),
-            }
-        self.prepareGeometryChange()
+    def __init__(self, x, y, pen=None, symbol=None, symbolSize=8, symbolBrush=None, symbolPen=None):  # noqa: N803
         self.xData = np.asarray(x, dtype=np.float64)
         self.yData = np.asarray(y, dtype=np.float64)
-        finite = np.isfinite(self.xData) & np.isfinite(self.yData)
-        if finite.any():
-            xs, ys = self.xData[finite], self.yData[finite]
-            self._bounds = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
-        else:
-            self._bounds = None
+        self.pen = pen
+        self.symbol = symbol
+        self.symbol_size = float(symbolSize)
+        self.symbol_brush = _brush(symbolBrush) if symbolBrush is not None else None
+        self.symbol_pen = symbolPen
+
+
+_BRUSHES: dict = {}
+
+
+def _brush(colour):
+    key = colour if isinstance(colour, str) else None
+    if key is None:
+        return pg.mkBrush(colour)
+    brush = _BRUSHES.get(key)
+    if brush is None:
+        brush = _BRUSHES[key] = pg.mkBrush(colour)
+    return brush
+
+
+class CurveLayer(pg.GraphicsObject):
+    """Every curve of one view box, drawn by one item.
+
+    A click replaces all the spectra at once. As separate pyqtgraph curves (a PlotCurveItem or
+    PlotDataItem each) every curve costs its own Python calls for the new data, bounds, bounding
+    rectangle and paint, several times per click; here the view asks one item, once. The points
+    are mapped to the screen with numpy and drawn with cosmetic pens in device coordinates;
+    markers keep their pixel size at any zoom. ``dataBounds`` serves the view's auto-range."""
+
+    def __init__(self):
+        super().__init__()
+        self.curves: list[Curve] = []
+        self._bounds = None
+        self._half_marker = 0.0
+
+    def set_curves(self, curves) -> None:
+        self.prepareGeometryChange()
+        self.curves = list(curves)
+        lo_x = lo_y = np.inf
+        hi_x = hi_y = -np.inf
+        half = 0.0
+        for c in self.curves:
+            finite = np.isfinite(c.xData) & np.isfinite(c.yData)
+            if finite.any():
+                xs, ys = c.xData[finite], c.yData[finite]
+                lo_x, hi_x = min(lo_x, float(xs.min())), max(hi_x, float(xs.max()))
+                lo_y, hi_y = min(lo_y, float(ys.min())), max(hi_y, float(ys.max()))
+            if c.symbol is not None:
+                half = max(half, 0.5 * c.symbol_size + 2.0)  # (plus the outline)
+        self._bounds = (lo_x, lo_y, hi_x, hi_y) if np.isfinite(lo_x) else None
+        self._half_marker = max(half, 2.0)  # a line's own width
+        self.informViewBoundsChanged()
         self.update()
 
     def dataBounds(self, ax, frac=1.0, orthoRange=None):  # noqa: N802, N803 (pyqtgraph API)
@@ -165,14 +259,11 @@ class MarkedCurve(pg.GraphicsObject):
         return (self._bounds[0], self._bounds[2]) if ax == 0 else (self._bounds[1], self._bounds[3])
 
     def boundingRect(self):  # noqa: N802 (Qt naming)
-        from PyQt6.QtCore import QRectF
-
         if self._bounds is None:
             return QRectF()
         x0, y0, x1, y1 = self._bounds
         px, py = self.pixelVectors()
-        # the markers' half size (plus the outline) in data units, on both sides
-        half = 0.5 * self._style.get("size", 8) + 2
+        half = self._half_marker  # in screen pixels, on every side
         dx = half * (abs(px.x()) + abs(py.x())) if px is not None else 0.0
         dy = half * (abs(px.y()) + abs(py.y())) if px is not None else 0.0
         return QRectF(x0 - dx, y0 - dy, (x1 - x0) + 2 * dx, (y1 - y0) + 2 * dy)
@@ -181,33 +272,43 @@ class MarkedCurve(pg.GraphicsObject):
         self.prepareGeometryChange()
 
     def paint(self, painter, *args) -> None:
-        from PyQt6.QtCore import QPointF, QRectF
-        from PyQt6.QtGui import QPolygonF
-
-        finite = np.isfinite(self.xData) & np.isfinite(self.yData)
-        if not finite.any():
+        if not self.curves:
             return
         tr = painter.transform()
-        pts = [tr.map(QPointF(float(x), float(y))) for x, y in zip(self.xData[finite], self.yData[finite])]
         painter.save()
         painter.resetTransform()
-        st = self._style
-        if st.get("pen") is not None and len(pts) > 1:
-            painter.setPen(st["pen"])
-            painter.drawPolyline(QPolygonF(pts))
-        painter.setRenderHint(painter.RenderHint.Antialiasing, True)
-        painter.setPen(st["symbol_pen"] if st.get("symbol_pen") is not None else Qt.PenStyle.NoPen)
-        painter.setBrush(st["brush"] if st.get("brush") is not None else Qt.BrushStyle.NoBrush)
-        r = 0.5 * st.get("size", 8)
-        shape = st.get("symbol", "o")
-        for p in pts:
-            if shape == "t1":  # triangle pointing up
-                painter.drawPolygon(QPolygonF([QPointF(p.x() - r, p.y() + 0.8 * r), QPointF(p.x() + r, p.y() + 0.8 * r),
-                                               QPointF(p.x(), p.y() - r)]))
-            elif shape == "s":
-                painter.drawRect(QRectF(p.x() - r, p.y() - r, 2 * r, 2 * r))
-            else:
-                painter.drawEllipse(p, r, r)
+        antialias = bool(pg.getConfigOption("antialias"))
+        for c in self.curves:
+            # device coordinates (non-finite points stay non-finite: gaps in the line)
+            xd = tr.m11() * c.xData + tr.m21() * c.yData + tr.dx()
+            yd = tr.m12() * c.xData + tr.m22() * c.yData + tr.dy()
+            if c.pen is not None and len(xd) > 1:
+                painter.setRenderHint(painter.RenderHint.Antialiasing, antialias)
+                painter.setPen(c.pen)
+                painter.setBrush(Qt.BrushStyle.NoBrush)
+                if np.isfinite(xd).all() and np.isfinite(yd).all():  # one polyline, filled in place
+                    poly = pg.functions.create_qpolygonf(len(xd))
+                    points = pg.functions.ndarray_from_qpolygonf(poly)
+                    points[:, 0] = xd
+                    points[:, 1] = yd
+                    painter.drawPolyline(poly)
+                else:  # gaps at the missing values
+                    painter.drawPath(pg.arrayToQPath(xd, yd, connect="finite"))
+            if c.symbol is None:
+                continue
+            painter.setRenderHint(painter.RenderHint.Antialiasing, True)
+            painter.setPen(c.symbol_pen if c.symbol_pen is not None else Qt.PenStyle.NoPen)
+            painter.setBrush(c.symbol_brush if c.symbol_brush is not None else Qt.BrushStyle.NoBrush)
+            r = 0.5 * c.symbol_size
+            finite = np.isfinite(xd) & np.isfinite(yd)
+            for x, y in zip(xd[finite].tolist(), yd[finite].tolist()):
+                if c.symbol == "t1":  # a triangle pointing up
+                    painter.drawPolygon(QPolygonF([QPointF(x - r, y + 0.8 * r), QPointF(x + r, y + 0.8 * r),
+                                                   QPointF(x, y - r)]))
+                elif c.symbol == "s":
+                    painter.drawRect(QRectF(x - r, y - r, 2 * r, 2 * r))
+                else:
+                    painter.drawEllipse(QPointF(x, y), r, r)
         painter.restore()
 
 
@@ -268,7 +369,7 @@ class SpectraView(QWidget):
         header.addWidget(self.copy_button)
         layout.addLayout(header)
 
-        self.plot = pg.PlotWidget(self, axisItems={name: CachedAxis(name) for name in ("left", "bottom", "right")})
+        self.plot = _PlotWidget(self, axisItems={name: CachedAxis(name) for name in ("left", "bottom", "right")})
         self.plot.setMenuEnabled(False)
         # The grid is one pair-connected line item redrawn only when the range changes (the axes'
         # own grid repaints every axis at every click: too slow for a click-to-spectra frame).
@@ -276,6 +377,7 @@ class SpectraView(QWidget):
         self.grid_item.setZValue(-100)
         self.plot.addItem(self.grid_item, ignoreBounds=True)
         self._grid_key = None
+        self._grid_cache: dict = {}  # (range, axis sizes) -> grid line coordinates
         self.plot.setLabel("bottom", "Wavelength", units="nm")
         self._x_known = True
         self.plot.setLabel("left", "Reflectance")
@@ -303,9 +405,10 @@ class SpectraView(QWidget):
         # The legend sits under the plot, where it never hides a curve.
         self.legend = LegendTable(self)
         layout.addWidget(self.legend)
-        self.curves: list = []   # the items shown, in the order of the samples then the pins
-        self._pools: dict[str, list] = {"line": [], "symbols": [], "residual": []}
-        self._pool_used = dict.fromkeys(self._pools, 0)
+        # the curves shown (Curve records, in the order of the samples then the pins), all drawn by one item
+        self.curves: list[Curve] = []
+        self.curve_layer = CurveLayer()
+        self.plot.addItem(self.curve_layer)
         # ROI mean ± std: a mean curve and a filled band per layer
         self.roi_samples: list = []
         self.roi_items: list = []
@@ -324,9 +427,11 @@ class SpectraView(QWidget):
                                              pen=pg.mkPen(QColor(theme.current().crosshair), width=0.8,
                                                           style=Qt.PenStyle.DotLine))
         self.residual_view.addItem(self.residual_zero, ignoreBounds=True)
+        self.residual_layer = CurveLayer()
+        self.residual_view.addItem(self.residual_layer)
 
         ev = scene.events
-        subscribe(self, ev.pixel, lambda *_: self.refresh())
+        subscribe(self, ev.pixel, lambda *_: self._on_pixel())
         subscribe(self, ev.layers, lambda *_: self.refresh())
         subscribe(self, ev.pins, lambda *_: self.refresh())
         subscribe(self, ev.roi, lambda *_: self.refresh())
@@ -337,55 +442,42 @@ class SpectraView(QWidget):
     def refresh(self) -> None:
         """Curves of every layer at the clicked pixel, then the pinned pixels' curves (reference
         and reconstructions only, coloured by pin) so that several locations can be compared."""
-        # Curves are pooled: updating an existing item is far cheaper than adding a new one, and a
-        # click must redraw the plot within a frame.
-        self.curves.clear()
+        self.curves = []
+        self.residual_curves = []
         for item in self.roi_items:
             self.plot.removeItem(item)
         self.roi_items.clear()
-        self.residual_curves.clear()
-        self._pool_used = dict.fromkeys(self._pools, 0)
         try:
             self._fill_plot()
         finally:
-            for name, pool in self._pools.items():
-                for item in pool[self._pool_used[name]:]:
-                    if item.isVisible():
-                        item.setData([], [])
-                        item.setVisible(False)
+            self._show_curves()
 
-    def _pooled(self, kind: str, owner, x, y, style: dict):
-        """The next free item of a pool (created once, then reused) showing (x, y) in ``style``:
-        ``kind`` 'curve' (on the left axis) or 'residual' (on the right axis). Lines without
-        symbols are bare PlotCurveItems (a PlotDataItem's extra layer cost a millisecond per
-        click); curves with symbols are MarkedCurves (see there). The style is set only when it changes."""
-        has_symbols = style.get("symbol") is not None
-        name = "residual" if kind == "residual" else ("symbols" if has_symbols else "line")
-        pool = self._pools[name]
-        i = self._pool_used[name]
-        self._pool_used[name] = i + 1
-        if has_symbols:
-            opts = dict(pen=None, symbol=None)
-            opts.update(style)
-        else:
-            opts = dict(pen=style.get("pen"))
-        key = tuple(sorted((k, id(v) if isinstance(v, QPen) else str(v)) for k, v in opts.items()))
-        if i < len(pool):
-            item = pool[i]
-            if item._style_key == key:
-                item.setData(x, y)  # same style: only the data (no pen, symbol or scatter rebuild)
-            else:
-                item.setData(x, y, **opts)
-                item._style_key = key
-            if not item.isVisible():
-                item.setVisible(True)
-        else:
-            item = MarkedCurve(x, y, **opts) if has_symbols else pg.PlotCurveItem(x, y, **opts)
-            item._style_key = key
-            owner.addItem(item)
-            pool.append(item)
-        (self.residual_curves if kind == "residual" else self.curves).append(item)
-        return item
+    def _on_pixel(self) -> None:
+        """A click: the new spectra are painted at once, before the crosshairs and the status bar
+        that the same click moves (those are painted when the event loop next paints the window,
+        a few ms later): the spectra are what the user clicked for."""
+        started = time.perf_counter()
+        self.refresh()
+        if self.isVisible():
+            # The plot scene's queued processing of its changed items, now: it paints the plot's
+            # changed region at once (a repaint of the viewport on top would paint it twice).
+            QCoreApplication.sendPostedEvents(self.plot.scene(), QEvent.Type.MetaCall.value)
+            if self.plot.painted_at < started:
+                self.plot.viewport().repaint()
+            self.title.repaint()
+            self.legend.repaint()
+
+    def _show_curves(self) -> None:
+        """Hand the curves to the two layers (once per refresh)."""
+        for layer, curves in ((self.curve_layer, self.curves), (self.residual_layer, self.residual_curves)):
+            if layer.curves != curves:
+                layer.set_curves(curves)
+
+    def _add_curve(self, kind: str, x, y, style: dict) -> Curve:
+        """A curve on the left axis (``kind`` 'curve') or the residual axis ('residual')."""
+        curve = Curve(x, y, **style)
+        (self.residual_curves if kind == "residual" else self.curves).append(curve)
+        return curve
 
     def _fill_plot(self) -> None:
         scene = self.scene
@@ -443,7 +535,7 @@ class SpectraView(QWidget):
             colour = legend_colour(sample, recon_index)
             if sample.layer.role == "recon":
                 recon_index += 1
-            self._pooled("curve", self.plot, sample.wavelengths_nm, sample.values, style)
+            self._add_curve("curve", sample.wavelengths_nm, sample.values, style)
             rows.append(_legend_row(colour, LEGEND_GLYPHS[sample.layer.role], sample.label))
         for i, sample in self.pin_samples:
             if known and not sample.wavelengths_known:
@@ -451,7 +543,7 @@ class SpectraView(QWidget):
             colour = theme.PIN_COLOURS[i % len(theme.PIN_COLOURS)]
             dashed = sample.layer.role == "recon"
             pen = curve_pen(colour, 1.0, Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
-            self._pooled("curve", self.plot, sample.wavelengths_nm, sample.values, dict(pen=pen))
+            self._add_curve("curve", sample.wavelengths_nm, sample.values, dict(pen=pen))
             rows.append(_legend_row(colour, "╌╌╌" if dashed else "───", f"#{i + 1} {sample.label}"))
         recon_index = 0
         for roi in self.roi_samples:
@@ -479,9 +571,10 @@ class SpectraView(QWidget):
             rows.append(_legend_row(colour.name(), "▒▒▒", roi.label))
         for i, res in enumerate(self.residuals):
             colour = theme.RECON_CURVE_COLOURS[i % len(theme.RECON_CURVE_COLOURS)]
-            self._pooled("residual", self.residual_view, res.wavelengths_nm, res.values,
-                         dict(pen=curve_pen(colour, 1.0, Qt.PenStyle.DotLine)))
+            self._add_curve("residual", res.wavelengths_nm, res.values,
+                            dict(pen=curve_pen(colour, 1.0, Qt.PenStyle.DotLine)))
             rows.append(_legend_row(colour, "┄┄┄", res.label + " (right axis)"))
+        self._show_curves()
         self._fit_x([c.xData for c in self.curves] + [r.wavelengths_nm for r in self.roi_samples])
         self._fit_y(self.plot.getViewBox(), [c.yData for c in self.curves]
                     + [r.mean - r.std for r in self.roi_samples] + [r.mean + r.std for r in self.roi_samples])
@@ -503,6 +596,11 @@ class SpectraView(QWidget):
         if key == self._grid_key:
             return
         self._grid_key = key
+        sizes = (self.plot.getAxis("left").geometry().height(), self.plot.getAxis("bottom").geometry().width())
+        cached = self._grid_cache.get((key, sizes))
+        if cached is not None:  # a range seen before (clicks come back to the same rounded ranges)
+            self.grid_item.setData(*cached)
+            return
         xs, ys = [], []
         for axis, lo, hi, out in (("bottom", x0, x1, xs), ("left", y0, y1, ys)):
             ax = self.plot.getAxis(axis)
@@ -519,8 +617,11 @@ class SpectraView(QWidget):
             py += [y, y]
         colour = QColor(theme.current().plot_fg)
         colour.setAlpha(46)
-        self.grid_item.setData(np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64),
-                               pen=pg.mkPen(colour, width=1), connect="pairs")
+        args = (np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64))
+        self.grid_item.setData(*args, pen=pg.mkPen(colour, width=1), connect="pairs")
+        if len(self._grid_cache) >= 64:
+            self._grid_cache.pop(next(iter(self._grid_cache)))
+        self._grid_cache[(key, sizes)] = args
 
     def _fit_x(self, series) -> None:
         """The wavelength range of the curves (set only when it changes: see _fit_y)."""
@@ -608,6 +709,8 @@ class SpectraView(QWidget):
     def apply_theme(self) -> None:
         th = theme.current()
         self.plot.setBackground(th.plot_bg)
+        self._grid_cache.clear()  # the grid's colour follows the theme
+        self._grid_key = None
         self.band_line.label.fill = pg.mkBrush(_label_fill())
         self.band_line.label.setColor(th.crosshair)
         self.band_line.setPen(pg.mkPen(QColor(th.crosshair), width=1, style=Qt.PenStyle.DashLine))

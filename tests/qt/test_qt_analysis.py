@@ -202,10 +202,12 @@ def test_residual_curves_on_the_second_axis(window, qtbot):
     assert len(spectra.residual_curves) == 1
     np.testing.assert_allclose(spectra.residual_curves[0].yData,
                                cubes["recon"].spectrum(41, 70) - cubes["gt"].spectrum(41, 70), atol=1e-7)
-    assert spectra.residual_curves[0] in spectra.residual_view.addedItems
+    assert spectra.residual_layer in spectra.residual_view.addedItems  # drawn on the right axis' view
+    assert spectra.residual_layer.curves == spectra.residual_curves
     assert spectra.plot.getAxis("right").isVisible()
     spectra.residual_button.setChecked(False)
     assert spectra.residual_curves == [] and not spectra.plot.getAxis("right").isVisible()
+    assert spectra.residual_layer.curves == []
 
 
 # ------------------------------------------------------------------------------ per-band curves

@@ -116,20 +116,32 @@ def test_scene_makes_band_copies_in_the_background():
 
 
 def test_spectra_markers_and_cached_axes(qapp):
-    from app.qt.spectra import CachedAxis, MarkedCurve
+    from app.qt.spectra import CachedAxis, Curve, CurveLayer
 
     plot = pg.PlotWidget(axisItems={"left": CachedAxis("left")})
     plot.resize(400, 300)
-    curve = MarkedCurve([400.0, 500.0, 600.0], [0.1, 0.4, 0.2], pen=pg.mkPen("w"), symbol="t1", symbolSize=10,
-                        symbolBrush="#ff0000", symbolPen=None)
-    plot.addItem(curve)
+    layer = CurveLayer()
+    marked = Curve([400.0, 500.0, 600.0], [0.1, 0.4, 0.2], pen=pg.mkPen("w"), symbol="t1", symbolSize=10,
+                   symbolBrush="#ff0000", symbolPen=None)
+    line = Curve([400.0, 450.0, np.nan, 600.0], [0.05, 0.6, 0.3, 0.3], pen=pg.mkPen("#00ff00", width=3))
+    layer.set_curves([marked, line])
+    plot.addItem(layer)
+    plot.setXRange(380, 620, padding=0)
+    plot.setYRange(0.0, 0.7, padding=0)
     plot.show()
     qapp.processEvents()
-    np.testing.assert_array_equal(curve.yData, [0.1, 0.4, 0.2])
-    assert curve.dataBounds(1) == (0.1, 0.4)
-    image = plot.grab().toImage()
-    reds = qimage_pixels(image)
-    assert ((reds[..., 2] > 200) & (reds[..., 1] < 60) & (reds[..., 0] < 60)).sum() > 20  # the red markers are drawn
+    np.testing.assert_array_equal(layer.curves[0].yData, [0.1, 0.4, 0.2])
+    assert layer.dataBounds(1) == (0.05, 0.6) and layer.dataBounds(0) == (400.0, 600.0)  # NaN left out
+    image = qimage_pixels(plot.grab().toImage())
+    reds = (image[..., 2] > 200) & (image[..., 1] < 60) & (image[..., 0] < 60)
+    greens = (image[..., 1] > 200) & (image[..., 2] < 60) & (image[..., 0] < 60)
+    assert reds.sum() > 20  # the red markers are drawn
+    assert greens.sum() > 20  # and the green line
+    # the line breaks at the NaN: no green between x = 450 and 600 at y = 0.3 (the right half)
+    cols = np.nonzero(greens.any(axis=0))[0]
+    assert cols.size and cols.max() - cols.min() < 0.5 * image.shape[1]
+    layer.set_curves([])
+    assert layer.dataBounds(0) == (None, None) and layer.boundingRect().isEmpty()
     axis = plot.getAxis("left")
     axis.setWidth(52)  # as in the spectra view: a fixed width
     calls = []
@@ -180,10 +192,64 @@ def test_status_bar_labels_sit_side_by_side_and_show_their_text(window, qtbot):
         assert left.geometry().right() < right.geometry().left()
     for label in labels[:2]:  # the templated ones are wide enough for the sample's texts
         assert label.full_text() == QLabel_text(label)
+        # ... and the text is on screen: painted by the label itself (see ElidedLabel)
+        pixels = qimage_pixels(label.grab().toImage())[..., :3].astype(int)
+        background = np.median(pixels.reshape(-1, 3), axis=0)
+        assert (np.abs(pixels - background).sum(axis=-1) > 120).sum() > 30
     assert window.values_label.geometry().right() < window.note_label.geometry().left()
 
 
 def QLabel_text(label) -> str:  # noqa: N802 (what the label paints, elided or not)
-    from PyQt6.QtWidgets import QLabel
+    return label.shown_text()
 
-    return QLabel.text(label)
+
+def test_a_click_paints_the_spectra_before_returning(window, qtbot):
+    """The spectra of a click are on screen when set_pixel returns (the crosshairs follow when the
+    event loop paints the window), with the new curves."""
+    import time
+
+    window.show()
+    qtbot.waitExposed(window)
+    qtbot.wait(50)
+    spectra = window.spectra
+    t0 = time.perf_counter()
+    window.scene.set_pixel(20, 30)
+    assert spectra.plot.painted_at > t0  # no event processed in between: painted in the click itself
+    gt = window.scene.layers_with_role("gt")[0].cube
+    np.testing.assert_allclose(spectra.curves[0].yData, gt.spectrum(20, 30))
+    assert spectra.curve_layer.curves == spectra.curves
+    assert "row 20, col 30" in spectra.title.text()
+    qtbot.wait(20)
+    for panel in window.grid.panels:  # ... and the crosshairs move in the same click
+        assert panel.vline.value() == 30.5 and panel.hline.value() == 20.5
+
+
+def test_label_and_legend_text_changes_never_ask_for_a_layout(window, qtbot):
+    from PyQt6.QtCore import QEvent, QObject
+
+    window.show()
+    qtbot.waitExposed(window)
+    qtbot.wait(50)
+    requests = []
+
+    class Watch(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802
+            if event.type() == QEvent.Type.LayoutRequest:
+                requests.append(obj)
+            return False
+
+    watch = Watch()
+    for widget in (window, window.statusBar(), window.spectra, window.spectra.legend):
+        widget.installEventFilter(watch)
+    window.scene.set_pixel(3, 4)  # (the first pixel may add legend rows: a new height)
+    window.analysis.wait(60)  # the analysis shows its results (new layouts) in the background
+    qtbot.wait(100)
+    requests.clear()
+    for row, col in [(50, 60), (70, 10), (10, 70)]:
+        window.scene.set_pixel(row, col)
+        qtbot.wait(10)
+    assert requests == []
+    legend = window.spectra.legend
+    assert "(r 10, c 70)" in legend.text()
+    pixels = qimage_pixels(legend.grab().toImage())[..., :3].astype(int)
+    assert (np.abs(pixels - np.median(pixels.reshape(-1, 3), axis=0)).sum(axis=-1) > 120).sum() > 100
