@@ -500,6 +500,10 @@ class AnalysisView(QWidget):
             self._show_empty(str(exc))
             return
         self._stale = False
+        if self.result is None:  # nothing shown yet: say what is coming, not why there was nothing
+            self.placeholder.setText("Analysing the reconstructions against "
+                                     f"{request.reference.name}… the maps appear here")
+            self.placeholder.show()
         self.job.submit(request)
 
     def cancel(self) -> None:

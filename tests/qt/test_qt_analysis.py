@@ -295,6 +295,13 @@ def test_no_gt_explains_what_is_missing(qtbot, settings, errors):
     win.show()
     win.analysis.refresh()
     assert "ground-truth" in win.analysis.placeholder.text() and not errors
+    # a GT arrives: while the first analysis runs the placeholder says so (not the stale reason)
+    scene.add_layer(cubes["gt"], "gt")
+    win.analysis.refresh()
+    assert "Analysing" in win.analysis.placeholder.text() and "food_gt" in win.analysis.placeholder.text()
+    assert win.analysis.wait(30)
+    qtbot.waitUntil(lambda: win.analysis.result is not None, timeout=5000)
+    assert not win.analysis.placeholder.isVisible()
 
 
 # ------------------------------------------------------------------------------ A/B comparison
