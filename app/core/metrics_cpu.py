@@ -39,8 +39,12 @@ def available() -> bool:
     return numba is not None and os.environ.get("HSI_VIEWER_NUMBA", "1") != "0"
 
 
-def _jit(fn):
-    return numba.njit(nogil=True, cache=True, error_model="numpy")(fn) if numba is not None else fn
+def _jit(fn, fastmath=False):
+    """Compiled without the GIL and cached on disk. ``fastmath`` only as far as reordering sums
+    ('reassoc') or fusing multiply-adds ('contract'): NaN and infinity keep their meaning."""
+    if numba is None:
+        return fn
+    return numba.njit(nogil=True, cache=True, error_model="numpy", fastmath=fastmath)(fn)
 
 
 # ------------------------------------------------------------------------------------ the kernels
@@ -49,40 +53,45 @@ def _rest_rows(g, p, r0, r1, k, want_ref, ref_sums, sums, rmse, sam, absd, valid
     sums (ref_sums: sum g, sum g^2 when want_ref; sums: sum d, sum d^2, sum g p), the RMSE, SAM
     (degrees) and |error at band k| maps and the valid mask, and (sum of angles in rad, count)."""
     h, w, b = g.shape
+    m_all = w * b
+    xs = np.empty(m_all, np.float32)  # the row, clipped
+    ys = np.empty(m_all, np.float32)
     rad2deg = 180.0 / math.pi
     for i in range(r0, r1):
+        grow = g[i].reshape(m_all)
+        prow = p[i].reshape(m_all)
+        for m in range(m_all):
+            xs[m] = min(max(grow[m], np.float32(0.0)), np.float32(1.0))
+            ys[m] = min(max(prow[m], np.float32(0.0)), np.float32(1.0))
         for j in range(w):
+            o = j * b
             gg = 0.0
             pp = 0.0
             dd = 0.0
             for c in range(b):
-                x = min(max(g[i, j, c], np.float32(0.0)), np.float32(1.0))
-                y = min(max(p[i, j, c], np.float32(0.0)), np.float32(1.0))
-                d = y - x
-                xd = np.float64(x)
-                yd = np.float64(y)
-                dd64 = np.float64(d)
-                sums[0, c] += dd64
-                sums[1, c] += dd64 * dd64
+                xd = np.float64(xs[o + c])
+                yd = np.float64(ys[o + c])
+                d = np.float64(ys[o + c] - xs[o + c])  # the float32 difference, as the torch engine
+                sums[0, c] += d
+                sums[1, c] += d * d
                 sums[2, c] += xd * yd
-                if want_ref:
-                    ref_sums[0, c] += xd
-                    ref_sums[1, c] += xd * xd
                 gg += xd * xd
                 pp += yd * yd
-                dd += dd64 * dd64
+                dd += d * d
+            if want_ref:
+                for c in range(b):
+                    xd = np.float64(xs[o + c])
+                    ref_sums[0, c] += xd
+                    ref_sums[1, c] += xd * xd
             rmse[i, j] = math.sqrt(dd / b)
-            x = min(max(g[i, j, k], np.float32(0.0)), np.float32(1.0))
-            y = min(max(p[i, j, k], np.float32(0.0)), np.float32(1.0))
-            absd[i, j] = abs(y - x)
+            absd[i, j] = abs(ys[o + k] - xs[o + k])
             if gg > 0.0 and pp > 0.0:
+                # the chord between the unit spectra (identical spectra: exactly 0), as _sam_rad
                 ig = np.float32(1.0 / math.sqrt(gg))
                 ip = np.float32(1.0 / math.sqrt(pp))
                 chord2 = 0.0
                 for c in range(b):
-                    x = min(max(g[i, j, c], np.float32(0.0)), np.float32(1.0))
-                    y = min(max(p[i, j, c], np.float32(0.0)), np.float32(1.0))
-                    u = x * ig - y * ip
+                    u = xs[o + c] * ig - ys[o + c] * ip
                     chord2 += np.float64(u * u)
                 angle = 2.0 * math.asin(min(0.5 * math.sqrt(chord2), 1.0))
                 sam[i, j] = angle * rad2deg
@@ -188,9 +197,11 @@ def _ssim_pred_rows(g, p, r0, r1, win, mu_g, var_g, c1, c2, acc):
                 acc[c] += np.float64(h1[j * b + c])
 
 
-_rest_rows_jit = _jit(_rest_rows)
-_ssim_ref_rows_jit = _jit(_ssim_ref_rows)
-_ssim_pred_rows_jit = _jit(_ssim_pred_rows)
+# reordered sums: the per-pixel sums over bands vectorise; no fused multiply-adds here, which would
+# round x * ig - y * ip unevenly and give identical spectra a non-zero angle
+_rest_rows_jit = _jit(_rest_rows, {"reassoc"})
+_ssim_ref_rows_jit = _jit(_ssim_ref_rows, {"contract"})
+_ssim_pred_rows_jit = _jit(_ssim_pred_rows, {"contract"})
 
 
 # ----------------------------------------------------------------------------------- the driver
