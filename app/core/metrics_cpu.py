@@ -234,7 +234,7 @@ def _run_chunks(tasks, work, progress):
             if progress is not None:
                 progress((t + 1) / len(tasks))
         return results
-    with ThreadPoolExecutor(n_threads, thread_name_prefix="metrics") as pool:
+    with ThreadPoolExecutor(n_threads, thread_name_prefix="metrics", initializer=_yield_to_gui) as pool:
         futures = [pool.submit(guarded, task) for task in tasks]
         try:
             results = []
@@ -248,6 +248,20 @@ def _run_chunks(tasks, work, progress):
             for fut in futures:
                 fut.cancel()
             raise
+
+
+WORKER_NICE = 5  # the kernel threads' priority below the caller's (the GUI thread keeps its frames)
+
+
+def _yield_to_gui() -> None:
+    """Lower this worker thread's scheduling priority (Linux: per-thread nice values). The viewer
+    analyses with as many kernel threads as cores while its GUI thread draws the previous phase's
+    maps; without this the GUI thread waits for a core. Elsewhere a no-op."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICE))
+    except (AttributeError, OSError):  # not Linux, or not allowed: normal priority
+        pass
 
 
 def _chunks(n_rows: int) -> list[tuple[int, int]]:
