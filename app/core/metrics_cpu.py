@@ -4,8 +4,8 @@ The torch engine runs each step of a metric as its own pass over a row tile (cli
 square, sums, norms, filters, the SSIM fraction): a dozen passes per output, each at memory speed.
 These kernels do the same arithmetic in one pass per pixel row, with the row's values in the CPU
 cache: for the viewer's scene (512 x 512 x 31, four reconstructions) the maps and all metrics but
-SSIM take a few tens of ms and SSIM a little over a hundred, against about 0.25 s and 0.55 s for the
-torch engine on two cores (``python main.py bench --only metrics`` prints both).
+SSIM take about 0.1 s and SSIM about 0.2 s on two cores, against about 0.3 s and 0.55 s for the
+torch engine (``python main.py bench --only metrics`` prints both, measured in one run).
 
 Same conventions as the torch engine (see ``metrics``): values clipped to [0, 1]; band sums in
 float64; SSIM's 11 x 11 Gaussian (sigma 1.5) applied as two separable float32 passes over the
@@ -13,12 +13,15 @@ windows that fit ("valid"), the SSIM fraction in float32 and its band sums in fl
 angle from the chord between unit spectra (identical spectra give exactly 0). Results agree with
 the torch engine to float32 rounding (tests/core/test_metrics_many.py runs both).
 
-The kernels release the GIL; rows are split over ``torch.get_num_threads()`` Python threads. They
-are compiled on first use (a few seconds) and cached on disk by numba. Without numba (or with
-``HSI_VIEWER_NUMBA=0``) ``available()`` is False and the torch engine is used.
+The kernels release the GIL; rows are split over ``torch.get_num_threads()`` Python threads, at
+a lower priority than the caller's. They are compiled on first use (a few seconds; ``make`` does it
+after installing: ``python -m app.core.metrics_cpu``) and cached on disk by numba. Without numba
+(or with ``HSI_VIEWER_NUMBA=0``) ``available()`` is False and the torch engine is used.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 import os
 import threading
@@ -26,25 +29,51 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-try:  # optional at run time: the torch engine computes the same values
-    import numba
-except ImportError:  # pragma: no cover - numba is a declared dependency
-    numba = None
-
 CHUNK_ROWS = 32  # output rows per task: small enough to balance two threads, big enough to amortise a call
 
 
+_NUMBA_OK: bool | None = None
+
+
+def numba_installed() -> bool:
+    """numba imports (tried on the first call, not when this module is imported: the import takes
+    a third of a second, which the commands that never compute a metric should not pay; a numba
+    that is there but broken counts as missing)."""
+    global _NUMBA_OK
+    if _NUMBA_OK is None:
+        try:
+            _NUMBA_OK = importlib.util.find_spec("numba") is not None and bool(importlib.import_module("numba"))
+        except Exception:  # noqa: BLE001 - an incompatible build (numpy too new, ...): the torch engine
+            _NUMBA_OK = False
+    return _NUMBA_OK
+
+
 def available() -> bool:
-    """True when the fused kernels can run (numba importable and not switched off)."""
-    return numba is not None and os.environ.get("HSI_VIEWER_NUMBA", "1") != "0"
+    """True when the fused kernels can run (numba installed and not switched off)."""
+    return os.environ.get("HSI_VIEWER_NUMBA", "1") != "0" and numba_installed()
 
 
-def _jit(fn, fastmath=False):
-    """Compiled without the GIL and cached on disk. ``fastmath`` only as far as reordering sums
-    ('reassoc') or fusing multiply-adds ('contract'): NaN and infinity keep their meaning."""
-    if numba is None:
-        return fn
-    return numba.njit(nogil=True, cache=True, error_model="numpy", fastmath=fastmath)(fn)
+_KERNELS: tuple | None = None
+_KERNELS_LOCK = threading.Lock()
+
+
+def _kernels() -> tuple:
+    """(rest, ssim_ref, ssim_pred), compiled on first use: without the GIL and cached on disk;
+    fastmath only as far as reordering sums ('reassoc') or fusing multiply-adds ('contract'), NaN
+    and infinity keep their meaning."""
+    global _KERNELS
+    with _KERNELS_LOCK:
+        if _KERNELS is None:
+            import numba
+
+            def jit(fn, fastmath):
+                return numba.njit(nogil=True, cache=True, error_model="numpy", fastmath=fastmath)(fn)
+
+            # reordered sums: the per-pixel sums over bands vectorise; no fused multiply-adds in the
+            # first, which would round x * ig - y * ip unevenly and give identical spectra an angle
+            _KERNELS = (jit(_rest_rows, {"reassoc"}), jit(_ssim_ref_rows, {"contract"}),
+                        jit(_ssim_pred_rows, {"contract"}))
+        return _KERNELS
 
 
 # ------------------------------------------------------------------------------------ the kernels
@@ -197,12 +226,6 @@ def _ssim_pred_rows(g, p, r0, r1, win, mu_g, var_g, c1, c2, acc):
                 acc[c] += np.float64(h1[j * b + c])
 
 
-# reordered sums: the per-pixel sums over bands vectorise; no fused multiply-adds here, which would
-# round x * ig - y * ip unevenly and give identical spectra a non-zero angle
-_rest_rows_jit = _jit(_rest_rows, {"reassoc"})
-_ssim_ref_rows_jit = _jit(_ssim_ref_rows, {"contract"})
-_ssim_pred_rows_jit = _jit(_ssim_pred_rows, {"contract"})
-
 
 # ----------------------------------------------------------------------------------- the driver
 class _Cancelled(Exception):
@@ -285,6 +308,7 @@ def rest_many(g: np.ndarray, preds: list[np.ndarray], band_index: int, progress=
     absd = np.empty((n, h, w), np.float32)
     valid = np.empty((n, h, w), np.bool_)
     k = int(band_index)
+    rest_rows = _kernels()[0]
 
     def work(rows):
         r0, r1 = rows
@@ -292,7 +316,7 @@ def rest_many(g: np.ndarray, preds: list[np.ndarray], band_index: int, progress=
         sums = np.zeros((n, 3, b))
         sam_acc = np.zeros((n, 2))
         for j, p in enumerate(preds):
-            _rest_rows_jit(g, p, r0, r1, k, j == 0, ref, sums[j], rmse[j], sam[j], absd[j], valid[j], sam_acc[j])
+            rest_rows(g, p, r0, r1, k, j == 0, ref, sums[j], rmse[j], sam[j], absd[j], valid[j], sam_acc[j])
         return ref, sums, sam_acc
 
     parts = _run_chunks(_chunks(h), work, progress)
@@ -327,16 +351,39 @@ def ssim_sums_many(g: np.ndarray, preds: list[np.ndarray], window: np.ndarray, c
     if ho <= 0 or wo <= 0 or n == 0:
         return np.zeros((n, b)), 0.0
     c1f, c2f = np.float32(c1), np.float32(c2)
+    _, ssim_ref_rows, ssim_pred_rows = _kernels()
 
     def work(rows):
         r0, r1 = rows
         mu = np.empty((r1 - r0, wo, b), np.float32)
         var = np.empty((r1 - r0, wo, b), np.float32)
-        _ssim_ref_rows_jit(g, r0, r1, win, mu, var)
+        ssim_ref_rows(g, r0, r1, win, mu, var)
         acc = np.zeros((n, b))
         for j, p in enumerate(preds):
-            _ssim_pred_rows_jit(g, p, r0, r1, win, mu, var, c1f, c2f, acc[j])
+            ssim_pred_rows(g, p, r0, r1, win, mu, var, c1f, c2f, acc[j])
         return acc
 
     parts = _run_chunks(_chunks(ho), work, progress)
     return sum(parts), float(ho * wo)
+
+
+def warm_up() -> bool:
+    """Compile the kernels (and write numba's on-disk cache) on a tiny cube, so that the first
+    analysis does not wait for the compiler; ``make`` runs it after installing. False without numba."""
+    if not available():
+        return False
+    rng = np.random.default_rng(0)
+    g = rng.random((16, 16, 3), dtype=np.float32)
+    preds = [np.clip(g + 0.01, 0, 1), g[::-1].copy()]
+    rest_many(g, preds, 1)
+    ssim_sums_many(g, preds, np.full(11, 1 / 11, np.float32), 1e-4, 9e-4)
+    return True
+
+
+if __name__ == "__main__":  # python -m app.core.metrics_cpu
+    import time
+
+    t0 = time.perf_counter()
+    done = warm_up()
+    print(f"metrics kernels {'ready' if done else 'unavailable (no numba): the torch engine is used'}"
+          f" ({time.perf_counter() - t0:.1f} s)")

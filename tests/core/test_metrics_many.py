@@ -174,4 +174,4 @@ def test_numba_switch(monkeypatch):
     assert not metrics_cpu.available()
     assert not metrics._use_fused(metrics._resolve_device("cpu"))
     monkeypatch.setenv("HSI_VIEWER_NUMBA", "1")
-    assert metrics_cpu.available() == (metrics_cpu.numba is not None)
+    assert metrics_cpu.available() == metrics_cpu.numba_installed()
