@@ -110,6 +110,7 @@ class ElidedLabel(QLabel):
         text = str(text)
         if text != self._full:
             self._full = text
+            self.setAccessibleName(text)  # (screen readers: QLabel's own text is a space)
             self._elide()
 
     def full_text(self) -> str:
