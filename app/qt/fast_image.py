@@ -8,13 +8,13 @@ band-interleaved cube (a strided view) the two were most of a band switch (``pyt
 that conversion for the common cases:
 
 - a 2-D float image with a 256-colour (or shorter) lookup table and scalar levels: one gather into
-  a contiguous float32 buffer, scale, clip, cast to uint8 colour indices, an Indexed8 QImage with
-  the table as its colour table;
+  a contiguous float32 buffer, scale, clip, cast to uint8 colour indices, then the indices' colours
+  from the table (kept per table as premultiplied ARGB) into an ARGB32-premultiplied QImage;
 - an (H, W, 3) float image with per-channel or shared levels and no table: the same per channel,
   an RGB888 QImage.
 
-Either picture is converted once to ARGB32 premultiplied, the paint engine's own format, so that
-the many partial repaints of a click do not convert it again each time.
+The RGB picture is converted once to ARGB32 premultiplied, the paint engine's own format (the
+indexed one is made in it), so that the many partial repaints of a click do not convert it each time.
 
 Anything else (NaN in the image, other dtypes, column-major order, auto-downsampling) goes through
 pyqtgraph's own ``render``. NaN pixels would need transparency, which pyqtgraph already handles.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PyQt6.QtGui import QImage
 from pyqtgraph import functions_qimage
 
 
@@ -37,6 +38,25 @@ def scale_to_uint8(image: np.ndarray, lo: float, hi: float, top: int = 255, colo
     np.maximum(buf, 0.0, out=buf)
     np.minimum(buf, float(top), out=buf)
     return buf.astype(np.uint8)
+
+
+_TABLES: dict[bytes, np.ndarray] = {}
+
+
+def _argb_table(lut: np.ndarray) -> np.ndarray:
+    """(n,) uint32 premultiplied ARGB of an (n, 3 or 4) uint8 lookup table, kept per table (a
+    band switch recolours every panel with the same table)."""
+    key = lut.tobytes() + np.asarray(lut.shape, np.int64).tobytes()
+    table = _TABLES.get(key)
+    if table is None:
+        rgb = lut[:, :3].astype(np.uint32)
+        alpha = lut[:, 3].astype(np.uint32) if lut.shape[1] == 4 else np.full(len(lut), 255, np.uint32)
+        rgb = (rgb * alpha[:, None] + 127) // 255  # premultiplied (opaque tables are unchanged)
+        table = (alpha << 24) | (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+        if len(_TABLES) > 64:
+            _TABLES.clear()
+        _TABLES[key] = table
+    return table
 
 
 class FastImageItem(pg.ImageItem):
@@ -63,7 +83,9 @@ class FastImageItem(pg.ImageItem):
             if self._imageHasNans:
                 return None
             idx = scale_to_uint8(image, levels[0], levels[1], top=lut.shape[0] - 1)
-            return functions_qimage.try_make_qimage(idx, levels=None, lut=lut)
+            # the colour of each index, already in the paint engine's format: one gather
+            argb = np.take(_argb_table(lut), idx)
+            return pg.functions.ndarray_to_qimage(argb, QImage.Format.Format_ARGB32_Premultiplied)
         if image.ndim == 3 and image.shape[2] == 3 and self.lut is None:
             if levels.shape == (2,):
                 levels = np.tile(levels, (3, 1))
@@ -85,7 +107,8 @@ class FastImageItem(pg.ImageItem):
             return super().render()
         # Qt's raster engine draws ARGB32_Premultiplied directly; an Indexed8 or RGB888 picture is
         # converted on every paint, and a click repaints strips of every panel and map
-        qimage = qimage.convertToFormat(qimage.Format.Format_ARGB32_Premultiplied)
+        if qimage.format() != QImage.Format.Format_ARGB32_Premultiplied:
+            qimage = qimage.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
         self._processingBuffer = None
         self._displayBuffer = None
         self.qimage = qimage

@@ -6,6 +6,7 @@ feeds it images, the crosshair and the footprint, and listens to its clicks and 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pyqtgraph as pg
@@ -203,11 +204,17 @@ class _ImageView(pg.GraphicsView):
 
     left = pyqtSignal()
 
+    painted_at = 0.0  # perf_counter() at the end of the last paint (python main.py bench)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         from PyQt6.QtWidgets import QGraphicsView
 
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.BoundingRectViewportUpdate)
+
+    def paintEvent(self, event):  # noqa: N802 (Qt naming)
+        super().paintEvent(event)
+        self.painted_at = time.perf_counter()
 
     def leaveEvent(self, event):  # noqa: N802 (Qt naming)
         self.left.emit()
