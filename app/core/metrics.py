@@ -510,11 +510,13 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
         return []
     dev = _resolve_device(device)
     if _use_fused(dev, engine):
-        raws = metrics_cpu.rest_many(g.cpu().numpy(), [p.cpu().numpy() for p in ps], k,
-                                     _split_progress(progress, 0.0, 0.4 if ssim else 1.0))
+        gn, pns = _c_arrays(g, ps)  # (one copy at most, for both kernels)
+        ref, sums, sam, maps, valid = metrics_cpu.rest_many(gn, pns, k, _split_progress(progress, 0.0, 0.4 if ssim else 1.0))
+        h, w, b = gn.shape
+        ssim_sum, ssim_count = np.zeros((len(pns), b)), 0.0
         if ssim:
-            for raw, (sums, count) in zip(raws, _fused_ssim(g, ps, _split_progress(progress, 0.4, 1.0))):
-                raw["ssim_sum"], raw["ssim_count"] = sums, count
+            ssim_sum, ssim_count = _fused_ssim(gn, pns, _split_progress(progress, 0.4, 1.0))
+        raws = _many_raws(h, w, ref[0], ref[1], sums, sam[:, 0], sam[:, 1], ssim_sum, ssim_count, maps, valid)
     else:
         with torch.inference_mode():
             raws = _run_engine_many(g, ps, k, dev, progress, "all" if ssim else "no_ssim")
@@ -548,7 +550,8 @@ def ssim_many(gt, preds, *, device=None, progress=None, engine: str = "auto") ->
         return []
     dev = _resolve_device(device)
     if _use_fused(dev, engine):
-        raws = [{"ssim_sum": sums, "ssim_count": count} for sums, count in _fused_ssim(g, ps, progress)]
+        sums, count = _fused_ssim(*_c_arrays(g, ps), progress)
+        raws = [{"ssim_sum": sums[j], "ssim_count": count} for j in range(len(ps))]
     else:
         with torch.inference_mode():
             raws = _run_engine_many(g, ps, 0, dev, progress, "ssim")
@@ -569,11 +572,15 @@ def _use_fused(device: torch.device, engine: str = "auto") -> bool:
     return engine == "fused" or (engine == "auto" and device.type == "cpu" and metrics_cpu.available())
 
 
-def _fused_ssim(g: torch.Tensor, ps: list, progress) -> list[tuple[np.ndarray, float]]:
-    sums, count = metrics_cpu.ssim_sums_many(g.cpu().numpy(), [p.cpu().numpy() for p in ps],
-                                             _gaussian_window(torch.device("cpu")).numpy(),
-                                             SSIM_K1 ** 2, SSIM_K2 ** 2, progress)
-    return [(sums[j], count) for j in range(len(ps))]
+def _c_arrays(g: torch.Tensor, ps: list) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The reference and outputs as C-ordered float32 numpy arrays, the kernels' input."""
+    return (np.ascontiguousarray(g.cpu().numpy()), [np.ascontiguousarray(p.cpu().numpy()) for p in ps])
+
+
+def _fused_ssim(g: np.ndarray, ps: list[np.ndarray], progress) -> tuple[np.ndarray, float]:
+    """((N, B) sums of the SSIM map per band, window count) from the fused kernels."""
+    return metrics_cpu.ssim_sums_many(g, ps, _gaussian_window(torch.device("cpu")).numpy(),
+                                      SSIM_K1 ** 2, SSIM_K2 ** 2, progress)
 
 
 def _split_progress(progress, start: float, end: float):
@@ -684,20 +691,31 @@ def _run_engine_many(gt: torch.Tensor, preds: list, band_index: int, device: tor
                 ssim_sum[j] += num.div_(den).sum(dim=(1, 2)).double()
         if progress is not None:
             progress((t + 1) / n_tiles)
-    sg, sg2 = sum_g.cpu().numpy(), sum_g2.cpu().numpy()
-    zeros = np.zeros(b)
+    return _many_raws(h, w, sum_g.cpu().numpy(), sum_g2.cpu().numpy(), sums.cpu().numpy(),
+                      sam_sum.cpu().numpy(), sam_count.cpu().numpy(), ssim_sum.cpu().numpy(), ssim_count,
+                      {name: m.numpy() for name, m in maps.items()}, valid_map.numpy())
+
+
+def _many_raws(h: int, w: int, sg: np.ndarray, sg2: np.ndarray, sums: np.ndarray, sam_sum: np.ndarray,
+               sam_count: np.ndarray, ssim_sum: np.ndarray, ssim_count: float, maps: dict,
+               valid_map: np.ndarray) -> list[dict[str, Any]]:
+    """One raw dict per output (as ``_finish`` takes them) from the sums of a pass over N outputs,
+    either engine's: sg, sg2 (B,) sums of g and g^2; sums (N, 3, B) of d = p - g, d^2 and g p;
+    sam_sum, sam_count (N,); ssim_sum (N, B) and the window count; maps 'rmse', 'sam', 'abs' and
+    valid_map, each (N, h, w)."""
+    zeros = np.zeros(sg.shape[0])
     raws = []
-    for j in range(n):
-        sd, sd2, sgp = sums[j].cpu().numpy()
+    for j in range(len(sums)):
+        sd, sd2, sgp = sums[j]
         sgd = sgp - sg2  # sum g d
         # s = p + g = 2g + d: sum s, sum d, sum s^2, sum d^2, sum s d, as _run_engine collects them
         band_sums = np.stack([2.0 * sg + sd, sd, 4.0 * sg2 + 4.0 * sgd + sd2, sd2, 2.0 * sgd + sd2])
         raws.append({"band_sums": band_sums, "n_pixels": float(h * w),
-                     "ssim_sum": ssim_sum[j].cpu().numpy(), "ssim_count": ssim_count,
+                     "ssim_sum": ssim_sum[j], "ssim_count": float(ssim_count),
                      "uiqi_sum": zeros, "uiqi_count": zeros,
                      "sam_sum": float(sam_sum[j]), "sam_count": float(sam_count[j]),
-                     "rmse_map": maps["rmse"][j].numpy(), "sam_map": maps["sam"][j].numpy(),
-                     "abs_map": maps["abs"][j].numpy(), "valid_map": valid_map[j].numpy()})
+                     "rmse_map": maps["rmse"][j], "sam_map": maps["sam"][j],
+                     "abs_map": maps["abs"][j], "valid_map": valid_map[j]})
     return raws
 
 # ---------------------------------------------------------------------------------- single metrics

@@ -251,26 +251,25 @@ def _run_chunks(tasks, work, progress):
 
     n_threads = min(_threads(), len(tasks))
     if n_threads <= 1:
-        results = []
-        for t, task in enumerate(tasks):
-            results.append(work(task))
-            if progress is not None:
-                progress((t + 1) / len(tasks))
-        return results
+        return _collect((work(task) for task in tasks), len(tasks), progress)
     with ThreadPoolExecutor(n_threads, thread_name_prefix="metrics", initializer=_yield_to_gui) as pool:
         futures = [pool.submit(guarded, task) for task in tasks]
         try:
-            results = []
-            for t, fut in enumerate(futures):
-                results.append(fut.result())
-                if progress is not None:
-                    progress((t + 1) / len(tasks))
-            return results
+            return _collect((fut.result() for fut in futures), len(tasks), progress)
         except BaseException:
             stop.set()
             for fut in futures:
                 fut.cancel()
             raise
+
+
+def _collect(results, n: int, progress) -> list:
+    out = []
+    for result in results:
+        out.append(result)
+        if progress is not None:
+            progress(len(out) / n)
+    return out
 
 
 WORKER_NICE = 5  # the kernel threads' priority below the caller's (the GUI thread keeps its frames)
@@ -295,17 +294,16 @@ def _c_float32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def rest_many(g: np.ndarray, preds: list[np.ndarray], band_index: int, progress=None) -> list[dict]:
-    """Everything of ``metrics._run_engine_many(parts='no_ssim')`` for (H, W, B) float32 arrays:
-    one raw dict per output with band_sums, n_pixels, sam_sum, sam_count and the four maps
-    (ssim and uiqi sums zero)."""
+def rest_many(g: np.ndarray, preds: list[np.ndarray], band_index: int, progress=None) -> tuple:
+    """The pass of ``metrics._run_engine_many(parts='no_ssim')`` over (H, W, B) float32 arrays,
+    as sums and maps: (ref (2, B) sums of g and g^2, sums (N, 3, B) of d = p - g, d^2 and g p,
+    sam (N, 2) sum of angles in rad and their count, maps {'rmse', 'sam' (degrees), 'abs' (at
+    band ``band_index``)} each (N, H, W) float32, valid (N, H, W) bool)."""
     g = _c_float32(g)
     preds = [_c_float32(p) for p in preds]
     h, w, b = g.shape
     n = len(preds)
-    rmse = np.empty((n, h, w), np.float32)
-    sam = np.empty((n, h, w), np.float32)
-    absd = np.empty((n, h, w), np.float32)
+    maps = {name: np.empty((n, h, w), np.float32) for name in ("rmse", "sam", "abs")}
     valid = np.empty((n, h, w), np.bool_)
     k = int(band_index)
     rest_rows = _kernels()[0]
@@ -316,25 +314,13 @@ def rest_many(g: np.ndarray, preds: list[np.ndarray], band_index: int, progress=
         sums = np.zeros((n, 3, b))
         sam_acc = np.zeros((n, 2))
         for j, p in enumerate(preds):
-            rest_rows(g, p, r0, r1, k, j == 0, ref, sums[j], rmse[j], sam[j], absd[j], valid[j], sam_acc[j])
+            rest_rows(g, p, r0, r1, k, j == 0, ref, sums[j], maps["rmse"][j], maps["sam"][j], maps["abs"][j],
+                      valid[j], sam_acc[j])
         return ref, sums, sam_acc
 
     parts = _run_chunks(_chunks(h), work, progress)
-    ref = sum(part[0] for part in parts)
-    sums = sum(part[1] for part in parts)
-    sam_acc = sum(part[2] for part in parts)
-    sg, sg2 = ref
-    zeros = np.zeros(b)
-    raws = []
-    for j in range(n):
-        sd, sd2, sgp = sums[j]
-        sgd = sgp - sg2  # sum g d
-        band_sums = np.stack([2.0 * sg + sd, sd, 4.0 * sg2 + 4.0 * sgd + sd2, sd2, 2.0 * sgd + sd2])
-        raws.append({"band_sums": band_sums, "n_pixels": float(h * w),
-                     "ssim_sum": zeros, "ssim_count": 0.0, "uiqi_sum": zeros, "uiqi_count": zeros,
-                     "sam_sum": float(sam_acc[j, 0]), "sam_count": float(sam_acc[j, 1]),
-                     "rmse_map": rmse[j], "sam_map": sam[j], "abs_map": absd[j], "valid_map": valid[j]})
-    return raws
+    ref, sums, sam_acc = (sum(part[i] for part in parts) for i in range(3))
+    return ref, sums, sam_acc, maps, valid
 
 
 def ssim_sums_many(g: np.ndarray, preds: list[np.ndarray], window: np.ndarray, c1: float, c2: float,

@@ -194,7 +194,18 @@ class StatusLabel(ElidedLabel):
         return self.full_text()
 
 
-class _ImageView(pg.GraphicsView):
+class PaintTimed:
+    """Mixin for a graphics view that notes when it last finished painting (``painted_at``,
+    perf_counter seconds): ``python main.py bench`` times band switches and clicks to the paint."""
+
+    painted_at = 0.0
+
+    def paintEvent(self, event):  # noqa: N802 (Qt naming)
+        super().paintEvent(event)
+        self.painted_at = time.perf_counter()
+
+
+class _ImageView(PaintTimed, pg.GraphicsView):
     """GraphicsView that reports when the pointer leaves it.
 
     It repaints the bounding rectangle of what changed rather than the exact region: a moved
@@ -204,17 +215,11 @@ class _ImageView(pg.GraphicsView):
 
     left = pyqtSignal()
 
-    painted_at = 0.0  # perf_counter() at the end of the last paint (python main.py bench)
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         from PyQt6.QtWidgets import QGraphicsView
 
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.BoundingRectViewportUpdate)
-
-    def paintEvent(self, event):  # noqa: N802 (Qt naming)
-        super().paintEvent(event)
-        self.painted_at = time.perf_counter()
 
     def leaveEvent(self, event):  # noqa: N802 (Qt naming)
         self.left.emit()

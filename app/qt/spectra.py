@@ -12,7 +12,7 @@ from PyQt6.QtWidgets import QHBoxLayout, QSizePolicy, QToolButton, QToolTip, QVB
 from app.core.scene import Scene, SpectrumSample
 from app.qt import theme
 from app.qt.binding import subscribe
-from app.qt.panel import ElidedLabel
+from app.qt.panel import ElidedLabel, PaintTimed
 
 
 def _label_fill() -> QColor:
@@ -49,7 +49,6 @@ class LegendTable(QWidget):
         self._elided: dict[tuple[str, int], str] = {}  # (text, room) -> what fits (cleared with the font)
         self._glyph_w: int | None = None
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.setMouseTracking(False)
 
     def _line(self) -> int:
         return self.fontMetrics().height()
@@ -139,15 +138,8 @@ class LegendTable(QWidget):
         painter.end()
 
 
-class _PlotWidget(pg.PlotWidget):
-    """A PlotWidget that notes when it last finished painting (``python main.py bench``: click to
-    spectra on screen)."""
-
-    painted_at = 0.0
-
-    def paintEvent(self, event):  # noqa: N802 (Qt naming)
-        super().paintEvent(event)
-        self.painted_at = time.perf_counter()
+class _PlotWidget(PaintTimed, pg.PlotWidget):
+    """The spectra plot, with the time of its last paint (click to spectra on screen)."""
 
 
 class CachedAxis(pg.AxisItem):
@@ -468,7 +460,8 @@ class SpectraView(QWidget):
             self.legend.repaint()
 
     def _show_curves(self) -> None:
-        """Hand the curves to the two layers (once per refresh)."""
+        """Hand the curves to the two layers (after every refresh; an empty layer that stays empty
+        is left alone)."""
         for layer, curves in ((self.curve_layer, self.curves), (self.residual_layer, self.residual_curves)):
             if layer.curves != curves:
                 layer.set_curves(curves)
@@ -574,7 +567,6 @@ class SpectraView(QWidget):
             self._add_curve("residual", res.wavelengths_nm, res.values,
                             dict(pen=curve_pen(colour, 1.0, Qt.PenStyle.DotLine)))
             rows.append(_legend_row(colour, "┄┄┄", res.label + " (right axis)"))
-        self._show_curves()
         self._fit_x([c.xData for c in self.curves] + [r.wavelengths_nm for r in self.roi_samples])
         self._fit_y(self.plot.getViewBox(), [c.yData for c in self.curves]
                     + [r.mean - r.std for r in self.roi_samples] + [r.mean + r.std for r in self.roi_samples])
