@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
 	$(PY) -m pip install -e ".[dev]"
-	$(PY) -m app.core.metrics_cpu
+	$(PY) -m app.core.science.metrics_cpu
 	touch $(STAMP)
 
 venv: $(STAMP)

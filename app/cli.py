@@ -245,7 +245,7 @@ def _progress_bar(desc: str):
 
 
 def cmd_simulate(args) -> int:
-    from app.core.batch import simulate_to_dir
+    from app.core.inference.batch import simulate_to_dir
 
     ext = args.format if args.format.startswith(".") else "." + args.format
     meta = simulate_to_dir(args.gt, args.protocol, args.out, srf=args.srf, noise_sigma=args.noise_sigma,
@@ -315,7 +315,7 @@ class _StopOnInterrupt:
 
 
 def cmd_sr(args) -> int:
-    from app.core.batch import super_resolve
+    from app.core.inference.batch import super_resolve
     from models import registry
 
     options = _model_options(args)
@@ -340,7 +340,7 @@ def cmd_sr(args) -> int:
 def cmd_eval(args) -> int:
     from tqdm import tqdm
 
-    from app.core.batch import evaluate, format_table, write_json
+    from app.core.inference.batch import evaluate, format_table, write_json
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     done = tqdm(desc="eval", unit="run", leave=False, dynamic_ncols=True)
@@ -364,8 +364,8 @@ def cmd_eval(args) -> int:
 def cmd_compare(args) -> int:
     from tqdm import tqdm
 
-    from app.core.batch import write_json
-    from app.core.compare import compare, exit_status, format_table, write_csv, write_markdown
+    from app.core.inference.batch import write_json
+    from app.core.evaluation.compare import compare, exit_status, format_table, write_csv, write_markdown
 
     bar = tqdm(desc="compare", unit="pair", leave=False, dynamic_ncols=True)
 
@@ -400,7 +400,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_browse(args) -> int:
-    from app.qt.browser import run_browser
+    from app.qt.app import run_browser
 
     return run_browser(args.json)
 
@@ -418,7 +418,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from app.core.training import TrainOptions, train
+    from app.core.inference.training import TrainOptions, train
 
     options = {"config": args.config} if args.config else {}
     opts = TrainOptions(model=args.model, data=args.data, protocol=args.protocol, out=args.out, val=args.val,
@@ -438,10 +438,10 @@ def cmd_train(args) -> int:
 def cmd_bench(args) -> int:
     if not args.only or "viewer" in args.only:
         import app.qt  # noqa: F401 - the viewer's process settings (passive OpenMP waiting) before torch loads
-    from app.core.bench import run_benchmarks
+    from app.bench.runner import run_benchmarks
 
     def viewer(quick: bool):  # Qt is imported only when the viewer section runs
-        from app.qt.bench_viewer import bench_viewer
+        from app.bench.viewer import bench_viewer
 
         return bench_viewer(quick)
 

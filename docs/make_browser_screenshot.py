@@ -36,7 +36,7 @@ def make_dataset(cave: Path, work: Path) -> dict:
     import tifffile
     import torch
 
-    from app.core.degrade import simulate
+    from app.core.science.degrade import simulate
     from app.core.io import open_cube
     from models.baselines import bicubic_upsample
 
@@ -87,8 +87,8 @@ def main() -> int:
     print(f"dataset in {work}")
     paths = make_dataset(Path(args.cave), work)
 
-    from app.core.batch import write_json
-    from app.core.compare import compare
+    from app.core.inference.batch import write_json
+    from app.core.evaluation.compare import compare
 
     started = time.perf_counter()
     doc = compare(paths["gt"], [paths["bicubic"], paths["nearest"], paths["bicubic+noise"]], scale=4, device="cpu")

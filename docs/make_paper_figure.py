@@ -6,7 +6,7 @@ bundled sample (a real CAVE crop, fake_and_real_food), three methods as columns 
 Methods: the registered models that can run on the sample and give a meaningful result (no
 weights needed, per-image optimisation, or weights shipped), on inputs simulated with gauss-x4;
 when fewer than three exist, bicubic upsampling of LR inputs simulated with other protocols tops
-the figure up, each column named after its model and protocol, so the figure says what it shows. Every reconstruction is computed through app.core.runs, so its
+the figure up, each column named after its model and protocol, so the figure says what it shows. Every reconstruction is computed through app.core.inference.runs, so its
 provenance (model, weights sha256, protocol, scale, seed, device, time) is the one the viewer
 records, and it is stored in the PDF's metadata.
 """
@@ -20,10 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.core import figure, runs  # noqa: E402
-from app.core.engine import run_to_end  # noqa: E402
-from app.core.sample import load_sample_gt  # noqa: E402
-from app.core.scene import Scene  # noqa: E402
+from app.core.export import figure
+
+from app.core.inference import runs  # noqa: E402
+from app.core.inference.engine import run_to_end  # noqa: E402
+from app.core.inference.sample import load_sample_gt  # noqa: E402
+from app.core.state.scene import Scene  # noqa: E402
 from models import registry  # noqa: E402
 
 OUT = ROOT / "docs"

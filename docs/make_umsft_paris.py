@@ -47,11 +47,11 @@ def make_inputs(src: Path, out: Path) -> None:
 def analyse(out: Path, png: Path | None) -> dict:
     import torch
 
-    from app.core import srf as srf_mod
-    from app.core.color import false_colour
-    from app.core.consistency import consistency_check
+    from app.core.science import srf as srf_mod
+    from app.core.science.color import false_colour
+    from app.core.science.consistency import consistency_check
     from app.core.io import open_cube
-    from app.core.metrics import compute_all, qnr
+    from app.core.science.metrics import compute_all, qnr
     from models.baselines import bicubic_upsample
 
     lr = open_cube(out / "paris_lr.npz").load()

@@ -119,8 +119,8 @@ def default_window(out: Path) -> None:
 def reconstructions(scene, gt) -> list:
     """Up to 4 reconstruction cubes computed now: every runnable registered model on the scene's
     inputs, then bicubic from LR inputs simulated with other protocols."""
-    from app.core.engine import run_model, run_to_end
-    from app.core.runs import execute, find_inputs, make_plan, model_choices, simulate_inputs
+    from app.core.inference.engine import run_model, run_to_end
+    from app.core.inference.runs import execute, find_inputs, make_plan, model_choices, simulate_inputs
 
     cubes = []
     for spec, reason in model_choices(find_inputs(scene)):
@@ -148,9 +148,9 @@ def compare_window(out: Path, cave: str | None) -> None:
     from PyQt6.QtCore import QSettings
 
     from app.core.io import open_cube
-    from app.core.runs import simulate_inputs
-    from app.core.sample import SAMPLE_DIR, SAMPLE_PROTOCOL
-    from app.core.scene import Scene
+    from app.core.inference.runs import simulate_inputs
+    from app.core.inference.sample import SAMPLE_DIR, SAMPLE_PROTOCOL
+    from app.core.state.scene import Scene
     from app.qt.app import get_app
     from app.qt import theme
     from app.qt.main_window import MainWindow

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from models.degradation import keys_cubic
+from models.spec import ModelSpec, register
 
 
 @functools.lru_cache(maxsize=64)
@@ -60,3 +61,14 @@ class BicubicSR(nn.Module):
         return bicubic_upsample(lr_hsi, self.scale)
 
 
+register(ModelSpec(
+    name="bicubic",
+    title="Bicubic upsampling",
+    paper="Keys, Cubic convolution interpolation for digital image processing, IEEE TASSP 1981 (MATLAB imresize)",
+    task="single-image",
+    inputs=("lr_hsi",),
+    factory=lambda scale, bands, **_: BicubicSR(scale),
+    context_lr_px=2,  # 4 taps: 2 LR pixels each side
+    memory_per_hr_px_bytes=64,
+    description="Band-wise bicubic upsampling, the floor every HSI-SR paper reports.",
+))

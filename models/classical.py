@@ -64,11 +64,13 @@ see the whole image at once (subspace, regression, Fourier solve), so they are n
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.baselines import bicubic_upsample
 from models.degradation import bicubic_downsample, kernel_downsample
 from models.errors import HsiError
+from models.spec import ModelSpec, register
 
 DEFAULT_SUBSPACE = 12     # L: spectral subspace dimension of ``fuse`` (CAVE: >99.9 % of the energy)
 DEFAULT_MU = 1.0          # weight of the guide term relative to the LR-HSI term
@@ -220,18 +222,51 @@ GUIDED_RADIUS = 2      # LR px: 5x5 LR windows for the local band-from-guide reg
 GUIDED_EPS = 1e-7      # ridge (reflectance^2) of those regressions
 
 
+def _box(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean over (2r+1)^2 windows, same size, replicated border."""
+    k = 2 * r + 1
+    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), k, stride=1)
+
+
+def guided_filter_base(lr: torch.Tensor, rgb: torch.Tensor, psf: torch.Tensor, scale: int, radius: int,
+                       eps: float) -> torch.Tensor:
+    """Guided-filter fusion of every band: lr (N, B, h, w), rgb (N, M, H, W), psf (k, k) -> (N, B, H, W).
+
+    The guide is taken to the LR grid with the PSF, band ~ a . guide + c is fitted by ridge least
+    squares in every (2r+1)^2 LR window, the box-averaged (a, c) are bicubic-upsampled and applied
+    to the HR guide. Runs in float32 whatever the input dtype."""
+    dtype = lr.dtype
+    lr, rgb = lr.float(), rgb.float()
+    n, b, h, w = lr.shape
+    m = rgb.shape[1]
+    g = kernel_downsample(rgb, psf.float(), scale)[..., :h, :w]                 # (N, M, h, w)
+    mg, mp = _box(g, radius), _box(lr, radius)
+    gg = torch.einsum("nihw,njhw->nijhw", g, g).reshape(n, m * m, h, w)
+    cov = (_box(gg, radius).reshape(n, m, m, h, w) - mg[:, :, None] * mg[:, None])
+    gp = (g[:, None] * lr[:, :, None]).reshape(n, b * m, h, w)                   # (N, B*M, h, w)
+    covp = _box(gp, radius).reshape(n, b, m, h, w) - mp[:, :, None] * mg[:, None]
+    eye = torch.eye(m, dtype=lr.dtype, device=lr.device)
+    a_mat = cov.permute(0, 3, 4, 1, 2) + eps * eye                                 # (N, h, w, M, M)
+    coef = torch.linalg.solve(a_mat, covp.permute(0, 3, 4, 2, 1))                # (N, h, w, M, B)
+    coef = coef.permute(0, 4, 3, 1, 2)                                            # (N, B, M, h, w)
+    const = mp - (coef * mg[:, None]).sum(2)
+    coef = _box(coef.reshape(n, b * m, h, w), radius)
+    const = _box(const, radius)
+    coef_hr = bicubic_upsample(coef, scale).reshape(n, b, m, h * scale, w * scale)
+    out = (coef_hr * rgb[:, None]).sum(2) + bicubic_upsample(const, scale)
+    return out.to(dtype)
+
+
 def guided_prior(lr_hsi: torch.Tensor, hr_msi: torch.Tensor, psf, scale: int, radius: int = GUIDED_RADIUS,
                  eps: float = GUIDED_EPS) -> torch.Tensor:
     """A guided-filter estimate (He, Sun, Tang, "Guided image filtering", TPAMI 2013, applied across
-    scales as in MulSR's base, models/mulsr.py ``guided_filter_base``): each band is regressed, with
+    scales as in MulSR's base, :func:`guided_filter_base`): each band is regressed, with
     an offset, on the guide bands brought to the LR grid by the PSF, in (2 radius + 1)^2 LR windows,
     and the averaged local coefficients are applied to the HR guide. As FUSE's prior mean it replaces
     GSA's one global injection gain per band by local ones. Radius and ridge were chosen on five
-    CAVE training scenes at gauss-x32 (``python -m app.core.prior_sweep``; docs/benchmarks.md):
+    CAVE training scenes at gauss-x32 (``python -m app.research.prior_sweep``; docs/benchmarks.md):
     radius 2 beats 1 and 3 at every ridge by 0.16-0.41 dB; ridges from 1e-6 to 3e-8 are within
     0.12 dB of each other (3e-7 is 0.06 dB ahead of the 1e-7 kept)."""
-    from models.mulsr import guided_filter_base  # (mulsr does not import this module: no cycle)
-
     k = torch.as_tensor(psf).to(device=lr_hsi.device, dtype=lr_hsi.dtype)
     return guided_filter_base(lr_hsi, hr_msi.to(lr_hsi.dtype), k, int(scale), int(radius), float(eps))
 
@@ -351,3 +386,35 @@ class FUSE(nn.Module):
     def forward(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor | None = None, srf=None, psf=None, **_) -> torch.Tensor:
         return on_float64_device(lambda *a: fuse(*a, self.scale, subspace=self.subspace, prior=self.prior),
                                   lr_hsi, hr_msi, srf, psf)
+
+
+register(ModelSpec(
+    name="gsa",
+    title="GSA (Gram-Schmidt adaptive, one detail per guide band)",
+    paper="Aiazzi, Baronti, Selva, Improving component substitution pansharpening through multivariate regression "
+          "of MS+Pan data, IEEE TGRS 45(10), 2007; HS-MS grouping as in Yokoya et al., IEEE GRSM 2017",
+    task="fusion",
+    inputs=("lr_hsi", "hr_msi"),  # the SRF is estimated by the regression; a PSF is used when given
+    factory=lambda scale, bands, **_: GSA(scale),
+    tileable=False,  # global regression and statistics over the whole image
+    memory_per_hr_px_bytes=2048,
+    description="Training-free component substitution: each HSI band receives the equalised detail of the guide "
+                "band it correlates with best. Needs no SRF.",
+))
+
+
+register(ModelSpec(
+    name="fuse",
+    title="FUSE (closed-form subspace MAP fusion; GSA or guided prior)",
+    paper="Wei, Dobigeon, Tourneret, Fast fusion of multi-band images based on solving a Sylvester equation, "
+          "IEEE TIP 24(11), 2015",
+    task="fusion",
+    inputs=("lr_hsi", "hr_msi", "srf", "psf"),
+    factory=lambda scale, bands, prior="gsa", **_: FUSE(scale, prior=prior),
+    tileable=False,  # global subspace and Fourier-domain solve over the whole image
+    options=("prior",),  # prior=gsa (default), guided (local guided-filter regressions) or bicubic
+    memory_per_hr_px_bytes=4096,
+    description="Training-free: exact MAP solution with the known SRF and PSF in a 12-dim spectral subspace, "
+                "GSA as the prior mean (--option prior=guided: local guided-filter regressions); reproduces both "
+                "inputs through the protocol. Seconds per CAVE scene.",
+))

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.baselines import bicubic_upsample
+from models.spec import ModelSpec, WeightsFile, register
 
 # ----------------------------------------------------------------------------- configs
 
@@ -366,3 +367,20 @@ def build(scale: int, bands: int, config="small", **_) -> CST:
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+register(ModelSpec(
+    name="cst",
+    title="CST (cross-scope spatial-spectral transformer)",
+    paper="Chen et al., Cross-scope spatial-spectral information aggregation for hyperspectral image super-resolution, IEEE TIP 2024",
+    task="single-image",
+    inputs=("lr_hsi",),
+    factory=build,
+    scales=(4,),
+    bands=31,
+    weights=(WeightsFile(4, "cst_x4.safetensors", "61887d26d6d332bec672dd97832ec4ff9569c781eba93db02606bb072be3e1cd", "cst_x4.md"),),
+    context_lr_px=16,  # windows are 16 LR px long; the pooled global queries see the whole tile
+    memory_per_hr_px_bytes=8192,
+    description="Single-image transformer: rectangle windows with pooled global queries + channel attention. "
+                "Shipped x4 weights: the small config trained on 16 CAVE scenes (see cst_x4.md).",
+))

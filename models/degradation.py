@@ -1,7 +1,7 @@
 """Degradation operators and the named protocols (the one module that owns them).
 
 They live in `models` (the lowest layer) so that models, training, the unsupervised losses, the
-simulator (`app.core.degrade.simulate`) and the consistency check all import the same code.
+simulator (`app.core.science.degrade.simulate`) and the consistency check all import the same code.
 
 A protocol turns a ground-truth HR cube Z into the inputs a super-resolution method sees: an
 LR-HSI (spatial operator, then noise) and, for fusion, a guide image (the SRF applied to Z).

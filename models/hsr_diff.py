@@ -73,7 +73,8 @@ from torch import nn
 from models.baselines import bicubic_upsample
 from models.degradation import kernel_downsample, spectral_degrade
 from models.errors import HsiError
-from models.registry import IterationUpdate, StopRequested, drain
+from models.protocol import IterationUpdate, StopRequested, drain
+from models.spec import ModelSpec, WeightsFile, register
 
 TRAIN_T = 2000
 TRAIN_BETA = (1e-6, 1e-2)
@@ -545,3 +546,26 @@ def build(scale: int, bands: int, config="small", **options) -> HSRDiff:
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+register(ModelSpec(
+    name="hsrdiff",
+    title="HSR-Diff (conditional diffusion fusion, residual on FUSE)",
+    paper="Wu, Wang, Bai, Mao, Li, Shen, HSR-Diff: hyperspectral image super-resolution via conditional diffusion "
+          "models, ICCV 2023",
+    task="fusion",
+    inputs=("lr_hsi", "hr_msi", "srf", "psf"),
+    factory=build,
+    scales=(32,),
+    bands=31,
+    weights=(WeightsFile(32, "hsrdiff_x32.safetensors", "e6ab533ec39696470f7dbd7e2fc7ccbba5ceaa82cb2d1589ec0482285e0af12e",
+                         "hsrdiff_x32.md"),),
+    stochastic=True,
+    tileable=False,  # the condition includes the whole-image FUSE estimate
+    default_steps=DEFAULT_STEPS,
+    options=("ddim", "ancestral"),
+    memory_per_hr_px_bytes=8192,
+    description="Diffusion sampling of the HR-HSI given both inputs; the CDFormer denoiser refines the FUSE estimate "
+                "(guided-filter prior). "
+                "Steps <= 25: deterministic DDIM sampler (seeded start), more: the paper's ancestral sampler.",
+))

@@ -53,6 +53,8 @@ from torch.nn.utils.parametrizations import weight_norm
 from models.baselines import bicubic_upsample
 from models.degradation import (bicubic_downsample, bicubic_weights, blur_same, kernel_downsample,
                                 psf_kernel)
+from models.classical import guided_filter_base
+from models.spec import ModelSpec, WeightsFile, register
 
 AUTO_CHUNK_BYTES = 1 << 27  # bands run as one batch up to 128 MB per feature map (e.g. 8 of 512x512 at C=16)
 CONTEXT_LR_PX = 16  # LR pixels of context per side (guided filter 2r + PSF + bicubic taps + convs)
@@ -177,41 +179,6 @@ class DSCA(nn.Module):
         cols = self._pass(cols, self.col_conv, self.col_act, reverse=False)
         cols = self._pass(cols, self.col_conv, self.col_act, reverse=True)
         return torch.stack(cols, dim=3)
-
-
-def _box(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Mean over (2r+1)^2 windows, same size, replicated border."""
-    k = 2 * r + 1
-    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), k, stride=1)
-
-
-def guided_filter_base(lr: torch.Tensor, rgb: torch.Tensor, psf: torch.Tensor, scale: int, radius: int,
-                       eps: float) -> torch.Tensor:
-    """Guided-filter fusion of every band: lr (N, B, h, w), rgb (N, M, H, W), psf (k, k) -> (N, B, H, W).
-
-    The guide is taken to the LR grid with the PSF, band ~ a . guide + c is fitted by ridge least
-    squares in every (2r+1)^2 LR window, the box-averaged (a, c) are bicubic-upsampled and applied
-    to the HR guide. Runs in float32 whatever the input dtype."""
-    dtype = lr.dtype
-    lr, rgb = lr.float(), rgb.float()
-    n, b, h, w = lr.shape
-    m = rgb.shape[1]
-    g = kernel_downsample(rgb, psf.float(), scale)[..., :h, :w]                 # (N, M, h, w)
-    mg, mp = _box(g, radius), _box(lr, radius)
-    gg = torch.einsum("nihw,njhw->nijhw", g, g).reshape(n, m * m, h, w)
-    cov = (_box(gg, radius).reshape(n, m, m, h, w) - mg[:, :, None] * mg[:, None])
-    gp = (g[:, None] * lr[:, :, None]).reshape(n, b * m, h, w)                   # (N, B*M, h, w)
-    covp = _box(gp, radius).reshape(n, b, m, h, w) - mp[:, :, None] * mg[:, None]
-    eye = torch.eye(m, dtype=lr.dtype, device=lr.device)
-    a_mat = cov.permute(0, 3, 4, 1, 2) + eps * eye                                 # (N, h, w, M, M)
-    coef = torch.linalg.solve(a_mat, covp.permute(0, 3, 4, 2, 1))                # (N, h, w, M, B)
-    coef = coef.permute(0, 4, 3, 1, 2)                                            # (N, B, M, h, w)
-    const = mp - (coef * mg[:, None]).sum(2)
-    coef = _box(coef.reshape(n, b * m, h, w), radius)
-    const = _box(const, radius)
-    coef_hr = bicubic_upsample(coef, scale).reshape(n, b, m, h * scale, w * scale)
-    out = (coef_hr * rgb[:, None]).sum(2) + bicubic_upsample(const, scale)
-    return out.to(dtype)
 
 
 def band_triplets(bands: int) -> torch.Tensor:
@@ -359,7 +326,7 @@ class MulSR(nn.Module):
             outs.append(self.bands_forward(trip, feats, base).reshape(n, k, h * s, w * s))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
-    # ------------------------------------------------------------------ training (app/core/training.py)
+    # ------------------------------------------------------------------ training (app/core/inference/training.py)
     train_bands: int = 4          # output bands per patch in one training step
     augment_p: float = 0.2        # probability of a random degradation instead of the protocol's
 
@@ -434,3 +401,21 @@ def build(scale: int, bands: int | None = None, config="small", **_) -> MulSR:
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
+
+register(ModelSpec(
+    name="mulsr",
+    title="MulSR (RGB-guided, multiscale-factor joint learning)",
+    paper="Li et al., Multiscale factor joint learning for hyperspectral image super-resolution, IEEE TGRS 2023",
+    task="fusion",
+    inputs=("lr_hsi", "hr_rgb"),  # the PSF is used when given (else the mulsr-x8 PSF); the SRF is not needed
+    factory=build,
+    scales=(8,),
+    bands=None,  # band-wise: any band count
+    weights=(WeightsFile(8, "mulsr_x8.safetensors", "f9f9824133f98aea303e5153180128e0520fc6c5f5dca09e67d56bca68d1cba0",
+                         "mulsr_x8.md"),),
+    context_lr_px=CONTEXT_LR_PX,  # guided base 2r + PSF + bicubic taps + convs; DSCA rows decay beyond
+    memory_per_hr_px_bytes=8192,  # bands run in chunks of <= 128 MB per feature map: ~2.5 GB for 512x512x31
+    description="Band-wise RGB-guided SR (3 neighbouring LR bands + HR RGB), scales beta and beta/2 jointly, "
+                "residual on a guided-filter fusion base. Shipped x8 weights: the small config trained on 16 CAVE "
+                "scenes with mulsr-x8 (see mulsr_x8.md).",
+))

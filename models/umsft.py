@@ -62,9 +62,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.degradation import gaussian_block_psf, kernel_downsample, spectral_degrade
+from models.degradation import kernel_downsample, spectral_degrade
 from models.errors import HsiError
-from models.registry import IterationUpdate, StopRequested, drain
+from models.protocol import IterationUpdate, StopRequested, drain
+from models.spec import ModelSpec, register
 
 DEFAULT_ITERS = 120
 HEADS = 5
@@ -555,3 +556,21 @@ class UMSFT(nn.Module):
 
     def forward(self, lr_hsi, hr_msi=None, srf=None, psf=None, steps=None, **kw):
         return drain(self.iterate(lr_hsi, hr_msi, srf, psf, steps))
+
+
+register(ModelSpec(
+    name="umsft",
+    title="UMSFT (unsupervised per-image fusion transformer)",
+    paper="Cao, Lian, Li, Wang, Ma, Unsupervised multi-level spatio-spectral fusion transformer for hyperspectral "
+          "image super-resolution, Optics & Laser Technology 176, 111032, 2024",
+    task="fusion",
+    inputs=("lr_hsi", "hr_msi", "srf", "psf"),
+    factory=lambda scale, bands, **options: UMSFT(scale, bands, **options),
+    iterative=True,
+    tileable=False,
+    default_steps=DEFAULT_ITERS,
+    options=("blind", "base"),  # base: fuse (default), gsa or none (the reference: no training-free start)
+    memory_per_hr_px_bytes=16384,
+    description="Optimised on this image pair alone (no training data), as a residual on the FUSE estimate "
+                "(--option base=none: from scratch); known or blind PSF/SRF.",
+))

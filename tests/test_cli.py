@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from app.core.degrade import simulate
+from app.core.science.degrade import simulate
 from app.core.io import open_cube
-from app.core.metrics import compute_all
+from app.core.science.metrics import compute_all
 from tests.conftest import SAMPLE
 
 

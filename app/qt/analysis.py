@@ -1,7 +1,7 @@
 """Analysis dock: per-method error and SAM maps on one locked colour scale, a sortable metrics table
 (whole image / ROI / visible view), metric-versus-wavelength curves linked to the band slider, and
-"go to the worst pixel". The numbers come from :mod:`app.core.analysis` (which uses
-:mod:`app.core.metrics`); the computation runs on a worker thread with progress and cancel.
+"go to the worst pixel". The numbers come from :mod:`app.core.evaluation.analysis` (which uses
+:mod:`app.core.science.metrics`); the computation runs on a worker thread with progress and cancel.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from PyQt6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QHeade
                              QPushButton, QSizePolicy, QTableWidget, QTableWidgetItem, QTabWidget, QToolButton,
                              QVBoxLayout, QWidget)
 
-from app.core.analysis import (CURVE_METRICS, CURVE_TITLES, ERROR_KIND_TITLES, ERROR_KINDS, METRIC_COLUMNS,
+from app.core.evaluation.analysis import (CURVE_METRICS, CURVE_TITLES, ERROR_KIND_TITLES, ERROR_KINDS, METRIC_COLUMNS,
                                SCOPE_TITLES, SCOPES, AnalysisCache, AnalysisError, AnalysisResult, Cancelled,
                                make_request, run_analysis, worst_band)
-from app.core.scene import Scene
+from app.core.state.scene import Scene
 from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
 from app.qt.binding import subscribe
@@ -34,7 +34,7 @@ DEBOUNCE_MS = 120
 
 
 class AnalysisJob(QObject):
-    """Runs :func:`app.core.analysis.run_analysis` off the GUI thread; a new request cancels the
+    """Runs :func:`app.core.evaluation.analysis.run_analysis` off the GUI thread; a new request cancels the
     running one and waits (latest wins). Signals: progress(fraction, text), done(result),
     failed(exception), running(bool)."""
 

@@ -103,6 +103,17 @@ def run_viewer(files: list[tuple[str, str]] | None = None, *, open_sample: bool 
     return int(code)
 
 
+def run_browser(json_path: str | None = None) -> int:
+    """`python main.py browse [JSON]`: the viewer (empty) with the results browser in front."""
+    app = get_app()
+    window = build_window(None, open_sample=False)
+    window.show()
+    browser = window.open_results_browser()
+    if json_path:
+        browser.open_json(json_path)
+    return int(app.exec())
+
+
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("QT_API", "pyqt6")
     raise SystemExit(run_viewer())

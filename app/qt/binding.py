@@ -1,4 +1,4 @@
-"""Connecting Qt widgets to the plain-Python events of ``app.core.scene``."""
+"""Connecting Qt widgets to the plain-Python events of ``app.core.state.scene``."""
 from __future__ import annotations
 
 from typing import Any, Callable

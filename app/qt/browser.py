@@ -3,7 +3,7 @@ method per image marked, the mean per method, and a per-image chart; double-clic
 its GT and every method's reconstruction in the viewer. "Run compare…" runs ``compare`` on folders
 from a dialog, off the GUI thread, with progress and cancel.
 
-The state lives in :mod:`app.core.browser` (Qt-free); this module only shows it.
+The state lives in :mod:`app.core.evaluation.results` (Qt-free); this module only shows it.
 """
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from PyQt6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, Q
                              QPushButton, QSpinBox, QSplitter, QTableView, QTableWidget, QTableWidgetItem,
                              QToolButton, QVBoxLayout, QWidget)
 
-from app.core.browser import (HIGHER_IS_BETTER, METRIC_FORMATS, METRIC_TITLES, OpenedScene, ResultsError,
+from app.core.evaluation.results import (HIGHER_IS_BETTER, METRIC_FORMATS, METRIC_TITLES, OpenedScene, ResultsError,
                               ResultsTable, load_results, load_scene, parse_results)
-from app.core.compare import RANGES, CompareCancelled
+from app.core.evaluation.compare import RANGES, CompareCancelled
 from app.core.errors import HsiError
-from app.core.scene import Scene
+from app.core.state.scene import Scene
 from app.qt import theme
 
 JSON_FILTER = "Results JSON (*.json);;All files (*)"
@@ -443,8 +443,8 @@ class CompareDialog(QDialog):
 # ---------------------------------------------------------------------------------- jobs
 def _run_compare(values: dict, progress: Callable, should_cancel: Callable) -> dict:
     """compare() with the dialog's values; writes the JSON when asked (worker thread)."""
-    from app.core.batch import write_json
-    from app.core.compare import compare
+    from app.core.inference.batch import write_json
+    from app.core.evaluation.compare import compare
 
     doc = compare(values["gt"], values["preds"], names=values["names"], scale=values["scale"], var=values["var"],
                   pred_range=values["pred_range"], crop=values["crop"], device=values["device"],
@@ -871,7 +871,7 @@ class ResultsBrowser(QMainWindow):
             return
         try:
             if doc is not None:
-                from app.core.batch import write_json
+                from app.core.inference.batch import write_json
 
                 write_json(Path(path), doc)
             elif source is not None and Path(path).resolve() != source.resolve():
@@ -922,16 +922,3 @@ class ResultsBrowser(QMainWindow):
 
 
 WORST_HTML = "#%02x%02x%02x" % WORST_RGB
-
-
-def run_browser(json_path: str | None = None) -> int:
-    """`python main.py browse [JSON]`: the viewer (empty) with the results browser in front."""
-    from app.qt.app import build_window, get_app
-
-    app = get_app()
-    window = build_window(None, open_sample=False)
-    window.show()
-    browser = window.open_results_browser()
-    if json_path:
-        browser.open_json(json_path)
-    return int(app.exec())

@@ -1,4 +1,4 @@
-"""pyqtgraph colormaps for the names in ``app.core.scene.COLORMAPS``, and swatch icons."""
+"""pyqtgraph colormaps for the names in ``app.core.state.scene.COLORMAPS``, and swatch icons."""
 from __future__ import annotations
 
 from functools import lru_cache

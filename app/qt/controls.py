@@ -9,7 +9,7 @@ from PyQt6.QtGui import QKeyEvent, QValidator
 from PyQt6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
                              QLabel, QSizePolicy, QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
-from app.core.scene import COLORMAPS, DisplayMode, Scene
+from app.core.state.scene import COLORMAPS, DisplayMode, Scene
 from app.qt import colormaps
 from app.qt.binding import subscribe
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QGridLayout, QInputDialog, QLabel,
                              QMessageBox, QVBoxLayout, QWidget)
 
-from app.core.scene import ROLE_DESCRIPTIONS, ROLES, ROLE_TITLES, guess_role
+from app.core.state.scene import ROLE_DESCRIPTIONS, ROLES, ROLE_TITLES, guess_role
 
 
 class RoleDialog(QDialog):

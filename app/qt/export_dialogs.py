@@ -1,6 +1,6 @@
 """Export menu, paper-figure builder dialog and session save/open for the main window.
 
-The work is done by Qt-free modules (app.core.figure, app.core.export, app.core.session); this
+The work is done by Qt-free modules (app.core.export.figure, app.core.export.data, app.core.export.session); this
 module only asks for file names and options, runs the writing on a worker thread with the
 window's busy bar, and shows errors in dialogs (app.qt.dialogs).
 
@@ -21,9 +21,9 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QD
                              QListWidget, QListWidgetItem, QMenu, QMessageBox, QPushButton, QScrollArea,
                              QSpinBox, QVBoxLayout)
 
-from app.core import export as core_export
-from app.core import figure as core_figure
-from app.core import session as core_session
+from app.core.export import data as core_export
+from app.core.export import figure as core_figure
+from app.core.export import session as core_session
 from app.core.errors import HsiError
 from app.qt import dialogs
 
@@ -146,7 +146,7 @@ class ExportController:
             result = None  # the scene changed since: compute afresh
         if result is None:
             try:
-                from app.core.analysis import make_request, run_analysis
+                from app.core.evaluation.analysis import make_request, run_analysis
 
                 result = run_analysis(make_request(self.scene))
             except HsiError as exc:

@@ -15,7 +15,7 @@ from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QPushButton, QStackedLayout, QVBoxLayout,
                              QWidget)
 
-from app.core.scene import DisplayMode, RenderedImage, RenderRequest, Scene, render
+from app.core.state.scene import DisplayMode, RenderedImage, RenderRequest, Scene, render
 from app.qt.binding import subscribe
 from app.qt.panel import ImagePanel
 

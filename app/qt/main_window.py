@@ -1,6 +1,6 @@
 """The main window: image grid, band bar, display and spectra docks, status bar, File menu.
 
-The window is the composition root: it builds the views on one :class:`~app.core.scene.Scene`,
+The window is the composition root: it builds the views on one :class:`~app.core.state.scene.Scene`,
 opens files (on a worker thread), turns errors into dialogs and keeps the recent-files list.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from PyQt6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMa
                              QTabWidget, QVBoxLayout, QWidget)
 
 from app.core.errors import AmbiguousCubeError, HsiError
-from app.core.scene import ROLES, DisplayMode, Scene
+from app.core.state.scene import ROLES, DisplayMode, Scene
 from app.qt import dialogs, theme
 from app.qt.binding import subscribe
 from app.qt.controls import BandBar, DisplayControls
@@ -49,7 +49,7 @@ def load_cube(path: str, options: dict):
 
 
 def load_sample():
-    from app.core.sample import load_sample_scene
+    from app.core.inference.sample import load_sample_scene
 
     return load_sample_scene()
 

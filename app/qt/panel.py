@@ -15,7 +15,7 @@ from PyQt6.QtGui import QColor, QPainter, QPen, QPolygonF
 from PyQt6.QtWidgets import (QFrame, QGraphicsLineItem, QGraphicsPolygonItem, QGraphicsRectItem, QHBoxLayout,
                              QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
-from app.core.scene import Layer, RenderedImage, ROLE_DESCRIPTIONS
+from app.core.state.scene import Layer, RenderedImage, ROLE_DESCRIPTIONS
 from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
 
@@ -287,7 +287,7 @@ class ImagePanel(PointerMixin, QFrame):
     left = pyqtSignal()
     close_requested = pyqtSignal()
     range_changed = pyqtSignal(object, object)
-    roi_drawn = pyqtSignal(object)      # app.core.analysis.Roi, when a drawing tool finishes
+    roi_drawn = pyqtSignal(object)      # app.core.evaluation.analysis.Roi, when a drawing tool finishes
 
     def __init__(self, layer: Layer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -482,7 +482,7 @@ class ImagePanel(PointerMixin, QFrame):
 
     # ------------------------------------------------------------------ ROI
     def set_roi(self, roi) -> None:
-        """Outline the scene's ROI (app.core.analysis.Roi) or hide it (None)."""
+        """Outline the scene's ROI (app.core.evaluation.analysis.Roi) or hide it (None)."""
         if roi is None:
             self.roi_item.setVisible(False)
             return
@@ -514,7 +514,7 @@ class ImagePanel(PointerMixin, QFrame):
         if ev.isFinish():
             self.draft_item.setVisible(False)
             if abs(bx - ax) >= 1.0 and abs(by - ay) >= 1.0:
-                from app.core.analysis import Roi
+                from app.core.evaluation.analysis import Roi
 
                 self.roi_drawn.emit(Roi.rect(ax, ay, bx, by))
 
@@ -527,7 +527,7 @@ class ImagePanel(PointerMixin, QFrame):
             px = max(self.view.viewPixelSize()[0], 1e-9)
             close = math.hypot(x - fx, y - fy) <= 6 * px
         if close:
-            from app.core.analysis import Roi
+            from app.core.evaluation.analysis import Roi
 
             points, self._draft = self._draft, []
             self.draft_item.setVisible(False)

@@ -2,7 +2,7 @@
 progress and cancel, and add the result as a reconstruction layer; simulate LR/guide from the GT.
 
 All decisions (which inputs exist, why a model cannot run, what a run does) are made by
-``app.core.runs``; this module shows them and drives its generators on a :class:`JobThread`.
+``app.core.inference.runs``; this module shows them and drives its generators on a :class:`JobThread`.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from PyQt6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFormLayout, 
                              QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout,
                              QWidget)
 
-from app.core import runs
-from app.core.degrade import available_protocols, parse_protocol
-from app.core.engine import Progress, available_devices
+from app.core.inference import runs
+from app.core.science.degrade import available_protocols, parse_protocol
+from app.core.inference.engine import Progress, available_devices
 from app.core.errors import HsiError
-from app.core.scene import Scene, percentile_levels
+from app.core.state.scene import Scene, percentile_levels
 from app.qt import dialogs, theme
 from app.qt.binding import subscribe
 from app.qt.controls import ComboBox

@@ -9,7 +9,7 @@ from PyQt6.QtCore import QCoreApplication, QEvent, QPointF, QRectF, QSize, Qt
 from PyQt6.QtGui import QColor, QGuiApplication, QPainter, QPen, QPolygonF
 from PyQt6.QtWidgets import QHBoxLayout, QSizePolicy, QToolButton, QToolTip, QVBoxLayout, QWidget
 
-from app.core.scene import Scene, SpectrumSample
+from app.core.state.scene import Scene, SpectrumSample
 from app.qt import theme
 from app.qt.binding import subscribe
 from app.qt.panel import ElidedLabel, PaintTimed
@@ -474,7 +474,7 @@ class SpectraView(QWidget):
 
     def _fill_plot(self) -> None:
         scene = self.scene
-        from app.core.analysis import residual_spectra, roi_spectra
+        from app.core.evaluation.analysis import residual_spectra, roi_spectra
 
         self.roi_samples = roi_spectra(scene) if scene.roi is not None else []
         if not self.residual_button.isChecked():

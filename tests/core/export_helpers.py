@@ -1,11 +1,11 @@
 """A real scene for the export tests: a crop of the bundled CAVE sample (GT, LR x4, RGB guide,
-a noisy nearest upsampling) plus a bicubic reconstruction computed in the app (app.core.runs), so
+a noisy nearest upsampling) plus a bicubic reconstruction computed in the app (app.core.inference.runs), so
 that its provenance is the one a user's run records."""
 from __future__ import annotations
 
-from app.core import runs
-from app.core.engine import run_to_end
-from app.core.scene import Scene
+from app.core.inference import runs
+from app.core.inference.engine import run_to_end
+from app.core.state.scene import Scene
 from tests.qt.conftest import scene_cubes
 
 

@@ -1,16 +1,16 @@
-"""app.core.analysis: ROI geometry, worst pixels/bands, locked scales, ROI and residual spectra, and
+"""app.core.evaluation.analysis: ROI geometry, worst pixels/bands, locked scales, ROI and residual spectra, and
 the cancellable, cached analysis job, on a real CAVE crop (the bundled sample) where it matters."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from app.core import metrics
-from app.core.analysis import (AnalysisCache, AnalysisError, AnalysisSettings, Cancelled, Roi, analysis_steps,
+from app.core.science import metrics
+from app.core.evaluation.analysis import (AnalysisCache, AnalysisError, AnalysisSettings, Cancelled, Roi, analysis_steps,
                                comparable_layers, locked_levels, make_request, polygon_mask, residual_spectra,
                                roi_spectra, run_analysis, view_region, worst_band, worst_pixels)
 from app.core.cube import Cube
-from app.core.scene import Scene
+from app.core.state.scene import Scene
 from tests.qt.conftest import SCALE, WL, food_array
 
 
@@ -150,7 +150,7 @@ def test_residual_spectra_at_pixel_and_of_roi_means():
 
 
 def test_guide_with_known_srf_plotted_at_srf_centres():
-    from app.core.srf import band_centres_nm
+    from app.core.science.srf import band_centres_nm
 
     scene = food_scene(1)
     rgb = food_array()[..., [22, 15, 6]]

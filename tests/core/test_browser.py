@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from app.cli import main
-from app.core.browser import (HIGHER_IS_BETTER, ResultsError, load_results, load_scene, parse_results)
-from app.core.compare import CompareCancelled, compare
-from app.core.degrade import simulate
+from app.core.evaluation.results import (HIGHER_IS_BETTER, ResultsError, load_results, load_scene, parse_results)
+from app.core.evaluation.compare import CompareCancelled, compare
+from app.core.science.degrade import simulate
 from app.core.errors import MissingFileError
 from models.baselines import bicubic_upsample
 from tests.conftest import DATA, SAMPLE

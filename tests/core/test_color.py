@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.core import color
+from app.core.science import color
 from app.core.errors import HsiError
 
 CAVE_WL = np.arange(400.0, 701.0, 10.0)

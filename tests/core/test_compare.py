@@ -16,11 +16,11 @@ import tifffile
 import torch
 
 from app.cli import main
-from app.core.compare import compare, exit_status, format_table, list_items, match_items, to_markdown, Item
+from app.core.evaluation.compare import compare, exit_status, format_table, list_items, match_items, to_markdown, Item
 from app.core.cube import Cube
-from app.core.degrade import simulate
+from app.core.science.degrade import simulate
 from app.core.io import open_cube, save_cube
-from app.core.metrics import compute_all
+from app.core.science.metrics import compute_all
 from models.baselines import bicubic_upsample
 from tests.conftest import DATA, SAMPLE
 
@@ -417,7 +417,7 @@ def test_format_table_and_markdown_mark_errors(tmp_path):
 
 # ---------------------------------------------------------------------------------- speed
 def test_bench_compare_small(tmp_path):
-    from app.core.bench_compare import bench_compare
+    from app.bench.compare import bench_compare
 
     started = time.perf_counter()
     result = bench_compare(tmp_path, n_scenes=1)

@@ -8,8 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from app.core import degrade, srf
-from app.core.consistency import consistency_check
+from app.core.science import degrade
+
+from app.core.science import srf
+from app.core.science.consistency import consistency_check
 from app.core.errors import ShapeMismatchError
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "resources" / "sample" / "fake_and_real_food_ms"

@@ -1,4 +1,4 @@
-from app.core.datasets import CAVE_TRAIN_SPLIT, TRAINING_SCENES, VALIDATION_SCENES, scene_folders, split_scenes
+from app.core.io.datasets import CAVE_TRAIN_SPLIT, TRAINING_SCENES, VALIDATION_SCENES, scene_folders, split_scenes
 from tests.conftest import SAMPLE
 
 

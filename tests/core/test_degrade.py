@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from app.core import degrade, srf
+from app.core.science import degrade
+
+from app.core.science import srf
 from app.core.errors import HsiError
 from models import degradation
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from app.core import engine
-from app.core.engine import Cancelled, Progress, run_model, run_to_end, select_device, tiled_apply
+from app.core.inference import engine
+from app.core.inference.engine import Cancelled, Progress, run_model, run_to_end, select_device, tiled_apply
 from app.core.errors import HsiError
 from app.core.io import open_cube
 from models import registry
@@ -18,7 +18,7 @@ from tests.conftest import SAMPLE
 @pytest.fixture(scope="module")
 def lr_real():
     gt = open_cube(SAMPLE).data[:160, :144]
-    from app.core.degrade import simulate
+    from app.core.science.degrade import simulate
 
     lr, _, _ = simulate(gt, "bicubic-x4", wavelengths_nm=np.arange(400, 701, 10.0))
     return lr  # 40 x 36 x 31, real spectra

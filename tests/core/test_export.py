@@ -1,4 +1,4 @@
-"""app.core.export and app.core.atomic: spectra / metrics / per-band CSV equal the plotted and
+"""app.core.export.data and app.core.io.atomic: spectra / metrics / per-band CSV equal the plotted and
 computed values, cubes round-trip with wavelengths and provenance, writes are atomic and fail
 with a clear error on a read-only folder or a full disk."""
 from __future__ import annotations
@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core import atomic, export
-from app.core.analysis import Roi, make_request, run_analysis
-from app.core.atomic import WriteError
+from app.core.io import atomic
+
+from app.core.export import data as export
+from app.core.evaluation.analysis import Roi, make_request, run_analysis
+from app.core.io.atomic import WriteError
 from app.core.io import open_cube
-from app.core.metrics import compute_all
+from app.core.science.metrics import compute_all
 from tests.core.export_helpers import food_scene
 
 

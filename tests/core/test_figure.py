@@ -1,6 +1,6 @@
-"""app.core.figure: PNG size/DPI and content, true vector PDF/SVG (paths and text, rasters
+"""app.core.export.figure: PNG size/DPI and content, true vector PDF/SVG (paths and text, rasters
 embedded at native resolution), provenance in the metadata, and the paper-figure builder (shared
-scales per row, identical insets, captions with PSNR/SAM from app.core.metrics)."""
+scales per row, identical insets, captions with PSNR/SAM from app.core.science.metrics)."""
 from __future__ import annotations
 
 import base64
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.core import figure as F
-from app.core.analysis import make_request, run_analysis
-from app.core.atomic import WriteError
-from app.core.export import collect_spectra
-from app.core.metrics import compute_all
+from app.core.export import figure as F
+from app.core.evaluation.analysis import make_request, run_analysis
+from app.core.io.atomic import WriteError
+from app.core.export.data import collect_spectra
+from app.core.science.metrics import compute_all
 from tests.core.export_helpers import food_scene
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -9,7 +9,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from app.core import metrics
+from app.core.science import metrics
 from app.core.errors import HsiError, ShapeMismatchError
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "resources" / "sample" / "fake_and_real_food_ms"
@@ -317,7 +317,7 @@ def test_mismatched_shapes_bands_and_wavelengths_raise():
 
 # ---------------------------------------------------------------------------------- no reference
 def test_qnr_is_perfect_for_a_consistent_flat_world_and_drops_for_distortion(cave_crop):
-    from app.core import degrade
+    from app.core.science import degrade
     gt = cave_crop[:128, :128]
     lr, msi, _ = degrade.simulate(gt, "gauss-x4", device="cpu")
     # The GT itself against its own inputs: small distortions.

@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from app.core import metrics, metrics_cpu
+from app.core.science import metrics
+
+from app.core.science import metrics_cpu
 from app.core.errors import ShapeMismatchError
 from tests.qt.conftest import SCALE, WL, food_array
 

@@ -1,4 +1,4 @@
-"""python -m app.core.prior_sweep on a real CAVE crop: the figures it prints are FUSE's, simulated
+"""python -m app.research.prior_sweep on a real CAVE crop: the figures it prints are FUSE's, simulated
 as the trainer simulates, and bad input is a one-line error."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from app.core.prior_sweep import main, sweep
-from app.core.training import load_scene, psnr_db
+from app.research.prior_sweep import main, sweep
+from app.core.inference.training import load_scene, psnr_db
 from models.classical import fuse
 from models.degradation import psf_kernel
 from tests.conftest import DATA

@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from app.core import runs
-from app.core import srf as srf_mod
+from app.core.inference import runs
+from app.core.science import srf as srf_mod
 from app.core.cube import Cube
-from app.core.degrade import psf_kernel
-from app.core.engine import run_model, run_to_end
+from app.core.science.degrade import psf_kernel
+from app.core.inference.engine import run_model, run_to_end
 from app.core.errors import HsiError
-from app.core.sample import load_sample_gt, load_sample_scene
-from app.core.scene import Scene
+from app.core.inference.sample import load_sample_gt, load_sample_scene
+from app.core.state.scene import Scene
 from models import registry
 from models.registry import IterationUpdate, ModelSpec
 
@@ -68,7 +68,6 @@ def slow_iterative_spec(counter: dict, name: str = "slow_iter", delay_s: float =
 
 
 def register_temporarily(monkeypatch, spec: ModelSpec) -> ModelSpec:
-    registry._ensure_loaded()
     monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
     return spec
 

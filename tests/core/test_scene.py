@@ -6,7 +6,7 @@ import pytest
 
 from app.core.cube import Cube
 from app.core.errors import ShapeMismatchError
-from app.core.scene import (COLORMAPS, NOMINAL_RGB_NM, DisplayMode, Event, Scene, guess_role, percentile_levels,
+from app.core.state.scene import (COLORMAPS, NOMINAL_RGB_NM, DisplayMode, Event, Scene, guess_role, percentile_levels,
                             render)
 
 WL = np.arange(400.0, 701.0, 10.0)  # 31 bands
@@ -341,7 +341,7 @@ def test_guess_role(name, existing, role):
 
 
 def test_pins_toggle_cap_and_clamp(full_scene):
-    from app.core.scene import MAX_PINS
+    from app.core.state.scene import MAX_PINS
 
     rec = Recorder(full_scene.events.pins)
     full_scene.add_pin(3.4, 99)

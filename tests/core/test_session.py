@@ -1,4 +1,4 @@
-"""app.core.session: a session round-trip restores the same scene state (files, roles, display,
+"""app.core.export.session: a session round-trip restores the same scene state (files, roles, display,
 zoom, pixel, pins, ROI, analysis settings, provenance of computed reconstructions); moved files go
 through the locate hook; corrupt or foreign session files give a clear error naming the file."""
 from __future__ import annotations
@@ -9,11 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
-from app.core.analysis import Roi
-from app.core.export import export_cube
+from app.core.evaluation.analysis import Roi
+from app.core.export.data import export_cube
 from app.core.io import open_cube
-from app.core.scene import DisplayMode, Scene
-from app.core.session import (SESSION_VERSION, SessionError, load_session, memory_layers, restore_session,
+from app.core.state.scene import DisplayMode, Scene
+from app.core.export.session import (SESSION_VERSION, SessionError, load_session, memory_layers, restore_session,
                               save_session, session_state)
 from tests.core.export_helpers import food_scene
 from tests.conftest import DATA

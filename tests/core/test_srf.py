@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.core import srf
+from app.core.science import srf
 from app.core.errors import HsiError
 
 CAVE_WL = np.arange(400.0, 701.0, 10.0)

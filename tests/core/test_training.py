@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from app.cli import main
-from app.core import training
+from app.core.inference import training
 from tests.conftest import DATA
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.core import srf as srf_mod
-from app.core.engine import run_model, run_to_end
+from app.core.science import srf as srf_mod
+from app.core.inference.engine import run_model, run_to_end
 from app.core.errors import HsiError
 from app.core.io import open_cube
 from models import registry

@@ -111,9 +111,9 @@ def _card_psnr(label: str) -> float:
 
 def _crop_psnr(folder) -> float:
     """PSNR (data range 1) of the registered, weight-loaded CST on a real CAVE crop, protocol bicubic-x4."""
-    from app.core.degrade import simulate
+    from app.core.science.degrade import simulate
     from app.core.io import open_cube
-    from app.core.metrics import mpsnr
+    from app.core.science.metrics import mpsnr
 
     gt = open_cube(folder).data.astype(np.float32)
     gt = gt[: gt.shape[0] // 4 * 4, : gt.shape[1] // 4 * 4]
@@ -134,9 +134,9 @@ def test_shipped_weights_reproduce_the_model_card(label, folder):
 
 
 def test_shipped_weights_beat_bicubic_on_the_held_out_sample():
-    from app.core.degrade import simulate
+    from app.core.science.degrade import simulate
     from app.core.io import open_cube
-    from app.core.metrics import mpsnr
+    from app.core.science.metrics import mpsnr
 
     gt = open_cube(SAMPLE).data.astype(np.float32)
     lr, _, _ = simulate(gt, "bicubic-x4", seed=0)
@@ -147,10 +147,10 @@ def test_shipped_weights_beat_bicubic_on_the_held_out_sample():
 def test_tiled_run_through_the_engine_is_close_to_the_whole_image():
     # the pooled global queries see one tile, so tiling is not exact; with the 16 px context margin the
     # tiled result must stay within 0.05 dB of the whole-image one against the GT
-    from app.core.degrade import simulate
-    from app.core.engine import run_model, run_to_end
+    from app.core.science.degrade import simulate
+    from app.core.inference.engine import run_model, run_to_end
     from app.core.io import open_cube
-    from app.core.metrics import mpsnr
+    from app.core.science.metrics import mpsnr
 
     gt = open_cube(SAMPLE).data.astype(np.float32)
     lr, _, _ = simulate(gt, "bicubic-x4", seed=0)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.core import srf as srf_mod
-from app.core.engine import run_model, run_to_end
+from app.core.science import srf as srf_mod
+from app.core.inference.engine import run_model, run_to_end
 from app.core.io import open_cube
-from app.core.training import Scene, sample_batch
+from app.core.inference.training import Scene, sample_batch
 from models import hsr_diff, registry
 from models.classical import fuse
 from models.degradation import psf_kernel, spatial_degrade, spectral_degrade

@@ -27,7 +27,7 @@ def _one_thread():
 def _real(h: int, w: int, s: int = 8, bands: int = 31):
     """(lr (1, B, h, w), rgb (1, 3, s*h, s*w), gt) from the real CAVE crop in tests/data (tiled by
     reflection when larger), simulated with the mulsr-x{s} protocol."""
-    from app.core.degrade import simulate
+    from app.core.science.degrade import simulate
 
     cube = np.load(DATA / "cave_crop.npz", allow_pickle=False)["cube"].astype(np.float32) / 65535.0
     reps = (-(-h * s // cube.shape[0]), -(-w * s // cube.shape[1]), 1)
@@ -137,7 +137,7 @@ def test_training_step_gives_gradients_and_the_random_degradation_is_consistent(
 
 
 def test_registered_spec_and_the_engine_takes_a_three_band_guide_as_rgb():
-    from app.core.engine import run_model, run_to_end
+    from app.core.inference.engine import run_model, run_to_end
     from app.core.errors import HsiError
 
     spec = registry.get("mulsr")
@@ -167,7 +167,7 @@ def _card_psnr(label: str) -> float:
 
 def _eval(folder, models=("mulsr",)) -> dict:
     """PSNR per model of ``main.py eval --gt folder --protocol mulsr-x8`` (the same code path)."""
-    from app.core.batch import evaluate
+    from app.core.inference.batch import evaluate
 
     doc = evaluate([folder], "mulsr-x8", list(models), device="cpu", seed=0)
     return {r["model"]: r["psnr"] for r in doc["results"]}
@@ -191,10 +191,10 @@ def test_shipped_weights_on_the_held_out_sample_match_the_card_and_beat_the_base
 def test_tiled_run_through_the_engine_is_close_to_the_whole_image():
     # DSCA passes messages along whole rows/columns, so tiling is not exact; with the 16 LR px context
     # the tiled result must stay within 0.02 dB of the whole-image one against the GT
-    from app.core.degrade import simulate
-    from app.core.engine import run_model, run_to_end
+    from app.core.science.degrade import simulate
+    from app.core.inference.engine import run_model, run_to_end
     from app.core.io import open_cube
-    from app.core.metrics import mpsnr
+    from app.core.science.metrics import mpsnr
 
     gt = open_cube(SAMPLE).data.astype(np.float32)
     lr, rgb, _ = simulate(gt, "mulsr-x8", seed=0)

@@ -7,8 +7,8 @@ import pytest
 import scipy.io as sio
 import torch
 
-from app.core import srf as srf_mod
-from app.core.engine import run_model, run_to_end
+from app.core.science import srf as srf_mod
+from app.core.inference.engine import run_model, run_to_end
 from app.core.io import open_cube
 from models import registry
 from models.baselines import bicubic_upsample
@@ -184,7 +184,7 @@ def test_cli_fuses_the_real_paris_hyperion_ali_crop(tmp_path, capsys):
     """LR-HSI = the Hyperion crop reduced x3 (the sensors share a 30 m grid); guide = the real ALI crop;
     SRF = HySure's 9x128 response matrix (tests/data/paris_srf_R_hysure.csv)."""
     from app.cli import main
-    from app.core.consistency import consistency_check
+    from app.core.science.consistency import consistency_check
     from app.core.cube import Cube
     from app.core.io import save_cube
 
@@ -279,8 +279,8 @@ def test_cli_ctrl_c_keeps_the_best_estimate_and_writes_it(tmp_path, capsys, monk
 # ------------------------------------------------------------------------------ GUI: live loss, preview, stop
 @pytest.mark.gui
 def test_run_panel_shows_loss_curve_and_preview_and_stop_keeps_the_best_estimate(qtbot):
-    from app.core import runs
-    from app.core.scene import Scene
+    from app.core.inference import runs
+    from app.core.state.scene import Scene
     from app.qt.run_panel import RunPanel
 
     gt = open_cube(DATA / "cave_beads_crop_ms").load()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.core.cube import Cube
-from app.core.scene import Scene
+from app.core.state.scene import Scene
 
 SAMPLE = Path(__file__).resolve().parents[2] / "resources" / "sample" / "fake_and_real_food_ms"
 WL = np.arange(400.0, 701.0, 10.0)

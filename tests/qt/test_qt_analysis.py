@@ -1,5 +1,5 @@
 """The analysis dock, ROI tools, spectra extras, A/B comparison and status bar, driven through the real
-widgets on a real CAVE crop; every number is checked against app.core.metrics."""
+widgets on a real CAVE crop; every number is checked against app.core.science.metrics."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,10 +7,10 @@ import pytest
 from PyQt6.QtCore import QPoint, QPointF, Qt
 from PyQt6.QtTest import QTest
 
-from app.core import metrics
-from app.core.analysis import METRIC_COLUMNS, Roi
+from app.core.science import metrics
+from app.core.evaluation.analysis import METRIC_COLUMNS, Roi
 from app.core.cube import Cube
-from app.core.scene import Scene
+from app.core.state.scene import Scene
 from tests.qt.conftest import CROP, SCALE, WL, food_array, scene_cubes
 from tests.qt.test_qt_viewer import click_pixel, layer_panel
 
@@ -257,7 +257,7 @@ def test_worst_pixel_before_the_analysis_ran_waits_for_it(window):
 
 
 def test_cancel_stops_the_job(window, qtbot, monkeypatch):
-    import app.core.analysis as core
+    import app.core.evaluation.analysis as core
 
     window.scene.add_layer(second_recon(), "recon")
     slow = core.analysis_steps
@@ -470,7 +470,7 @@ def test_big_images_are_shown_at_screen_resolution_and_full_resolution_when_zoom
 def test_maps_and_metrics_show_before_ssim(window, qtbot):
     """The first pass (maps, PSNR, SAM, ERGAS, RMSE) is on screen before SSIM, whose cells say '…'
     until the job is done; then the table holds every metric."""
-    from app.core.analysis import METRIC_COLUMNS
+    from app.core.evaluation.analysis import METRIC_COLUMNS
 
     a = window.analysis
     a.wait(30)

@@ -10,7 +10,7 @@ import pytest
 from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QFont
 
-from app.core.browser import HIGHER_IS_BETTER, load_results
+from app.core.evaluation.results import HIGHER_IS_BETTER, load_results
 from app.qt.browser import STAR, CompareDialog, ResultsBrowser, cell_colour
 from tests.core.test_browser import make_dataset, run_compare
 

@@ -16,8 +16,8 @@ from PIL import Image
 from PyQt6.QtCore import Qt
 
 from app.core.io import open_cube
-from app.core.scene import DisplayMode
-from app.core.session import session_state
+from app.core.state.scene import DisplayMode
+from app.core.export.session import session_state
 
 
 def test_menus_and_shortcuts(window):

@@ -103,7 +103,7 @@ def test_band_copies_respect_the_memory_budget(monkeypatch):
 
 
 def test_scene_makes_band_copies_in_the_background():
-    from app.core.scene import Scene
+    from app.core.state.scene import Scene
 
     scene = Scene()
     layer = scene.add_layer(Cube.from_array(real_cube()), "gt")

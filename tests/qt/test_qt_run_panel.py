@@ -7,7 +7,7 @@ import pytest
 from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QKeySequence
 
-from app.core.engine import run_model, run_to_end
+from app.core.inference.engine import run_model, run_to_end
 from app.qt import dialogs
 from tests.core.test_runs import fake_fusion_spec, register_temporarily, slow_iterative_spec
 from tests.qt.conftest import CROP, SCALE

@@ -10,7 +10,7 @@ from PyQt6.QtGui import QDropEvent
 
 from app.core.cube import Cube
 from app.core.errors import AmbiguousCubeError, NoCubeError
-from app.core.scene import DisplayMode
+from app.core.state.scene import DisplayMode
 from tests.qt.conftest import CROP, SCALE, WL, scene_cubes
 
 pytestmark = pytest.mark.gui

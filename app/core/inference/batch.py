@@ -13,15 +13,15 @@ from typing import Callable
 
 import numpy as np
 
-from app.core import srf as srf_mod
+from app.core.science import srf as srf_mod
 from app.core.cube import Cube
-from app.core.datasets import scene_folders
-from app.core.degrade import parse_protocol, psf_kernel, simulate
-from app.core.engine import Progress, run_model, run_to_end
+from app.core.io.datasets import scene_folders
+from app.core.science.degrade import parse_protocol, psf_kernel, simulate
+from app.core.inference.engine import Progress, run_model, run_to_end
 from app.core.errors import HsiError
 from app.core.io import open_cube, output_format, save_cube
 from app.core.io._common import atomic_path
-from app.core.metrics import compute_all
+from app.core.science.metrics import compute_all
 from models import registry
 
 METRIC_KEYS = ("psnr", "ssim", "sam_deg", "ergas", "rmse")

@@ -2,9 +2,9 @@
 per-band metric curves as CSV, and cubes with their wavelengths and provenance.
 
 The spectra written are those the spectra plot shows: :func:`collect_spectra` is the one place
-that gathers them, and both :func:`write_spectra_csv` and :func:`app.core.figure.spectra_figure`
-use it, so a CSV value equals the plotted value. Every write is atomic (:mod:`app.core.atomic`)
-and fails with a :class:`app.core.atomic.WriteError` naming the file.
+that gathers them, and both :func:`write_spectra_csv` and :func:`app.core.export.figure.spectra_figure`
+use it, so a CSV value equals the plotted value. Every write is atomic (:mod:`app.core.io.atomic`)
+and fails with a :class:`app.core.io.atomic.WriteError` naming the file.
 """
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from app.core.atomic import WriteError, write_errors, write_text
+from app.core.io.atomic import WriteError, write_errors, write_text
 from app.core.cube import Cube
 from app.core.errors import HsiError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from app.core.analysis import AnalysisResult
-    from app.core.scene import Scene
+    from app.core.evaluation.analysis import AnalysisResult
+    from app.core.state.scene import Scene
 
 APP_NAME = "hsi-sr-viewer"
 APP_VERSION = "0.1.0"
@@ -91,7 +91,7 @@ def collect_spectra(scene: "Scene", *, pixel: bool = True, pins: bool = True, ro
 
     ``residuals``: also the plot's right-axis curves, reconstruction − GT (kind 'residual') of
     every reconstruction comparable with the GT, at the clicked pixel (or of the ROI means when
-    there is a ROI and no clicked pixel), as :func:`app.core.analysis.residual_spectra` gives them."""
+    there is a ROI and no clicked pixel), as :func:`app.core.evaluation.analysis.residual_spectra` gives them."""
     curves: list[SpectrumCurve] = []
     points: list[tuple[str, tuple[int, int]]] = []
     if pixel and scene.pixel is not None:
@@ -104,7 +104,7 @@ def collect_spectra(scene: "Scene", *, pixel: bool = True, pins: bool = True, ro
                                         np.asarray(s.wavelengths_nm, dtype=np.float64),
                                         np.asarray(s.values, dtype=np.float64), None, s.wavelengths_known, s.nominal))
     if roi and getattr(scene, "roi", None) is not None:
-        from app.core.analysis import roi_spectra
+        from app.core.evaluation.analysis import roi_spectra
 
         for s in roi_spectra(scene):
             curves.append(SpectrumCurve(s.layer.label, f"ROI mean, {s.n} px", "roi", s.layer.role,
@@ -112,7 +112,7 @@ def collect_spectra(scene: "Scene", *, pixel: bool = True, pins: bool = True, ro
                                         np.asarray(s.mean, dtype=np.float64), np.asarray(s.std, dtype=np.float64),
                                         s.wavelengths_known))
     if residuals:
-        from app.core.analysis import residual_spectra
+        from app.core.evaluation.analysis import residual_spectra
 
         found = []
         if pixel and scene.pixel is not None:
@@ -179,7 +179,7 @@ def write_spectra_csv(scene: "Scene", path: str | Path, curves: Sequence[Spectru
 # ---------------------------------------------------------------------------------- metrics
 def metrics_rows(result: "AnalysisResult") -> tuple[list[str], list[list[Any]]]:
     """(header, rows) of the metrics table: method then PSNR, SSIM, SAM, ERGAS, RMSE."""
-    from app.core.analysis import METRIC_COLUMNS
+    from app.core.evaluation.analysis import METRIC_COLUMNS
 
     header = ["method"] + [title for _, title, _ in METRIC_COLUMNS]
     rows = [[row["name"]] + [row[key] for key, _, _ in METRIC_COLUMNS] for row in result.table()]
@@ -199,7 +199,7 @@ def write_metrics_csv(result: "AnalysisResult", path: str | Path) -> Path:
 
 def metrics_markdown(result: "AnalysisResult", digits: int = 4) -> str:
     """The metrics table as a Markdown table (best value per column in bold)."""
-    from app.core.analysis import METRIC_COLUMNS
+    from app.core.evaluation.analysis import METRIC_COLUMNS
 
     header, rows = metrics_rows(result)
     best: dict[int, float] = {}

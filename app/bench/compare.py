@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 SCENE_SHAPE = (512, 512, 31)
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "resources" / "sample" / "fake_and_real_food_ms"
+from app.core.paths import SAMPLE_DIR
 METHODS = ("bicubic", "noisy")
 
 
@@ -58,7 +58,7 @@ def make_dataset(root: Path, n_scenes: int = 12, seed: int = 0) -> tuple[Path, l
     from PIL import Image
 
     from app.core.cube import Cube
-    from app.core.degrade import simulate
+    from app.core.science.degrade import simulate
     from app.core.io import save_cube
     from models.baselines import bicubic_upsample
 
@@ -106,7 +106,7 @@ def bench_compare(tmp_dir: str | Path | None = None, n_scenes: int = 12, device:
     the plain numpy pass over the same files, and their ratio.
 
     Returns {'compare_s', 'numpy_s', 'ratio', 'scenes', 'methods', 'shape', 'device', 'errors'}."""
-    from app.core.compare import compare
+    from app.core.evaluation.compare import compare
 
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="bench_compare_") as folder:
         gt_dir, pred_dirs = make_dataset(Path(folder), n_scenes)

@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-from app.core import srf as srf_mod
+from app.core.science import srf as srf_mod
 from app.core.errors import HsiError
 
 VISIBLE_RANGE_NM = (400.0, 700.0)

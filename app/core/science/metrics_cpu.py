@@ -15,7 +15,7 @@ the torch engine to float32 rounding (tests/core/test_metrics_many.py runs both)
 
 The kernels release the GIL; rows are split over ``torch.get_num_threads()`` Python threads, at
 a lower priority than the caller's. They are compiled on first use (a few seconds; ``make`` does it
-after installing: ``python -m app.core.metrics_cpu``) and cached on disk by numba. Without numba
+after installing: ``python -m app.core.science.metrics_cpu``) and cached on disk by numba. Without numba
 (or with ``HSI_VIEWER_NUMBA=0``) ``available()`` is False and the torch engine is used.
 """
 from __future__ import annotations
@@ -366,7 +366,7 @@ def warm_up() -> bool:
     return True
 
 
-if __name__ == "__main__":  # python -m app.core.metrics_cpu
+if __name__ == "__main__":  # python -m app.core.science.metrics_cpu
     import time
 
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from app.core import srf as srf_mod
+from app.core.science import srf as srf_mod
 from models.degradation import (  # noqa: F401  (re-exported: app code imports them from here)
     PROTOCOL_SCALES,
     MULSR_NOISE_SIGMA,

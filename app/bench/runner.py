@@ -138,7 +138,7 @@ def _best_of(fn, repeats: int = 5) -> float:
 
 def cave_like_512() -> tuple:
     """A 512x512x31 cube of real CAVE spectra: the bundled 256x256 crop tiled 2x2, and its wavelengths."""
-    from app.core.sample import load_sample_gt
+    from app.core.inference.sample import load_sample_gt
 
     gt = load_sample_gt().load()
     return np.ascontiguousarray(np.tile(gt.data, (2, 2, 1))), gt.wavelengths_nm
@@ -149,7 +149,7 @@ def bench_loading(repeats: int = 3) -> dict:
     from PIL import Image
 
     from app.core.io import open_cube
-    from app.core.sample import SAMPLE_DIR
+    from app.core.inference.sample import SAMPLE_DIR
 
     files = sorted(SAMPLE_DIR.glob("*.png"))
     plain = _best_of(lambda: [np.array(Image.open(f)) for f in files], repeats)
@@ -159,7 +159,7 @@ def bench_loading(repeats: int = 3) -> dict:
 
 def _bench_scene():
     from app.core.cube import Cube
-    from app.core.scene import Scene
+    from app.core.state.scene import Scene
 
     data, wl = cave_like_512()
     scene = Scene()
@@ -171,7 +171,7 @@ def _bench_scene():
 
 def bench_redraw(repeats: int = 5) -> dict:
     """Band change: display images + shared contrast for 4 panels of 512x512x31, vs a numpy copy of 4 bands."""
-    from app.core.scene import render
+    from app.core.state.scene import render
 
     scene, data = _bench_scene()
     state = {"band": 0}
@@ -214,9 +214,9 @@ def bench_models(quick: bool = False, device: str = "auto") -> list[dict]:
     their row gives the time per step and the time extrapolated to their default step count."""
     import torch
 
-    from app.core import srf as srf_mod
-    from app.core.degrade import psf_kernel, simulate
-    from app.core.engine import run_model, run_to_end, select_device
+    from app.core.science import srf as srf_mod
+    from app.core.science.degrade import psf_kernel, simulate
+    from app.core.inference.engine import run_model, run_to_end, select_device
     from models.registry import all_specs
 
     data, wl = cave_like_512()
@@ -261,7 +261,7 @@ def bench_models(quick: bool = False, device: str = "auto") -> list[dict]:
 
 
 def print_viewer(rows: list[dict]) -> None:
-    """Print the figures of the 'viewer' section (measured by app.qt.bench_viewer through the real
+    """Print the figures of the 'viewer' section (measured by app.bench.viewer through the real
     widgets: this layer cannot import Qt, so the CLI hands the measuring function in)."""
     print("[viewer] real widgets (offscreen without a display); medians, painted; baseline: plain numpy; "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average before "
@@ -295,7 +295,7 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, 
     """Run the suite and print every figure next to the baseline measured in the same run.
 
     ``viewer``: a callable ``viewer(quick) -> list[dict]`` measuring the widgets (the CLI passes
-    ``app.qt.bench_viewer.bench_viewer``); the 'viewer' section is skipped without it."""
+    ``app.bench.viewer.bench_viewer``); the 'viewer' section is skipped without it."""
     import json
 
     import torch
@@ -325,7 +325,7 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, 
         print(f"[spectra] click -> spectra of 4 layers: {r['click_s'] * 1e6:.0f} us, numpy indexing "
               f"{r['numpy_index_s'] * 1e6:.1f} us, ratio {r['ratio']:.1f}")
     if "metrics" in chosen:
-        from app.core.bench_metrics import bench_metrics
+        from app.bench.metrics import bench_metrics
 
         r = report["metrics"] = bench_metrics()
         print("[metrics] whole metric set (scalars + 3 maps + per-band curves), 512x512x31 pair")
@@ -340,7 +340,7 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, 
                 print(f"  {engine:5s} {e['rest_s'] * 1e3:6.1f} / {e['ssim_s'] * 1e3:6.1f} / {e['total_s'] * 1e3:6.1f} ms")
         print(f"  fused vs torch: {many['speedup']:.2f}x" if many["speedup"] else "  fused kernels unavailable (no numba)")
     if "compare" in chosen:
-        from app.core.bench_compare import bench_compare
+        from app.bench.compare import bench_compare
 
         r = report["compare"] = bench_compare(tmp, n_scenes=4 if quick else 12, device=device)
         h, w, b = r["shape"]
@@ -366,7 +366,7 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, 
                 print(f"  {'':<10} iterative: {r['steps']} steps timed, {r['seconds_per_step']:.2f} s/step, "
                       f"~{r['seconds_at_default_steps']:.0f} s at its default {r['default_steps']} steps")
     if json_out:
-        from app.core.batch import write_json
+        from app.core.inference.batch import write_json
 
         write_json(Path(json_out), report)
         print(f"wrote {json_out}")

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.core import degrade
-from app.core import srf as srf_mod
+from app.core.science import degrade
+from app.core.science import srf as srf_mod
 from app.core.errors import ShapeMismatchError
-from app.core.metrics import as_hwb_tensor, basic_metrics
+from app.core.science.metrics import as_hwb_tensor, basic_metrics
 
 
 def _rmse_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:

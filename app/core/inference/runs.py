@@ -16,7 +16,7 @@ The Qt run panel (``app.qt.run_panel``) only asks these functions and shows thei
   and returns the reconstruction as a :class:`Cube`.
 
 Region of interest ("current view only"): the scene can only hold layers on its one HR grid
-(no offsets, see ``app.core.scene``), so a run on the view returns a full-size cube that is zero
+(no offsets, see ``app.core.state.scene``), so a run on the view returns a full-size cube that is zero
 outside the computed rectangle; ``metadata['provenance']['roi']`` says which HR rows and columns
 were computed (half-open ranges). The LR crop is snapped outward to whole LR pixels and padded
 with the model's context (``ModelSpec.context_lr_px``) inside the image, so for a local model
@@ -31,12 +31,12 @@ from typing import Generator
 import numpy as np
 import torch
 
-from app.core import srf as srf_mod
+from app.core.science import srf as srf_mod
 from app.core.cube import Cube
-from app.core.degrade import PROTOCOL_SCALES, ProtocolError, parse_protocol, psf_kernel, simulate
-from app.core.engine import Progress, run_model
+from app.core.science.degrade import PROTOCOL_SCALES, ProtocolError, parse_protocol, psf_kernel, simulate
+from app.core.inference.engine import Progress, run_model
 from app.core.errors import HsiError
-from app.core.scene import Layer, Scene
+from app.core.state.scene import Layer, Scene
 from models import registry
 from models.registry import ModelSpec
 

@@ -2,10 +2,10 @@
 prior: how ``models.classical.GUIDED_RADIUS`` / ``GUIDED_EPS`` were chosen (on training scenes), and
 the FUSE figures on the training's validation crops that the HSR-Diff model card compares with:
 
-    python -m app.core.prior_sweep --gt CAVE/beads_ms CAVE/cloth_ms ... --protocol gauss-x32 \\
+    python -m app.research.prior_sweep --gt CAVE/beads_ms CAVE/cloth_ms ... --protocol gauss-x32 \\
         [--radius 1 2 3] [--eps 1e-6 3e-7 1e-7 3e-8] [--crop 256]
 
-Each scene is simulated as ``main.py train`` does (``app.core.training.load_scene``: seed 0, the
+Each scene is simulated as ``main.py train`` does (``app.core.inference.training.load_scene``: seed 0, the
 protocol's PSF, the default SRF for the cube's wavelengths); the estimate is made on the whole scene
 and scored (``training.psnr_db``: mean band PSNR) on the whole scene, or with ``--crop`` on its
 HR centre crop of that size, as the trainer's validation does.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.core.training import centre_crop, load_scene, psnr_db
+from app.core.inference.training import centre_crop, load_scene, psnr_db
 from models.classical import GUIDED_EPS, GUIDED_RADIUS, fuse, guided_prior
 from models.degradation import parse_protocol, psf_kernel
 
@@ -53,7 +53,7 @@ def sweep(folders: list[Path], protocol: str, radii, ridges, crop: int = 0, log=
 def main(argv=None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m app.core.prior_sweep", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m app.research.prior_sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gt", nargs="+", required=True, help="CAVE-style scene folders")
     ap.add_argument("--protocol", default="gauss-x32")

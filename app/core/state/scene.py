@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from app.core.analysis import AnalysisSettings, Roi
+from app.core.state.selection import AnalysisSettings, Roi
 from app.core.cube import Cube
 from app.core.errors import HsiError, ShapeMismatchError
 
@@ -49,7 +49,7 @@ class DisplayMode(str, Enum):
 
     BAND = "band"          # one band, colormapped
     RGB = "rgb"            # three bands picked by wavelength, shown as R, G, B
-    TRUE_COLOUR = "true"   # CIE 1931 / D65 rendering of the whole spectrum (app.core.color)
+    TRUE_COLOUR = "true"   # CIE 1931 / D65 rendering of the whole spectrum (app.core.science.color)
 
     @property
     def title(self) -> str:
@@ -101,8 +101,8 @@ class SceneEvents:
         self.contrast = Event("contrast")          # (shared: bool, percentiles: (low, high))
         self.colormap = Event("colormap")          # (name: str)
         self.view_range = Event("view_range")      # (view_range | None, source: object)
-        self.roi = Event("roi")                    # (roi: app.core.analysis.Roi | None)
-        self.analysis = Event("analysis")          # (settings: app.core.analysis.AnalysisSettings)
+        self.roi = Event("roi")                    # (roi: app.core.state.selection.Roi | None)
+        self.analysis = Event("analysis")          # (settings: app.core.state.selection.AnalysisSettings)
 
     def all(self) -> list[Event]:
         return [v for v in vars(self).values() if isinstance(v, Event)]
@@ -531,7 +531,7 @@ class Scene:
         srf_name = (layer.cube.metadata or {}).get("srf")
         if srf_name and ref_wl is not None:
             try:  # a guide made with a known SRF: its bands at their centre wavelengths
-                from app.core.srf import band_centres_nm
+                from app.core.science.srf import band_centres_nm
 
                 centres = np.asarray(band_centres_nm(srf_name, ref_wl), dtype=np.float64)
                 if centres.shape == (layer.cube.bands,):
@@ -757,7 +757,7 @@ class Scene:
     # ------------------------------------------------------------------ ROI and analysis settings
     @property
     def roi(self) -> Roi | None:
-        """The region of interest (:class:`app.core.analysis.Roi`, HR (x, y) points) or None.
+        """The region of interest (:class:`app.core.state.selection.Roi`, HR (x, y) points) or None.
         Spectra show its mean ± std per layer; the metrics table can be restricted to it."""
         return self._roi
 
@@ -779,7 +779,7 @@ class Scene:
 
     @property
     def analysis_settings(self) -> AnalysisSettings:
-        """Error-map kind, metrics scope and per-band curve metric (app.core.analysis)."""
+        """Error-map kind, metrics scope and per-band curve metric (app.core.evaluation.analysis)."""
         return self._analysis_settings
 
     def set_analysis_settings(self, settings: AnalysisSettings | dict | None = None, **changes) -> None:
@@ -880,7 +880,7 @@ def _true_colour(layer: Layer, cache: dict) -> tuple[np.ndarray, str]:
     result: tuple[np.ndarray, str] | None = None
     problem = "colour module unavailable"
     try:
-        from app.core.color import cube_to_srgb
+        from app.core.science.color import cube_to_srgb
     except ImportError:
         cube_to_srgb = None
     if cube_to_srgb is not None:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from app.core import metrics_cpu
+from app.core.science import metrics_cpu
 from app.core.errors import HsiError, ShapeMismatchError
 
 SSIM_WINDOW_PX = 11
@@ -847,7 +847,7 @@ def qnr(fused, lr_hsi, msi, *, scale: int | None = None, msi_lr=None, protocol=N
     Returns:
         dict qnr, d_lambda, d_s (floats), block_lr_px, block_hr_px, scale, notes.
     """
-    from app.core import degrade  # local: degrade imports srf only, metrics stays light to import
+    from app.core.science import degrade  # local: degrade imports srf only, metrics stays light to import
 
     f, _ = as_hwb_tensor(fused, "fused output")
     y, _ = as_hwb_tensor(lr_hsi, "LR-HSI")

@@ -9,10 +9,10 @@ import torch
 
 from app.core.cube import Cube
 from app.core.io import open_cube
-from app.core.runs import simulate_inputs
+from app.core.inference.runs import simulate_inputs
 from models.baselines import bicubic_upsample
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "resources" / "sample" / "fake_and_real_food_ms"
+from app.core.paths import SAMPLE_DIR
 SAMPLE_PROTOCOL = "gauss-x4"
 
 

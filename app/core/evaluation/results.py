@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.core.compare import HIGHER_IS_BETTER as _COMPARE_HIGHER
-from app.core.compare import METRIC_KEYS, _fit_size, _read, list_items  # the very readers compare used
+from app.core.evaluation.compare import HIGHER_IS_BETTER as _COMPARE_HIGHER
+from app.core.evaluation.compare import METRIC_KEYS, _fit_size, _read, list_items  # the very readers compare used
 from app.core.cube import Cube
 from app.core.errors import HsiError, MissingFileError
 

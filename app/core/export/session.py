@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from app.core.atomic import write_text
+from app.core.io.atomic import write_text
 from app.core.errors import HsiError
-from app.core.export import APP_NAME, APP_VERSION, jsonable, layer_provenance
+from app.core.export.data import APP_NAME, APP_VERSION, jsonable, layer_provenance
 
 if TYPE_CHECKING:  # pragma: no cover
     from app.core.cube import Cube
-    from app.core.scene import Layer, Scene
+    from app.core.state.scene import Layer, Scene
 
 SESSION_FORMAT = "hsi-sr-viewer session"
 SESSION_VERSION = 1
@@ -183,7 +183,7 @@ def save_session(scene: "Scene", path: str | Path, *, layout: dict | None = None
     """Write the session of ``scene`` to ``path`` (atomically). With ``write_computed``, layers
     that exist only in memory are first written to ``<session>_data/<name>.npy`` (+ .json sidecar
     with wavelengths and provenance) so that the session restores them."""
-    from app.core.export import export_cube
+    from app.core.export.data import export_cube
 
     path = Path(path).expanduser().absolute()
     report = SaveReport(path)

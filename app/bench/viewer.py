@@ -33,7 +33,7 @@ def _ensure_platform() -> None:
 
 def cave_like(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """(h, w, 31) real CAVE spectra: the bundled 256x256 sample tiled, and its wavelengths."""
-    from app.core.sample import load_sample_gt
+    from app.core.inference.sample import load_sample_gt
 
     gt = load_sample_gt().load()
     reps = (-(-h // gt.height), -(-w // gt.width), 1)
@@ -44,7 +44,7 @@ def make_scene(h: int, w: int, n_recons: int, scale: int = 4):
     """GT, LR (block mean x ``scale``), RGB guide and ``n_recons`` reconstructions (nearest
     upsampling of the LR with different gains): ``3 + n_recons`` cubes."""
     from app.core.cube import Cube
-    from app.core.scene import Scene
+    from app.core.state.scene import Scene
 
     gt, wl = cave_like(h, w)
     b = gt.shape[2]

@@ -25,13 +25,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from app.core.atomic import WriteError, atomic_file
+from app.core.io.atomic import WriteError, atomic_file
 from app.core.errors import HsiError
-from app.core.export import (APP_NAME, APP_VERSION, collect_spectra, export_provenance, jsonable)
+from app.core.export.data import (APP_NAME, APP_VERSION, collect_spectra, export_provenance, jsonable)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from app.core.analysis import AnalysisResult
-    from app.core.scene import Layer, Scene
+    from app.core.evaluation.analysis import AnalysisResult
+    from app.core.state.scene import Layer, Scene
 
 FIGURE_FORMATS: dict[str, str] = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 VIEWS: tuple[str, ...] = ("true", "band", "error", "sam")
@@ -210,7 +210,7 @@ def _draw_panel(fig: Figure, ax, scene: "Scene", layer: "Layer", rendered, *, fm
 def panel_figure(scene: "Scene", uid: int | None = None, *, width_in: float = 4.0) -> Figure:
     """One panel (layer ``uid``, default the first) as shown: current band / RGB / true colour,
     the scene's contrast and colormap, a colorbar, title and pixel axes, the current zoom."""
-    from app.core.scene import render
+    from app.core.state.scene import render
 
     if not scene.layers:
         raise FigureError("nothing to export: open a cube first")
@@ -227,7 +227,7 @@ def panel_figure(scene: "Scene", uid: int | None = None, *, width_in: float = 4.
 @_with_rc
 def grid_figure(scene: "Scene", *, columns: int | None = None, panel_in: float = 2.6) -> Figure:
     """Every panel in a grid, as the main window shows them (shared contrast and zoom)."""
-    from app.core.scene import render
+    from app.core.state.scene import render
 
     layers = scene.layers
     if not layers:
@@ -258,7 +258,7 @@ def _view_state(scene: "Scene") -> dict:
 # ---------------------------------------------------------------------------------- plots
 @_with_rc
 def spectra_figure(scene: "Scene", curves=None, *, size_in: tuple[float, float] = (5.0, 3.2)) -> Figure:
-    """The spectra plot: every curve of :func:`app.core.export.collect_spectra` (pixel, pins, ROI
+    """The spectra plot: every curve of :func:`app.core.export.data.collect_spectra` (pixel, pins, ROI
     mean with a ± std band) with a legend naming the source and (row, col); x in nm."""
     curves = list(curves) if curves is not None else collect_spectra(scene)
     if not curves:
@@ -291,7 +291,7 @@ def spectra_figure(scene: "Scene", curves=None, *, size_in: tuple[float, float] 
 def band_curves_figure(result: "AnalysisResult", metric: str = "psnr_db", *, band: int | None = None,
                        size_in: tuple[float, float] = (5.0, 3.0)) -> Figure:
     """Per-band metric curves (one per method) against wavelength, the current band marked."""
-    from app.core.analysis import CURVE_TITLES
+    from app.core.evaluation.analysis import CURVE_TITLES
 
     if not result.methods:
         raise FigureError("no per-band metrics to export: run the analysis first (Ctrl+M)")
@@ -382,10 +382,10 @@ def _check_spec(scene: "Scene", spec: PaperFigureSpec) -> tuple[list["Layer"], "
 def paper_figure(scene: "Scene", spec: PaperFigureSpec) -> Figure:
     """Methods as columns, views as rows; one shared contrast and colour scale per row with one
     colorbar; the same inset on every panel with the zoomed crop in a corner; captions with the
-    method's name and its PSNR / SAM against the GT (computed with app.core.metrics)."""
-    from app.core.analysis import locked_levels
-    from app.core.metrics import abs_error_map, compute_all
-    from app.core.scene import DisplayMode, percentile_levels, render
+    method's name and its PSNR / SAM against the GT (computed with app.core.science.metrics)."""
+    from app.core.evaluation.analysis import locked_levels
+    from app.core.science.metrics import abs_error_map, compute_all
+    from app.core.state.scene import DisplayMode, percentile_levels, render
 
     layers, ref = _check_spec(scene, spec)
     band = scene.band if spec.band is None else int(spec.band)
@@ -520,7 +520,7 @@ def _draw_inset(ax, img: np.ndarray, spec: PaperFigureSpec, kwargs: dict, hw: tu
 
 def default_methods(scene: "Scene", include_reference: bool = True) -> list[int]:
     """The GT (when asked) then every reconstruction comparable with it."""
-    from app.core.analysis import comparable_layers
+    from app.core.evaluation.analysis import comparable_layers
 
     gts = scene.layers_with_role("gt")
     uids = [gts[0].uid] if gts and include_reference else []

@@ -3,9 +3,9 @@
 ``python main.py train --model NAME --data DIR --protocol NAME ... --out WEIGHTS`` lands here.
 
 * Data: every scene folder under ``--data`` is read once through app.core.io as float32. The last
-  ``val`` scenes (CAVE order of app/core/datasets.py, so the default 4 are its validation scenes)
+  ``val`` scenes (CAVE order of app/core/io/datasets.py, so the default 4 are its validation scenes)
   are held out for validation and never trained on. The protocol's inputs (LR-HSI, and the guide
-  for fusion protocols) are simulated once per whole scene with app.core.degrade.simulate, so a
+  for fusion protocols) are simulated once per whole scene with app.core.science.degrade.simulate, so a
   training patch sees exactly the degradation a full image does.
 * Batches: random aligned patches (HR ``patch`` px, LR ``patch / s``), one of the 8 dihedral
   transforms each.
@@ -32,11 +32,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from app.core.datasets import CAVE_TRAIN_SPLIT, VALIDATION_SCENES, scene_folders
+from app.core.io.datasets import CAVE_TRAIN_SPLIT, VALIDATION_SCENES, scene_folders
 from app.core.errors import HsiError
 from models.degradation import parse_protocol, psf_kernel
 
-RUNS_DIR = Path(__file__).resolve().parents[2] / "runs"
+from app.core.paths import RUNS_DIR
 
 
 class TrainingError(HsiError):
@@ -146,7 +146,7 @@ def split_data(data: str | Path, val: int) -> tuple[list[Path], list[Path]]:
 
 
 def load_scene(folder: Path, protocol: str, srf=None) -> Scene:
-    from app.core.degrade import simulate
+    from app.core.science.degrade import simulate
     from app.core.io import open_cube
 
     cube = open_cube(folder)
@@ -161,7 +161,7 @@ def load_scene(folder: Path, protocol: str, srf=None) -> Scene:
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(a, np.float32), 2, 0)))  # noqa: E731
     srf_t = None
     if guide is not None:
-        from app.core import srf as srf_mod
+        from app.core.science import srf as srf_mod
 
         wl = np.asarray(meta["wavelengths_nm"], dtype=np.float64)
         spec = srf if srf is not None else srf_mod.default_srf_name(wl)
@@ -217,8 +217,8 @@ def centre_crop(sc: Scene, crop_hr: int, scale: int) -> Scene:
 
 
 def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
-    """``writer(tmp)`` then rename over ``path`` (app.core.atomic: no partial file, errors name the file)."""
-    from app.core.atomic import atomic_file
+    """``writer(tmp)`` then rename over ``path`` (app.core.io.atomic: no partial file, errors name the file)."""
+    from app.core.io.atomic import atomic_file
 
     with atomic_file(path) as tmp:
         writer(tmp)
@@ -294,7 +294,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     """Run (or resume) a training; returns a summary dict. Raises TrainingError / ModelError on bad input."""
     from tqdm import tqdm
 
-    from app.core.engine import select_device
+    from app.core.inference.engine import select_device
     from models import registry
 
     torch.set_num_threads(opts.threads or os.cpu_count() or 1)

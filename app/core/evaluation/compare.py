@@ -13,7 +13,7 @@
   detected from the values (and, between 0-255 and 0-65535, from the GT's mean) and stated per row.
 - A prediction smaller than the GT (a border, or the GT cropped to a multiple of the scale) is
   compared on the matching part of the GT only when ``crop=True``, and the row says so.
-- Metrics come from ``app.core.metrics.compute_all`` (protocols.md conventions); ERGAS needs the
+- Metrics come from ``app.core.science.metrics.compute_all`` (protocols.md conventions); ERGAS needs the
   scale. A file that cannot be read or compared becomes an entry of ``errors`` (one line naming the
   file and the problem); the rest of the dataset is still computed.
 
@@ -43,7 +43,7 @@ from app.core.errors import AmbiguousCubeError, HsiError, MissingFileError, NonF
 from app.core.io import open_cube
 from app.core.io._common import atomic_path, zero_nonfinite
 from app.core.io.envi import header_for
-from app.core.metrics import CONVENTIONS, compute_all
+from app.core.science.metrics import CONVENTIONS, compute_all
 
 __all__ = ["compare", "list_items", "match_items", "format_table", "to_csv", "to_markdown", "write_csv",
            "write_markdown", "exit_status", "RANGES", "METRIC_KEYS", "Item", "CompareCancelled"]

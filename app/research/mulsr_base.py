@@ -1,18 +1,18 @@
 """Metrics of MulSR's guided-filter base alone (models/mulsr.py ``guided_filter_base``, the small
 config's radius and ridge), i.e. what the shipped network starts from and refines:
 
-    python -m app.core.mulsr_base --gt SCENE [SCENE ...] [--protocol mulsr-x8]
+    python -m app.research.mulsr_base --gt SCENE [SCENE ...] [--protocol mulsr-x8]
 
-Each GT is simulated with the protocol (seed 0) as ``main.py eval`` does; metrics from app.core.metrics.
+Each GT is simulated with the protocol (seed 0) as ``main.py eval`` does; metrics from app.core.science.metrics.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from app.core.degrade import simulate
+from app.core.science.degrade import simulate
 from app.core.io import open_cube
-from app.core.metrics import compute_all
+from app.core.science.metrics import compute_all
 from models.degradation import psf_kernel
 from models.mulsr import CONFIGS, guided_filter_base
 
@@ -20,7 +20,7 @@ from models.mulsr import CONFIGS, guided_filter_base
 def main(argv=None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m app.core.mulsr_base", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m app.research.mulsr_base", description=__doc__)
     ap.add_argument("--gt", nargs="+", required=True)
     ap.add_argument("--protocol", default="mulsr-x8")
     args = ap.parse_args(argv)

@@ -33,7 +33,7 @@ import numpy as np
 
 from app.core.errors import HsiError
 
-SRF_DIR = Path(__file__).resolve().parents[2] / "resources" / "srf"
+from app.core.paths import SRF_DIR  # re-exported: color.py and tests read srf.SRF_DIR
 
 #: CAVE band centres: 400..700 nm in 10 nm steps (31 bands).
 CAVE_WAVELENGTHS_NM = np.arange(400.0, 701.0, 10.0)

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from app.core import metrics_cpu
-from app.core.metrics import compute_all, compute_all_many, ssim_many
+from app.core.science import metrics_cpu
+from app.core.science.metrics import compute_all, compute_all_many, ssim_many
 
 BENCH_SHAPE = (512, 512, 31)
 
