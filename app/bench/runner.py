@@ -284,6 +284,11 @@ def print_viewer(rows: list[dict]) -> None:
               f"{r['analysis_numpy_s'] * 1e3:.1f} ms   ratio {r['analysis_ratio']:.1f}   (target < 0.5 s)")
         print(f"    longest GUI event-loop stall while analysing: {r['gui_stall_cold_s'] * 1e3:.1f} ms cold, "
               f"{r['gui_stall_warm_s'] * 1e3:.1f} ms refresh")
+        if "figure_builder_stall_s" in r:
+            print(f"    paper-figure builder: longest GUI stall {r['figure_builder_open_stall_s'] * 1e3:.1f} ms while it "
+                  f"opens (preview after {r['figure_builder_open_s']:.2f} s), "
+                  f"{r['figure_builder_change_stall_s'] * 1e3:.1f} ms after a band change (preview after "
+                  f"{r['figure_builder_change_s']:.2f} s, 0.4 s debounce included)   (target < 250 ms)")
         if "click_cpu_s" in r:
             print(f"    CPU time: click {r['click_cpu_s'] * 1e3:.1f} ms (GUI thread, median), cold analysis "
                   f"{r['analysis_cold_cpu_s'] * 1e3:.0f} ms (process, all threads)")

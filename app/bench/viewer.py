@@ -203,6 +203,7 @@ def bench_viewer_scene(h: int, w: int, n_recons: int, repeats: int = 10) -> dict
             plain.append(time.perf_counter() - t0)
         click_s, click_max_s, click_np = statistics.median(times), max(times), statistics.median(plain)
         click_window_s = statistics.median(whole)
+        builder = measure_figure_builder(app, window)
         window.close()
         window.deleteLater()
         app.processEvents()
@@ -220,7 +221,64 @@ def bench_viewer_scene(h: int, w: int, n_recons: int, repeats: int = 10) -> dict
         # per click (median), the whole process's for the cold analysis
         "click_cpu_s": statistics.median(cpu), "analysis_cold_cpu_s": cold_cpu_s,
         "load_average": load_average,
+        **builder,
     }
+
+
+def measure_figure_builder(app, window, timeout_s: float = 120.0) -> dict:
+    """The paper-figure builder (Ctrl+E): the longest gap between two ticks of a 5 ms timer (the
+    GUI thread's worst stall) from opening it until its preview is on screen, and from a band
+    change until the new preview is on screen; with the seconds to each preview."""
+    from PyQt6.QtCore import QElapsedTimer, QTimer
+
+    ticks: list[float] = []
+    clock = QElapsedTimer()
+    clock.start()
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(lambda: ticks.append(clock.nsecsElapsed() / 1e9))
+
+    def settled(dialog) -> bool:
+        # older builders rendered inline and have no notion of a pending preview
+        pending = getattr(dialog, "preview_pending", None)
+        return dialog is not None and not (pending() if callable(pending) else False)
+
+    def timed(action) -> tuple[float, float]:
+        ticks.clear()
+        timer.start()
+        app.processEvents()
+        t0 = time.perf_counter()
+        ticks.append(clock.nsecsElapsed() / 1e9)
+        dialog = action()
+        ticks.append(clock.nsecsElapsed() / 1e9)
+        _until(app, lambda: settled(dialog), timeout_s)
+        seconds = time.perf_counter() - t0
+        ticks.append(clock.nsecsElapsed() / 1e9)
+        timer.stop()
+        return seconds, float(np.diff(ticks).max())
+
+    def open_builder():
+        dialog = window.exporter.open_figure_builder()
+        dialog.show()
+        return dialog
+
+    open_s, open_stall = timed(open_builder)
+    dialog = window.exporter.figure_dialog
+    scene = window.scene
+
+    def change_band():
+        dialog.band.setValue((dialog.band.value() + 5) % max(scene.n_bands, 1) or 1)
+        end = time.monotonic() + 5.0  # the builder waits for the typing to stop before it renders
+        while dialog._debounce.isActive() and time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.001)
+        return dialog
+
+    change_s, change_stall = timed(change_band)
+    dialog.close()
+    return {"figure_builder_stall_s": max(open_stall, change_stall), "figure_builder_open_stall_s": open_stall,
+            "figure_builder_change_stall_s": change_stall, "figure_builder_open_s": open_s,
+            "figure_builder_change_s": change_s}
 
 
 def bench_viewer(quick: bool = False) -> list[dict]:
