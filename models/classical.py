@@ -394,7 +394,8 @@ register(ModelSpec(
     paper="Aiazzi, Baronti, Selva, Improving component substitution pansharpening through multivariate regression "
           "of MS+Pan data, IEEE TGRS 45(10), 2007; HS-MS grouping as in Yokoya et al., IEEE GRSM 2017",
     task="fusion",
-    inputs=("lr_hsi", "hr_msi"),  # the SRF is estimated by the regression; a PSF is used when given
+    inputs=("lr_hsi", "hr_msi"),  # the SRF is estimated by the regression
+    optional_inputs=("psf",),  # the LR-grid guide is made with the PSF when there is one
     factory=lambda scale, bands, **_: GSA(scale),
     tileable=False,  # global regression and statistics over the whole image
     memory_per_hr_px_bytes=2048,

@@ -407,7 +407,8 @@ register(ModelSpec(
     title="MulSR (RGB-guided, multiscale-factor joint learning)",
     paper="Li et al., Multiscale factor joint learning for hyperspectral image super-resolution, IEEE TGRS 2023",
     task="fusion",
-    inputs=("lr_hsi", "hr_rgb"),  # the PSF is used when given (else the mulsr-x8 PSF); the SRF is not needed
+    inputs=("lr_hsi", "hr_rgb"),  # the SRF is not needed
+    optional_inputs=("psf",),  # else the mulsr-x8 PSF
     factory=build,
     scales=(8,),
     bands=None,  # band-wise: any band count

@@ -67,8 +67,18 @@ class ModelSpec:
     options: tuple[str, ...] = ()   # boolean build options the user may switch on (e.g. 'blind')
     memory_per_hr_px_bytes: int = 4096  # rough peak bytes per HR pixel (all bands) for tile sizing
     description: str = ""
+    optional_inputs: tuple[str, ...] = ()  # used when given (e.g. GSA's PSF); never required
 
     # ---------------------------------------------------------------- checks
+    def accepted_inputs(self) -> tuple[str, ...]:
+        """Every input the model is handed when available: the required and the optional ones (an
+        RGB guide is passed as ``hr_msi``). The engine gives a model nothing else, so that every path
+        to a reconstruction (eval, sr, the viewer's Run model) hands it the same inputs."""
+        names = list(self.inputs) + [i for i in self.optional_inputs if i not in self.inputs]
+        if "hr_rgb" in names and "hr_msi" not in names:
+            names.append("hr_msi")
+        return tuple(names)
+
     def supports_scale(self, scale: int) -> bool:
         return (not self.scales and scale >= 2) or scale in self.scales
 
@@ -145,7 +155,7 @@ _REGISTRY: dict[str, ModelSpec] = {}
 def register(spec: ModelSpec) -> ModelSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"model '{spec.name}' registered twice")
-    bad = [i for i in spec.inputs if i not in INPUTS]
+    bad = [i for i in spec.inputs + spec.optional_inputs if i not in INPUTS]
     if bad or spec.task not in ("single-image", "fusion"):
         raise ValueError(f"model '{spec.name}': bad inputs {bad} or task {spec.task!r}")
     _REGISTRY[spec.name] = spec

@@ -177,10 +177,28 @@ def test_whole_image_512_runs_in_tiles_and_matches_the_small_path(cave_crop):
 
 
 # ---------------------------------------------------------------------------------- known answers
+def test_one_band_reproduced_exactly_gives_a_finite_mean_psnr(cave_crop):
+    """An all-zero band in GT and prediction (real products zero their bad bands) must not make the
+    mean PSNR infinite: the band counts as 100 dB, the other bands as computed (numpy reference)."""
+    gt = cave_crop[:48, :48].astype(np.float64).copy()
+    pred = np.clip(gt + np.random.default_rng(0).normal(0, 0.02, gt.shape), 0, 1)
+    gt[..., 5] = 0.0
+    pred[..., 5] = 0.0
+    r = metrics.compute_all(gt.astype(np.float32), pred.astype(np.float32), scale=4, device="cpu")
+    g32, p32 = gt.astype(np.float32).astype(np.float64), pred.astype(np.float32).astype(np.float64)
+    mse = ((np.clip(p32, 0, 1) - np.clip(g32, 0, 1)) ** 2).mean(axis=(0, 1))
+    ref = np.where(mse > 0, 10 * np.log10(1 / np.where(mse > 0, mse, 1)), 100.0)
+    assert np.isfinite(r["psnr_db"]) and r["psnr_db"] == pytest.approx(ref.mean(), abs=1e-6)
+    assert r["per_band"]["psnr_db"][5] == 100.0
+    assert any("capped at 100 dB in 1 band(s)" in n for n in r["notes"])
+
+
 def test_identical_cubes(cave_crop):
     gt = cave_crop[:64, :64]
     r = metrics.compute_all(gt, gt.copy(), scale=4, device="cpu")
-    assert r["psnr_db"] == np.inf and np.isinf(r["per_band"]["psnr_db"]).all()
+    # a band reproduced exactly is capped at the documented ceiling, never inf (protocols.md)
+    assert r["psnr_db"] == metrics.PSNR_CEILING_DB == 100.0 and (r["per_band"]["psnr_db"] == 100.0).all()
+    assert any("PSNR capped at 100 dB in 31 band(s)" in n for n in r["notes"])
     assert r["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert r["sam_deg"] == 0.0 and (r["maps"]["sam_deg"] == 0).all()
     assert r["ergas"] == 0.0 and r["rmse"] == 0.0

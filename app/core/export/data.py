@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
+from app.core.io.jsonio import jsonable
 from app.core.io.atomic import WriteError, write_errors, write_text
 from app.core.cube import Cube
 from app.core.errors import HsiError
@@ -272,26 +273,6 @@ def export_cube(cube: Cube, path: str | Path, *, extra: dict | None = None, **op
     data = cube.data
     out = Cube.from_array(data, cube.wavelengths_nm, name=cube.name, check_finite=False,
                           fwhm_nm=cube.fwhm_nm, bad_bands=cube.bad_bands,
-                          metadata={"provenance": _jsonable(prov)})
+                          metadata={"provenance": jsonable(prov)})
     with write_errors(path):
         return save_cube(out, path, **options)
-
-
-def _jsonable(value: Any) -> Any:
-    """Provenance values as JSON types (numpy scalars and arrays, paths, tuples)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
-jsonable = _jsonable

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from app.core.io.atomic import write_text
 from app.core.errors import HsiError
 from app.core.export.data import APP_NAME, APP_VERSION, jsonable, layer_provenance
+from app.core.io.jsonio import dumps
 
 if TYPE_CHECKING:  # pragma: no cover
     from app.core.cube import Cube
@@ -208,7 +209,7 @@ def save_session(scene: "Scene", path: str | Path, *, layout: dict | None = None
     if progress:
         progress(len(todo) / (len(todo) + 1), "Writing the session file")
     data = capture(scene, layout=layout, session_dir=path.parent, written=written, compare=compare)
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_text(path, dumps(data, indent=2, ensure_ascii=False) + "\n")
     if progress:
         progress(1.0, "Session saved")
     return report

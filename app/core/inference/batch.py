@@ -5,7 +5,6 @@ Every function takes plain paths/values, reports progress through a callback and
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,33 +15,16 @@ import numpy as np
 from app.core.science import srf as srf_mod
 from app.core.cube import Cube
 from app.core.io.datasets import scene_folders
-from app.core.science.degrade import parse_protocol, psf_kernel, simulate
-from app.core.inference.engine import Progress, run_model, run_to_end
+from app.core.science.degrade import parse_protocol, simulate
+from app.core.inference.engine import Progress, run_to_end
+from app.core.inference.runs import execute, plan_for_cubes, simulate_inputs
 from app.core.errors import HsiError
 from app.core.io import open_cube, output_format, save_cube
-from app.core.io._common import atomic_path
+from app.core.io.jsonio import write_json
 from app.core.science.metrics import compute_all
 from models import registry
 
 METRIC_KEYS = ("psnr", "ssim", "sam_deg", "ergas", "rmse")
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items() if not isinstance(v, np.ndarray) or v.size <= 64}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
-
-
-def write_json(path: Path, payload: dict) -> Path:
-    with atomic_path(Path(path)) as tmp:
-        tmp.write_text(json.dumps(_json_safe(payload), indent=2), encoding="utf-8")
-    return Path(path)
 
 
 def resolve_srf(srf_arg: str | None, wavelengths_nm, bands: int, guide_bands: int | None = None) -> tuple[np.ndarray, str]:
@@ -91,28 +73,28 @@ def super_resolve(model: str, lr_path, out_path, *, scale: int, guide_path=None,
                   options: dict | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
     """Run ``model`` on a file (``options``: the model's build options, e.g. {'blind': True}).
     ``should_stop()`` turning true ends an iterative model early with its best estimate so far."""
-    spec = registry.get(model)
+    registry.get(model)  # an unknown name fails before any file is read
     output_format(out_path)
     lr = open_cube(lr_path, **(read_options or {})).load()
     guide = open_cube(guide_path).load() if guide_path else None
-    srf_matrix = psf = None
-    if "srf" in spec.inputs or (guide is not None and "hr_msi" in spec.inputs):
-        srf_matrix, srf_name = resolve_srf(srf, lr.wavelengths_nm, lr.bands, guide.bands if guide is not None else None)
-    if "psf" in spec.inputs:
-        proto = parse_protocol(protocol or f"gauss-x{scale}", strict=False)
+    if protocol is not None:
+        proto = parse_protocol(protocol, strict=False)
         if proto.scale != scale:
             raise HsiError(f"protocol {proto.name} does not match --scale {scale}")
-        psf = psf_kernel(proto)
-    result = run_to_end(run_model(model, lr.data, guide=None if guide is None else guide.data, srf=srf_matrix,
-                                  psf=psf, scale=scale, device=device, steps=steps, seed=seed, options=options),
-                        on_progress, should_stop=should_stop)
-    provenance = {**result.provenance, "lr": str(lr.source_path), "guide": None if guide is None else str(guide.source_path)}
+    plan = plan_for_cubes(model, lr, guide, scale=scale, protocol=protocol, srf=srf, device=device, steps=steps,
+                          seed=seed, options=options)
+    if plan.scale != scale:
+        raise HsiError(f"the guide is {guide.shape[0]}x{guide.shape[1]}: LR {lr.shape[0]}x{lr.shape[1]} at x{scale} "
+                       f"needs {lr.shape[0] * scale}x{lr.shape[1] * scale}")
+    result = run_to_end(execute(plan), on_progress, should_stop=should_stop)
+    provenance = {**result.metadata["provenance"], "lr": str(lr.source_path),
+                  "guide": None if guide is None else str(guide.source_path)}
     if protocol:
         provenance["protocol"] = protocol
-    cube = Cube.from_array(np.clip(result.data, 0.0, 1.0), lr.wavelengths_nm, name=f"{lr.name}_{model}",
+    cube = Cube.from_array(result.data, lr.wavelengths_nm, name=f"{lr.name}_{model}",
                            metadata={"provenance": provenance})
     written = save_cube(cube, out_path)
-    return {"out": str(written), "provenance": provenance, "messages": result.messages}
+    return {"out": str(written), "provenance": provenance, "messages": list(provenance.get("messages", []))}
 
 
 # ------------------------------------------------------------------------------ evaluate
@@ -141,6 +123,11 @@ def gt_items(paths) -> list[Path]:
     return items
 
 
+def _reason(message: str) -> str:
+    """'Bicubic cannot run: needs X' -> 'needs X' (the table already names the model)."""
+    return message.split(" cannot run: ", 1)[-1]
+
+
 def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = "auto", steps: int | None = None,
              seed: int = 0, on_item: Callable[[EvalItem], None] | None = None,
              on_progress: Callable[[Progress], None] | None = None, options: dict | None = None) -> dict:
@@ -154,40 +141,36 @@ def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = 
     unused = [k for k in (options or {}) if not any(k in spec.options for spec in specs)]
     if unused:
         raise HsiError(f"no model among {', '.join(names)} has the option {', '.join(unused)}")
-    available = ["lr_hsi", "psf"] + (["hr_msi", "srf"] if proto.has_guide else [])
     results: list[EvalItem] = []
     used_device = None
     for gt_path in gt_items(gt_paths):
         gt = open_cube(gt_path).load()
-        lr, guide, meta = simulate(gt.data, proto, wavelengths_nm=gt.wavelengths_nm, seed=seed)
+        lr, guide = simulate_inputs(gt, proto.name, seed=seed)
         hr = gt.data
-        crop = meta.get("crop", {})
+        crop = lr.metadata["simulation"].get("crop", {})
         if crop.get("cropped"):
             (r0, r1), (c0, c1) = crop["rows"], crop["cols"]
             hr = hr[r0:r1, c0:c1]
-        srf_matrix = None
-        if guide is not None:
-            srf_matrix = srf_mod.srf_matrix(meta["srf"], np.asarray(meta["wavelengths_nm"]), n_bands=gt.bands)
         for spec in specs:
-            rgb = ["hr_rgb"] if guide is not None and guide.shape[2] == 3 else []  # a 3-band guide is RGB
-            reason = spec.why_not(available + rgb, proto.scale, gt.bands)
-            if reason:
-                item = EvalItem(gt.name, spec.name, None, 0.0, skipped=reason)
+            try:
+                # the viewer's Run model path: the same inputs, SRF and PSF for every model
+                plan = plan_for_cubes(spec.name, lr, guide, scale=proto.scale, device=device, steps=steps, seed=seed,
+                                      options={k: v for k, v in (options or {}).items() if k in spec.options})
+            except HsiError as exc:
+                item = EvalItem(gt.name, spec.name, None, 0.0, skipped=_reason(str(exc)))
             else:
                 started = time.perf_counter()
-                result = run_to_end(run_model(spec.name, lr, guide=guide, srf=srf_matrix, psf=psf_kernel(proto),
-                                              scale=proto.scale, device=device, steps=steps, seed=seed,
-                                              options={k: v for k, v in (options or {}).items() if k in spec.options}),
-                                    on_progress)
+                out = run_to_end(execute(plan), on_progress)
                 seconds = time.perf_counter() - started
-                used_device = result.provenance["device"]
-                m = compute_all(hr, np.clip(result.data, 0, 1), scale=proto.scale, device=device if device != "auto" else None)
+                prov = out.metadata["provenance"]
+                used_device = prov["device"]
+                m = compute_all(hr, out.data, scale=proto.scale, device=device if device != "auto" else None)
                 item = EvalItem(gt.name, spec.name, {
                     "psnr": m["psnr_db"], "ssim": m["ssim"], "sam_deg": m["sam_deg"], "ergas": m["ergas"],
                     "rmse": m["rmse"]}, seconds)
-                report = result.provenance.get("report") or {}
+                report = prov.get("report") or {}
                 if spec.iterative and report:
-                    item.run = {"steps": result.provenance.get("steps"), "options": result.provenance.get("options", {}),
+                    item.run = {"steps": prov.get("steps"), "options": prov.get("options", {}),
                                 **{k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))}}
             results.append(item)
             if on_item is not None:

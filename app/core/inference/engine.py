@@ -206,6 +206,12 @@ def run_model(model_name: str, lr: np.ndarray, *, guide: np.ndarray | None = Non
                        f"{h * scale}x{w * scale}")
     if srf is not None and guide is not None and np.asarray(srf).shape != (guide.shape[2], bands):
         raise HsiError(f"the SRF is {np.asarray(srf).shape}, expected ({guide.shape[2]}, {bands}) for this guide and cube")
+    # the inputs given are checked above; the model then receives only those it declares, whichever
+    # path called (eval has every input of its protocol): else eval, sr and the viewer would differ
+    accepted = spec.accepted_inputs()
+    guide = guide if "hr_msi" in accepted else None
+    srf = srf if "srf" in accepted else None
+    psf = psf if "psf" in accepted else None
     dev = select_device(device)
     messages: list[str] = []
     started = time.perf_counter()

@@ -190,11 +190,21 @@ def find_inputs(scene: Scene, scale: int | None = None) -> RunInputs:
     return found
 
 
+def guide_srf_name(guide: Cube) -> str | None:
+    """The SRF a guide names: its metadata 'srf' (the viewer's simulator), else its provenance's
+    'srf' (``simulate`` on the command line writes it there), else None."""
+    md = guide.metadata or {}
+    for source in (md, md.get("provenance")):
+        if isinstance(source, dict) and isinstance(source.get("srf"), str) and source["srf"]:
+            return source["srf"]
+    return None
+
+
 def _find_srf(found: RunInputs, guide: Cube, lr: Cube) -> None:
     wl = _lr_wavelengths(lr)
-    name = (guide.metadata or {}).get("srf")
+    name = guide_srf_name(guide)
     band_names = (guide.metadata or {}).get("srf_bands")
-    if wl is None:
+    if wl is None and name is None:
         found.notes["srf"] = f"the LR has {lr.bands} bands and no wavelengths"
         return
     try:
@@ -324,7 +334,7 @@ def make_plan(scene: Scene, model: str, *, scale: int | None = None, device: str
     assert lr_layer is not None and inputs.scale is not None  # why_not said it can run
     s = inputs.scale
     h, w, _ = lr_layer.cube.shape
-    needs = set(spec.inputs)
+    needs = set(spec.accepted_inputs())
     use_guide = bool(needs & {"hr_msi", "hr_rgb"})
 
     box = view_roi_lr(scene.view_range, (h, w), lr_layer.scale) if view_only else None
@@ -369,6 +379,33 @@ def make_plan(scene: Scene, model: str, *, scale: int | None = None, device: str
         seed=int(seed), wavelengths_nm=lr_layer.cube.wavelengths_nm, out_hw=(h * s, w * s), roi=roi,
         context=context, name=unique_name(scene, base), details=details,
         options=chosen)
+
+
+def plan_for_cubes(model: str, lr: Cube, guide: Cube | None = None, *, scale: int | None = None,
+                   protocol: str | None = None, srf: str | None = None, device: str = "auto",
+                   steps: int | None = None, seed: int = 0, options: dict | None = None) -> RunPlan:
+    """The plan of running ``model`` on an LR cube and an optional guide, made exactly as the viewer's
+    Run model makes it (:func:`find_inputs`, :func:`make_plan`): ``sr`` and ``eval`` come here, so
+    the three give a model the same inputs (SRF, PSF, guide) and the same numbers.
+
+    ``protocol`` (how the LR was made: its PSF) and ``srf`` (the guide's spectral response: a
+    built-in name or a CSV) override what the cubes' metadata say, as the command line's
+    ``--protocol`` and ``--srf`` do."""
+    from app.core.state.scene import Scene
+
+    if protocol is not None:
+        md = dict(lr.metadata or {})
+        md["provenance"] = {**(md.get("provenance") if isinstance(md.get("provenance"), dict) else {}),
+                            "protocol": protocol}
+        md.pop("simulation", None)
+        lr = lr.replace(metadata=md)
+    if guide is not None and srf is not None:
+        guide = guide.replace(metadata={**(guide.metadata or {}), "srf": str(srf), "srf_bands": None})
+    scene = Scene()
+    scene.add_layer(lr, "lr")
+    if guide is not None:
+        scene.add_layer(guide, "guide")
+    return make_plan(scene, model, scale=scale, device=device, steps=steps, seed=seed, options=options)
 
 
 def execute(plan: RunPlan, *, preview_every: int = 1) -> Generator[Progress, None, Cube]:

@@ -2,7 +2,10 @@
 
 Full reference (GT and output, both (H, W, B), clipped to [0, 1], data range 1):
 
-- PSNR: per band, 10 log10(1 / MSE_b), then the mean over bands (MPSNR). Identical bands give inf.
+- PSNR: per band, 10 log10(1 / MSE_b), capped at PSNR_CEILING_DB = 100 dB (an MSE of 1e-10,
+  about 5x the noise of 16-bit quantisation alone), then the mean over bands (MPSNR).
+  The cap keeps one band that is reproduced exactly (an all-zero or saturated band) from making the
+  mean infinite and ranking a mediocre method as perfect; the notes count the capped bands.
 - SSIM: per band with an 11 x 11 Gaussian window (sigma 1.5 px), K1 = 0.01, K2 = 0.03, over the
   windows that fit inside the image ("valid", as Wang's MATLAB code, skimage and torchmetrics
   after their border crop), then the mean over bands.
@@ -350,14 +353,27 @@ def _run_engine(gt: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor | None,
     }
 
 
+PSNR_CEILING_DB = 100.0
+
+
+def psnr_db_per_band(mse_b) -> np.ndarray:
+    """(B,) float64 PSNR in dB of per-band MSEs (data range 1), capped at ``PSNR_CEILING_DB`` so that
+    a band reproduced exactly counts as 100 dB instead of making every mean over bands infinite."""
+    mse = np.asarray(mse_b, dtype=np.float64)
+    floor = 10.0 ** (-PSNR_CEILING_DB / 10.0)
+    return np.minimum(10.0 * np.log10(1.0 / np.maximum(mse, floor)), PSNR_CEILING_DB)
+
+
 def _finish(raw: dict[str, Any], scale: float | None, notes: list[str]) -> dict[str, Any]:
     n = raw["n_pixels"]
     sum_s, sum_d, sum_s2, sum_d2, sum_sd = raw["band_sums"]
     b = sum_s.size
     mse_b = np.maximum(sum_d2, 0.0) / n
     rmse_b = np.sqrt(mse_b)
-    with np.errstate(divide="ignore"):
-        psnr_b = np.where(mse_b > 0, 10.0 * np.log10(1.0 / np.where(mse_b > 0, mse_b, 1.0)), np.inf)
+    psnr_b = psnr_db_per_band(mse_b)
+    capped = int(np.count_nonzero(psnr_b >= PSNR_CEILING_DB))
+    if capped:
+        notes.append(f"PSNR capped at {PSNR_CEILING_DB:g} dB in {capped} band(s) reproduced exactly")
     mean_g = (sum_s - sum_d) / (2.0 * n)
     mean_p = (sum_s + sum_d) / (2.0 * n)
     ex2 = (sum_s2 - 2.0 * sum_sd + sum_d2) / (4.0 * n)
@@ -797,11 +813,10 @@ def basic_metrics(reference, estimate, *, device=None) -> dict[str, float]:
         pc = p.to(dev).clamp(0, 1).double()
         d = pc - gc
         mse_b = (d * d).mean(dim=(0, 1))
-        psnr_b = torch.where(mse_b > 0, -10.0 * torch.log10(torch.where(mse_b > 0, mse_b, torch.ones_like(mse_b))),
-                             torch.full_like(mse_b, math.inf))
+        psnr_b = psnr_db_per_band(mse_b.cpu().numpy())
         sam, valid = _sam_rad(gc, pc)
         sam_mean = float(torch.rad2deg(sam[valid]).mean()) if bool(valid.any()) and g.shape[2] > 1 else 0.0
-        return {"rmse": float(mse_b.mean().sqrt()), "psnr_db": float(psnr_b.mean()), "sam_deg": sam_mean}
+        return {"rmse": float(mse_b.mean().sqrt()), "psnr_db": float(np.mean(psnr_b)), "sam_deg": sam_mean}
 
 
 # ---------------------------------------------------------------------------------- no reference
