@@ -141,12 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the registered models and what they need")
 
     tr = sub.add_parser("train", help="train a registered model on a folder of CAVE scene folders",
-                        description="Train a model with a named degradation protocol. The last K scenes are held "
-                                    "out for validation; checkpoints go to runs/<out name>/, weights to --out.")
+                        description="Train a model with a named degradation protocol on the train scenes of a split "
+                                    "file (resources/splits/), validating on its val scenes; checkpoints go to "
+                                    "runs/<out name>/, weights to --out. Same options and --seed, same weights.")
     tr.add_argument("--model", required=True, help="registered model name, e.g. cst")
     tr.add_argument("--data", required=True, help="folder of CAVE-style scene folders (PNG bands)")
     tr.add_argument("--protocol", required=True, help="degradation protocol, e.g. bicubic-x4")
-    tr.add_argument("--val", type=int, default=4, help="scenes held out for validation (default 4)")
+    tr.add_argument("--split", default="auto",
+                    help="split file: a name in resources/splits (cave) or a JSON path; 'none' holds out the last "
+                         "--val scenes; 'auto' (default): cave when --data holds its scenes, else none")
+    tr.add_argument("--val", type=int, default=4,
+                    help="without a split file: scenes held out for validation (default 4)")
     tr.add_argument("--iters", type=int, default=10000, help="training iterations (default 10000)")
     tr.add_argument("--batch", type=int, default=8, help="patches per batch (default 8)")
     tr.add_argument("--patch", type=int, default=64, help="HR patch size in px, a multiple of the scale (default 64)")
@@ -158,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-every", type=int, default=200, help="validate every N iterations (default 200)")
     tr.add_argument("--val-crop", type=int, default=128, help="HR centre crop for validation, 0 = full scenes")
     tr.add_argument("--ckpt-every", type=int, default=200, help="checkpoint every N iterations (default 200)")
-    tr.add_argument("--time-limit", type=float, metavar="MIN", help="stop after this many minutes of training")
+    tr.add_argument("--time-limit", type=float, metavar="MIN",
+                    help="checkpoint and stop after this many minutes of this invocation (the schedule follows "
+                         "--iters only; --resume continues)")
+    tr.add_argument("--stop-after", type=int, metavar="N",
+                    help="checkpoint and stop after N iterations of this invocation (--resume continues)")
     tr.add_argument("--seed", type=int, default=3000)
     tr.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     tr.add_argument("--run-dir", help="checkpoint folder (default runs/<out name>)")
@@ -425,7 +434,8 @@ def cmd_train(args) -> int:
                         iters=args.iters, batch=args.batch, patch=args.patch, lr_rate=args.lr_rate,
                         schedule=args.schedule, device=args.device, resume=args.resume, val_every=args.val_every,
                         val_crop=args.val_crop, ckpt_every=args.ckpt_every, time_limit_min=args.time_limit,
-                        seed=args.seed, run_dir=args.run_dir, threads=args.threads, model_options=options)
+                        stop_after=args.stop_after, split=args.split, seed=args.seed, run_dir=args.run_dir,
+                        threads=args.threads, model_options=options)
     summary = train(opts, log=lambda msg: print(msg, flush=True))
     val = summary["val_psnr"]
     tail = f", validation {val:.3f} dB vs bicubic {summary['bicubic_val_psnr']:.3f} dB" if val is not None else ""

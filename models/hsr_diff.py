@@ -462,18 +462,27 @@ class HSRDiff(nn.Module):
                 tmp.replace(path)
         return {"fuse_est": est, "lr_up": bicubic_upsample(scene.lr[None].float(), self.scale)[0]}
 
-    def training_step(self, inputs: dict, gt: torch.Tensor) -> torch.Tensor:
+    def training_step(self, inputs: dict, gt: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Diffusion objective: noise the scaled residual at a continuous gamma, predict it, and take
-        the paper's three L1 terms on the implied Z0_hat (in units of 1 / RES_SCALE)."""
+        the paper's three L1 terms on the implied Z0_hat (in units of 1 / RES_SCALE).
+
+        gamma and the noise come from ``generator`` (CPU; the trainer's seeded, checkpointed stream),
+        so a resumed run repeats the uninterrupted one; without one, a generator of this model seeded 0."""
+        if generator is None:
+            if getattr(self, "_train_gen", None) is None:
+                self._train_gen = torch.Generator().manual_seed(0)
+            generator = self._train_gen
         lr, msi, srf, psf = inputs["lr_hsi"], inputs["hr_msi"], inputs["srf"], inputs["psf"]
         est = inputs.get("fuse_est")
         if est is None:
             est = self.estimate(lr, msi, srf, psf)
         r0 = (gt - est) * RES_SCALE
         n = gt.shape[0]
-        gamma = sample_train_gamma(n).to(gt.device)
+        gamma = sample_train_gamma(n, generator).to(gt.device)
         g = gamma.float()[:, None, None, None]
-        z = g.sqrt() * r0 + (1 - g).sqrt() * torch.randn_like(r0)
+        # drawn on the CPU: the same noise on any device
+        noise = torch.randn(r0.shape, generator=generator, dtype=r0.dtype).to(r0.device)
+        z = g.sqrt() * r0 + (1 - g).sqrt() * noise
         cond = self.condition_images(lr, msi, est, inputs.get("lr_up"))
         r_hat = self.net.denoise(self.net.condition(cond), z, gamma)
         x0 = est + r_hat / RES_SCALE

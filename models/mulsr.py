@@ -330,26 +330,59 @@ class MulSR(nn.Module):
     train_bands: int = 4          # output bands per patch in one training step
     augment_p: float = 0.2        # probability of a random degradation instead of the protocol's
 
-    def training_step(self, inputs: dict, gt: torch.Tensor) -> torch.Tensor:
+    def training_step(self, inputs: dict, gt: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """L1 on ``train_bands`` random bands per patch; with probability ``augment_p`` the LR is
-        re-simulated from the patch with a random blur / downsampling / noise (design 3.1)."""
+        re-simulated from the patch with a random blur / downsampling / noise (design 3.1).
+
+        Every draw comes from ``generator`` (a CPU generator; the trainer passes one seeded from
+        --seed and checkpoints it), so a run resumed in pieces repeats the uninterrupted one; without
+        one, a generator of this model seeded 0."""
+        g = generator if generator is not None else self._own_generator()
         lr, rgb, psf = inputs["lr_hsi"], inputs["hr_msi"], inputs.get("psf")
         n, b = gt.shape[:2]
-        if random.random() < self.augment_p:
-            lr, psf = random_degradation(gt, self.scale)
+        if float(torch.rand((), generator=g)) < self.augment_p:
+            lr, psf = random_degradation(gt, self.scale, g)
         k = min(self.train_bands, b)
-        bands = torch.stack([torch.randperm(b)[:k] for _ in range(n)]).to(gt.device)
+        bands = torch.stack([torch.randperm(b, generator=g)[:k] for _ in range(n)]).to(gt.device)
         pred = self(lr, rgb, psf=psf, bands=bands)
         target = torch.gather(gt, 1, bands[:, :, None, None].expand(-1, -1, *gt.shape[-2:]))
         return (pred - target).abs().mean()
+
+    def _own_generator(self) -> torch.Generator:
+        if getattr(self, "_train_gen", None) is None:
+            self._train_gen = torch.Generator().manual_seed(0)
+        return self._train_gen
 
 
 # ----------------------------------------------------------------------------- training degradations
 
 
-def random_blur_kernel(scale: int, rng: random.Random) -> np.ndarray:
+class _Draws:
+    """Uniform draws from a torch.Generator (the trainer's checkpointed stream) or, for callers that
+    hold one, a random.Random: never the process-wide ``random`` or numpy state."""
+
+    def __init__(self, rng):
+        if isinstance(rng, random.Random):
+            rng = torch.Generator().manual_seed(rng.getrandbits(63))
+        if not isinstance(rng, torch.Generator):
+            raise TypeError(f"MulSR degradations need a torch.Generator or random.Random, not {type(rng).__name__}")
+        self.gen = rng
+
+    def random(self) -> float:
+        return float(torch.rand((), generator=self.gen, dtype=torch.float64))
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.random()
+
+    def choice(self, seq):
+        return seq[int(torch.randint(len(seq), (), generator=self.gen))]
+
+
+def random_blur_kernel(scale: int, rng) -> np.ndarray:
     """Isotropic or anisotropic Gaussian (variances in [0.2, scale] px^2, random angle), size from
-    {7, 9, 13, 15, 21}, centred, sum 1 (design 3.1 'Kernel' mode, without the code's off-centre bug)."""
+    {7, 9, 13, 15, 21}, centred, sum 1 (design 3.1 'Kernel' mode, without the code's off-centre bug).
+    ``rng``: a torch.Generator or random.Random."""
+    rng = rng if isinstance(rng, _Draws) else _Draws(rng)
     size = rng.choice((7, 9, 13, 15, 21))
     v1 = rng.uniform(0.2, scale)
     v2 = v1 if rng.random() < 0.5 else rng.uniform(0.2, scale)
@@ -372,12 +405,13 @@ def _full_conv2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def random_degradation(gt: torch.Tensor, scale: int, rng: random.Random | None = None):
+def random_degradation(gt: torch.Tensor, scale: int, rng: torch.Generator | random.Random | None = None):
     """(lr, psf): a random blur then either bicubic downsampling or strided convolution, Gaussian noise
     sigma in {1..4}/255 with probability 0.8, clipped; psf is the effective (k, k) kernel of the
     spatial operator as ``kernel_downsample`` applies it. (The code's bilinear option is left out:
-    its effective PSF is not what the guided base assumes.)"""
-    rng = rng or random
+    its effective PSF is not what the guided base assumes.) ``rng``: a torch.Generator (or a
+    random.Random); None draws from a fresh generator seeded 0, never from a global state."""
+    rng = _Draws(torch.Generator().manual_seed(0) if rng is None else rng)
     k = random_blur_kernel(scale, rng)
     with torch.no_grad():
         if rng.random() < 0.5:
@@ -389,7 +423,8 @@ def random_degradation(gt: torch.Tensor, scale: int, rng: random.Random | None =
             psf = k
         if rng.random() < 0.8:
             sigma = rng.choice((1, 2, 3, 4)) / 255.0
-            lr = lr + sigma * torch.randn_like(lr)
+            # drawn on the CPU: the same noise on any device
+            lr = lr + sigma * torch.randn(lr.shape, generator=rng.gen, dtype=lr.dtype).to(lr.device)
         lr = lr.clamp(0, 1)
     return lr, torch.as_tensor(psf, dtype=torch.float32, device=gt.device)
 

@@ -1,4 +1,5 @@
 """The generic training pipeline and `main.py train`, on two scene folders cut from a real CAVE crop."""
+import json
 import math
 import shutil
 
@@ -141,3 +142,142 @@ def test_eight_dihedral_transforms_are_distinct_and_aligned():
         t_hr = training.dihedral(hr, k)
         np.testing.assert_allclose(t_hr.view(1, 2, 2, 2, 2).mean(dim=(2, 4)).numpy(),
                                    training.dihedral(lr, k).numpy())
+
+
+# ----------------------------------------------------------------------------- reproducible runs
+
+
+def _run(scenes, tmp_path, name, iters, *extra):
+    """One invocation of a tiny CST run with a cosine schedule; returns its checkpoint."""
+    argv = _argv(scenes, tmp_path / name, iters, "--schedule", "cosine", "--lr-rate", "1e-3", *extra)
+    assert main(argv) == 0
+    return _ckpt(tmp_path / name)
+
+
+def _assert_same_weights(a, b):
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_resumed_in_pieces_equals_one_run_and_the_seed_decides(scenes, tmp_path, capsys):
+    """Cosine schedule over 5 iterations: stopped by --time-limit after 1 iteration, then by
+    --stop-after after 2 more, then resumed to the end, the weights equal one uninterrupted run;
+    the stops change nothing about the schedule or the random streams."""
+    straight = _run(scenes, tmp_path, "straight", 5)
+    piece = _run(scenes, tmp_path, "pieces", 5, "--time-limit", "1e-9")
+    assert piece["step"] == 1
+    piece = _run(scenes, tmp_path, "pieces", 5, "--resume", "--stop-after", "2")
+    assert piece["step"] == 3
+    piece = _run(scenes, tmp_path, "pieces", 5, "--resume")
+    assert piece["step"] == 5 and "resumed from" in capsys.readouterr().out
+    _assert_same_weights(straight, piece)
+    again = _run(scenes, tmp_path, "again", 5)
+    _assert_same_weights(straight, again)
+    other = _run(scenes, tmp_path, "other", 5, "--seed", "3001")
+    assert any(not torch.allclose(other["model"][k], v) for k, v in straight["model"].items())
+
+
+def test_a_model_with_its_own_random_training_step_resumes_exactly(scenes, tmp_path, monkeypatch):
+    """MulSR draws bands, random degradations and noise in training_step: from the trainer's seeded,
+    checkpointed generator (every batch re-simulated here, so the degradations are exercised)."""
+    from models.mulsr import MulSR
+
+    monkeypatch.setattr(MulSR, "augment_p", 1.0)
+
+    def opts(name, **kw):
+        return training.TrainOptions(model="mulsr", data=str(scenes), protocol="mulsr-x8", val=1, iters=4, batch=2,
+                                     patch=16, lr_rate=1e-3, val_every=2, ckpt_every=100, threads=1,
+                                     run_dir=str(tmp_path / name / "run"), out=str(tmp_path / name / "w.safetensors"),
+                                     model_options={"config": {"width": 4, "blocks": 1, "base": "guided",
+                                                               "upsample": "bicubic"}}, **kw)
+
+    quiet = lambda *_: None  # noqa: E731
+    training.train(opts("straight"), log=quiet, progress=False)
+    training.train(opts("pieces", stop_after=2), log=quiet, progress=False)
+    assert training.train(opts("pieces", resume=True), log=quiet, progress=False)["step"] == 4
+    _assert_same_weights(_ckpt(tmp_path / "straight"), _ckpt(tmp_path / "pieces"))
+    training.train(opts("other", seed=7), log=quiet, progress=False)
+    straight, other = _ckpt(tmp_path / "straight")["model"], _ckpt(tmp_path / "other")["model"]
+    assert any(not torch.allclose(other[k], v) for k, v in straight.items())
+
+
+def test_the_learning_rate_follows_the_iteration_count_only():
+    # replaces the wall-clock schedule: a timed run no longer anneals early
+    assert training.lr_factor("cosine", 0, 100) == pytest.approx(1.0)
+    assert training.lr_factor("cosine", 50, 100) == pytest.approx(0.51)
+    assert training.lr_factor("cosine", 100, 100) == pytest.approx(0.02)
+    assert training.lr_factor("step", 74, 100) == 0.5 and training.lr_factor("step", 75, 100) == 0.25
+    assert "time" not in str(__import__("inspect").signature(training.lr_factor))
+
+
+# ----------------------------------------------------------------------------- the split file
+
+
+def test_the_committed_cave_split_has_disjoint_roles_over_the_20_local_scenes():
+    from app.core.io.datasets import CAVE_TRAIN_SPLIT, VALIDATION_SCENES, load_split
+
+    sp = load_split("cave")
+    roles = [set(sp.train), set(sp.val), set(sp.report)]
+    assert all(roles) and sum(len(r) for r in roles) == len(set.union(*roles))
+    assert set.union(*roles) == set(CAVE_TRAIN_SPLIT)
+    assert set(sp.report) == set(VALIDATION_SCENES)   # the scenes the cards report on
+
+
+def test_split_file_errors_are_one_line(tmp_path):
+    from app.core.io.datasets import SplitError, load_split
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"train": ["a_ms"], "val": ["a_ms"], "report": []}')
+    with pytest.raises(SplitError, match="a_ms in both 'train' and 'val'"):
+        load_split(bad)
+    with pytest.raises(SplitError, match="no such split"):
+        load_split("nosuchsplit")
+
+
+def _fake_scene(root, name):
+    shutil.copytree(DATA / "cave_beads_crop_ms", root / name)
+
+
+def test_extra_scenes_in_data_are_ignored_and_the_split_decides_what_trains(tmp_path, capsys):
+    """A --data folder like the full 32-scene CAVE set (the 20 of the split plus others): the run
+    trains on exactly the split's train scenes, in the file's order, and validates on its val ones."""
+    from app.core.io.datasets import load_split
+
+    sp = load_split("cave")
+    root = tmp_path / "cave32"
+    root.mkdir()
+    for name in sp.train + sp.val + sp.report + ("balloons_ms", "watercolors_ms"):
+        _fake_scene(root, name)
+    (root / "notes").mkdir()
+    train_dirs, val_dirs = training.split_data(root, 4, "cave", log=print)
+    assert [p.name for p in train_dirs] == list(sp.train) and [p.name for p in val_dirs] == list(sp.val)
+    out = capsys.readouterr().out
+    assert "ignored: balloons_ms, watercolors_ms" in out and "not loaded: photo_and_face_ms" in out
+    # the default (--split auto) picks the cave split for CAVE data, and the weights record the scenes
+    argv = _argv(root, tmp_path, 1)
+    argv[argv.index("--val") + 1] = "4"
+    assert main(argv) == 0
+    meta = training.read_weights_metadata(tmp_path / "w" / "cst.safetensors")
+    assert json.loads(meta["train_scenes"]) == list(sp.train)
+    assert json.loads(meta["validation_scenes"]) == list(sp.val)
+    assert json.loads(meta["run"])["split"] == "cave"
+
+
+def test_a_split_scene_missing_from_data_is_an_error(tmp_path, capsys):
+    root = tmp_path / "some"
+    root.mkdir()
+    _fake_scene(root, "beads_ms")
+    argv = _argv(root, tmp_path, 1) + ["--split", "cave"]
+    assert main(argv) == 2
+    assert "needs scene(s)" in capsys.readouterr().err
+
+
+def test_an_own_split_file_names_the_training_set(scenes, tmp_path):
+    _fake_scene(scenes, "c_ms")
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({"train": ["b_ms", "c_ms"], "val": ["a_ms"], "report": []}))
+    summary = training.train(training.TrainOptions(
+        model="cst", data=str(scenes), protocol="bicubic-x4", out=str(tmp_path / "o.safetensors"), iters=1, batch=1,
+        patch=32, threads=1, split=str(own), run_dir=str(tmp_path / "r"), model_options={"config": "small"}),
+        log=lambda *_: None, progress=False)
+    assert summary["train_scenes"] == ["b_ms", "c_ms"] and summary["val_scenes"] == ["a_ms"]

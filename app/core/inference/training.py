@@ -2,25 +2,36 @@
 
 ``python main.py train --model NAME --data DIR --protocol NAME ... --out WEIGHTS`` lands here.
 
-* Data: every scene folder under ``--data`` is read once through app.core.io as float32. The last
-  ``val`` scenes (CAVE order of app/core/io/datasets.py, so the default 4 are its validation scenes)
-  are held out for validation and never trained on. The protocol's inputs (LR-HSI, and the guide
-  for fusion protocols) are simulated once per whole scene with app.core.science.degrade.simulate, so a
-  training patch sees exactly the degradation a full image does.
+* Data: the scenes come from a split file (``--split``, resources/splits/cave.json by default):
+  its ``train`` scenes are trained on, its ``val`` scenes validated on, its ``report`` scenes are
+  never loaded (model cards report on them), and any other scene folder under ``--data`` is
+  ignored with a note, so the 20-scene and the full 32-scene CAVE folders give the same run. Data
+  that names none of the default split's scenes (``--split auto``), or ``--split none``, falls back
+  to holding out the last ``val`` scenes by name. Each scene is read once through app.core.io as
+  float32; the protocol's inputs (LR-HSI, and the guide for fusion protocols) are simulated once per
+  whole scene with app.core.science.degrade.simulate, so a training patch sees exactly the
+  degradation a full image does.
 * Batches: random aligned patches (HR ``patch`` px, LR ``patch / s``), one of the 8 dihedral
   transforms each.
 * Loss: L1 + 0.3 SAM/pi + 0.1 L1 of the gradient magnitudes (design/models.md 1.3); a model may
-  override it with a ``training_loss(pred, gt)`` method.
-* Adam, cosine (or step, or constant) learning rate; with a time limit the schedule follows whichever of
-  step/iters and elapsed/time-limit is further along, so a timed run still anneals.
-* Validation every ``val_every`` steps on centre crops of the held-out scenes, against bicubic.
-* Checkpoints (model + optimizer + step + elapsed time + RNG states) in ``runs/<out stem>/`` and
-  the weights exported to ``--out`` (safetensors, fp16) at every checkpoint; ``resume`` continues
-  from the checkpoint, or from the exported weights (their step is in the file's metadata) when
-  there is no checkpoint.
+  override it with a ``training_loss(pred, gt)`` method, or the whole step with ``training_step``.
+* Adam, cosine (or step, or constant) learning rate as a function of the iteration count alone:
+  the same options give the same schedule on any machine at any speed.
+* Reproducibility: every random draw comes from generators seeded from ``--seed`` (init, patches
+  and dihedral transforms, the model's own training draws through ``training_step(...,
+  generator=)``, the global torch stream that dropout / drop-path use); ``--time-limit`` and
+  ``--stop-after`` only checkpoint and stop. A run resumed in pieces (``--resume``) equals the
+  uninterrupted run up to float noise: the checkpoint holds model, optimizer, iteration and every
+  RNG state, and validation runs on a forked RNG so it draws nothing from the training streams.
+* Validation every ``val_every`` steps on centre crops of the split's ``val`` scenes, against bicubic.
+* Checkpoints in ``runs/<out stem>/`` and the weights exported to ``--out`` (safetensors, fp16) at
+  every checkpoint; ``resume`` continues from the checkpoint, or from the exported weights (their
+  step is in the file's metadata) when there is no checkpoint (then not reproducibly: the optimizer
+  and RNG states are lost).
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -32,7 +43,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from app.core.io.datasets import CAVE_TRAIN_SPLIT, VALIDATION_SCENES, scene_folders
+from app.core.io.datasets import CAVE_TRAIN_SPLIT, Split, SplitError, load_split, scene_folders
 from app.core.errors import HsiError
 from models.degradation import parse_protocol, psf_kernel
 
@@ -49,7 +60,7 @@ class TrainOptions:
     data: str
     protocol: str
     out: str
-    val: int = 4
+    val: int = 4                    # only without a split file: hold out the last ``val`` scenes by name
     iters: int = 10000
     batch: int = 8
     patch: int = 64                 # HR patch size (a multiple of the scale)
@@ -60,7 +71,9 @@ class TrainOptions:
     val_every: int = 200
     val_crop: int = 128             # HR centre crop of each validation scene (0: full scenes)
     ckpt_every: int = 200
-    time_limit_min: float | None = None
+    time_limit_min: float | None = None   # minutes of this invocation; then checkpoint and stop
+    stop_after: int | None = None         # iterations of this invocation; then checkpoint and stop
+    split: str = "auto"             # split name or JSON path | 'auto' (cave if --data holds its scenes) | 'none'
     seed: int = 3000
     run_dir: str | None = None
     threads: int | None = None
@@ -126,7 +139,30 @@ def _ordered_scenes(folders: list[Path]) -> list[Path]:
     return sorted(folders, key=lambda p: (index.get(p.name, -1), p.name))
 
 
-def split_data(data: str | Path, val: int) -> tuple[list[Path], list[Path]]:
+DEFAULT_SPLIT = "cave"
+
+
+def resolve_split(split: str | None, folders: list[Path]) -> Split | None:
+    """The split a run uses: None for 'none', and for 'auto' when the folders hold none of the
+    default split's scenes (data of another kind)."""
+    key = (split or "auto").strip()
+    try:
+        if key.lower() == "none":
+            return None
+        if key.lower() == "auto":
+            sp = load_split(DEFAULT_SPLIT)
+            names = {p.name for p in folders}
+            return sp if names & set(sp.train + sp.val + sp.report) else None
+        return load_split(key)
+    except SplitError as exc:
+        raise TrainingError(str(exc)) from None
+
+
+def split_data(data: str | Path, val: int, split: str | None = "none",
+               log: Callable[[str], None] | None = None) -> tuple[list[Path], list[Path]]:
+    """(training folders, validation folders). With a split file: its ``train`` and ``val`` scenes in
+    the file's order (every one of them must be in ``data``; other folders are ignored with a note).
+    Without one: the last ``val`` scene folders (CAVE order, then by name) are held out."""
     root = Path(data)
     if not root.exists():
         raise TrainingError(f"{root}: no such folder")
@@ -135,13 +171,29 @@ def split_data(data: str | Path, val: int) -> tuple[list[Path], list[Path]]:
     folders = _ordered_scenes(scene_folders(root))
     if not folders:
         raise TrainingError(f"{root}: no scene folders (folders of PNG bands) found")
+    sp = resolve_split(split, folders)
+    if sp is not None:
+        by_name = {p.name: p for p in folders}
+        missing = [n for n in sp.train + sp.val if n not in by_name]
+        if missing:
+            raise TrainingError(f"{root}: split {sp.name} ({sp.path.name}) needs scene(s) {', '.join(missing)}, "
+                                f"not found (train on other data with --split none or a split file of your own)")
+        if log is not None:
+            report = [p.name for p in folders if sp.role_of(p.name) == "report"]
+            other = [p.name for p in folders if sp.role_of(p.name) is None]
+            log(f"split {sp.name} ({sp.path}): {len(sp.train)} train, {len(sp.val)} val scenes")
+            if report:
+                log(f"  held out for reporting, not loaded: {', '.join(report)}")
+            if other:
+                log(f"  not in the split, ignored: {', '.join(other)}")
+        return [by_name[n] for n in sp.train], [by_name[n] for n in sp.val]
     if val < 0 or val >= len(folders):
         raise TrainingError(f"{root}: {len(folders)} scene(s) found, cannot hold out {val} for validation "
                             f"and still train (use --val between 0 and {len(folders) - 1})")
-    if val == 4 and all(any(p.name == v for p in folders) for v in VALIDATION_SCENES):
-        held = [p for p in folders if p.name in VALIDATION_SCENES]
-    else:
-        held = folders[len(folders) - val:] if val else []
+    if log is not None and (split or "auto").lower() == "auto":
+        log(f"no scene of the {DEFAULT_SPLIT} split in {root}: holding out the last {val} scene(s) by name "
+            f"(--split names a split file of your own)")
+    held = folders[len(folders) - val:] if val else []
     return [p for p in folders if p not in held], held
 
 
@@ -249,23 +301,30 @@ def read_weights_metadata(path: str | Path) -> dict:
 @dataclass
 class TrainState:
     step: int = 0
-    elapsed_s: float = 0.0        # optimisation time of this run (drives --time-limit and the schedule)
+    elapsed_s: float = 0.0        # optimisation time of this run, all pieces (reported only)
     earlier_s: float = 0.0        # optimisation time already in the weights this run started from
     last_val_psnr: float | None = None
     bicubic_val_psnr: float | None = None
     history: list = field(default_factory=list)
 
 
-def _lr_factor(opts: TrainOptions, state: TrainState) -> float:
-    frac = state.step / max(1, opts.iters)
-    if opts.time_limit_min:
-        frac = max(frac, state.elapsed_s / (60.0 * opts.time_limit_min))
-    frac = min(1.0, frac)
-    if opts.schedule == "constant":
+def lr_factor(schedule: str, step: int, iters: int) -> float:
+    """Learning-rate multiplier at ``step`` of ``iters``: a function of the iteration count only, never
+    of elapsed time, so that a run's result does not depend on the machine's speed."""
+    frac = min(1.0, step / max(1, iters))
+    if schedule == "constant":
         return 1.0
-    if opts.schedule == "step":
+    if schedule == "step":
         return 0.25 if frac >= 0.75 else 0.5 if frac >= 0.5 else 1.0
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def run_seeds(seed: int) -> dict[str, int]:
+    """Independent seeds for each random stream of a run, all from ``--seed``: adding a draw to one
+    stream (e.g. a model's training step) does not shift the others."""
+    names = ("init", "data", "model", "torch")
+    states = np.random.SeedSequence(int(seed)).generate_state(len(names), dtype=np.uint64)
+    return {n: int(s) & ((1 << 63) - 1) for n, s in zip(names, states)}
 
 
 def validate(model, scenes: list[Scene], scale: int, device, crop_hr: int,
@@ -290,6 +349,30 @@ def validate(model, scenes: list[Scene], scale: int, device, crop_hr: int,
     return float(np.mean(ps)), float(np.mean(pb))
 
 
+def _gen_key(stream: str) -> str:
+    return "gen_state" if stream == "data" else f"{stream}_gen_state"  # the data stream keeps its old key
+
+
+def _rng_states(gens: dict[str, torch.Generator], dev) -> dict:
+    st = {_gen_key(k): g.get_state() for k, g in gens.items()}
+    st["torch_rng"] = torch.get_rng_state()
+    if dev.type == "cuda":
+        st["cuda_rng"] = torch.cuda.get_rng_state(dev)
+    return st
+
+
+def _set_rng_states(ck: dict, gens: dict[str, torch.Generator], dev) -> None:
+    for k, g in gens.items():
+        g.set_state(ck[_gen_key(k)])
+    torch.set_rng_state(ck["torch_rng"])
+    if dev.type == "cuda" and "cuda_rng" in ck:
+        torch.cuda.set_rng_state(ck["cuda_rng"], dev)
+
+
+# options that define the run: resuming with others changes what the weights are the result of
+RUN_DEFINING = ("iters", "batch", "patch", "lr_rate", "schedule", "seed", "split", "model_options")
+
+
 def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Run (or resume) a training; returns a summary dict. Raises TrainingError / ModelError on bad input."""
     from tqdm import tqdm
@@ -307,12 +390,15 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         raise TrainingError(f"{spec.name} is not a trainable network")
     if opts.patch % scale or opts.patch < scale:
         raise TrainingError(f"--patch {opts.patch} must be a positive multiple of the scale {scale}")
+    if opts.stop_after is not None and opts.stop_after < 1:
+        raise TrainingError(f"--stop-after {opts.stop_after}: give a positive number of iterations")
     out = Path(opts.out)
     if out.suffix.lower() != ".safetensors":
         raise TrainingError(f"{out}: --out must be a .safetensors file")
     run_dir = Path(opts.run_dir) if opts.run_dir else RUNS_DIR / out.stem
     ckpt_path = run_dir / "checkpoint.pt"
-    train_dirs, val_dirs = split_data(opts.data, opts.val)
+    train_dirs, val_dirs = split_data(opts.data, opts.val, opts.split, log=log)
+    split_used = resolve_split(opts.split, scene_folders(Path(opts.data)))
     dev = select_device(opts.device)
 
     log(f"loading {len(train_dirs)} training + {len(val_dirs)} validation scenes from {opts.data} ({proto.name})")
@@ -329,16 +415,22 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     if spec.bands is not None and spec.bands != bands:
         raise TrainingError(f"{spec.name} is registered for {spec.bands} bands, the data has {bands}")
 
-    torch.manual_seed(opts.seed)
+    seeds = run_seeds(opts.seed)
+    torch.manual_seed(seeds["init"])
     model = spec.factory(scale=scale, bands=bands, **opts.model_options).to(dev)
     model.train()
     if not any(p.requires_grad for p in model.parameters()):
         raise TrainingError(f"{spec.name} has no trainable parameters")
     optim = torch.optim.Adam(model.parameters(), lr=opts.lr_rate)
     state = TrainState()
-    gen = torch.Generator().manual_seed(opts.seed)
-    torch.manual_seed(opts.seed)
+    # patches and dihedral transforms; the model's own draws (bands, degradations, noise levels);
+    # the global stream (dropout, drop-path inside forward): each its own seeded, checkpointed stream
+    gens = {"data": torch.Generator().manual_seed(seeds["data"]),
+            "model": torch.Generator().manual_seed(seeds["model"])}
+    torch.manual_seed(seeds["torch"])
     config = model.config_dict() if hasattr(model, "config_dict") else dict(opts.model_options)
+    defining = {k: getattr(opts, k) for k in RUN_DEFINING}
+    defining["split"] = split_used.name if split_used is not None else f"none (last {opts.val} held out)"
 
     if opts.resume:
         if ckpt_path.is_file():
@@ -355,8 +447,15 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                                earlier_s=float(ck.get("earlier_s", 0.0)),
                                last_val_psnr=ck.get("last_val_psnr"), bicubic_val_psnr=ck.get("bicubic_val_psnr"),
                                history=json.loads(ck.get("history", "[]")))
-            gen.set_state(ck["gen_state"])
-            torch.set_rng_state(ck["torch_rng"])
+            if "model_gen_state" not in ck:
+                raise TrainingError(f"{ckpt_path}: a checkpoint of the trainer before reproducible runs (no RNG "
+                                    f"streams); resume from its weights instead (delete the checkpoint)")
+            _set_rng_states(ck, gens, dev)
+            before = json.loads(ck.get("run", "{}"))
+            changed = [f"{k} {before[k]} -> {v}" for k, v in defining.items() if k in before and before[k] != v]
+            if changed:
+                log(f"note: resuming with other options than the checkpoint's ({'; '.join(changed)}): the result "
+                    f"is not the one-piece run of either")
             log(f"resumed from {ckpt_path} at step {state.step}")
         elif out.is_file():
             from safetensors.torch import load_file
@@ -369,35 +468,39 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             except RuntimeError as exc:
                 raise TrainingError(f"{out}: does not fit the model ({str(exc).splitlines()[0]})") from None
             state.step = int(meta.get("step", 0))
-            # a new run on top of the weights: a fresh optimizer, and a fresh time budget and schedule
-            # (--time-limit counts this run's minutes; the weights' own minutes stay in the total)
             state.earlier_s = float(meta.get("elapsed_s", 0.0))
-            gen.manual_seed(opts.seed + state.step)
-            log(f"no checkpoint in {run_dir}; resumed from the weights {out} at step {state.step} (fresh optimizer "
-                f"and schedule; {state.earlier_s / 60:.1f} min of earlier training)")
+            for k, g in gens.items():
+                g.manual_seed(seeds[k] + state.step)
+            torch.manual_seed(seeds["torch"] + state.step)
+            log(f"no checkpoint in {run_dir}; resumed from the weights {out} at step {state.step} (fresh optimizer, "
+                f"schedule continued at step {state.step} of {opts.iters}; not reproducible: the optimizer and RNG "
+                f"states are lost; {state.earlier_s / 60:.1f} min of earlier training)")
         else:
             log(f"nothing to resume ({ckpt_path} and {out} missing); starting from scratch")
 
     def save() -> None:
         ck = {"model": model.state_dict(), "optimizer": optim.state_dict(), "step": state.step,
-              "elapsed_s": state.elapsed_s, "earlier_s": state.earlier_s,
-              "gen_state": gen.get_state(), "torch_rng": torch.get_rng_state(),
+              "elapsed_s": state.elapsed_s, "earlier_s": state.earlier_s, **_rng_states(gens, dev),
               "model_name": spec.name, "protocol": proto.name, "last_val_psnr": state.last_val_psnr,
               "bicubic_val_psnr": state.bicubic_val_psnr, "history": json.dumps(state.history),
-              "options": json.dumps({k: v for k, v in asdict(opts).items()})}
+              "run": json.dumps(defining), "options": json.dumps({k: v for k, v in asdict(opts).items()})}
         _atomic_write(ckpt_path, lambda tmp: torch.save(ck, tmp))
         meta = {"model": spec.name, "protocol": proto.name, "scale": str(scale), "bands": str(bands),
                 "config": config, "step": str(state.step),
                 "elapsed_s": f"{state.earlier_s + state.elapsed_s:.1f}",  # all the optimisation in these weights
-                "device": str(dev), "data": str(Path(opts.data).name),
+                "device": str(dev), "data": str(Path(opts.data).name), "run": defining,
+                "train_scenes": [s.name for s in train_scenes],
                 "validation_scenes": [s.name for s in val_scenes],
                 "last_val_psnr_crop": state.last_val_psnr, "bicubic_val_psnr_crop": state.bicubic_val_psnr}
         export_weights(model, out, meta)
 
     loss_fn = getattr(model, "training_loss", None) or hsi_loss
     # a model with its own objective (e.g. diffusion: noise the target, predict x0) defines
-    # training_step(inputs, gt) -> loss; every other model is trained on loss_fn(model(**inputs), gt)
+    # training_step(inputs, gt[, generator]) -> loss; every other model is trained on loss_fn(model(**inputs), gt)
     step_fn = getattr(model, "training_step", None)
+    step_kw = {}
+    if step_fn is not None and "generator" in inspect.signature(step_fn).parameters:
+        step_kw["generator"] = gens["model"]
     psf_t = torch.as_tensor(np.asarray(psf_kernel(proto), dtype=np.float32), device=dev)
     srf_t = None if train_scenes[0].srf is None else train_scenes[0].srf.to(dev)
     # a model may attach per-scene tensors (e.g. a training-free estimate of the whole scene) that
@@ -408,23 +511,29 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         for sc in train_scenes + val_scenes:
             sc.extra = prepare(sc, psf_t.cpu(), run_dir / "scene_cache")
     start_step = state.step
+    stop_at = None if opts.stop_after is None else start_step + opts.stop_after
     bar = tqdm(total=opts.iters, initial=state.step, desc=f"train {spec.name} {proto.name}", unit="it",
                dynamic_ncols=True, disable=not progress)
-    t_last = time.perf_counter()
+    t_start = t_last = time.perf_counter()
+    this_run_s = 0.0                 # --time-limit counts this invocation's optimisation time
     stop_reason = "iterations done"
     running = None
     try:
         while state.step < opts.iters:
-            if opts.time_limit_min and state.elapsed_s >= 60.0 * opts.time_limit_min:
+            if opts.time_limit_min and this_run_s >= 60.0 * opts.time_limit_min:
                 stop_reason = "time limit"
                 break
+            if stop_at is not None and state.step >= stop_at:
+                stop_reason = f"stopped after {opts.stop_after} iterations"
+                break
             for g in optim.param_groups:
-                g["lr"] = opts.lr_rate * _lr_factor(opts, state)
-            lr_b, guide_b, gt_b, extra_b = sample_batch(train_scenes, opts.batch, opts.patch, scale, gen, with_extra=True)
+                g["lr"] = opts.lr_rate * lr_factor(opts.schedule, state.step, opts.iters)
+            lr_b, guide_b, gt_b, extra_b = sample_batch(train_scenes, opts.batch, opts.patch, scale, gens["data"],
+                                                        with_extra=True)
             lr_b, gt_b = lr_b.to(dev), gt_b.to(dev)
             inputs = model_inputs(lr_b, None if guide_b is None else guide_b.to(dev), srf_t, psf_t)
             inputs.update({k: t.to(dev) for k, t in extra_b.items()})
-            loss = step_fn(inputs, gt_b) if step_fn is not None else loss_fn(model(**inputs), gt_b)
+            loss = step_fn(inputs, gt_b, **step_kw) if step_fn is not None else loss_fn(model(**inputs), gt_b)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {float(loss)} at step {state.step}; lower --lr-rate")
             optim.zero_grad(set_to_none=True)
@@ -434,6 +543,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             state.step += 1
             now = time.perf_counter()
             state.elapsed_s += now - t_last
+            this_run_s += now - t_last
             t_last = now
             running = loss_value if running is None else 0.95 * running + 0.05 * loss_value
             post = {"loss": f"{running:.4f}"}
@@ -442,7 +552,10 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             bar.set_postfix(post, refresh=False)
             bar.update(1)
             if val_scenes and (state.step % opts.val_every == 0 or state.step == opts.iters):
-                state.last_val_psnr, state.bicubic_val_psnr = validate(model, val_scenes, scale, dev, opts.val_crop, psf_t)
+                # a forked RNG: validation (e.g. a diffusion sampler) must not move the training streams
+                with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                    state.last_val_psnr, state.bicubic_val_psnr = validate(model, val_scenes, scale, dev,
+                                                                           opts.val_crop, psf_t)
                 state.history.append({"step": state.step, "elapsed_s": round(state.elapsed_s, 1), "loss": running,
                                       "val_psnr": state.last_val_psnr, "bicubic_psnr": state.bicubic_val_psnr})
                 log(f"step {state.step} ({state.elapsed_s / 60:.1f} min): loss {running:.4f}, validation "
@@ -461,8 +574,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             save()
             log(f"step {state.step}: wrote {ckpt_path} and {out} ({stop_reason})")
     return {"model": spec.name, "protocol": proto.name, "step": state.step, "elapsed_s": state.elapsed_s,
-            "total_elapsed_s": state.earlier_s + state.elapsed_s,
+            "total_elapsed_s": state.earlier_s + state.elapsed_s, "wall_s": time.perf_counter() - t_start,
             "checkpoint": str(ckpt_path), "weights": str(out), "device": str(dev),
             "val_psnr": state.last_val_psnr, "bicubic_val_psnr": state.bicubic_val_psnr,
             "train_scenes": [s.name for s in train_scenes], "val_scenes": [s.name for s in val_scenes],
-            "stop_reason": stop_reason}
+            "split": defining["split"], "stop_reason": stop_reason}

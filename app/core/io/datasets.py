@@ -1,13 +1,19 @@
-"""CAVE scene lists and the project's fixed train/validation split.
+"""CAVE scene lists, the project's split files and scene-folder discovery.
 
-The 12-scene standard CAVE test split is not available here, so validation uses 4 scenes carved
-out of the 20-scene standard training split (the last four in CMHF-Net order). Models are trained
-on the other 16 and never tuned on anything else. The bundled sample is a crop of a validation
-scene, so no shipped model has seen it.
+The 12-scene standard CAVE test split is not available here, so the held-out scenes are carved
+out of the 20-scene standard training split (the last four in CMHF-Net order: ``VALIDATION_SCENES``,
+which the split file calls ``report``). Training reads its scenes from a split file committed in
+resources/splits/ (``load_split``): the scenes it trains on are named there, not inferred from
+what a data folder happens to hold. The bundled sample is a crop of a held-out scene, so no shipped
+model has seen it.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+
+from app.core.paths import RESOURCES_DIR
 
 # Standard CAVE training split in CMHF-Net order (protocols.md).
 CAVE_TRAIN_SPLIT = (
@@ -19,6 +25,58 @@ CAVE_TRAIN_SPLIT = (
 )
 VALIDATION_SCENES = CAVE_TRAIN_SPLIT[-4:]
 TRAINING_SCENES = CAVE_TRAIN_SPLIT[:-4]
+
+SPLITS_DIR = RESOURCES_DIR / "splits"
+SPLIT_ROLES = ("train", "val", "report")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Scene names by role: ``train`` (optimised on), ``val`` (validation curves, early stopping and
+    any other choice), ``report`` (held out: model cards report on them, nothing is chosen on them)."""
+    name: str
+    path: Path
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    report: tuple[str, ...]
+
+    def role_of(self, scene: str) -> str | None:
+        return next((r for r in SPLIT_ROLES if scene in getattr(self, r)), None)
+
+
+class SplitError(ValueError):
+    """A split file that cannot be read or breaks the split rules."""
+
+
+def load_split(name_or_path: str | Path) -> Split:
+    """A split by name (``cave`` -> resources/splits/cave.json) or by path to a JSON file with the
+    lists ``train``, ``val`` and ``report``. Roles must be disjoint and ``train`` non-empty."""
+    path = Path(name_or_path)
+    if path.suffix.lower() != ".json" and not path.exists():
+        path = SPLITS_DIR / f"{name_or_path}.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        known = ", ".join(sorted(p.stem for p in SPLITS_DIR.glob("*.json")))
+        raise SplitError(f"{path}: no such split file (bundled splits: {known})") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SplitError(f"{path}: not a readable JSON split file ({exc})") from None
+    roles = {}
+    for role in SPLIT_ROLES:
+        names = raw.get(role, []) if isinstance(raw, dict) else None
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise SplitError(f"{path}: '{role}' must be a list of scene folder names")
+        if len(set(names)) != len(names):
+            raise SplitError(f"{path}: '{role}' names a scene twice")
+        roles[role] = tuple(names)
+    for i, a in enumerate(SPLIT_ROLES):
+        for b in SPLIT_ROLES[i + 1:]:
+            both = sorted(set(roles[a]) & set(roles[b]))
+            if both:
+                raise SplitError(f"{path}: {', '.join(both)} in both '{a}' and '{b}'")
+    if not roles["train"]:
+        raise SplitError(f"{path}: 'train' is empty")
+    return Split(str(raw.get("name") or path.stem), path, **roles)
 
 
 def scene_folders(root: str | Path) -> list[Path]:
