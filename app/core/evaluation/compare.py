@@ -43,6 +43,7 @@ from app.core.errors import AmbiguousCubeError, HsiError, MissingFileError, NonF
 from app.core.io import open_cube
 from app.core.io._common import atomic_path, zero_nonfinite
 from app.core.io.envi import header_for
+from app.core.io.value_range import RangeUndecided, ValueRange, decide, decide_prediction, parse_user_range
 from app.core.science.metrics import CONVENTIONS, compute_all
 
 __all__ = ["compare", "list_items", "match_items", "format_table", "to_csv", "to_markdown", "write_csv",
@@ -249,6 +250,7 @@ class _Loaded:
     fmt: str | None
     notes: list[str]
     mean: float
+    value_range: ValueRange | None = None
 
 
 def _close_handles(cube) -> None:
@@ -269,63 +271,29 @@ def _stated_scale(cube) -> tuple[float, str] | None:
     return None
 
 
-def _decide_range(raw: np.ndarray, mode: str, *, stated: tuple[float, str] | None, ref_mean: float | None,
-                  what: str, flag: str = "--pred-range") -> tuple[float, str, str, list[str]]:
-    """(divisor, range name, the rule in words, warnings) for the stored values ``raw`` (as float32;
-    ``what`` names the stored dtype).
-
-    auto: the rule the file states (ENVI reflectance scale factor, PNG bit depth) when the values
-    fit it; floats up to 1.5 are [0, 1] (unclipped outputs overshoot a little); uint8 is 0-255;
-    other data up to 255 x 1.5 are 0-255 or 0-65535, whichever brings the mean nearer to the GT's
-    (``ref_mean``; without it the dtype decides); up to 65535 x 1.5 is 0-65535; beyond, an error."""
-    vmax = float(raw.max()) if raw.size else 0.0
-    vmean = float(raw.mean(dtype=np.float64)) if raw.size else 0.0
-    warnings: list[str] = []
-    stored_int = what.startswith(("uint", "int", "bool"))
-    if mode == "max":
-        divisor = vmax if vmax > 0 else 1.0
-        return divisor, "max", f"{what} values divided by their maximum {vmax:g} ({flag} max)", warnings
-    if mode in _DIVISORS:
-        divisor = _DIVISORS[mode]
-        if vmax / divisor > RANGE_TOLERANCE:
-            warnings.append(f"values reach {vmax / divisor:.3g} after dividing by {divisor:g}: clipped to [0, 1] "
-                            f"by the metrics; check the range")
-        warnings.extend(_mean_warning(vmean, divisor, ref_mean))
-        return divisor, mode, f"{what} values taken as {_RANGE_TITLES[mode]} (forced by {flag})", warnings
-    if mode != "auto":
-        raise ValueError(f"the value range must be one of {', '.join(RANGES)}, not {mode!r}")
-    if stated is not None and stated[0] > 0 and vmax * stated[0] <= RANGE_TOLERANCE:
-        scale, rule = stated
-        divisor = 1.0 / scale
-        name = next((k for k, v in _DIVISORS.items() if abs(v - divisor) <= 1e-9 * v), "stated")
-        return divisor, name, f"{rule} (stated by the file)", warnings
-    if vmax <= RANGE_TOLERANCE and not stored_int:
-        name = "unit"
-    elif vmax <= 255.0 * RANGE_TOLERANCE:
-        if what == "uint8":
-            name = "8bit"
-        elif ref_mean is not None and ref_mean > 0 and vmean > 0:
-            name = min(("8bit", "16bit"), key=lambda r: abs(math.log(vmean / _DIVISORS[r] / ref_mean)))
+def _decide_range(raw: np.ndarray, mode, *, stated: tuple[float, str] | None, ref_mean: float | None,
+                  what: str, flag: str = "--pred-range", gt_range: ValueRange | None = None) -> tuple[ValueRange, str, list[str]]:
+    """(the range, its name, warnings) of the stored values ``raw`` (as float32; ``what`` names the
+    stored dtype), decided by :mod:`app.core.io.value_range`: a GT (``gt_range`` None) on its own,
+    a prediction against its GT's range and mean ``ref_mean``."""
+    finite = raw[np.isfinite(raw)] if raw.size else raw
+    vmax = float(finite.max()) if finite.size else 0.0
+    vmean = float(finite.mean(dtype=np.float64)) if finite.size else 0.0
+    stated_range = None
+    if stated is not None and stated[0] > 0:
+        stated_range = ValueRange(float(stated[0]), 0.0, "stated", stated[1])
+    try:
+        if gt_range is None:
+            chosen = decide(np.dtype(what), max_of=lambda: vmax, stated=stated_range, user=mode, flag=flag)
         else:
-            name = "16bit" if what in ("uint16", "int16", "int32", "uint32") or vmax > 255.0 else "8bit"
-    elif vmax <= 65535.0 * RANGE_TOLERANCE:
-        name = "16bit"
-    else:
-        raise HsiError(f"values reach {vmax:g}: neither [0, 1], 0-255 nor 0-65535 data; choose the range "
-                       f"({flag} max divides by the maximum)")
-    divisor = _DIVISORS[name]
-    rule = f"{what} values in {_RANGE_TITLES[name]} (detected, maximum {vmax:g})"
-    warnings.extend(_mean_warning(vmean, divisor, ref_mean))
-    return divisor, name, rule, warnings
-
-
-def _mean_warning(vmean: float, divisor: float, ref_mean: float | None) -> list[str]:
-    if ref_mean is None or ref_mean <= 0 or vmean <= 0:
-        return []
-    ratio = vmean / divisor / ref_mean
-    if 1.0 / MEAN_WARNING_RATIO <= ratio <= MEAN_WARNING_RATIO:
-        return []
-    return [f"after dividing by {divisor:g} the mean is {ratio:.3g} x the GT's: check the value range (--pred-range)"]
+            chosen = decide_prediction(np.dtype(what), max_value=vmax, mean_value=vmean, gt=gt_range,
+                                       gt_mean=ref_mean, stated=stated_range, user=mode, flag=flag)
+    except RangeUndecided as exc:
+        raise HsiError(str(exc)) from None
+    name = chosen.rule
+    if name in ("stated", "user"):
+        name = next((k for k, v in _DIVISORS.items() if abs(v * chosen.multiplier - 1.0) <= 1e-9), name)
+    return chosen, name, list(chosen.warnings)
 
 
 def _layout_letters(cube) -> str:
@@ -371,7 +339,7 @@ def _stored_dtype(cube) -> str:
 
 
 def _read(path: Path, *, var: str | None, layout: str | None, mode: str, nonfinite: str = "error",
-          gt_shape=None, ref_mean: float | None = None) -> _Loaded:
+          gt_shape=None, ref_mean: float | None = None, gt_range: ValueRange | None = None) -> _Loaded:
     """Open a cube, fit its axes to ``gt_shape`` (predictions), decide its value range, load it."""
     notes: list[str] = []
     kwargs = dict(var=var, layout=layout, nonfinite=nonfinite)
@@ -404,15 +372,19 @@ def _read(path: Path, *, var: str | None, layout: str | None, mode: str, nonfini
             notes.append("NaN/Inf values replaced by 0 (user choice)")
         if not raw.flags.writeable:
             raw = raw.copy()
-        divisor, name, rule, warnings = _decide_range(raw, mode, stated=stated, ref_mean=ref_mean, what=what,
-                                                      flag="--pred-range" if gt_shape is not None else "--gt-range")
+        chosen, name, warnings = _decide_range(raw, mode, stated=stated, ref_mean=ref_mean, what=what,
+                                               flag="--pred-range" if gt_shape is not None else "--gt-range",
+                                               gt_range=gt_range)
+        rule = chosen.text
         notes.extend(warnings)
-        if divisor != 1.0:  # as Cube does it (times float32(1 / divisor)): the same GT values as elsewhere
-            np.multiply(raw, np.float32(1.0 / divisor), out=raw)
+        if chosen.multiplier != 1.0:  # as Cube does it (times float32(scale)): the same GT values as elsewhere
+            np.multiply(raw, np.float32(chosen.multiplier), out=raw)
+        if chosen.offset:
+            np.add(raw, np.float32(chosen.offset), out=raw)
         notes.extend(w for w in cube.metadata.get("warnings", []) if "CAVE-style folder" not in w)
         mean = float(raw.mean(dtype=np.float64)) if gt_shape is None and raw.size else math.nan  # GT only
         return _Loaded(raw, cube.wavelengths_nm, name, rule, _layout_letters(cube), cube.metadata.get("format"),
-                       notes, mean)
+                       notes, mean, chosen)
     finally:
         _close_handles(cube)
 
@@ -525,8 +497,10 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
     """
     started = time.perf_counter()
     for what, value in (("pred_range", pred_range), ("gt_range", gt_range)):
-        if value not in RANGES:
-            raise HsiError(f"{what.replace('_', '-')} must be one of {', '.join(RANGES)}, not {value!r}")
+        try:
+            parse_user_range(value)
+        except ValueError as exc:
+            raise HsiError(f"--{what.replace('_', '-')}: {exc}") from None
     preds = [Path(p).expanduser() for p in ([preds] if isinstance(preds, (str, Path)) else preds)]
     if not preds:
         raise HsiError("give at least one prediction (--pred PATH)")
@@ -593,7 +567,8 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         out = []
         for m, item in entries:
             try:
-                pred = _read(item.path, gt_shape=gt_loaded.data.shape, ref_mean=gt_loaded.mean, **read_opts)
+                pred = _read(item.path, gt_shape=gt_loaded.data.shape, ref_mean=gt_loaded.mean,
+                             gt_range=gt_loaded.value_range, **read_opts)
                 gt_view, crop_info = _fit_size(gt_loaded.data, pred.data, scale, crop)
                 out.append((m, item, pred, gt_view, crop_info, None))
             except Exception as exc:  # noqa: BLE001
