@@ -10,11 +10,14 @@ without a file dialog; without one, a dialog asks.
 from __future__ import annotations
 
 import base64
+import gc
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from PyQt6.QtCore import QByteArray, Qt, QTimer
+from PyQt6.QtCore import QByteArray, QObject, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QImage, QKeySequence, QPixmap
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                              QFormLayout, QGroupBox, QHBoxLayout, QInputDialog, QLabel, QLineEdit,
@@ -34,6 +37,7 @@ FIGURE_FILTER = "PDF, vector (*.pdf);;SVG, vector (*.svg);;PNG image (*.png)"
 SESSION_FILTER = f"Viewer session (*{core_session.SESSION_SUFFIX} *.json)"
 CUBE_FILTER = "ENVI (*.hdr);;MATLAB (*.mat);;NumPy (*.npy);;TIFF (*.tif)"
 DEFAULT_DPI = 300
+PREVIEW_DPI = 90
 
 
 def _suffix_for(selected_filter: str) -> str:
@@ -218,6 +222,11 @@ class ExportController:
             self.figure_dialog.raise_()
         return self.figure_dialog
 
+    def shutdown(self) -> None:
+        """Stop the builder's preview thread (the window is closing)."""
+        if self.figure_dialog is not None:
+            self.figure_dialog.shutdown()
+
     # ------------------------------------------------------------------ data
     def export_spectra_csv(self, path: str | None = None, background: bool = True) -> None:
         spectra = getattr(self.window, "spectra", None)
@@ -368,6 +377,111 @@ class ExportController:
         return report
 
 
+@dataclass
+class FigurePreview:
+    """A rendered preview: the figure's provenance, its pixels and the same as a QImage."""
+
+    provenance: dict
+    rgba: np.ndarray
+    image: QImage
+
+
+def render_preview(inputs: core_figure.PaperInputs, cancelled: Callable[[], bool] | None = None,
+                   dpi: float = PREVIEW_DPI) -> FigurePreview | None:
+    """The paper figure as a preview image (any thread: Agg only, never pyplot, under the
+    matplotlib lock); None when ``cancelled`` says so before it is done.
+
+    A figure is some 10^5 cyclic objects: they push the collector into full collections, which
+    hold the GIL (and so the GUI thread) for as long as they walk every object of the process,
+    0.2-0.7 s with a window and a scene open. Frozen, the objects that were alive before the
+    render are left out of those walks; the figure is collected here, before they are thawed."""
+    gc.freeze()
+    try:
+        fig = core_figure.render_paper_figure(inputs, cancelled)
+        if fig is None:
+            return None
+        rgba = core_figure.figure_to_rgba(fig, dpi=dpi)
+        provenance = fig.hsi_provenance
+        del fig
+        gc.collect()
+    finally:
+        gc.unfreeze()
+    h, w = rgba.shape[:2]
+    # QImage (unlike QPixmap) may be made off the GUI thread; the copy owns its pixels
+    image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+    return FigurePreview(provenance, rgba, image)
+
+
+class PreviewRenderer(QObject):
+    """Renders previews on one worker thread, newest request first: a request replaces any that is
+    still waiting, and one being rendered is told to stop (its result would be stale anyway).
+
+    ``finished(generation, result)`` arrives on the GUI thread with a :class:`FigurePreview` or the
+    exception raised; results of superseded generations are never emitted."""
+
+    finished = pyqtSignal(int, object)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._wake = threading.Condition()
+        self._pending: tuple[int, Callable] | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.generation = 0  # the newest request; bumped on the GUI thread only
+
+    def submit(self, job: Callable[[Callable[[], bool]], object]) -> int:
+        """Queue ``job(cancelled)``; returns its generation."""
+        with self._wake:
+            self.generation += 1
+            self._pending = (self.generation, job)
+            if self._thread is None or not self._thread.is_alive():
+                self._stopping = False
+                self._thread = threading.Thread(target=self._loop, name="figure-preview", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+            return self.generation
+
+    def supersede(self) -> int:
+        """Drop whatever is waiting or running (the caller shows something newer itself)."""
+        with self._wake:
+            self.generation += 1
+            self._pending = None
+            return self.generation
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        with self._wake:
+            self._stopping = True
+            self._pending = None
+            self.generation += 1
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while self._pending is None and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                generation, job = self._pending
+                self._pending = None
+
+            def cancelled(generation=generation) -> bool:
+                return generation != self.generation
+
+            try:
+                result = job(cancelled)
+            except Exception as exc:  # noqa: BLE001 - shown in the dialog's status line
+                result = exc
+            if result is None or cancelled():
+                continue
+            try:
+                self.finished.emit(generation, result)
+            except RuntimeError:  # the dialog was deleted while this was rendering
+                return
+
+
 class PaperFigureDialog(QDialog):
     """Methods (columns) and views (rows), band, inset (typed or the current view), a live
     preview, and Export (PDF/SVG/PNG)."""
@@ -391,6 +505,10 @@ class PaperFigureDialog(QDialog):
             self.views.addItem(item)
         self.views.setMaximumHeight(100)
         self.band = QSpinBox(self)
+        self.band.setToolTip("Band shown in the band row and used by |error| at band (numbered from 1, as in "
+                             "the main window)")
+        self.band_nm = QLabel("", self)
+        self.band_nm.setObjectName("DimLabel")
         self.error_kind = QComboBox(self)
         self.error_kind.addItem("RMSE over bands", "rmse")
         self.error_kind.addItem("|error| at the band", "abs_band")
@@ -412,7 +530,10 @@ class PaperFigureDialog(QDialog):
         self.dpi.setSuffix(" dpi (PNG)")
 
         form = QFormLayout()
-        form.addRow("Band", self.band)
+        band_row = QHBoxLayout()
+        band_row.addWidget(self.band, 1)
+        band_row.addWidget(self.band_nm)
+        form.addRow("Band", band_row)
         form.addRow("Error map", self.error_kind)
         inset_row = QHBoxLayout()
         for box in self.inset_boxes:
@@ -448,7 +569,7 @@ class PaperFigureDialog(QDialog):
         self.export_button = buttons.addButton("Export…", QDialogButtonBox.ButtonRole.AcceptRole)
         buttons.addButton(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.close)
-        self.preview_button.clicked.connect(self.update_preview)
+        self.preview_button.clicked.connect(self.request_preview)
         self.export_button.clicked.connect(lambda: self.export())
         self.from_view.clicked.connect(self.use_current_view)
 
@@ -465,15 +586,19 @@ class PaperFigureDialog(QDialog):
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(400)
-        self._debounce.timeout.connect(self.update_preview)
+        self._debounce.timeout.connect(self.request_preview)
         for signal in (self.methods.itemChanged, self.views.itemChanged, self.band.valueChanged,
                        self.error_kind.currentIndexChanged, self.inset_on.toggled, self.corner.currentIndexChanged,
                        self.title_edit.editingFinished, self.methods.model().rowsMoved):
             signal.connect(lambda *_: self._debounce.start())
         for box in self.inset_boxes:
             box.valueChanged.connect(lambda *_: self._debounce.start())
-        self.last_figure = None
+        self.band.valueChanged.connect(self._show_band_nm)
+        self.last_provenance: dict | None = None
         self.last_preview: np.ndarray | None = None
+        self.renderer = PreviewRenderer(self)
+        self.renderer.finished.connect(self._on_rendered)
+        self._shown_generation = 0
 
     # ------------------------------------------------------------------ state
     def reload(self) -> None:
@@ -492,8 +617,11 @@ class PaperFigureDialog(QDialog):
             item.setCheckState(Qt.CheckState.Checked if layer.uid in chosen else Qt.CheckState.Unchecked)
             self.methods.addItem(item)
         self.methods.blockSignals(False)
-        self.band.setRange(0, max(self.scene.n_bands - 1, 0))
-        self.band.setValue(self.scene.band)
+        n = max(self.scene.n_bands, 1)
+        self.band.setRange(1, n)
+        self.band.setSuffix(f" / {n}")
+        self.band.setValue(self.scene.band + 1)
+        self._show_band_nm()
         h, w = self.scene.hr_shape or (1, 1)
         for box, top in zip(self.inset_boxes, (w, h, w, h)):
             box.setRange(0, top)
@@ -504,7 +632,11 @@ class PaperFigureDialog(QDialog):
             item = self.views.item(i)
             if item.data(Qt.ItemDataRole.UserRole) in ("error", "sam") and not gts:
                 item.setCheckState(Qt.CheckState.Unchecked)
-        self.update_preview()
+        self.request_preview()
+
+    def _show_band_nm(self, *_) -> None:
+        band = self.band.value() - 1
+        self.band_nm.setText(self.scene.band_text(band) if self.scene.band_wavelength(band) is not None else "")
 
     def set_inset(self, inset: tuple[float, float, float, float] | None) -> None:
         if inset is None:
@@ -527,47 +659,87 @@ class PaperFigureDialog(QDialog):
         views = [self.views.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.views.count())
                  if self.views.item(i).checkState() == Qt.CheckState.Checked]
         inset = tuple(b.value() for b in self.inset_boxes) if self.inset_on.isChecked() else None
-        return core_figure.PaperFigureSpec(methods=methods, views=views, band=self.band.value(), inset=inset,
+        return core_figure.PaperFigureSpec(methods=methods, views=views, band=self.band.value() - 1, inset=inset,
                                            inset_corner=self.corner.currentText(),
                                            error_kind=self.error_kind.currentData(),
                                            title=self.title_edit.text().strip())
 
     # ------------------------------------------------------------------ preview / export
-    def update_preview(self) -> bool:
+    def request_preview(self) -> None:
+        """Render the preview on the worker thread; the window stays responsive, the previous
+        picture stays up meanwhile, and only the newest request's result is shown."""
+        self._debounce.stop()
         try:
-            fig = core_figure.paper_figure(self.scene, self.spec())
-            rgba = core_figure.figure_to_rgba(fig, dpi=90)
+            inputs = core_figure.paper_inputs(self.scene, self.spec())  # the scene is read here, never off-thread
         except HsiError as exc:
-            self.status.setText(str(exc))
-            self.preview.setPixmap(QPixmap())
-            self.preview.setText("No preview")
-            self.last_figure = None
-            self.export_button.setEnabled(False)
+            self._shown_generation = self.renderer.supersede()
+            self._show_error(exc)
+            return
+        self.renderer.submit(lambda cancelled: render_preview(inputs, cancelled))
+        self.status.setText("Rendering the preview…")
+        if self.preview.pixmap() is None or self.preview.pixmap().isNull():
+            self.preview.setText("Rendering the preview…")
+
+    def preview_pending(self) -> bool:
+        """True while the newest request's preview is not on screen yet."""
+        return self._shown_generation != self.renderer.generation
+
+    def update_preview(self) -> bool:
+        """Render and show the preview now, on this thread (scripts and tests; the dialog itself
+        uses :meth:`request_preview`). Anything the worker was rendering is dropped as stale."""
+        self._debounce.stop()
+        generation = self.renderer.supersede()
+        try:
+            preview = render_preview(core_figure.paper_inputs(self.scene, self.spec()))
+        except HsiError as exc:
+            self._shown_generation = generation
+            self._show_error(exc)
             return False
-        self.last_figure = fig
-        self.last_preview = rgba
-        h, w = rgba.shape[:2]
-        image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
-        pixmap = QPixmap.fromImage(image)
+        self._on_rendered(generation, preview)
+        return True
+
+    def _on_rendered(self, generation: int, result) -> None:
+        if generation != self.renderer.generation:
+            return  # a newer request is on its way: never show an older state over it
+        self._shown_generation = generation
+        if isinstance(result, Exception):
+            self._show_error(result)
+            return
+        self.last_provenance = result.provenance
+        self.last_preview = result.rgba
+        pixmap = QPixmap.fromImage(result.image)
         room = self.scroll.viewport().size()
         if pixmap.width() > room.width() or pixmap.height() > room.height():  # the whole figure in view
             pixmap = pixmap.scaled(room, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
         self.preview.setPixmap(pixmap)
-        metrics = fig.hsi_provenance.get("metrics", {})
+        metrics = result.provenance.get("metrics", {})
         self.status.setText("  ·  ".join(f"{k}: PSNR {v['psnr_db']:.2f} dB, SAM {v['sam_deg']:.2f}°"
                                          for k, v in metrics.items()) or "Preview up to date")
         self.export_button.setEnabled(True)
-        return True
+
+    def _show_error(self, exc: BaseException) -> None:
+        self.status.setText(str(exc) if isinstance(exc, HsiError) else f"The preview failed: {exc!r}")
+        self.preview.setPixmap(QPixmap())
+        self.preview.setText("No preview")
+        self.last_provenance = None
+        self.export_button.setEnabled(False)
+
+    def shutdown(self) -> None:
+        self._debounce.stop()
+        self.renderer.shutdown()
 
     def export(self, path: str | None = None, background: bool = True) -> None:
-        spec = self.spec()
+        try:
+            inputs = core_figure.paper_inputs(self.scene, self.spec())  # frozen here: the scene may change meanwhile
+        except HsiError as exc:
+            self.controller.window._report(exc, "Export paper figure")
+            return
         path = path or self.controller._ask_save("Export paper figure", "figure.pdf", FIGURE_FILTER)
         if not path:
             return
         dpi = self.dpi.value()
-        scene = self.scene
         self.controller._write("Export paper figure",
-                               lambda: core_figure.save_figure(core_figure.paper_figure(scene, spec), path, dpi=dpi),
+                               lambda: core_figure.save_figure(core_figure.render_paper_figure(inputs), path, dpi=dpi),
                                background=background)
 
 

@@ -756,6 +756,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event):  # noqa: N802
         self.run_panel.shutdown()
         self.analysis.shutdown()
+        self.exporter.shutdown()
         if getattr(self, "results_browser", None) is not None and not sip.isdeleted(self.results_browser):
             self.results_browser.close()
         self.settings.sync()

@@ -52,6 +52,7 @@ def test_paper_figure_dialog_preview_and_export(window, tmp_path, qtbot):
     dialog = window.exporter.open_figure_builder()
     assert dialog is not None and dialog.isVisible()
     assert dialog.methods.count() == 2  # GT and the reconstruction (the LR and RGB guide cannot be columns)
+    qtbot.waitUntil(lambda: not dialog.preview_pending(), timeout=60_000)  # rendered off the GUI thread
     assert not dialog.preview.pixmap().isNull()
     assert "PSNR" in dialog.status.text()
     width_two = dialog.last_preview.shape[1]
@@ -157,3 +158,107 @@ def test_session_restores_the_ab_comparison(window, tmp_path, errors):
     assert ab.mode == "flicker" and ab.divider_x == 37.0
     assert ab.a_combo.currentData() == ab.a_uid and ab.b_combo.currentData() == ab.b_uid
     ab.set_mode("swipe")
+
+
+def _distinct_colours(pixmap) -> int:
+    """How many different colours a coarse probe of the picture finds (a blank one has one)."""
+    image = pixmap.toImage()
+    seen = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
+    return len(seen)
+
+
+def test_paper_figure_preview_renders_off_the_gui_thread(window, qtbot, monkeypatch):
+    import threading
+
+    from app.core.export import figure as core_figure
+
+    threads = []
+    render = core_figure.render_paper_figure
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(core_figure, "render_paper_figure", spy)
+    dialog = window.exporter.open_figure_builder()
+    assert dialog.preview_pending()  # opening returned before the figure was drawn
+    qtbot.waitUntil(lambda: not dialog.preview_pending(), timeout=60_000)
+    assert threads and all(t is not threading.main_thread() for t in threads)
+    pixmap = dialog.preview.pixmap()
+    assert not pixmap.isNull() and pixmap.width() > 200 and _distinct_colours(pixmap) > 50
+    assert "PSNR" in dialog.status.text() and dialog.export_button.isEnabled()
+    dialog.close()
+
+
+def test_paper_figure_change_during_a_render_ends_with_the_latest_state(window, qtbot, monkeypatch):
+    import threading
+
+    from app.core.export import figure as core_figure
+
+    release = threading.Event()
+    started = threading.Event()
+    bands = []
+    render = core_figure.render_paper_figure
+
+    def slow(inputs, cancelled=None):
+        bands.append(inputs.band)
+        if len(bands) == 1:  # hold the first render until the user has changed the band
+            started.set()
+            assert release.wait(30)
+        return render(inputs, cancelled)
+
+    monkeypatch.setattr(core_figure, "render_paper_figure", slow)
+    shown = []
+    dialog = window.exporter.open_figure_builder()
+    dialog.renderer.finished.connect(lambda generation, result: shown.append(generation))
+    assert started.wait(30)
+    first = dialog.renderer.generation
+    dialog.band.setValue(5)  # 1-based in the dialog: band index 4
+    qtbot.waitUntil(lambda: dialog.renderer.generation > first, timeout=5_000)  # the debounce fired
+    release.set()
+    qtbot.waitUntil(lambda: not dialog.preview_pending(), timeout=60_000)
+    qtbot.wait(200)  # let a stale result arrive if one were ever sent
+    assert dialog.last_provenance["band"] == 4 and bands[-1] == 4
+    assert first not in shown  # the superseded render was dropped, never painted over the newer one
+    assert _distinct_colours(dialog.preview.pixmap()) > 50
+    assert dialog.band.text() == "5 / 31"
+    dialog.close()
+
+
+def test_one_band_numbering_in_the_window_the_builder_and_the_figures(window, qtbot):
+    from app.core.export import figure as core_figure
+
+    scene = window.scene
+    scene.set_band(21)
+    assert window.band_bar.index_label.text() == "22 / 31"
+    dialog = window.exporter.open_figure_builder()
+    qtbot.waitUntil(lambda: not dialog.preview_pending(), timeout=60_000)
+    assert dialog.band.text() == "22 / 31" and dialog.band_nm.text() == "610 nm"
+    assert dialog.spec().band == 21
+    fig = core_figure.paper_figure(scene, dialog.spec())
+    labels = [ax.get_ylabel() for ax in fig.get_axes() if ax.get_ylabel()]
+    assert "Band 22 / 31\n610 nm" in labels
+    recon = scene.layers_with_role("recon")[0]
+    panel = core_figure.panel_figure(scene, recon.uid)
+    assert panel.get_axes()[0].get_title().endswith("band 22 / 31 (610 nm)")
+    dialog.close()
+
+
+def test_paper_figure_names_a_false_colour_row_false_colour():
+    from app.core.cube import Cube
+    from app.core.export import figure as core_figure
+    from app.core.state.scene import Scene
+
+    from tests.qt.conftest import food_array
+
+    near_infrared = np.linspace(700.0, 1000.0, 31)  # outside 400-700 nm: shown in false colour
+    scene = Scene()
+    gt = scene.add_layer(Cube.from_array(food_array(), near_infrared, name="nir_gt"), "gt", "nir_gt")
+    recon = scene.add_layer(Cube.from_array(np.clip(food_array() * 1.02, 0, 1), near_infrared, name="r"), "recon", "r")
+    fig = core_figure.paper_figure(scene, core_figure.PaperFigureSpec(methods=[gt.uid, recon.uid], views=("true",)))
+    assert [ax.get_ylabel() for ax in fig.get_axes() if ax.get_ylabel()] == ["False colour"]
+    scene.remove_layer(recon)
+    scene.remove_layer(gt)
+    scene.add_layer(Cube.from_array(food_array(), np.linspace(400.0, 700.0, 31), name="vis"), "gt", "vis")
+    fig = core_figure.paper_figure(scene, core_figure.PaperFigureSpec(methods=[scene.layers[0].uid], views=("true",)))
+    assert [ax.get_ylabel() for ax in fig.get_axes() if ax.get_ylabel()] == ["True colour"]

@@ -16,9 +16,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import matplotlib
 import numpy as np
@@ -42,6 +43,9 @@ INSET_COLOUR = "#00e5ff"
 RC = {"svg.fonttype": "none", "pdf.fonttype": 42, "font.size": 8, "axes.titlesize": 8,
       "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7,
       "image.interpolation": "nearest"}
+# rc_context swaps the process-wide rcParams and matplotlib is not thread-safe: the preview worker,
+# the export worker and the GUI thread take turns through this lock (re-entrant: builders nest).
+MPL_LOCK = threading.RLock()
 
 
 class FigureError(HsiError):
@@ -84,8 +88,8 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: float = 300, size_in: tup
         meta = {"Title": title, "Creator": software, "Subject": prov, "Keywords": "hyperspectral; provenance JSON in Subject"}
     else:
         meta = {"Title": title, "Creator": software, "Description": prov}
-    _retarget_images(fig, fmt)
-    with matplotlib.rc_context(RC):
+    with MPL_LOCK, matplotlib.rc_context(RC):
+        _retarget_images(fig, fmt)
         with atomic_file(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, metadata=meta)
     return path
@@ -153,7 +157,7 @@ def _with_rc(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with matplotlib.rc_context(RC):
+        with MPL_LOCK, matplotlib.rc_context(RC):
             return fn(*args, **kwargs)
     return wrapper
 
@@ -199,7 +203,8 @@ def _draw_panel(fig: Figure, ax, scene: "Scene", layer: "Layer", rendered, *, fm
                        extent=ext, interpolation=_interp(fmt))
         if colorbar:
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="reflectance")
-    band = "" if rendered.band is None else f" — {layer.cube.band_label(rendered.band)}"
+    band = "" if rendered.band is None else \
+        f" — {band_caption(rendered.band, layer.cube.bands, layer.cube.wavelengths_nm)}"
     ax.set_title(f"{layer.label}{band}")
     ax.set_xlabel("column (px)")
     ax.set_ylabel("row (px)")
@@ -378,41 +383,98 @@ def _check_spec(scene: "Scene", spec: PaperFigureSpec) -> tuple[list["Layer"], "
     return layers, ref
 
 
-@_with_rc
+@dataclass(frozen=True)
+class PaperInputs:
+    """What :func:`render_paper_figure` reads from the scene, frozen on the thread that owns the
+    scene so that the rendering may run on any other (the scene keeps changing meanwhile)."""
+
+    spec: PaperFigureSpec
+    layers: tuple
+    ref: "Layer | None"
+    band: int
+    n_bands: int
+    hr_shape: tuple[int, int]
+    analysis_scale: float | None
+    snapshot: Any
+    percentiles: tuple[float, float]
+    colormap: str
+    wl_text: str
+    band_title: str
+
+
+def paper_inputs(scene: "Scene", spec: PaperFigureSpec) -> PaperInputs:
+    """Check ``spec`` against ``scene`` and freeze what the figure needs (cheap: no pixels read)."""
+    layers, ref = _check_spec(scene, spec)
+    band = scene.band if spec.band is None else int(spec.band)
+    if not 0 <= band < scene.n_bands:
+        raise FigureError(f"band {band + 1} is out of range (1–{scene.n_bands})")
+    wl_text = scene.band_text(band) if scene.band_wavelength(band) is not None else ""
+    return PaperInputs(spec=spec, layers=tuple(layers), ref=ref, band=band, n_bands=scene.n_bands,
+                       hr_shape=tuple(scene.hr_shape), analysis_scale=scene.analysis_scale(),
+                       snapshot=scene.snapshot(), percentiles=tuple(scene.percentiles), colormap=scene.colormap,
+                       wl_text=wl_text, band_title=f"Band {band + 1} / {scene.n_bands}")
+
+
+def band_caption(band: int, n_bands: int, wavelengths_nm=None) -> str:
+    """'band 22 / 31 (600 nm)': 1-based as in the main window's band bar, so that the window, the
+    builder and the exported titles name a band the same way."""
+    text = f"band {band + 1} / {n_bands}"
+    if wavelengths_nm is not None and len(wavelengths_nm) == n_bands:
+        nm = float(wavelengths_nm[band])
+        text += f" ({nm:.0f} nm)" if abs(nm - round(nm)) < 0.05 else f" ({nm:.1f} nm)"
+    return text
+
+
+def colour_row_title(notes: Sequence[str]) -> str:
+    """'True colour' only when every picture of the row is CIE true colour; a cube that does not
+    cover 400-700 nm is shown in false colour and its note says so, so the title must too."""
+    return "False colour" if any("false colour" in (n or "") for n in notes) else "True colour"
+
+
 def paper_figure(scene: "Scene", spec: PaperFigureSpec) -> Figure:
     """Methods as columns, views as rows; one shared contrast and colour scale per row with one
     colorbar; the same inset on every panel with the zoomed crop in a corner; captions with the
     method's name and its PSNR / SAM against the GT (computed with app.core.science.metrics)."""
+    return render_paper_figure(paper_inputs(scene, spec))
+
+
+def render_paper_figure(inputs: PaperInputs, cancelled: Callable[[], bool] | None = None) -> Figure | None:
+    """:func:`paper_figure` from frozen inputs; safe off the GUI thread (the metrics and pictures
+    are computed without the matplotlib lock, which is held only while drawing). ``cancelled``
+    is asked between the expensive steps: when it says True the work stops and None is returned
+    (a preview whose request was superseded is not worth finishing)."""
+    stop = cancelled or (lambda: False)
     from app.core.evaluation.analysis import locked_levels
     from app.core.science.metrics import abs_error_map, compute_all
     from app.core.state.scene import DisplayMode, percentile_levels, render
 
-    layers, ref = _check_spec(scene, spec)
-    band = scene.band if spec.band is None else int(spec.band)
-    if not 0 <= band < scene.n_bands:
-        raise FigureError(f"band {band} is out of range (0–{scene.n_bands - 1})")
+    spec, ref, band = inputs.spec, inputs.ref, inputs.band
     columns = []
-    for layer in layers:
+    for layer in inputs.layers:
         metrics = None
         if ref is not None and layer.uid != ref.uid:
-            metrics = compute_all(ref.cube.data, layer.cube.data, scale=scene.analysis_scale(), band_index=band,
+            metrics = compute_all(ref.cube.data, layer.cube.data, scale=inputs.analysis_scale, band_index=band,
                                   gt_wavelengths_nm=ref.cube.wavelengths_nm,
                                   pred_wavelengths_nm=layer.cube.wavelengths_nm, device=spec.device)
         columns.append(_Column(layer, metrics))
+        if stop():
+            return None
 
     images: dict[str, list] = {}
     levels: dict[str, Any] = {}
+    titles: dict[str, str] = {}
     if "true" in spec.views:
-        snap = dataclasses.replace(scene.snapshot(), mode=DisplayMode.TRUE_COLOUR,
+        snap = dataclasses.replace(inputs.snapshot, mode=DisplayMode.TRUE_COLOUR,
                                    layers=tuple(c.layer for c in columns),
                                    colour_image={c.layer.uid: False for c in columns})
         rendered = render(snap)
         images["true"] = [np.clip(np.asarray(rendered[c.layer.uid].image, dtype=np.float32), 0, 1) for c in columns]
         levels["true"] = (0.0, 1.0)
+        titles["true"] = colour_row_title([rendered[c.layer.uid].note for c in columns])
     if "band" in spec.views:
         images["band"] = [np.asarray(c.layer.cube.band(band), dtype=np.float32) for c in columns]
         base = ref.cube.band(band) if ref is not None else images["band"][0]
-        levels["band"] = percentile_levels(base, *scene.percentiles)
+        levels["band"] = percentile_levels(base, *inputs.percentiles)
     if "error" in spec.views:
         if spec.error_kind == "abs_band":
             images["error"] = [None if c.metrics is None else abs_error_map(ref.cube.data, c.layer.cube.data, band)
@@ -425,8 +487,15 @@ def paper_figure(scene: "Scene", spec: PaperFigureSpec) -> Figure:
         images["sam"] = [None if c.metrics is None else c.metrics["maps"]["sam_deg"] for c in columns]
         pairs = [(c.metrics["maps"]["sam_deg"], c.metrics["maps"]["sam_valid"]) for c in columns if c.metrics]
         levels["sam"] = locked_levels([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else (0.0, 1.0)
+    if stop():
+        return None
+    return _draw_paper(inputs, columns, images, levels, titles)
 
-    h, w = scene.hr_shape
+
+@_with_rc
+def _draw_paper(inputs: PaperInputs, columns: list, images: dict, levels: dict, titles: dict) -> Figure:
+    spec, ref, band = inputs.spec, inputs.ref, inputs.band
+    h, w = inputs.hr_shape
     n_rows, n_cols = len(spec.views), len(columns)
     fig = Figure(figsize=(n_cols * spec.panel_in + 0.9, n_rows * spec.panel_in * h / w + 0.75 + (0.2 if spec.title else 0)),
                  layout="constrained")
@@ -435,11 +504,14 @@ def paper_figure(scene: "Scene", spec: PaperFigureSpec) -> Figure:
     grid = fig.subplots(n_rows, n_cols + 1, squeeze=False,
                         gridspec_kw={"width_ratios": [1.0] * n_cols + [0.06]})
     axes, bars = grid[:, :n_cols], grid[:, n_cols]
-    wl_text = scene.band_text(band)
-    row_titles = {"true": "True colour", "band": f"Band {band}" + (f"\n{wl_text}" if wl_text else ""),
-                  "error": "RMSE over bands" if spec.error_kind != "abs_band" else f"|error| at {wl_text or band}",
+    wl_text = inputs.wl_text
+    row_titles = {"true": titles.get("true", "True colour"),
+                  "band": inputs.band_title + (f"\n{wl_text}" if wl_text else ""),
+                  "error": "RMSE over bands" if spec.error_kind != "abs_band"
+                  else f"|error| at {wl_text or inputs.band_title.lower()}",
                   "sam": "SAM (°)"}
-    cmaps = {"band": scene.colormap if scene.colormap != "gray" else "gray", "error": MAP_COLORMAP, "sam": MAP_COLORMAP}
+    cmaps = {"band": inputs.colormap if inputs.colormap != "gray" else "gray", "error": MAP_COLORMAP,
+             "sam": MAP_COLORMAP}
     for r, view in enumerate(spec.views):
         mappable = None
         for j, col in enumerate(columns):
@@ -475,9 +547,9 @@ def paper_figure(scene: "Scene", spec: PaperFigureSpec) -> Figure:
             bars[r].set_axis_off()
     fig.hsi_provenance = export_provenance(
         ([ref] if ref is not None else []) + [c.layer for c in columns if ref is None or c.layer.uid != ref.uid],
-        view="paper figure", band=band, band_label=wl_text, rows=list(spec.views),
+        view="paper figure", band=band, band_label=wl_text or inputs.band_title.lower(), rows=list(spec.views),
         inset=None if spec.inset is None else list(spec.inset), error_kind=spec.error_kind,
-        percentiles=list(scene.percentiles),
+        percentiles=list(inputs.percentiles),
         metrics={c.layer.name: {"psnr_db": c.metrics["psnr_db"], "sam_deg": c.metrics["sam_deg"],
                                 "ssim": c.metrics["ssim"]} for c in columns if c.metrics},
         **spec.extra_provenance)
@@ -545,8 +617,8 @@ def figure_to_rgba(fig: Figure, dpi: float = 80) -> np.ndarray:
     """(h, w, 4) uint8 rendering of ``fig`` (for a preview)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    _retarget_images(fig, "png")
-    with matplotlib.rc_context(RC):
+    with MPL_LOCK, matplotlib.rc_context(RC):
+        _retarget_images(fig, "png")
         canvas = FigureCanvasAgg(fig)
         fig.set_dpi(dpi)
         canvas.draw()
