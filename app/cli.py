@@ -26,13 +26,27 @@ def _add_read_options(p: argparse.ArgumentParser) -> None:
 
 
 def _read_kwargs(args) -> dict:
-    normalise = args.normalise
-    try:
-        normalise = float(normalise)
-    except ValueError:
-        pass
     return dict(var=args.var, layout=args.layout, hw=tuple(args.hw) if args.hw else None,
-                normalise=normalise, nonfinite=args.nonfinite)
+                normalise=_normalise_option(args.normalise), nonfinite=args.nonfinite)
+
+
+def _normalise_option(text: str) -> str | float:
+    """--normalise as the readers take it; a divisor must be a positive finite number (inf would
+    turn every value into 0, nan into nan, 0 or a negative into nonsense)."""
+    import math
+
+    from app.core.errors import HsiError
+
+    word = str(text).strip().lower()
+    if word in ("auto", "none", "max"):
+        return word
+    try:
+        value = float(word)
+    except ValueError:
+        raise HsiError(f"--normalise {text!r}: expected auto, none, max or a positive number to divide by") from None
+    if not (math.isfinite(value) and value > 0):
+        raise HsiError(f"--normalise {text!r}: the divisor must be a positive finite number")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -459,8 +473,75 @@ def cmd_bench(args) -> int:
                           json_out=args.json, device=args.device, viewer=viewer)
 
 
+def _subject(args) -> str | None:
+    """The input a command is about, for an out-of-memory message that names a file."""
+    for name in ("path", "src", "lr", "gt"):
+        value = getattr(args, name, None)
+        if value:
+            return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return None
+
+
+def _estimated_bytes(args) -> int | None:
+    """float32 size of the command's input cube (what loading it costs), when it can be told cheaply."""
+    import os
+
+    for name in ("path", "src", "lr", "gt"):
+        value = getattr(args, name, None)
+        if isinstance(value, list):
+            value = value[0] if len(value) == 1 else None
+        if not value:
+            continue
+        try:
+            from app.core.io import open_cube
+
+            return open_cube(value).nbytes_float32
+        except BaseException:  # noqa: BLE001 - a second failure must not hide the first
+            try:
+                return os.path.getsize(value) if os.path.isfile(value) else None
+            except OSError:
+                return None
+    return None
+
+
+class _Signals:
+    """SIGTERM (and SIGINT) raise an exception in the main thread, so that ``finally`` blocks and
+    the atomic writers remove their temporary files; without a handler SIGTERM kills the process
+    on the spot and leaves hidden ``.NAME.XXXX.part`` files behind."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                current = signal.getsignal(sig)
+                if sig == signal.SIGINT and current is not signal.default_int_handler:
+                    continue  # somebody (a test runner, an embedding app) handles Ctrl+C already
+                if sig == signal.SIGTERM and current not in (signal.SIG_DFL, None):
+                    continue
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    @staticmethod
+    def _handler(signum, frame):
+        from app.core.io._common import interruption, note_signal
+
+        if note_signal(signum):  # else held back until a library call that must not be cut ends
+            raise interruption(signum)
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
-    from app.core.errors import HsiError
+    from app.core.errors import HsiError, OutOfMemoryError, Terminated, memory_needed
+    from app.core.io._common import check_interrupted, signals_seen
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -474,13 +555,27 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"view": cmd_view, "info": cmd_info, "convert": cmd_convert, "simulate": cmd_simulate,
                 "sr": cmd_sr, "eval": cmd_eval, "compare": cmd_compare, "browse": cmd_browse, "models": cmd_models, "bench": cmd_bench,
                 "train": cmd_train}
+    since = signals_seen()
     try:
-        return handlers[args.command](args)
+        with _Signals() if args.command != "view" else contextlib.nullcontext():
+            status = handlers[args.command](args)
+            check_interrupted(since)  # an interruption a library swallowed still ends the command
+            return status
     except (HsiError, ValueError, OSError) as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
         return 2
+    except MemoryError as exc:
+        if args.debug:
+            raise
+        subject = _subject(args)
+        needed = memory_needed(exc) or _estimated_bytes(args)
+        print(f"error: {OutOfMemoryError(subject, needed)}", file=sys.stderr)
+        return 2
+    except Terminated as exc:
+        print("terminated", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

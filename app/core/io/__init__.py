@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import Callable
 
 from app.core.cube import Cube
-from app.core.errors import CubeError, MissingFileError, UnknownFormatError, UnsafeFileError
+from app.core.errors import (
+    CubeError,
+    MissingFileError,
+    OutOfMemoryError,
+    UnknownFormatError,
+    UnsafeFileError,
+    memory_needed,
+)
 from app.core.io import containers, envi, imagefiles
 from app.core.io._common import ReadOptions
+from app.core.io.atomic import write_errors
 
 __all__ = ["open_cube", "save_cube", "output_format", "sniff", "ReadOptions", "FORMATS", "WRITE_FORMATS", "list_variables"]
 
@@ -105,9 +113,9 @@ def open_cube(path: str | Path, *, var: str | None = None, layout: str | None = 
         raise UnknownFormatError(path, f"unknown format '{name}' (known: {', '.join(FORMATS)})")
     try:
         cube = FORMATS[name].read(path, options)
-    except MemoryError:
-        raise CubeError(path, "does not fit in memory; a memory-mapped format (ENVI, .npy, uncompressed "
-                              "TIFF, HDF5) opens without loading it") from None
+    except MemoryError as exc:
+        raise OutOfMemoryError(path, memory_needed(exc), "a memory-mapped format (ENVI, .npy, uncompressed "
+                                                         "TIFF, HDF5) opens without loading it") from None
     cube.metadata.setdefault("format", name)
     return cube
 
@@ -143,9 +151,14 @@ def save_cube(cube: Cube, path: str | Path, *, fmt: str | None = None, **options
     Options: ``mat_version`` ('auto', '5', '7.3') for .mat, ``interleave``/``byteorder`` for ENVI."""
     path = Path(path).expanduser()
     name = output_format(path, fmt)
-    if name == "mat":
-        return containers.write_mat(cube, path, options.get("mat_version", "auto"))
-    if name == "envi":
-        return envi.write(cube, path, interleave=options.get("interleave", "bsq"),
-                          byteorder=options.get("byteorder", "little"))
-    return FORMATS[name].write(cube, path)
+    try:
+        with write_errors(path):  # a full disk or a read-only folder is named by the output path
+            if name == "mat":
+                return containers.write_mat(cube, path, options.get("mat_version", "auto"))
+            if name == "envi":
+                return envi.write(cube, path, interleave=options.get("interleave", "bsq"),
+                                  byteorder=options.get("byteorder", "little"))
+            return FORMATS[name].write(cube, path)
+    except MemoryError as exc:  # the writers need the whole cube as float32 (and the formats a copy)
+        raise OutOfMemoryError(cube.source_path or path,
+                               memory_needed(exc) or cube.nbytes_float32) from None

@@ -7,7 +7,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -17,8 +19,10 @@ import numpy as np
 from app.core.errors import (
     AmbiguousCubeError,
     CubeError,
+    NoCubeError,
     NonFiniteError,
     NonNumericError,
+    Terminated,
 )
 
 log = logging.getLogger("hsi.io")
@@ -91,7 +95,16 @@ def check_numeric(arr_dtype: np.dtype, path, what: str = "the array") -> None:
     kind = np.dtype(arr_dtype).kind
     if kind not in "biuf":
         names = {"U": "text", "S": "bytes", "O": "Python objects", "V": "records/structs", "c": "complex numbers"}
+        if kind == "c":  # a silent cast would drop the imaginary part
+            raise NonNumericError(path, f"{what} holds complex numbers ({np.dtype(arr_dtype).name}); only real-valued "
+                                        f"cubes are read (save the magnitude or the real part as a real array)")
         raise NonNumericError(path, f"{what} holds {names.get(kind, kind)} ({arr_dtype}), not real numbers")
+
+
+def check_shape(shape, path, what: str = "the array") -> None:
+    """Refuse arrays with an empty axis: they hold no values to show (and break every slice)."""
+    if any(int(n) <= 0 for n in shape):
+        raise NoCubeError(path, f"{what} has shape {tuple(int(n) for n in shape)}: an axis of length 0 holds no values")
 
 
 # ------------------------------------------------------------------------------ values
@@ -104,8 +117,8 @@ def normalisation_rule(dtype: np.dtype, options: ReadOptions, *, stated_scale: f
     """
     user = options.normalise
     if isinstance(user, (int, float)) and not isinstance(user, bool):
-        if not user > 0:
-            raise ValueError(f"the normalisation divisor must be positive, got {user}")
+        if not (user > 0 and np.isfinite(user)):  # inf would turn every value into 0, nan into nan
+            raise ValueError(f"the normalisation divisor must be a positive finite number, got {user}")
         return 1.0 / float(user), f"stored values divided by {user:g} (user choice)"
     if user == "none":
         return 1.0, "stored values used as they are (user choice)"
@@ -169,6 +182,63 @@ def zero_nonfinite(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+class FiniteView:
+    """A lazy stored array (memmap, h5py dataset) whose NaN/Inf read as 0.
+
+    ``nonfinite='zero'`` must hold for the whole file, not only for the rows the opening check
+    samples, and loading a large memory-mapped file to clean it would defeat the mapping; so the
+    values are cleaned as they are read."""
+
+    def __init__(self, base):
+        self.base = base
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.base.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.base.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.base.shape)
+
+    def __len__(self) -> int:
+        return int(self.base.shape[0])
+
+    def __getitem__(self, index) -> np.ndarray:
+        values = np.array(self.base[index], copy=True)
+        if values.dtype.kind == "f":
+            values[~np.isfinite(values)] = 0
+        return values
+
+    def __array__(self, dtype=None, copy=None):
+        values = self[...]
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+
+def honour_nonfinite(raw, path, options: ReadOptions, warnings: list[str], *, lazy: bool):
+    """The array a reader should put in its cube, given the NaN/Inf rule.
+
+    Refuses NaN/Inf found by the check (a sample for lazy arrays, every value otherwise) unless
+    the user asked for zeros; with ``nonfinite='zero'`` a lazy array is wrapped in a
+    :class:`FiniteView`, so that values beyond the sample are cleaned too."""
+    if np.dtype(raw.dtype).kind != "f":
+        return raw
+    found = check_finite(sample_values(raw) if lazy else np.asarray(raw), path, options, sampled=lazy)
+    if options.nonfinite != "zero":
+        return raw
+    if lazy:
+        warnings.append("NaN/Inf values replaced by 0 (user choice)" if found else
+                        "NaN/Inf values read as 0 wherever they occur (user choice; none in the sampled rows)")
+        return FiniteView(raw)
+    if found:
+        warnings.append("NaN/Inf values replaced by 0 (user choice)")
+        return zero_nonfinite(raw)
+    return raw
+
+
 # ------------------------------------------------------------------------------ wavelengths
 _UNIT_FACTORS = {
     "nm": 1.0, "nanometer": 1.0, "nanometers": 1.0, "nanometre": 1.0, "nanometres": 1.0,
@@ -200,35 +270,116 @@ def wavelengths_to_nm(values, units: str | None, path=None) -> tuple[np.ndarray 
 
 
 # ------------------------------------------------------------------------------ writing
+class _Signals:
+    """SIGINT/SIGTERM seen by the CLI's handler (``note_signal``), so that an interruption a
+    library swallowed (h5py drops a KeyboardInterrupt raised during its writes) still cancels
+    the write, and so that handlers can wait while a library must not be interrupted."""
+
+    count = 0
+    last: int | None = None
+    deferred = 0  # main-thread sections during which the handler only records the signal
+
+
+def note_signal(signum: int) -> bool:
+    """Record a signal; True when the handler should raise now (not inside ``deferred_interrupts``)."""
+    _Signals.count += 1
+    _Signals.last = signum
+    return _Signals.deferred == 0
+
+
+def interruption(signum: int | None) -> KeyboardInterrupt:
+    return Terminated(signum) if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def signals_seen() -> int:
+    return _Signals.count
+
+
+def check_interrupted(since: int) -> None:
+    """Raise the interruption when a signal arrived after ``signals_seen()`` returned ``since``."""
+    if _Signals.count != since:
+        raise interruption(_Signals.last)
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[int]:
+    """Hold SIGINT/SIGTERM (as recorded by ``note_signal``) until the block ends, then raise.
+
+    For library calls that an exception would leave in a broken state: HDF5 crashes later when
+    a write is abandoned half-way. Yields the signal count at entry (``check_interrupted``)."""
+    main = threading.current_thread() is threading.main_thread()
+    start = _Signals.count
+    if main:
+        _Signals.deferred += 1
+    try:
+        yield start
+    finally:
+        if main:
+            _Signals.deferred -= 1
+        if _Signals.count != start:  # raised from finally: replaces whatever the block raised
+            raise interruption(_Signals.last)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (os.umask can only
+    set it, and setting it briefly would affect files other threads create meanwhile)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def usual_mode(path: Path, directory: bool = False) -> None:
+    """Give a file made by mkstemp/mkdtemp (0600/0700) the mode open()/mkdir() would (umask)."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
-    On any error the temporary file is removed, so no half-written output is ever left."""
+    On any error or interruption the temporary file is removed, so no half-written output is
+    ever left; the result gets the mode the user's umask gives."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    since = signals_seen()
+    tmp_path = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        tmp_path = Path(tmp)
+        os.close(fd)
         yield tmp_path
+        check_interrupted(since)
+        usual_mode(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
         raise
 
 
 @contextlib.contextmanager
 def atomic_dir(parent: Path, prefix: str) -> Iterator[Path]:
-    """A temporary folder inside ``parent``; removed with its contents if the block fails."""
+    """A temporary folder inside ``parent``; removed with its contents if the block fails.
+    It has the umask's folder mode, since a writer may rename it into the output."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}.", suffix=".part", dir=parent))
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}.", suffix=".part", dir=parent))
+        usual_mode(tmp, directory=True)
         yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def reflectance_for_writing(cube) -> tuple[np.ndarray, dict]:

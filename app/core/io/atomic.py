@@ -21,23 +21,31 @@ from pathlib import Path
 from typing import Iterator
 
 from app.core.errors import CubeError, HsiError
-from app.core.io._common import atomic_path
+from app.core.io._common import atomic_path, usual_mode
 
 __all__ = ["WriteError", "atomic_file", "write_text", "write_bytes", "write_errors", "describe_os_error"]
 
 
-class WriteError(HsiError):
-    """A file cannot be written; ``path`` is the target and the message says why."""
+class WriteError(HsiError, OSError):
+    """A file cannot be written; ``path`` is the target and the message says why.
+
+    Also an OSError, since it replaces one: callers that handled the writer's OSError still do."""
 
     def __init__(self, path: str | Path, problem: str):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
 
 def describe_os_error(exc: OSError) -> str:
     """The reason of a failed write, in words, with what to do."""
     code = getattr(exc, "errno", None)
+    text = str(exc).lower()
+    if code is None and ("no space left" in text or "not enough free space" in text):
+        code = errno.ENOSPC  # numpy reports a failed preallocation without an errno
     if code == errno.ENOSPC or code == getattr(errno, "EDQUOT", -1):
         return "cannot be written: the disk is full (no space left on the device); free some space or choose another disk"
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -84,12 +92,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
 def _usual_mode(tmp: Path) -> None:
     """mkstemp creates 0600 files; an export gets the mode a plain open() would give (umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)
-    except OSError:
-        pass
+    usual_mode(tmp)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

@@ -6,7 +6,9 @@ A wavelength variable is picked up when its name says so and its length matches 
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -21,21 +23,22 @@ from app.core.errors import (
     CubeError,
     NoCubeError,
     NonNumericError,
+    TruncatedFileError,
     UnsafeFileError,
 )
 from app.core.io._common import (
     ReadOptions,
     atomic_path,
     axes_from_layout,
-    check_finite,
     check_numeric,
+    check_shape,
+    deferred_interrupts,
     detect_layout,
+    honour_nonfinite,
     normalisation_rule,
     plausible_wavelengths,
     reflectance_for_writing,
-    sample_values,
     wavelengths_to_nm,
-    zero_nonfinite,
 )
 
 _WAVELENGTH_NAME = re.compile(r"(wave|wavelength|wvl|^wl|lambda|band_?cent|centers?$|centres?$)", re.I)
@@ -72,8 +75,11 @@ def list_mat5(path: Path) -> list[Variable]:
 
     try:
         contents = sio.loadmat(str(path), squeeze_me=False, struct_as_record=True)
-    except Exception as exc:
-        raise CubeError(path, f"cannot read this MATLAB v5 file ({exc})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # scipy reports damage as ValueError, TypeError, OSError, zlib.error, ...
+        raise CubeError(path, f"cannot read this MATLAB v5 file ({_one_line(exc)}); it may be truncated "
+                              f"or damaged") from None
     out = []
     for name, value in contents.items():
         if name.startswith("__"):
@@ -114,16 +120,36 @@ def list_h5(handle, path: Path, matlab: bool) -> list[Variable]:
 def list_npz(path: Path) -> list[Variable]:
     try:
         archive = np.load(str(path), allow_pickle=False)
-    except Exception as exc:
-        raise CubeError(path, f"cannot read this .npz archive ({exc})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, OSError, ValueError
+        raise CubeError(path, f"cannot read this .npz archive ({_one_line(exc)}); it may be truncated") from None
     out = []
-    for name in archive.files:
-        try:
-            arr = archive[name]
-        except ValueError:
-            raise UnsafeFileError(path, f"array '{name}' holds Python objects, which would need unpickling; refused") from None
-        out.append(Variable(name, tuple(arr.shape), arr.dtype, (lambda a=arr: a), numeric=_is_numeric_dtype(arr.dtype)))
+    with archive:
+        for name in archive.files:
+            try:
+                arr = archive[name]
+            except MemoryError:
+                raise
+            except ValueError as exc:
+                if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+                    raise UnsafeFileError(path, f"array '{name}' holds Python objects, which would need "
+                                                f"unpickling; refused") from None
+                raise CubeError(path, f"array '{name}' cannot be read ({_one_line(exc)}); the archive may be "
+                                      f"truncated") from None
+            except Exception as exc:  # damaged member: zlib.error, BadZipFile, EOFError, OSError
+                raise CubeError(path, f"array '{name}' cannot be read ({_one_line(exc)}); the archive may be "
+                                      f"truncated or damaged") from None
+            if not isinstance(arr, np.ndarray):  # numpy hands non-.npy members back as raw bytes
+                raise CubeError(path, f"archive member '{name}' is not a NumPy array (.npy data); an .npz "
+                                      f"holds only arrays saved by numpy.savez")
+            out.append(Variable(name, tuple(arr.shape), arr.dtype, (lambda a=arr: a),
+                                numeric=_is_numeric_dtype(arr.dtype)))
     return out
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # ------------------------------------------------------------------------------ choosing
@@ -141,8 +167,9 @@ def _find(variables: list[Variable], name: str, path: Path) -> Variable:
 def _scalar(variables: list[Variable], names: tuple[str, ...]) -> int | None:
     for v in variables:
         if v.name.lower() in names and v.numeric and v.size == 1:
-            arr = np.asarray(v.load())
-            return int(arr.reshape(-1)[0])
+            value = float(np.asarray(v.load()).reshape(-1)[0])
+            if np.isfinite(value) and value >= 1 and value == int(value):
+                return int(value)
     return None
 
 
@@ -210,6 +237,7 @@ def cube_from_variable(var: Variable, variables: list[Variable], hw, options: Re
                        fmt: str, pixel_order: str) -> Cube:
     """Turn the chosen variable into a Cube (lazy when it is an h5py dataset or a memmap)."""
     check_numeric(var.dtype, path, f"variable '{var.name}'")
+    check_shape(var.shape, path, f"variable '{var.name}'")
     warnings: list[str] = []
     if len(var.shape) == 2:
         data = _unflatten(np.asarray(var.load()), var, hw, options, path, pixel_order)
@@ -228,13 +256,12 @@ def cube_from_variable(var: Variable, variables: list[Variable], hw, options: Re
         else:
             axes = logical_axes
     bands = var.shape[axes_from_layout(layout, path)[2]] if len(var.shape) == 3 else raw.shape[2]
-    sampled = sample_values(raw, axes)
+    if _is_h5(raw):
+        raw = _H5Data(raw, path, var.name)
     max_value = None
+    raw = honour_nonfinite(raw, path, options, warnings, lazy=_is_lazy(raw))
     if options.normalise == "max":
         max_value = float(np.max(np.asarray(raw)))
-    if check_finite(sampled if _is_lazy(raw) else np.asarray(raw), path, options, sampled=_is_lazy(raw)):
-        raw = zero_nonfinite(np.asarray(raw))
-        warnings.append("NaN/Inf values replaced by 0 (user choice)")
     scale, rule = normalisation_rule(var.dtype, options, max_value=max_value)
     wavelengths, wl_note = find_wavelengths(variables, bands, var.name)
     if wl_note:
@@ -249,6 +276,50 @@ def cube_from_variable(var: Variable, variables: list[Variable], hw, options: Re
 
 def _is_lazy(raw) -> bool:
     return not isinstance(raw, np.ndarray) or isinstance(raw, np.memmap)
+
+
+def _is_h5(raw) -> bool:
+    return type(raw).__module__.startswith("h5py")
+
+
+class _H5Data:
+    """An h5py dataset whose read errors name the file: HDF5 reports a damaged chunk as a bare
+    OSError only when it is read, long after the file was opened."""
+
+    def __init__(self, dataset, path: Path, name: str):
+        self.dataset = dataset
+        self.path = path
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.dataset.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.dataset.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.dataset.shape)
+
+    @property
+    def attrs(self):
+        return self.dataset.attrs
+
+    def __len__(self) -> int:
+        return int(self.dataset.shape[0])
+
+    def __getitem__(self, index):
+        try:
+            return self.dataset[index]
+        except (OSError, RuntimeError) as exc:
+            raise CubeError(self.path, f"the data of '{self.name}' cannot be read ({_one_line(exc)}); the file "
+                                       f"is truncated or damaged") from None
+
+    def __array__(self, dtype=None, copy=None):
+        values = np.asarray(self[()])
+        return values if dtype is None else values.astype(dtype, copy=False)
 
 
 def _unflatten(mat: np.ndarray, var: Variable, hw, options, path, pixel_order: str) -> np.ndarray:
@@ -275,9 +346,11 @@ def read_mat5(path: Path, options: ReadOptions) -> Cube:
     meta = [v for v in variables if v.name == "metadata_json" and v.dtype.kind == "U"]
     if meta:  # written by write_mat: wavelengths and provenance
         try:
-            _apply_sidecar(cube, json.loads(str(np.asarray(meta[0].load()).reshape(-1)[0])))
+            doc = json.loads(str(np.asarray(meta[0].load()).reshape(-1)[0]))
         except (ValueError, IndexError):
-            pass
+            cube.metadata["warnings"].append("variable 'metadata_json' is not valid JSON: ignored")
+        else:
+            _apply_sidecar(cube, doc, f"{path.name}:metadata_json")
     return cube
 
 
@@ -287,22 +360,71 @@ def _open_h5(path: Path):
     try:
         return h5py.File(str(path), "r")
     except OSError as exc:
-        raise CubeError(path, f"cannot open as HDF5 ({exc}); the file may be truncated") from None
+        text = _one_line(exc)
+        if "truncated" in text.lower():
+            raise TruncatedFileError(path, f"is truncated: HDF5 says {text}") from None
+        raise CubeError(path, f"cannot open as HDF5 ({text}); the file may be truncated or damaged") from None
+
+
+def _check_h5_storage(var: Variable, path: Path) -> None:
+    """Refuse a dataset whose stored bytes lie past the end of the file (a cut copy): HDF5 opens
+    such files and fails, or returns fill values, only when the missing part is read."""
+    ds = var.load()
+    if not _is_h5(ds):
+        return
+    size = os.path.getsize(path)
+    try:
+        dsid = ds.id
+        if ds.chunks is None:
+            start = dsid.get_offset()
+            ends = [] if start is None else [start + dsid.get_storage_size()]
+        else:
+            count = dsid.get_num_chunks()
+            step = max(1, count // 4096)  # a spread of chunks keeps huge files quick to open
+            picks = sorted(set(range(0, count, step)) | ({count - 1} if count else set()))
+            ends = []
+            for i in picks:
+                info = dsid.get_chunk_info(i)
+                if info.byte_offset is not None:
+                    ends.append(info.byte_offset + info.size)
+        expected = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
+        if ds.chunks is None and ends == [] and expected and dsid.get_storage_size() == 0:
+            return  # never written: HDF5 returns the fill value, as MATLAB wrote it
+    except Exception as exc:  # a broken index of chunks is damage too
+        raise CubeError(path, f"the data of '{var.name}' cannot be located ({_one_line(exc)}); the file is "
+                              f"truncated or damaged") from None
+    if ends and max(ends) > size:
+        raise TruncatedFileError(path, f"holds {size} bytes but the data of '{var.name}' reaches byte {max(ends)}: "
+                                       f"the file is truncated")
 
 
 def read_mat73(path: Path, options: ReadOptions) -> Cube:
     handle = _open_h5(path)
-    variables = list_h5(handle, path, matlab=True)
-    var, hw = choose_cube(variables, options, path)
-    cube = cube_from_variable(var, variables, hw, options, path, "mat-v7.3", "F")
+    try:
+        variables = list_h5(handle, path, matlab=True)
+        var, hw = choose_cube(variables, options, path)
+        _check_h5_storage(var, path)
+        cube = cube_from_variable(var, variables, hw, options, path, "mat-v7.3", "F")
+    except BaseException:
+        handle.close()
+        raise
     cube.metadata["_h5file"] = handle  # keeps the lazy dataset's file open
     return cube
 
 
 def read_hdf5(path: Path, options: ReadOptions) -> Cube:
     handle = _open_h5(path)
+    try:
+        return _read_hdf5(handle, path, options)
+    except BaseException:
+        handle.close()
+        raise
+
+
+def _read_hdf5(handle, path: Path, options: ReadOptions) -> Cube:
     variables = list_h5(handle, path, matlab=False)
     var, hw = choose_cube(variables, options, path)
+    _check_h5_storage(var, path)
     ds = var.load()
     if options.layout is None and hasattr(ds, "attrs") and "layout" in ds.attrs:
         stated = ds.attrs["layout"]
@@ -310,7 +432,7 @@ def read_hdf5(path: Path, options: ReadOptions) -> Cube:
         options = ReadOptions(var=options.var, layout=stated, hw=options.hw,
                               normalise=options.normalise, nonfinite=options.nonfinite)
     cube = cube_from_variable(var, variables, hw, options, path, "hdf5", "C")
-    _apply_sidecar_attrs(cube, dict(handle.attrs))
+    _apply_sidecar_attrs(cube, dict(handle.attrs), path)
     cube.metadata["_h5file"] = handle
     return cube
 
@@ -321,11 +443,46 @@ def read_npz(path: Path, options: ReadOptions) -> Cube:
     cube = cube_from_variable(var, variables, hw, options, path, "npz", "C")
     meta = [v for v in variables if v.name == "metadata_json"]
     if meta:
-        _apply_sidecar(cube, json.loads(bytes(np.asarray(meta[0].load())).decode("utf-8")))
+        try:
+            doc = json.loads(bytes(np.asarray(meta[0].load())).decode("utf-8"))
+        except (ValueError, TypeError):
+            cube.metadata["warnings"].append("array 'metadata_json' is not valid UTF-8 JSON: ignored")
+        else:
+            _apply_sidecar(cube, doc, f"{path.name}:metadata_json")
     return cube
 
 
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) from a .npy header, without reading the data."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(fh)
+            else:
+                shape, _, dtype = fmt._read_array_header(fh, version)
+            return tuple(int(n) for n in shape), np.dtype(dtype), fh.tell()
+    except OSError as exc:
+        raise CubeError(path, f"cannot read this .npy file ({exc.strerror or exc})") from None
+    except Exception as exc:  # ValueError/SyntaxError for a damaged header
+        raise CubeError(path, f"not a valid .npy file: its header cannot be read ({_one_line(exc)})") from None
+
+
 def read_npy(path: Path, options: ReadOptions) -> Cube:
+    shape, dtype, offset = _npy_header(path)
+    if dtype.hasobject:
+        raise UnsafeFileError(path, "the .npy file holds Python objects, which would need unpickling; refused")
+    check_numeric(dtype, path)
+    if len(shape) in (2, 3):
+        check_shape(shape, path)
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    actual = os.path.getsize(path)
+    if actual < expected:
+        raise TruncatedFileError(path, f"holds {actual} bytes but its header ({'x'.join(map(str, shape))} of "
+                                       f"{dtype.name}) needs {expected}: the file is truncated")
     try:
         arr = np.load(str(path), mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
@@ -343,10 +500,10 @@ def read_npy(path: Path, options: ReadOptions) -> Cube:
         raise NoCubeError(path, f"the array has shape {arr.shape}; a cube needs 3 axes")
     sidecar = _read_sidecar(path)
     if sidecar.get("layout") and options.layout is None:
-        options = ReadOptions(var=None, layout=sidecar["layout"], hw=options.hw,
+        options = ReadOptions(var=None, layout=str(sidecar["layout"]), hw=options.hw,
                               normalise=options.normalise, nonfinite=options.nonfinite)
     cube = cube_from_variable(var, [var], hw, options, path, "npy", "C")
-    _apply_sidecar(cube, sidecar)
+    _apply_sidecar(cube, sidecar, sidecar_path(path).name)
     return cube
 
 
@@ -360,32 +517,67 @@ def _read_sidecar(path: Path) -> dict:
     if not side.is_file():
         return {}
     try:
-        return json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CubeError(side, f"metadata file is not valid JSON ({exc})") from None
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise CubeError(side, f"metadata file is not valid JSON ({_one_line(exc)})") from None
+    if not isinstance(meta, dict):
+        raise CubeError(side, f"metadata file holds a JSON {type(meta).__name__}, not an object "
+                              f"({{\"wavelengths_nm\": [...], ...}})")
+    return meta
 
 
-def _apply_sidecar(cube: Cube, meta: dict) -> None:
+def _band_list(meta: dict, key: str, bands: int, dtype, source: str, warnings: list[str]):
+    """A per-band list from a metadata document, or None (with a warning when it is unusable)."""
+    value = meta.get(key)
+    if value is None:
+        return None
+    try:
+        vec = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError):
+        vec = None
+    if vec is None or vec.ndim != 1:
+        warnings.append(f"{source}: '{key}' is not a list of numbers: ignored")
+        return None
+    if vec.size != bands:
+        warnings.append(f"{source}: '{key}' has {vec.size} entries for {bands} bands: ignored")
+        return None
+    if dtype is np.float64 and not np.isfinite(vec).all():
+        warnings.append(f"{source}: '{key}' holds NaN/Inf: ignored")
+        return None
+    return vec
+
+
+def _apply_sidecar(cube: Cube, meta, source: str = "metadata") -> None:
+    warnings = cube.metadata.setdefault("warnings", [])
+    if not isinstance(meta, dict):
+        warnings.append(f"{source}: holds a JSON {type(meta).__name__}, not an object: ignored")
+        return
     bands = cube.bands
-    wl = meta.get("wavelengths_nm")
-    if wl is not None and len(wl) == bands:
-        cube.wavelengths_nm = np.asarray(wl, dtype=np.float64)
-    fwhm = meta.get("fwhm_nm")
-    if fwhm is not None and len(fwhm) == bands:
-        cube.fwhm_nm = np.asarray(fwhm, dtype=np.float64)
-    bad = meta.get("bad_bands")
-    if bad is not None and len(bad) == bands:
-        cube.bad_bands = np.asarray(bad, dtype=bool)
+    wl = _band_list(meta, "wavelengths_nm", bands, np.float64, source, warnings)
+    if wl is not None:
+        cube.wavelengths_nm = wl
+    fwhm = _band_list(meta, "fwhm_nm", bands, np.float64, source, warnings)
+    if fwhm is not None:
+        cube.fwhm_nm = fwhm
+    bad = _band_list(meta, "bad_bands", bands, bool, source, warnings)
+    if bad is not None:
+        cube.bad_bands = bad
     if meta.get("name"):
         cube.name = str(meta["name"])
     if meta.get("provenance"):
         cube.metadata["provenance"] = meta["provenance"]
 
 
-def _apply_sidecar_attrs(cube: Cube, attrs: dict) -> None:
+def _apply_sidecar_attrs(cube: Cube, attrs: dict, path: Path) -> None:
     raw = attrs.get("metadata_json")
-    if raw is not None:
-        _apply_sidecar(cube, json.loads(raw.decode() if isinstance(raw, bytes) else str(raw)))
+    if raw is None:
+        return
+    try:
+        doc = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except (ValueError, TypeError):
+        cube.metadata.setdefault("warnings", []).append("attribute 'metadata_json' is not valid JSON: ignored")
+        return
+    _apply_sidecar(cube, doc, f"{path.name}:metadata_json")
 
 
 def _metadata_json(cube: Cube) -> str:
@@ -422,15 +614,93 @@ def write_npz(cube: Cube, path: Path) -> Path:
     return path
 
 
-def write_hdf5(cube: Cube, path: Path) -> Path:
+class _HDF5Sink:
+    """The file object HDF5 writes through (h5py's file-object driver).
+
+    HDF5 must never see a failed write: after one (a full disk) it is left in a state where
+    closing the file or releasing a dataset crashes the process. So a failure, or a Ctrl+C /
+    SIGTERM that arrives meanwhile (held back by ``deferred_interrupts``), is recorded, later
+    writes are dropped so that the library finishes quickly, and the caller raises it once the
+    library has closed the file cleanly (the temporary file is then removed)."""
+
+    def __init__(self, fh, since: int):
+        self.fh = fh
+        self.since = since
+        self.error: BaseException | None = None
+
+    def _interrupted(self) -> bool:
+        from app.core.io._common import signals_seen
+
+        return signals_seen() != self.since
+
+    def write(self, data) -> int:
+        n = memoryview(data).nbytes
+        if self.error is None and not self._interrupted():
+            try:
+                self.fh.write(data)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by ``raise_error``
+                self.error = exc
+        return n
+
+    def truncate(self, size=None):
+        if self.error is None:
+            try:
+                return self.fh.truncate(size)
+            except OSError as exc:
+                self.error = exc
+        return size
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self.fh.flush()
+            except OSError as exc:
+                self.error = exc
+
+    def __getattr__(self, name):  # read, seek, tell
+        return getattr(self.fh, name)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or self._interrupted()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+@contextlib.contextmanager
+def _hdf5_file(tmp: Path, **kwargs):
+    """An h5py File for writing ``tmp`` through an :class:`_HDF5Sink` (see there why)."""
     import h5py
 
+    with deferred_interrupts() as since, open(tmp, "w+b") as fh:
+        sink = _HDF5Sink(fh, since)
+        with h5py.File(sink, "w", **kwargs) as f:
+            yield f, sink
+        sink.flush()
+        sink.raise_error()
+
+
+def _write_bands(ds, data: np.ndarray, axis: int, sink: _HDF5Sink) -> None:
+    """Write band by band, so that a full disk or an interruption stops the work within one band
+    (the sink drops the rest; writing the whole array at once would compress all of it first)."""
+    index = [slice(None)] * data.ndim
+    for k in range(data.shape[axis]):
+        if sink.failed:
+            return
+        index[axis] = k
+        ds[tuple(index)] = data[tuple(index)]
+
+
+def write_hdf5(cube: Cube, path: Path) -> Path:
     data, meta = reflectance_for_writing(cube)
     h, w, b = data.shape
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            ds = f.create_dataset("cube", data=data, chunks=(min(h, 256), min(w, 256), 1), compression="gzip",
-                                  compression_opts=4)
+        with _hdf5_file(tmp) as (f, sink):
+            ds = f.create_dataset("cube", shape=data.shape, dtype=data.dtype, chunks=(min(h, 256), min(w, 256), 1),
+                                  compression="gzip", compression_opts=4)
+            _write_bands(ds, data, 2, sink)
             ds.attrs["layout"] = "HWB"
             ds.attrs["units"] = "reflectance"
             if meta["wavelengths_nm"] is not None:
@@ -462,12 +732,13 @@ def write_mat(cube: Cube, path: Path, version: str = "auto") -> Path:
         return path
     if version != "7.3":
         raise ValueError(f"MAT version must be '5', '7.3' or 'auto', not {version!r}")
-    import h5py
-
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", userblock_size=512) as f:
-            ds = f.create_dataset("cube", data=data.T, chunks=(1, min(data.shape[1], 256), min(data.shape[0], 256)),
+        with _hdf5_file(tmp, userblock_size=512) as (f, sink):
+            stored = data.T
+            ds = f.create_dataset("cube", shape=stored.shape, dtype=stored.dtype,
+                                  chunks=(1, min(data.shape[1], 256), min(data.shape[0], 256)),
                                   compression="gzip", compression_opts=4)
+            _write_bands(ds, stored, 0, sink)
             ds.attrs["MATLAB_class"] = np.bytes_("single")
             if wl is not None:
                 wds = f.create_dataset("wavelengths_nm", data=wl.T)

@@ -3,22 +3,24 @@ from __future__ import annotations
 
 import base64
 import json
+import locale
 import os
+import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from app.core.cube import Cube
-from app.core.errors import CubeError, MissingFileError, TruncatedFileError
+from app.core.errors import CubeError, MissingFileError, NonNumericError, TruncatedFileError
 from app.core.io._common import (
     ReadOptions,
     atomic_dir,
-    check_finite,
+    honour_nonfinite,
     normalisation_rule,
     reflectance_for_writing,
     sample_values,
     wavelengths_to_nm,
-    zero_nonfinite,
 )
 
 DATA_EXTENSIONS = (".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin", "")
@@ -57,17 +59,74 @@ def data_for(header: Path, meta: dict) -> Path:
                                    f"(looked for {stem.name} with {', '.join(e or 'no extension' for e in DATA_EXTENSIONS)})")
 
 
+def _header_text(header: Path) -> str:
+    """The header as text: UTF-8, else Latin-1 (ENVI itself writes the system's 8-bit code page,
+    so one accented letter in a description is common and harmless)."""
+    try:
+        raw = header.read_bytes()
+    except OSError as exc:
+        raise CubeError(header, f"cannot be read ({exc.strerror or exc})") from None
+    if b"\x00" in raw[:4096]:
+        raise CubeError(header, "is a binary file, not an ENVI header (a text file starting with 'ENVI')")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    if not text.lstrip("\ufeff").startswith("ENVI"):
+        raise CubeError(header, "is not an ENVI header: its first line does not start with 'ENVI'")
+    return text.lstrip("\ufeff")
+
+
 def _read_header(header: Path) -> dict:
     import spectral.io.envi as envi
 
+    text = _header_text(header)
+    encoding = locale.getpreferredencoding(False)
     try:
-        meta = envi.read_envi_header(str(header))
+        fits = text.encode(encoding) == header.read_bytes()
+    except (UnicodeError, LookupError, OSError):
+        fits = False
+    try:
+        if fits:
+            meta = envi.read_envi_header(str(header))
+        else:  # spectral opens the file in the locale's encoding: give it a copy in that encoding
+            with tempfile.TemporaryDirectory(prefix="hsi-hdr-") as tmp:
+                copy = Path(tmp) / "header.hdr"
+                copy.write_bytes(text.encode(encoding, errors="replace"))
+                meta = envi.read_envi_header(str(copy))
     except Exception as exc:  # spectral raises several unrelated types for bad headers
-        raise CubeError(header, f"not a valid ENVI header ({exc})") from None
+        reason = " ".join(str(exc).split()) or "a { list } is not closed"
+        raise CubeError(header, f"not a valid ENVI header ({reason})") from None
     for key in ("lines", "samples", "bands", "data type"):
         if key not in meta:
             raise CubeError(header, f"ENVI header lacks the mandatory field '{key}'")
     return meta
+
+
+def _int_field(meta: dict, key: str, header: Path, default: int | None = None, minimum: int = 0) -> int:
+    value = meta.get(key, default)
+    text = " ".join(value) if isinstance(value, list) else str(value).strip()
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise CubeError(header, f"ENVI header field '{key}' is {_shown(text)}, not a whole number")
+    number = int(text)
+    if number < minimum:
+        raise CubeError(header, f"ENVI header field '{key}' is {number}; it must be at least {minimum}")
+    return number
+
+
+def _float_field(meta: dict, key: str, header: Path) -> float | None:
+    value = meta.get(key)
+    if value in (None, ""):
+        return None
+    text = " ".join(value) if isinstance(value, list) else str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise CubeError(header, f"ENVI header field '{key}' is {_shown(text)}, not a number") from None
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _float_list(meta: dict, key: str):
@@ -80,6 +139,9 @@ def _float_list(meta: dict, key: str):
         return None
 
 
+_COMPLEX_TYPES = {"6": "complex64", "9": "complex128"}
+
+
 def read(path: Path, options: ReadOptions) -> Cube:
     import spectral.io.envi as envi
 
@@ -88,22 +150,27 @@ def read(path: Path, options: ReadOptions) -> Cube:
         raise MissingFileError(path, "ENVI data file without a .hdr header beside it")
     meta = _read_header(header)
     data_path = data_for(header, meta)
-    try:
-        lines, samples, bands = int(meta["lines"]), int(meta["samples"]), int(meta["bands"])
-        offset = int(meta.get("header offset", 0))
-        interleave = str(meta.get("interleave", "bsq")).lower()
-    except ValueError as exc:
-        raise CubeError(header, f"ENVI header has a non-integer size field ({exc})") from None
+    lines = _int_field(meta, "lines", header, minimum=1)
+    samples = _int_field(meta, "samples", header, minimum=1)
+    bands = _int_field(meta, "bands", header, minimum=1)
+    offset = _int_field(meta, "header offset", header, default=0)
+    interleave = str(meta.get("interleave", "bsq")).strip().lower()
     if interleave not in _INTERLEAVE_AXES:
-        raise CubeError(header, f"unknown ENVI interleave '{interleave}' (expected bsq, bil or bip)")
+        raise CubeError(header, f"unknown ENVI interleave {_shown(interleave)} (expected bsq, bil or bip)")
+    code = str(meta["data type"]).strip()
+    if code in _COMPLEX_TYPES:
+        raise NonNumericError(header, f"ENVI data type {code} is {_COMPLEX_TYPES[code]}: complex numbers; only "
+                                      f"real-valued cubes are read (save the magnitude or the real part)")
     try:
-        dtype = np.dtype(envi.envi_to_dtype[str(meta["data type"])])
+        dtype = np.dtype(envi.envi_to_dtype[code])
     except KeyError:
-        raise CubeError(header, f"unsupported ENVI data type {meta['data type']}") from None
-    if int(meta.get("byte order", 0)) == 1:
-        dtype = dtype.newbyteorder(">")
-    else:
-        dtype = dtype.newbyteorder("<")
+        known = ", ".join(sorted((k for k in envi.envi_to_dtype if k not in _COMPLEX_TYPES), key=int))
+        raise CubeError(header, f"unsupported ENVI data type {_shown(code)} (readable: {known})") from None
+    byte_order = str(meta.get("byte order", "0")).strip()
+    if byte_order not in ("0", "1"):
+        raise CubeError(header, f"ENVI header field 'byte order' is {_shown(byte_order)}; it must be 0 (little "
+                                f"endian) or 1 (big endian)")
+    dtype = dtype.newbyteorder(">" if byte_order == "1" else "<")
     expected = offset + lines * samples * bands * dtype.itemsize
     actual = os.path.getsize(data_path)
     if actual < expected:
@@ -113,31 +180,32 @@ def read(path: Path, options: ReadOptions) -> Cube:
                        f"truncated or the header is wrong")
     stored_shape = {"bsq": (bands, lines, samples), "bil": (lines, bands, samples),
                     "bip": (lines, samples, bands)}[interleave]
-    raw = np.memmap(data_path, dtype=dtype, mode="r", offset=offset, shape=stored_shape)
+    try:
+        raw = np.memmap(data_path, dtype=dtype, mode="r", offset=offset, shape=stored_shape)
+    except (OSError, ValueError, OverflowError) as exc:
+        raise CubeError(data_path, f"cannot be memory-mapped ({exc})") from None
     axes = _INTERLEAVE_AXES[interleave]
 
     warnings = []
     if actual > expected:
         warnings.append(f"data file has {actual - expected} bytes more than the header describes")
 
-    ignore = meta.get("data ignore value")
-    ignore_value = float(ignore) if ignore not in (None, "") else None
+    ignore_value = _float_field(meta, "data ignore value", header)
     stated_scale = stated_rule = None
-    rsf = meta.get("reflectance scale factor")
-    if rsf not in (None, ""):
-        rsf = float(rsf)
-        if rsf > 0:
+    rsf = _float_field(meta, "reflectance scale factor", header)
+    if rsf is not None:
+        if rsf > 0 and np.isfinite(rsf):
             stated_scale, stated_rule = 1.0 / rsf, f"divided by the header's reflectance scale factor {rsf:g}"
-    sampled = sample_values(raw, axes)
-    max_value = float(np.nanmax(sampled)) if options.normalise == "max" else None
+        else:
+            warnings.append(f"reflectance scale factor {rsf:g} is not a positive number: ignored")
+    max_value = float(np.nanmax(sample_values(raw, axes))) if options.normalise == "max" else None
     scale, rule = normalisation_rule(dtype, options, stated_scale=stated_scale, stated_rule=stated_rule,
                                      max_value=max_value)
-    if check_finite(sampled, data_path, options, sampled=True):
-        # the user asked for NaN/Inf to become 0: that needs a full read, so the cube is loaded
-        raw = zero_nonfinite(np.asarray(raw))
-        warnings.append("NaN/Inf values replaced by 0 (user choice)")
+    raw = honour_nonfinite(raw, data_path, options, warnings, lazy=True)
 
     raw_wavelengths = _float_list(meta, "wavelength")
+    if raw_wavelengths is None and meta.get("wavelength") not in (None, "", []):
+        warnings.append("header's wavelength list holds values that are not numbers: ignored")
     wavelengths, note = wavelengths_to_nm(raw_wavelengths, meta.get("wavelength units"), header)
     if note:
         warnings.append(note)

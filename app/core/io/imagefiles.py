@@ -1,28 +1,31 @@
 """TIFF / GeoTIFF cubes (tifffile) and CAVE-style folders of per-band PNG images."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import re
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
 from app.core.cube import Cube
-from app.core.errors import CubeError, InconsistentBandsError, NoCubeError
+from app.core.errors import CubeError, InconsistentBandsError, NoCubeError, TruncatedFileError
 from app.core.io._common import (
     ReadOptions,
     atomic_dir,
     atomic_path,
     axes_from_layout,
-    check_finite,
     check_numeric,
+    check_shape,
     detect_layout,
+    honour_nonfinite,
     normalisation_rule,
     reflectance_for_writing,
-    sample_values,
     wavelengths_to_nm,
-    zero_nonfinite,
 )
 
 CAVE_WAVELENGTHS_NM = np.arange(400.0, 701.0, 10.0)
@@ -63,16 +66,86 @@ def _gdal_wavelengths(tif) -> tuple[list | None, str | None]:
     return [by_band[k] for k in sorted(by_band)], units
 
 
+class _TiffLog(logging.Filter):
+    """Collects what tifffile logs for this thread instead of raising: it reports a cut or
+    damaged file (page offsets past the end) only in the log, then reads the missing data as 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread or record.levelno < logging.WARNING:
+            return True
+        self.messages.append(" ".join(record.getMessage().split()))
+        return False
+
+
+@contextlib.contextmanager
+def _tiff_log():
+    logger = logging.getLogger("tifffile")
+    catcher = _TiffLog()
+    logger.addFilter(catcher)
+    try:
+        yield catcher.messages
+    finally:
+        logger.removeFilter(catcher)
+
+
+def _check_tiff_extent(tif, series, path: Path, logged: list[str]) -> None:
+    """Refuse a TIFF whose pages or image data lie past the end of the file."""
+    size = os.path.getsize(path)
+    end = 0
+    for page in tif.pages:
+        offsets, counts = getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ())
+        for off, count in zip(offsets or (), counts or ()):
+            if off and count:
+                end = max(end, int(off) + int(count))
+    if getattr(series, "dataoffset", None) is not None:
+        end = max(end, int(series.dataoffset) + int(series.nbytes))
+    if end > size:
+        raise TruncatedFileError(path, f"holds {size} bytes but its image data reach byte {end}: the file is "
+                                       f"truncated")
+    damage = [m for m in logged if "offset" in m.lower() or "corrupt" in m.lower() or "invalid" in m.lower()]
+    if damage:
+        raise TruncatedFileError(path, f"is truncated or damaged (tifffile: {damage[0]})")
+
+
 def read_tiff(path: Path, options: ReadOptions) -> Cube:
     import tifffile
 
+    with _tiff_log() as logged:
+        try:
+            tif = tifffile.TiffFile(str(path))
+        except Exception as exc:
+            raise CubeError(path, f"not a readable TIFF ({' '.join(str(exc).split())})") from None
+        try:
+            len(tif.pages)  # walks the whole chain of pages, where damage is logged
+            series = tif.series[0] if tif.series else None
+            if series is None:
+                raise NoCubeError(path, "the TIFF holds no image (its directory of pages is empty or damaged)")
+            _check_tiff_extent(tif, series, path, logged)
+        except CubeError:
+            tif.close()
+            raise
+        except Exception as exc:  # IndexError, KeyError, ValueError from a damaged directory
+            tif.close()
+            raise CubeError(path, f"not a readable TIFF ({' '.join(str(exc).split()) or type(exc).__name__}); "
+                                  f"the file is damaged") from None
     try:
-        tif = tifffile.TiffFile(str(path))
-    except Exception as exc:
-        raise CubeError(path, f"not a readable TIFF ({exc})") from None
-    series = tif.series[0]
+        return _tiff_cube(tif, series, path, options)
+    except BaseException:
+        tif.close()
+        raise
+
+
+def _tiff_cube(tif, series, path: Path, options: ReadOptions) -> Cube:
+    import tifffile
+
     shape = tuple(series.shape)
     check_numeric(series.dtype, path, "the image")
+    check_shape(shape, path, "the image")
     if len(shape) == 2:
         raise NoCubeError(path, f"a single-band image {shape}; a cube needs several bands")
     if len(shape) != 3:
@@ -84,24 +157,32 @@ def read_tiff(path: Path, options: ReadOptions) -> Cube:
         meta = dict(tif.shaped_metadata[0]) if tif.shaped_metadata else {}
     except Exception:  # foreign descriptions that merely look like JSON
         meta = {}
-    stated = meta.get("layout")
+    if not isinstance(meta, dict):
+        meta = {}
+    stated = meta.get("layout") if isinstance(meta.get("layout"), str) else None
     layout = options.layout or stated or _layout_from_axes(series.axes) or detect_layout(shape, path)
     try:
         raw = tifffile.memmap(str(path))  # only works for uncompressed contiguous data
         lazy = True
     except Exception:  # compressed, tiled or strip-split: read it whole
-        raw = series.asarray()
+        with _tiff_log() as logged:
+            try:
+                raw = series.asarray()
+            except MemoryError:
+                raise
+            except Exception as exc:  # a damaged strip or tile: codec errors of every kind
+                raise CubeError(path, f"the image data cannot be decoded ({' '.join(str(exc).split())}); the "
+                                      f"file is damaged") from None
+        if logged:
+            raise CubeError(path, f"the image data are damaged (tifffile: {logged[0]})")
         lazy = False
     raw = raw.reshape(tuple(s for s in raw.shape if s > 1)) if raw.ndim != 3 else raw
     axes = axes_from_layout(layout, path)
     warnings = []
-    values = sample_values(raw, axes) if lazy else raw
-    if check_finite(values, path, options, sampled=lazy):
-        raw = zero_nonfinite(np.asarray(raw))
-        warnings.append("NaN/Inf values replaced by 0 (user choice)")
-    max_value = float(np.max(raw)) if options.normalise == "max" else None
+    raw = honour_nonfinite(raw, path, options, warnings, lazy=lazy)
+    max_value = float(np.max(np.asarray(raw))) if options.normalise == "max" else None
     scale, rule = normalisation_rule(series.dtype, options, max_value=max_value)
-    wavelengths = meta.get("wavelengths_nm")
+    wavelengths = _numbers(meta.get("wavelengths_nm"), "wavelengths_nm", warnings)
     bands = raw.shape[axes[2]]
     if wavelengths is None:
         gdal_wl, units = _gdal_wavelengths(tif)
@@ -111,11 +192,11 @@ def read_tiff(path: Path, options: ReadOptions) -> Cube:
     if wavelengths is not None and len(wavelengths) != bands:
         warnings.append(f"{len(wavelengths)} wavelengths for {bands} bands: ignored")
         wavelengths = None
-    fwhm = meta.get("fwhm_nm")
+    fwhm = _numbers(meta.get("fwhm_nm"), "fwhm_nm", warnings)
     if fwhm is not None and len(fwhm) != bands:
         fwhm = None
     cube = Cube(raw=raw, axes=axes, scale=scale, wavelengths_nm=wavelengths, fwhm_nm=fwhm,
-                name=meta.get("name") or path.stem, source_path=path, normalisation=rule,
+                name=str(meta.get("name") or path.stem), source_path=path, normalisation=rule,
                 metadata={"format": "tiff", "layout": layout, "tiff_axes": series.axes, "warnings": warnings})
     if meta.get("provenance"):
         cube.metadata["provenance"] = meta["provenance"]
@@ -124,6 +205,20 @@ def read_tiff(path: Path, options: ReadOptions) -> Cube:
     else:
         cube.metadata["_tifffile"] = tif
     return cube
+
+
+def _numbers(value, key: str, warnings: list[str]):
+    """A list of finite numbers from the JSON description, or None (said in a warning)."""
+    if value is None:
+        return None
+    try:
+        vec = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        vec = None
+    if vec is None or vec.ndim != 1 or not np.isfinite(vec).all():
+        warnings.append(f"the description's '{key}' is not a list of numbers: ignored")
+        return None
+    return vec
 
 
 def write_tiff(cube: Cube, path: Path) -> Path:
@@ -152,6 +247,26 @@ def band_files(folder: Path) -> list[Path]:
     if not numbered and pngs:
         return sorted(pngs)
     return [p for _, p in sorted(numbered, key=lambda t: (t[0], t[1].name))]
+
+
+def _check_numbering(folder: Path, files: list[Path]) -> None:
+    """Refuse a folder whose numbered band files skip a number or repeat one: stacking what is
+    there would shift every later band to the wrong wavelength without a word."""
+    numbers = [int(m.group(1)) if (m := _NUMBER.search(p.stem)) else None for p in files]
+    if None in numbers:
+        return  # not numbered: sorted by name, nothing to check
+    for prev, cur, prev_file, cur_file in zip(numbers, numbers[1:], files, files[1:]):
+        if cur == prev:
+            raise InconsistentBandsError(folder, f"band number {cur} appears twice ({prev_file.name}, {cur_file.name})")
+        if cur != prev + 1:
+            missing = ", ".join(str(n) for n in range(prev + 1, min(cur, prev + 6)))
+            more = " ..." if cur - prev - 1 > 5 else ""
+            raise InconsistentBandsError(folder, f"band {missing}{more} is missing: the files jump from "
+                                                 f"{prev_file.name} to {cur_file.name}")
+    if numbers[0] > 1:
+        missing = ", ".join(str(n) for n in range(1, min(numbers[0], 6)))
+        raise InconsistentBandsError(folder, f"band {missing}{' ...' if numbers[0] > 6 else ''} is missing: the "
+                                             f"first file is {files[0].name}")
 
 
 def looks_like_cave(folder: Path, files: list[Path]) -> bool:
@@ -190,6 +305,7 @@ def read_png_folder(path: Path, options: ReadOptions) -> Cube:
         raise NoCubeError(folder, "the folder holds no PNG band images")
     if len(files) < 2:
         raise NoCubeError(folder, f"the folder holds a single PNG ({files[0].name}); a cube needs several bands")
+    _check_numbering(folder, files)
     bands, depths = [], set()
     first_shape = None
     for f in files:
