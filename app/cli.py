@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     view = sub.add_parser("view", help="open the viewer (default: the bundled sample)")
     view.add_argument("files", nargs="*", help="cube files or folders (role: recon unless flagged)")
     for role in ROLES:
-        view.add_argument(f"--{role}", action="append", default=[], metavar="PATH", help=f"open PATH as {role}")
+        if role == "recon":  # several methods at once, the panels in the order given
+            view.add_argument("--recon", nargs="+", action="extend", default=[], metavar="PATH",
+                              help="open every PATH as a reconstruction, in this order (the flag may repeat)")
+        else:
+            view.add_argument(f"--{role}", action="append", default=[], metavar="PATH", help=f"open PATH as {role}")
     view.add_argument("--no-sample", action="store_true", help="start empty when no file is given")
     view.add_argument("--screenshot", metavar="PNG", help="render the window, save it as PNG and quit")
 

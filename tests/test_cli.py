@@ -70,3 +70,14 @@ def test_help_on_each_command(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
     assert info.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+def test_view_recon_takes_several_paths_in_the_order_given(monkeypatch):
+    import app.qt.app
+
+    opened = []
+    monkeypatch.setattr(app.qt.app, "run_viewer", lambda files, **kwargs: opened.append(list(files)) or 0)
+    assert main(["view", "--gt", "g.hdr", "--recon", "a.hdr", "b.hdr", "c.hdr", "--no-sample"]) == 0
+    assert opened[-1] == [("gt", "g.hdr"), ("recon", "a.hdr"), ("recon", "b.hdr"), ("recon", "c.hdr")]
+    assert main(["view", "--recon", "a.hdr", "--recon", "b.hdr", "c.hdr", "--no-sample"]) == 0
+    assert opened[-1] == [("recon", "a.hdr"), ("recon", "b.hdr"), ("recon", "c.hdr")]
