@@ -496,6 +496,8 @@ class SpectraView(QWidget):
             self.title.set_full_text("Click a pixel to plot its spectra (Shift+click pins more)" if scene.layers
                                      else "No cubes open")
             self.legend.set_rows([])
+            if not scene.layers:
+                self._reset_axes()
             self._place_band_line()
             return
         text = ""
@@ -614,6 +616,17 @@ class SpectraView(QWidget):
         if len(self._grid_cache) >= 64:
             self._grid_cache.pop(next(iter(self._grid_cache)))
         self._grid_cache[(key, sizes)] = args
+
+    def _reset_axes(self) -> None:
+        """The axes of an empty plot, as at start: the ranges and labels of closed cubes would
+        otherwise stay up and describe data that is no longer open."""
+        if not self._x_known:
+            self._x_known = True
+            self.plot.setLabel("bottom", "Wavelength", units="nm")
+        for view in (self.plot.getViewBox(), self.residual_view):
+            view.setRange(xRange=(0.0, 1.0), yRange=(0.0, 1.0), padding=0.0)
+            view.enableAutoRange()
+        self._update_grid()
 
     def _fit_x(self, series) -> None:
         """The wavelength range of the curves (set only when it changes: see _fit_y)."""

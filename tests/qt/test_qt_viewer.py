@@ -505,3 +505,17 @@ def test_lr_opened_before_its_gt_is_rebuilt_on_the_hr_grid_and_fitted(qtbot, set
         (x0, x1), (y0, y1) = p.view.viewRange()
         assert x0 <= 10.0 + 1e-6 and x1 >= 40.0 - 1e-6 and y0 <= 20.0 + 1e-6 and y1 >= 50.0 - 1e-6
         assert not _fits(p)
+
+
+def test_close_all_resets_the_spectra_axes(window):
+    spectra, scene = window.spectra, window.scene
+    view = spectra.plot.getViewBox()
+    fresh = [list(r) for r in view.viewRange()]
+    scene.set_pixel(30, 40)
+    (x0, x1), _ = view.viewRange()
+    assert x0 < 400 and x1 > 700  # fitted to the wavelengths of the open cubes
+    window.close_all_action.trigger()
+    assert not scene.layers and spectra.curves == []
+    assert [list(r) for r in view.viewRange()] == fresh == [[0.0, 1.0], [0.0, 1.0]]
+    assert all(view.autoRangeEnabled())
+    assert spectra.plot.getAxis("bottom").labelText == "Wavelength"
