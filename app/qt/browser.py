@@ -86,7 +86,24 @@ class ResultsModel(QAbstractTableModel):
             return
         entries = t.entries if self._sort is None else t.sorted_entries(*self._sort)
         self._rows = ([("entry", e) for e in entries] + [("problem", p) for p in t.problems]
-                      + [("mean", m) for m in t.methods])
+                      + [("mean", m) for m in self._sorted_methods()])
+
+    def _sorted_methods(self) -> list[str]:
+        """The mean rows in the order of the image rows' sort (they stay below them): a mean table
+        that ignores the sort reads as if the last-sorted method were the best."""
+        methods = list(self.table.methods)
+        if self._sort is None:
+            return methods
+        key, best_first = self._sort
+        if key == "image":
+            return methods
+        if key == "method":
+            return sorted(methods, key=str.lower, reverse=not best_first)
+        valued = [m for m in methods if self._means.get(m, {}).get(key) is not None]
+        missing = [m for m in methods if m not in valued]
+        descending = HIGHER_IS_BETTER[key] == best_first
+        valued.sort(key=lambda m: self._means[m][key], reverse=descending)  # stable: ties keep the table order
+        return valued + missing
 
     def sort_by(self, key: str, best_first: bool = True) -> None:
         """Sort the image rows by a metric (best first with ``best_first``) or 'image' / 'method'."""
@@ -227,6 +244,22 @@ class ResultsModel(QAbstractTableModel):
 
 
 # ---------------------------------------------------------------------------------- chart
+def chart_floor(lo: float, hi: float) -> float:
+    """Where the bars start: 0 when the values are far from it (or straddle it); otherwise a
+    round number (a multiple of 1, 2 or 5 x 10^k) clearly below the smallest value, so that PSNRs
+    of 31-33 dB show their differences without a bar whose base is an odd 30.87 dB."""
+    if lo <= 0.0 or lo <= 0.5 * hi:
+        return 0.0
+    raw = max(hi - lo, 0.05 * abs(hi)) / 4.0
+    magnitude = 10.0 ** np.floor(np.log10(raw))
+    step = next(m * magnitude for m in (1.0, 2.0, 5.0, 10.0) if m * magnitude >= raw)
+    k = np.floor(lo / step)
+    if lo - k * step < 0.2 * step:  # the smallest bar would be a sliver
+        k -= 1
+    decimals = max(0, 1 - int(np.floor(np.log10(step))))
+    return float(max(round(k * step, decimals), 0.0))
+
+
 class MetricChart(pg.PlotWidget):
     """One metric by image: a group of bars per image, one bar per method (legend), the image of the
     selected row shaded."""
@@ -281,11 +314,14 @@ class MetricChart(pg.PlotWidget):
         if finite.size:
             lo, hi = float(finite.min()), float(finite.max())
             pad = 0.08 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-6)
-            # bars start at the axis floor: PSNR near 30 dB would hide its differences from zero
-            floor = 0.0 if lo - pad <= 0 else lo - pad
+            floor = chart_floor(lo, hi)
             for bar in self.bars.values():
                 bar.setOpts(y0=floor, height=bar.opts["height"] - floor)
             self.setYRange(floor, hi + pad + 0.18 * (hi + pad - floor), padding=0)  # room for the legend
+            # a bar that does not start at 0 must say so, or its length reads as the value
+            self.setLabel("left", METRIC_TITLES[metric] + (f"  (axis from {floor:g})" if floor else ""))
+        else:
+            self.setLabel("left", METRIC_TITLES[metric])
         self.setXRange(-0.6, n_img - 0.4, padding=0)
 
     def set_selected(self, image: str | None) -> None:

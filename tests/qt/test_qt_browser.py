@@ -210,3 +210,30 @@ def test_bad_json_and_eval_results_are_explained(window, browser, qtbot, tmp_pat
     assert len(errors) == 2 and "eval" in errors[1][1] and "no files to open" in errors[1][1]
     assert [l.name for l in window.scene.layers] == layers_before
     assert HIGHER_IS_BETTER["seconds"] is False
+
+
+def test_mean_rows_follow_the_sort_and_the_chart_starts_at_a_round_floor(browser, qtbot, compare_json):
+    from app.qt.browser import chart_floor
+
+    assert browser.open_json(compare_json)
+    model = browser.model
+    means = [(r, model.index(r, 1).data()) for r in range(model.rowCount()) if model.row_kind(r)[0] == "mean"]
+    assert [m for _, m in means] == ["bicubic", "noisy"]
+    browser.sort_by("psnr", best_first=False)  # worst first: the worse mean (noisy) leads the mean rows too
+    assert [model.index(r, 1).data() for r, _ in means] == ["noisy", "bicubic"]
+    assert all(model.row_kind(r)[0] == "mean" for r, _ in means)  # still below the image rows
+    browser.sort_by("psnr", best_first=True)
+    assert [model.index(r, 1).data() for r, _ in means] == ["bicubic", "noisy"]
+    browser.sort_by("method", best_first=False)
+    assert [model.index(r, 1).data() for r, _ in means] == ["noisy", "bicubic"]
+
+    browser.set_metric("psnr")
+    chart = browser.chart
+    values = browser.table.pivot("psnr")
+    floor = chart.getViewBox().viewRange()[1][0]
+    assert floor == chart_floor(float(np.nanmin(values)), float(np.nanmax(values)))
+    assert 0 <= floor < np.nanmin(values) and float(floor).is_integer()  # PSNR in dB: a round floor
+    assert all(np.all(np.asarray(bar.opts["y0"]) == floor) for bar in chart.bars.values())
+    label = chart.getAxis("left").labelText
+    assert floor == 0 or f"axis from {floor:g}" in label
+    assert chart_floor(31.2, 45.7) == 30.0 and chart_floor(0.01, 0.05) == 0.0 and chart_floor(2.1, 2.3) == 2.05
