@@ -4,6 +4,7 @@ Each is a module-level function so tests can replace it with ``monkeypatch.setat
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QGridLayout, QInputDialog, QLabel,
@@ -60,12 +61,30 @@ def ask_roles(parent: QWidget | None, paths: list[str], existing_roles=()) -> li
 
 
 _AXIS_HELP = "H = rows (height), W = columns (width), B = bands"
+# The readers' messages end with the command-line flag that settles an ambiguity; in the window
+# the user settles it with a picker, which is what the message must point to.
+_CLI_HINT = re.compile(r"\s*\(choose with --([\w-]+): ([^)]*)\)")
+_GUI_CONTROLS = {"layout": "the axis order", "var": "the variable"}
+
+
+def without_cli_hint(text: str) -> str:
+    """``text`` without its '(choose with --option: …)' hint (a picker shows the choices)."""
+    return _CLI_HINT.sub("", text)
+
+
+def gui_message(text: str) -> str:
+    """``text`` with a '(choose with --option: a, b)' hint in the window's own words."""
+    def say(match: re.Match) -> str:
+        what = _GUI_CONTROLS.get(match.group(1), match.group(1))
+        return f" (open the file again with File ▸ Open… and choose {what} when asked: {match.group(2)})"
+    return _CLI_HINT.sub(say, text)
 
 
 def ask_option(parent: QWidget | None, path: str, option: str, problem: str, choices: list[str]) -> str | None:
     """Ask which of ``choices`` to use for ``option`` ('var': which variable of a container;
     'layout': the stored axis order). None when cancelled."""
     name = Path(path).name if path else "the file"
+    problem = without_cli_hint(problem)
     if option == "layout":
         title = "Axis order"
         label = (f"<b>{name}</b>: {problem}<br><br>In which order are the axes stored?<br>"

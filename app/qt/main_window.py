@@ -538,7 +538,7 @@ class MainWindow(QMainWindow):
     def _report(self, exc: BaseException, title: str) -> None:
         """An error dialog: the message of our own errors, a short note plus the type for bugs."""
         if isinstance(exc, HsiError):
-            message = str(exc)
+            message = dialogs.gui_message(str(exc))
         else:
             trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             print(trace, file=sys.stderr)
@@ -654,7 +654,7 @@ class MainWindow(QMainWindow):
             what = "R, G, B " + ", ".join(f"{v:.4g}" for v in values)
         else:
             nm = layer.cube.wavelengths_nm
-            where = f"{nm[band]:.1f} nm" if nm is not None else f"band {band}"
+            where = f"{nm[band]:.1f} nm" if nm is not None else f"band {band + 1} / {layer.cube.bands}"
             what = f"{where}: {values[0]:.4g}"
         self.value_label.setText(f"{layer.title} · {layer.name}  ·  {what}")
         self.values_label.setText(self._all_values(row, col, layer))

@@ -519,3 +519,24 @@ def test_close_all_resets_the_spectra_axes(window):
     assert [list(r) for r in view.viewRange()] == fresh == [[0.0, 1.0], [0.0, 1.0]]
     assert all(view.autoRangeEnabled())
     assert spectra.plot.getAxis("bottom").labelText == "Wavelength"
+
+
+def test_gui_names_its_own_control_not_a_command_line_flag(window, monkeypatch, errors):
+    from PyQt6.QtWidgets import QInputDialog
+
+    from app.qt import dialogs
+
+    exc = AmbiguousCubeError("/data/cube.npy", "shape (31, 96, 96) could be BHW or HWB", "layout", ["BHW", "HWB"])
+    assert "--layout" in str(exc)  # the command line's wording stays as it was
+    labels = []
+
+    def fake_get_item(parent, title, label, choices, current, editable):
+        labels.append(label)
+        return choices[0], True
+
+    monkeypatch.setattr(QInputDialog, "getItem", staticmethod(fake_get_item))
+    assert dialogs.ask_option(window, "/data/cube.npy", exc.option, exc.problem, exc.choices) == "BHW"
+    assert "--" not in labels[0] and "could be BHW or HWB" in labels[0]
+    window._report(exc, "Cannot open cube.npy")
+    assert errors and "--layout" not in errors[-1][1] and "choose the axis order" in errors[-1][1]
+    assert "BHW, HWB" in errors[-1][1]
