@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from app.core.errors import HsiError
+from app.core.science.metric_table import METRICS
+from app.core.errors import Cancelled, HsiError  # noqa: F401  (Cancelled: raised by the analysis job)
 from app.core.state.selection import (  # noqa: F401  (the analysis' vocabulary, used by its callers)
     CURVE_METRICS, CURVE_TITLES, ERROR_KIND_TITLES, ERROR_KINDS, SCOPE_TITLES, SCOPES, AnalysisError, AnalysisSettings,
     Roi, polygon_mask, view_region)
@@ -31,14 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from app.core.state.scene import Layer, Scene
 
 # (key in compute_all's result, column title, True when higher is better)
-METRIC_COLUMNS: tuple[tuple[str, str, bool], ...] = (
-    ("psnr_db", "PSNR (dB)", True), ("ssim", "SSIM", True), ("sam_deg", "SAM (°)", False),
-    ("ergas", "ERGAS", False), ("rmse", "RMSE", False))
+METRIC_COLUMNS: tuple[tuple[str, str, bool], ...] = tuple((m.key, m.label, m.higher_is_better) for m in METRICS)
 LEVELS_PERCENTILE = 99.5   # the locked colour scale runs from 0 to this percentile (max over methods)
-
-
-class Cancelled(HsiError):
-    """The user cancelled the analysis job."""
 
 
 def worst_pixels(value_map: np.ndarray, k: int = 1, valid: np.ndarray | None = None,

@@ -39,8 +39,10 @@ from typing import Callable
 
 import numpy as np
 
-from app.core.errors import AmbiguousCubeError, HsiError, MissingFileError, NonFiniteError, ShapeMismatchError
+from app.core.errors import AmbiguousCubeError, Cancelled, HsiError, MissingFileError, NonFiniteError, ShapeMismatchError
+from app.core.device import select_device
 from app.core.io import open_cube
+from app.core.science.metric_table import COLUMNS, HIGHER_IS_BETTER, METRICS
 from app.core.io._common import atomic_path, zero_nonfinite
 from app.core.io.envi import header_for
 from app.core.io.value_range import RangeUndecided, ValueRange, decide, decide_prediction, parse_user_range
@@ -49,8 +51,7 @@ from app.core.science.metrics import CONVENTIONS, compute_all
 __all__ = ["compare", "list_items", "match_items", "format_table", "to_csv", "to_markdown", "write_csv",
            "write_markdown", "exit_status", "RANGES", "METRIC_KEYS", "Item", "CompareCancelled"]
 
-METRIC_KEYS = ("psnr", "ssim", "sam_deg", "ergas", "rmse")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "sam_deg": False, "ergas": False, "rmse": False}
+METRIC_KEYS = COLUMNS
 RANGES = ("auto", "unit", "8bit", "16bit", "max")
 _DIVISORS = {"unit": 1.0, "8bit": 255.0, "16bit": 65535.0}
 _RANGE_TITLES = {"unit": "[0, 1]", "8bit": "0-255", "16bit": "0-65535"}
@@ -65,8 +66,7 @@ MATCH_SUFFIXES = ("pred", "preds", "prediction", "predicted", "sr", "out", "outp
 _SCALE_TOKEN = r"x\d+|\d+x"
 
 
-class CompareCancelled(HsiError):
-    """The user stopped a comparison (``should_cancel`` turned true); nothing is returned."""
+CompareCancelled = Cancelled  # the user stopped a comparison (``should_cancel`` turned true)
 
 
 # ------------------------------------------------------------------------------ items and matching
@@ -442,18 +442,7 @@ def _default_name(path: Path) -> str:
 
 
 def _resolve_device(device: str | None) -> str:
-    import torch
-
-    device = (device or "auto").lower()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HsiError(f"device '{device}' asked for, but CUDA is not available here (use --device cpu or auto)")
-    try:
-        torch.device(device)
-    except RuntimeError as exc:
-        raise HsiError(f"unknown device '{device}' ({exc})") from None
-    return device
+    return str(select_device(device, mps=False))
 
 
 def _finite_or_none(value):
@@ -703,8 +692,7 @@ def exit_status(doc: dict) -> int:
 
 
 # ------------------------------------------------------------------------------ formatting
-_COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("sam_deg", "SAM°", "{:.3f}"),
-            ("ergas", "ERGAS", "{:.3f}"), ("rmse", "RMSE", "{:.5f}"))
+_COLUMNS = tuple((m.column, m.short, m.fmt) for m in METRICS)
 
 
 def _best(rows: list[dict]) -> dict[str, set[int]]:
@@ -831,7 +819,7 @@ def to_csv(doc: dict) -> str:
 
 def to_markdown(doc: dict) -> str:
     """A Markdown table (best per column in bold) with the errors, unmatched items and notes below."""
-    titles = {"psnr": "PSNR (dB)", "ssim": "SSIM", "sam_deg": "SAM (°)", "ergas": "ERGAS", "rmse": "RMSE"}
+    titles = {m.column: m.label for m in METRICS}
     lines = [f"GT `{doc['gt']}`, scale {('x' + str(doc['scale'])) if doc['scale'] else 'not given'}, "
              f"device {doc['device']}.", "",
              "| image | method | " + " | ".join(titles[k] for k, _, _ in _COLUMNS) + " | range |",

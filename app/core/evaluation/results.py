@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.core.evaluation.compare import HIGHER_IS_BETTER as _COMPARE_HIGHER
+from app.core.science.metric_table import HIGHER_IS_BETTER as _COMPARE_HIGHER
+from app.core.science.metric_table import METRICS as _TABLE
 from app.core.evaluation.compare import METRIC_KEYS, _fit_size, _read, list_items  # the very readers compare used
 from app.core.cube import Cube
 from app.core.errors import HsiError, MissingFileError
@@ -31,10 +32,8 @@ __all__ = ["ResultsError", "Entry", "ResultsTable", "SceneRequest", "OpenedScene
 
 METRICS: tuple[str, ...] = tuple(METRIC_KEYS) + ("seconds",)
 HIGHER_IS_BETTER: dict[str, bool] = {**_COMPARE_HIGHER, "seconds": False}
-METRIC_TITLES: dict[str, str] = {"psnr": "PSNR (dB)", "ssim": "SSIM", "sam_deg": "SAM (°)", "ergas": "ERGAS",
-                                 "rmse": "RMSE", "seconds": "Time (s)"}
-METRIC_FORMATS: dict[str, str] = {"psnr": "{:.2f}", "ssim": "{:.4f}", "sam_deg": "{:.3f}", "ergas": "{:.3f}",
-                                  "rmse": "{:.5f}", "seconds": "{:.2f}"}
+METRIC_TITLES: dict[str, str] = {**{m.column: m.label for m in _TABLE}, "seconds": "Time (s)"}
+METRIC_FORMATS: dict[str, str] = {**{m.column: m.fmt for m in _TABLE}, "seconds": "{:.2f}"}
 OPTION_KEYS = ("var", "layout", "pred_range", "gt_var", "gt_layout", "gt_range", "nonfinite", "crop")
 
 
@@ -429,7 +428,7 @@ def load_scene(request: SceneRequest) -> OpenedScene:
     gt_view = gt.data
     for method, path in request.preds:
         try:
-            pred = _read(path, gt_shape=gt.data.shape, ref_mean=gt.mean, var=opts.get("var"),
+            pred = _read(path, gt_shape=gt.data.shape, ref_mean=gt.mean, gt_range=gt.value_range, var=opts.get("var"),
                          layout=opts.get("layout"), mode=opts.get("pred_range") or "auto",
                          nonfinite=opts.get("nonfinite") or "error")
             view, crop = _fit_size(gt.data, pred.data, request.scale, bool(opts.get("crop")))

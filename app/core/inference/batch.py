@@ -21,10 +21,11 @@ from app.core.inference.runs import execute, plan_for_cubes, simulate_inputs
 from app.core.errors import HsiError
 from app.core.io import open_cube, output_format, save_cube
 from app.core.io.jsonio import write_json
+from app.core.science.metric_table import COLUMNS, row_values
 from app.core.science.metrics import compute_all
 from models import registry
 
-METRIC_KEYS = ("psnr", "ssim", "sam_deg", "ergas", "rmse")
+METRIC_KEYS = COLUMNS
 
 
 def resolve_srf(srf_arg: str | None, wavelengths_nm, bands: int, guide_bands: int | None = None) -> tuple[np.ndarray, str]:
@@ -165,9 +166,7 @@ def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = 
                 prov = out.metadata["provenance"]
                 used_device = prov["device"]
                 m = compute_all(hr, out.data, scale=proto.scale, device=device if device != "auto" else None)
-                item = EvalItem(gt.name, spec.name, {
-                    "psnr": m["psnr_db"], "ssim": m["ssim"], "sam_deg": m["sam_deg"], "ergas": m["ergas"],
-                    "rmse": m["rmse"]}, seconds)
+                item = EvalItem(gt.name, spec.name, row_values(m), seconds)
                 report = prov.get("report") or {}
                 if spec.iterative and report:
                     item.run = {"steps": prov.get("steps"), "options": prov.get("options", {}),

@@ -21,16 +21,13 @@ from typing import Generator, Iterator
 import numpy as np
 import torch
 
-from app.core.errors import HsiError
+from app.core.device import available_devices, select_device  # noqa: F401  (re-exported for the GUI)
+from app.core.errors import Cancelled, HsiError  # noqa: F401  (Cancelled: raised by run_to_end)
 from models import registry
 from models.registry import IterationUpdate, ModelSpec, StopRequested
 
 MIN_TILE_LR_PX = 8
 BLEND_LR_PX = 2
-
-
-class Cancelled(HsiError):
-    """The user cancelled a run (raised only by ``run_to_end`` with a cancel callback)."""
 
 
 @dataclass
@@ -53,38 +50,6 @@ class RunResult:
 
 
 # ------------------------------------------------------------------------------ devices
-def available_devices() -> list[str]:
-    names = ["cpu"]
-    if torch.cuda.is_available():
-        names.insert(0, "cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        names.insert(0, "mps")
-    return names
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """'auto' = CUDA when available, else MPS (Apple), else CPU; 'cpu', 'cuda', 'cuda:1', 'mps'."""
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise HsiError(f"device '{name}' asked for, but this PyTorch sees no CUDA GPU "
-                           f"(torch {torch.__version__}; install a CUDA build, see README) - use --device cpu")
-        return torch.device(name)
-    if name == "mps":
-        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
-            raise HsiError("device 'mps' asked for, but Metal is not available here - use --device cpu")
-        return torch.device("mps")
-    if name == "cpu":
-        return torch.device("cpu")
-    raise HsiError(f"unknown device '{name}' (use auto, cpu, cuda or mps)")
-
-
 def memory_budget_bytes(device: torch.device) -> int:
     """Bytes a run may use: most of the free GPU memory, or half of the available RAM."""
     if device.type == "cuda":

@@ -16,6 +16,7 @@ from app.core.science import degrade
 from app.core.science import srf as srf_mod
 from app.core.errors import ShapeMismatchError
 from app.core.science.metrics import as_hwb_tensor, basic_metrics
+from app.core.device import select_device
 
 
 def _rmse_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -68,7 +69,7 @@ def consistency_check(reconstruction, lr_hsi=None, guide=None, protocol=None, *,
     if (hc, wc) != (h0, w0):
         notes.append(f"reconstruction cropped from {h0}x{w0} to {hc}x{wc} (multiple of {s})")
         rec = np.ascontiguousarray(rec[:hc, :wc])
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = select_device(device, mps=False)
     out: dict[str, Any] = {"protocol": proto.name if proto else None, "scale": s, "srf": None, "lr": None,
                            "guide": None, "maps": {}, "redegraded_lr": None, "redegraded_guide": None,
                            "crop": {"rows": (0, hc), "cols": (0, wc)}, "notes": notes}

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from app.core.science import srf as srf_mod
+from app.core.device import select_device
 from models.degradation import (  # noqa: F401  (re-exported: app code imports them from here)
     PROTOCOL_SCALES,
     MULSR_NOISE_SIGMA,
@@ -101,9 +102,7 @@ def simulate(gt, protocol: str | Protocol, *, srf=None, wavelengths_nm=None, noi
     if (hc, wc) != (h0, w0):
         notes.append(f"cropped {h0}x{w0} to {hc}x{wc} (top-left) to a multiple of {s}")
         cube = np.ascontiguousarray(cube[:hc, :wc])
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = select_device(device, mps=False)
 
     resolved = None
     want_guide = proto.has_guide or srf is not None

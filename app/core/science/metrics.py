@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.core.device import select_device
 from app.core.science import metrics_cpu
 from app.core.errors import HsiError, ShapeMismatchError
 
@@ -120,9 +121,7 @@ def _check_pair(gt: torch.Tensor, pred: torch.Tensor, gt_wl, pred_wl) -> np.ndar
 
 
 def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return select_device(device, mps=False)  # the metrics accumulate in float64, which MPS lacks
 
 
 def _check_region(region, h: int, w: int) -> tuple[int, int, int, int]:

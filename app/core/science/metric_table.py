@@ -1,0 +1,39 @@
+"""The full-reference metrics every table shows, described once: the viewer's analysis table,
+``compare``, ``eval``, the results browser and the exports all take their columns from ``METRICS``.
+
+``key`` is the name in :func:`app.core.science.metrics.compute_all`'s result, ``column`` the name in
+results files (eval / compare JSON and CSV rows, kept as published files have them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str                 # compute_all's result key
+    column: str              # results-file key
+    label: str               # column title with its unit
+    short: str               # narrow column title (plain-text tables)
+    higher_is_better: bool
+    fmt: str                 # str.format spec for one value
+
+    def format(self, value) -> str:
+        return "" if value is None else self.fmt.format(value)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("psnr_db", "psnr", "PSNR (dB)", "PSNR", True, "{:.2f}"),
+    Metric("ssim", "ssim", "SSIM", "SSIM", True, "{:.4f}"),
+    Metric("sam_deg", "sam_deg", "SAM (°)", "SAM°", False, "{:.3f}"),
+    Metric("ergas", "ergas", "ERGAS", "ERGAS", False, "{:.3f}"),
+    Metric("rmse", "rmse", "RMSE", "RMSE", False, "{:.5f}"),
+)
+BY_COLUMN = {m.column: m for m in METRICS}
+COLUMNS: tuple[str, ...] = tuple(m.column for m in METRICS)
+HIGHER_IS_BETTER: dict[str, bool] = {m.column: m.higher_is_better for m in METRICS}
+
+
+def row_values(result: dict) -> dict:
+    """``compute_all``'s scalars as a results-file row {column: value}."""
+    return {m.column: result[m.key] for m in METRICS}
