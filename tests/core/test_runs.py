@@ -323,3 +323,8 @@ def test_simulation_problems_are_said():
     odd.add_layer(Cube.from_array(np.zeros((30, 30, 31), np.float32), np.arange(400.0, 701.0, 10.0)), "gt")
     assert "not a multiple of 4" in runs.simulation_problem(odd, "gauss-x4")
     assert runs.simulation_problem(odd, "bicubic-x3") is None
+    # a GT without wavelengths: the message names the bicubic protocol of the chosen scale (it showed "{s}")
+    bare = Scene()
+    bare.add_layer(Cube.from_array(np.zeros((32, 32, 12), np.float32)), "gt")
+    said = runs.simulation_problem(bare, "gauss-x4")
+    assert "bicubic-x4" in said and "{" not in said

@@ -515,7 +515,8 @@ def simulation_problem(scene: Scene, protocol: str) -> str | None:
                 f"the viewer's grid (crop the GT, or choose another scale)")
     if proto.family != "bicubic" and gts[0].cube.wavelengths_nm is None \
             and gts[0].cube.bands != srf_mod.CAVE_WAVELENGTHS_NM.size:
-        return "the GT has no wavelengths, so no guide can be simulated (use a bicubic-x{s} protocol)"
+        return (f"the GT has no wavelengths, so no guide can be simulated (use the bicubic-x{proto.scale} "
+                f"protocol)")
     return None
 
 
