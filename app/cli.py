@@ -577,10 +577,14 @@ def main(argv: list[str] | None = None) -> int:
         needed = memory_needed(exc) or _estimated_bytes(args)
         print(f"error: {OutOfMemoryError(subject, needed)}", file=sys.stderr)
         return 2
-    except Terminated as exc:
-        print("terminated", file=sys.stderr)
-        return 128 + exc.signum
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(exc, Terminated):
+            print("terminated", file=sys.stderr)
+            return 128 + exc.signum
         print("interrupted", file=sys.stderr)
         return 130
 

@@ -352,8 +352,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     since = signals_seen()
     tmp_path = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        tmp_path = Path(tmp)
+        with deferred_interrupts():  # else a signal between creating and naming the file would leak it
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+            tmp_path = Path(tmp)
         os.close(fd)
         yield tmp_path
         check_interrupted(since)
@@ -374,7 +375,8 @@ def atomic_dir(parent: Path, prefix: str) -> Iterator[Path]:
     parent.mkdir(parents=True, exist_ok=True)
     tmp = None
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}.", suffix=".part", dir=parent))
+        with deferred_interrupts():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}.", suffix=".part", dir=parent))
         usual_mode(tmp, directory=True)
         yield tmp
     finally:

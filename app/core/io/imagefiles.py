@@ -132,7 +132,7 @@ def read_tiff(path: Path, options: ReadOptions) -> Cube:
         except Exception as exc:  # IndexError, KeyError, ValueError from a damaged directory
             tif.close()
             raise CubeError(path, f"not a readable TIFF ({' '.join(str(exc).split()) or type(exc).__name__}); "
-                                  f"the file is damaged") from None
+                                  f"the file is truncated or damaged") from None
     try:
         return _tiff_cube(tif, series, path, options)
     except BaseException:
