@@ -388,3 +388,30 @@ def test_bgr_guide_with_wavelengths_is_shown_red_first():
     out = render(scene.snapshot())
     np.testing.assert_array_equal(out[guide.uid].image[..., 0], bgr[..., 2])
     np.testing.assert_allclose(scene.value_at(guide, 3, 4), bgr[3, 4, ::-1])
+
+
+def test_method_colours_follow_the_name_not_the_panel_order():
+    from app.core.state.scene import METHOD_COLOURS
+
+    scene = Scene()
+    scene.add_layer(ramp_cube(), "gt")
+    names = [f"m{i}" for i in range(8)]
+    layers = {n: scene.add_layer(ramp_cube(), "recon", n) for n in names}
+    colours = {n: scene.method_colour(n) for n in names}
+    assert len(set(colours.values())) == 8  # 8 methods, 8 colours
+    scene.remove_layer(layers["m0"])
+    scene.remove_layer(layers["m3"])
+    again = scene.add_layer(ramp_cube(), "recon", "m3")  # reopened: last in the panels, same colour
+    assert scene.method_colour("m3") == colours["m3"]
+    assert all(scene.method_colour(n) == colours[n] for n in names)
+    fresh = scene.add_layer(ramp_cube(), "recon", "new")  # takes the colour no open method uses
+    assert scene.method_colour("new") == colours["m0"]
+    scene.rename_layer(again, "m3 renamed")
+    assert scene.method_colour("m3 renamed") == colours["m3"]
+    seen = []
+    scene.events.colours.connect(seen.append)
+    scene.set_method_colour("new", "#123456")
+    assert scene.method_colour("new") == "#123456" and seen == [scene.method_colours]
+    with pytest.raises(ValueError):
+        scene.set_method_colour("new", "red")
+    assert fresh.name == "new" and set(METHOD_COLOURS) >= set(colours.values())

@@ -201,3 +201,28 @@ def test_exported_cube_keeps_provenance_through_a_session(tmp_path):
     entry = json.loads((tmp_path / "s.json").read_text())["layers"][0]
     assert entry["kind"] == "file" and entry["provenance"]["model"] == "bicubic"
     assert entry["provenance"]["time"] == recon.cube.metadata["provenance"]["time"]
+
+
+def test_method_colours_survive_a_session_whatever_the_order(tmp_path):
+    scene = food_scene()
+    recon = next(l for l in scene.layers if l.role == "recon")
+    scene.set_method_colour(recon.name, "#abcdef")
+    scene.method_colour("closed method")  # a method seen earlier keeps its colour too
+    path = tmp_path / "c.hsisession.json"
+    save_session(scene, path)
+    assert load_session(path)["method_colours"][recon.name] == "#abcdef"
+    restored = Scene()
+    restored.method_colour(recon.name)  # a colour given before the restore is replaced by the saved one
+    restore_session(path, restored)
+    assert restored.method_colour(recon.name) == "#abcdef"
+    assert restored.method_colours == scene.method_colours
+
+
+def test_bad_method_colours_are_refused(tmp_path):
+    path = tmp_path / "bad.hsisession.json"
+    save_session(Scene(), path)
+    data = json.loads(path.read_text())
+    data["method_colours"] = {"gsa": "not a colour"}
+    path.write_text(json.dumps(data))
+    with pytest.raises(SessionError, match="method_colours"):
+        load_session(path)

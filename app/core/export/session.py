@@ -20,10 +20,12 @@ Schema (version 1)::
      "display": {"mode", "band", "band_nm", "rgb_nm", "percentiles", "shared_contrast",
                  "colormap", "view_range"},
      "selection": {"pixel", "pins", "roi"}, "analysis": {...}, "layout": {...},
-     "compare": {"mode": "swipe"|"flicker", "a", "b", "divider_x"}}
+     "compare": {"mode": "swipe"|"flicker", "a", "b", "divider_x"},
+     "method_colours": {"<method name>": "#rrggbb"}}
 
 ``compare`` is the A/B comparison (optional; older sessions have none): ``a`` and ``b`` are
 indices into ``layers`` (or null), ``divider_x`` the swipe divider in HR pixels.
+``method_colours`` (optional) keeps each reconstruction's colour in plots and figures by name.
 """
 from __future__ import annotations
 
@@ -176,6 +178,7 @@ def capture(scene: "Scene", *, layout: dict | None = None, session_dir: str | Pa
         "analysis": None if settings is None else settings.to_dict(),
         "layout": jsonable(layout or {}),
         "compare": _compare_entry(scene, compare),
+        "method_colours": dict(getattr(scene, "method_colours", {}) or {}),
     }
 
 
@@ -278,6 +281,11 @@ def load_session(path: str | Path) -> dict:
     for pin in pins:
         _pair(pin, path, "a pin", allow_none=False)
     _need(isinstance(data.get("layout", {}), dict), path, "\"layout\" must be an object")
+    colours = data.get("method_colours")
+    if colours is not None:
+        _need(isinstance(colours, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                and re.fullmatch(r"#[0-9a-fA-F]{6}", v) for k, v in colours.items()),
+              path, "\"method_colours\" must map method names to '#rrggbb' colours")
     compare = data.get("compare")
     if compare is not None:
         _need(isinstance(compare, dict), path, "\"compare\" must be an object")
@@ -359,6 +367,8 @@ def restore_session(path: str | Path, scene: "Scene", *, locate: Locate | None =
         loaded.append((i, entry, cube))
 
     scene.clear()
+    if data.get("method_colours") and hasattr(scene, "set_method_colours"):
+        scene.set_method_colours(data["method_colours"])  # before the layers: they find their colours
     restored: dict[int, "Layer"] = {}  # index in the session's layers -> restored layer
     for i, entry, cube in loaded:
         try:

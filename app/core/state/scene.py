@@ -16,6 +16,7 @@ it is a pure function so that a worker thread can run it on big cubes.
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 from enum import Enum
@@ -42,6 +43,11 @@ DEFAULT_RGB_NM: tuple[float, float, float] = (640.0, 550.0, 460.0)
 # Where an RGB guide's channels sit on the wavelength axis when the file does not say: the
 # dominant wavelengths of the sRGB primaries (R, G, B), good enough to place markers in a plot.
 NOMINAL_RGB_NM: tuple[float, float, float] = (611.0, 549.0, 464.0)
+# Method colours (curves, legends, figures): distinct on dark and light backgrounds and from the
+# GT (text colour), LR (orange) and guide (light blue) curves. A method keeps the colour it was
+# given first, whatever its panel's position; after these run out colours repeat.
+METHOD_COLOURS: tuple[str, ...] = ("#c77dff", "#2ec4b6", "#f15bb5", "#9ef01a", "#00bbf9", "#ff006e",
+                                   "#fee440", "#4361ee", "#e76f51", "#80ffdb", "#b5838d", "#7209b7")
 
 
 class DisplayMode(str, Enum):
@@ -103,6 +109,7 @@ class SceneEvents:
         self.view_range = Event("view_range")      # (view_range | None, source: object)
         self.roi = Event("roi")                    # (roi: app.core.state.selection.Roi | None)
         self.analysis = Event("analysis")          # (settings: app.core.state.selection.AnalysisSettings)
+        self.colours = Event("colours")            # (method_colours: dict[str, str])
 
     def all(self) -> list[Event]:
         return [v for v in vars(self).values() if isinstance(v, Event)]
@@ -251,6 +258,49 @@ class Scene:
         self._roi: Roi | None = None
         self._analysis_settings = AnalysisSettings()
         self._follows_cache: dict[tuple, bool] = {}
+        # method name -> colour; kept when a layer closes, so that a method opened again (or
+        # restored from a session) comes back in its colour
+        self._method_colours: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ method colours
+    @property
+    def method_colours(self) -> dict[str, str]:
+        return dict(self._method_colours)
+
+    def method_colour(self, name: str) -> str:
+        """The colour of method ``name``, given on first use: the first palette colour no open
+        reconstruction uses (so 8 methods get 8 colours), else the least used one."""
+        colour = self._method_colours.get(name)
+        if colour is None:
+            colour = self._free_colour(exclude=name)
+            self._method_colours[name] = colour
+        return colour
+
+    def _free_colour(self, exclude: str = "") -> str:
+        used = [self._method_colours.get(l.name) for l in self._layers if l.role == "recon" and l.name != exclude]
+        counts = {c: used.count(c) for c in METHOD_COLOURS}
+        return min(METHOD_COLOURS, key=lambda c: (counts[c], METHOD_COLOURS.index(c)))
+
+    def set_method_colour(self, name: str, colour: str) -> None:
+        colour = str(colour).strip()
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", colour):
+            raise ValueError(f"a method colour must be '#rrggbb', got {colour!r}")
+        if self._method_colours.get(name) != colour.lower():
+            self._method_colours[name] = colour.lower()
+            self.events.colours.emit(self.method_colours)
+
+    def set_method_colours(self, colours: dict[str, str]) -> None:
+        """Colours by method name (a restored session's); others keep theirs."""
+        changed = False
+        for name, colour in dict(colours).items():
+            colour = str(colour).strip().lower()
+            if not re.fullmatch(r"#[0-9a-f]{6}", colour):
+                raise ValueError(f"method {name!r}: a colour must be '#rrggbb', got {colour!r}")
+            if self._method_colours.get(str(name)) != colour:
+                self._method_colours[str(name)] = colour
+                changed = True
+        if changed:
+            self.events.colours.emit(self.method_colours)
 
     # ------------------------------------------------------------------ layers
     @property
@@ -316,6 +366,8 @@ class Scene:
         old_reference = self.reference
         had_reference = old_reference is not None
         self._layers.insert(position, layer)
+        if role == "recon":
+            self.method_colour(layer.name)
         self._set_grid(grid)
         if cube.bands > 1 and cube.in_memory and cube._bsq is None:
             # band switches read contiguous bands once the band-sequential copy exists (a worker
@@ -359,6 +411,8 @@ class Scene:
         layer = self.layer(uid)
         name = str(name).strip()
         if name and name != layer.name:
+            if layer.role == "recon" and name not in self._method_colours and layer.name in self._method_colours:
+                self._method_colours[name] = self._method_colours[layer.name]  # a rename keeps the colour
             layer.name = name
             self.events.layers.emit(self.layers)
 
