@@ -34,7 +34,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -140,6 +139,7 @@ def _ordered_scenes(folders: list[Path]) -> list[Path]:
 
 
 DEFAULT_SPLIT = "cave"
+DEFAULT_THREADS = 1
 
 
 def resolve_split(split: str | None, folders: list[Path]) -> Split | None:
@@ -380,7 +380,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     from app.core.inference.engine import select_device
     from models import registry
 
-    torch.set_num_threads(opts.threads or os.cpu_count() or 1)
+    # one thread unless told: on the project's 2-core machine, shared with other jobs, two threads ran a
+    # CST step 4-8x slower than one (app/research/train_profile.py); the thread count moves only float noise
+    torch.set_num_threads(opts.threads or DEFAULT_THREADS)
     spec = registry.get(opts.model)
     proto = parse_protocol(opts.protocol)
     scale = proto.scale
