@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QCoreApplication, QEvent, QPointF, QRectF, QSize, Qt
+from PyQt6.QtCore import QCoreApplication, QEvent, QPointF, QRectF, QSize, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QGuiApplication, QPainter, QPen, QPolygonF
 from PyQt6.QtWidgets import QHBoxLayout, QSizePolicy, QToolButton, QToolTip, QVBoxLayout, QWidget
 
@@ -24,62 +24,104 @@ def _label_fill() -> QColor:
 LEGEND_GLYPHS = {"gt": "━━━", "lr": "╍●╍", "guide": " ▲ ", "recon": "━━━"}
 
 
-def legend_colour(sample: SpectrumSample, recon_index: int) -> str:
-    if sample.layer.role == "recon":
-        return theme.RECON_CURVE_COLOURS[recon_index % len(theme.RECON_CURVE_COLOURS)]
-    return theme.curve_colour(sample.layer.role)
+def legend_colour(scene: Scene, layer) -> str:
+    """A reconstruction's colour is its method's (by name, from the scene: the same in the
+    spectra, the analysis and the figures, whatever the panel order); other roles by role."""
+    if layer.role == "recon":
+        return scene.method_colour(layer.name)
+    return theme.curve_colour(layer.role)
 
 
-def _legend_row(colour: str, glyph: str, label: str) -> tuple[str, str, str]:
-    return colour, glyph, label
+# Line style of the clicked pixel (first) and of each pinned pixel: the colour names the method,
+# the style the location, so a pin never changes a method's colour.
+PIN_STYLES: tuple = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine, Qt.PenStyle.DashDotDotLine,
+                     (8.0, 4.0), (1.0, 3.0, 6.0, 3.0), (12.0, 3.0, 2.0, 3.0), (2.0, 6.0))
+
+
+def pin_style(index: int):
+    return PIN_STYLES[index % len(PIN_STYLES)]
+
+
+def _legend_row(colour: str, glyph: str, label: str, key=None, style=None) -> tuple:
+    """(colour, glyph, label, key, line style): ``key`` (a layer uid) makes the row a show/hide
+    toggle; ``style`` draws a line of that style instead of the glyph."""
+    return colour, glyph, label, key, style
 
 
 class LegendTable(QWidget):
-    """The legend under the plot: one row per curve, a coloured glyph and a plain-text label,
-    painted by this one widget. A click changes every label (they name the pixel); as label
-    widgets each of them repainted on its own and asked the window for a new layout, a few ms of
-    every click. Each row is one line, elided when too long (the whole text in the row's
-    tooltip); the height changes only with the number of rows, so a click never resizes the plot."""
+    """The legend under the plot: one entry per source (a layer, a pinned pixel's line style, the
+    ROI, the residuals), a coloured glyph and a plain-text label, painted by this one widget and
+    packed in as many columns as the width allows, so that many methods do not squeeze the plot.
+    Clicking a source's entry hides or shows its curves (``toggled(key)``).
+
+    A click changes every label (they name the pixel); as label widgets each of them repainted on
+    its own and asked the window for a new layout, a few ms of every click. Each entry is elided
+    to its column (the whole text in the tooltip); the height changes only with the number of
+    entries or columns, so a click never resizes the plot."""
+
+    toggled = pyqtSignal(object)
 
     GLYPH_GAP = 6
+    COLUMN_MIN = 190  # px: a column fits 'GT · name (r 123, c 456)' at the default font
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._shown: list[tuple[str, str, str]] = []
+        self._shown: list[tuple] = []
+        self._hidden: set = set()
         self._elided: dict[tuple[str, int], str] = {}  # (text, room) -> what fits (cleared with the font)
         self._glyph_w: int | None = None
+        self._lines_laid_out = 0
+        self.elide = Qt.TextElideMode.ElideMiddle
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
 
     def _line(self) -> int:
         return self.fontMetrics().height()
 
+    def columns(self, width: int | None = None) -> int:
+        width = self.width() if width is None else width
+        return max(1, min(len(self._shown), max(width, 1) // self.COLUMN_MIN)) if self._shown else 1
+
+    def lines(self, width: int | None = None) -> int:
+        return -(-len(self._shown) // self.columns(width)) if self._shown else 0
+
     def sizeHint(self):  # noqa: N802 (Qt naming)
-        return QSize(200, self._line() * len(self._shown))
+        return QSize(200, self._line() * self.lines())
 
     def minimumSizeHint(self):  # noqa: N802
-        return QSize(20, self._line() * len(self._shown))
+        return QSize(20, self._line() * self.lines())
 
-    def set_rows(self, rows: list[tuple[str, str, str]]) -> None:
-        """(colour, glyph, label) per row."""
-        rows = [tuple(r) for r in rows]
-        if rows == self._shown:
+    def resizeEvent(self, event):  # noqa: N802: more or fewer columns, a new height
+        super().resizeEvent(event)
+        if self.lines() != self._lines_laid_out:
+            self._lines_laid_out = self.lines()
+            self.updateGeometry()
+
+    def set_rows(self, rows: list[tuple], hidden=()) -> None:
+        """(colour, glyph, label[, key, style]) per entry (see :func:`_legend_row`); the entries
+        whose key is in ``hidden`` are drawn dimmed."""
+        rows = [tuple(r) + (None,) * (5 - len(r)) for r in rows]
+        hidden = set(hidden)
+        if rows == self._shown and hidden == self._hidden:
             return
         resize = len(rows) != len(self._shown)
         if [r[1] for r in rows] != [r[1] for r in self._shown]:
             self._glyph_w = None
         self._shown = rows
+        self._hidden = hidden
         if resize:
+            self._lines_laid_out = self.lines()
             self.updateGeometry()
         self.update()
 
     def text(self) -> str:
         """The labels, one per line (tests, copy)."""
-        return "\n".join(text for _, _, text in self._shown)
+        return "\n".join(row[2] for row in self._shown)
 
     def _glyph_width(self) -> int:
         if self._glyph_w is None:
             fm = self.fontMetrics()
-            self._glyph_w = max((fm.horizontalAdvance(g) for _, g, _ in self._shown), default=0)
+            self._glyph_w = max((fm.horizontalAdvance(row[1]) for row in self._shown), default=0)
+            self._glyph_w = max(self._glyph_w, fm.horizontalAdvance("━━━"))
         return self._glyph_w
 
     def _fit(self, text: str, room: int) -> str:
@@ -88,7 +130,7 @@ class LegendTable(QWidget):
         if shown is None:
             if len(self._elided) > 512:
                 self._elided.clear()
-            shown = self._elided[key] = self.fontMetrics().elidedText(text, Qt.TextElideMode.ElideMiddle, room)
+            shown = self._elided[key] = self.fontMetrics().elidedText(text, self.elide, room)
         return shown
 
     def changeEvent(self, event):  # noqa: N802: a new font or style: new text widths
@@ -97,18 +139,41 @@ class LegendTable(QWidget):
             self._glyph_w = None
         super().changeEvent(event)
 
-    def _row_at(self, y: int) -> int | None:
-        i = int(y // max(self._line(), 1))
-        return i if 0 <= i < len(self._shown) else None
+    def _cell(self, i: int) -> QRectF:
+        """Where entry ``i`` is painted (column-major: entries read down, then across)."""
+        lines = max(self.lines(), 1)
+        width = self.width() / self.columns()
+        return QRectF((i // lines) * width, (i % lines) * self._line(), width, self._line())
 
-    def event(self, event):  # the tooltip of the row under the pointer: its whole text when elided
+    def _row_at(self, pos) -> int | None:
+        for i in range(len(self._shown)):
+            if self._cell(i).contains(QPointF(pos)):
+                return i
+        return None
+
+    def row_rect(self, i: int) -> QRectF:
+        """Entry ``i``'s rectangle in this widget (tests)."""
+        return self._cell(i)
+
+    def mousePressEvent(self, event):  # noqa: N802
+        i = self._row_at(event.position().toPoint())
+        if i is not None and self._shown[i][3] is not None and event.button() == Qt.MouseButton.LeftButton:
+            self.toggled.emit(self._shown[i][3])
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def event(self, event):  # the tooltip of the entry under the pointer: its whole text when elided
         if event.type() == QEvent.Type.ToolTip:
-            i = self._row_at(event.pos().y())
+            i = self._row_at(event.pos())
             if i is not None:
                 text = self._shown[i][2]
-                room = self.width() - self._glyph_width() - self.GLYPH_GAP
-                if self.fontMetrics().horizontalAdvance(text) > room:
-                    QToolTip.showText(event.globalPos(), text, self)
+                room = int(self._cell(i).width()) - self._glyph_width() - 2 * self.GLYPH_GAP
+                tip = text if self.fontMetrics().horizontalAdvance(text) > room else ""
+                if self._shown[i][3] is not None:
+                    tip = (tip + "\n" if tip else "") + "Click to hide or show these curves"
+                if tip:
+                    QToolTip.showText(event.globalPos(), tip, self)
                     return True
             QToolTip.hideText()
             event.ignore()
@@ -120,21 +185,33 @@ class LegendTable(QWidget):
             return
         painter = QPainter(self)
         fm = self.fontMetrics()
-        line = self._line()
         glyph_w = self._glyph_width()
-        x_text = glyph_w + self.GLYPH_GAP
-        room = max(self.width() - x_text, 20)
         text_colour = self.palette().color(self.foregroundRole())
-        exposed = event.rect()
-        for i, (colour, glyph, text) in enumerate(self._shown):
-            top = i * line
-            if top > exposed.bottom() or top + line < exposed.top():
+        dim = QColor(text_colour)
+        dim.setAlpha(90)
+        exposed = QRectF(event.rect())
+        for i, (colour, glyph, text, key, style) in enumerate(self._shown):
+            cell = self._cell(i)
+            if not cell.intersects(exposed):
                 continue
-            base = top + fm.ascent()
-            painter.setPen(QColor(colour))
-            painter.drawText(0, base, glyph)
-            painter.setPen(text_colour)
-            painter.drawText(x_text, base, self._fit(text, room))
+            hidden = key is not None and key in self._hidden
+            base = int(cell.top()) + fm.ascent()
+            x0 = int(cell.left())
+            glyph_colour = QColor(colour)
+            if hidden:
+                glyph_colour.setAlpha(70)
+            if style is not None:  # the pin's own line style
+                pen = QPen(curve_pen(colour, 1.5, style))
+                pen.setColor(glyph_colour)
+                painter.setPen(pen)
+                y = int(cell.center().y())
+                painter.drawLine(x0 + 1, y, x0 + glyph_w - 1, y)
+            else:
+                painter.setPen(glyph_colour)
+                painter.drawText(x0, base, glyph)
+            painter.setPen(dim if hidden else text_colour)
+            room = max(int(cell.width()) - glyph_w - 2 * self.GLYPH_GAP, 20)
+            painter.drawText(x0 + glyph_w + self.GLYPH_GAP, base, self._fit(text, room))
         painter.end()
 
 
@@ -304,23 +381,28 @@ class CurveLayer(pg.GraphicsObject):
         painter.restore()
 
 
-def curve_pen(colour: str, width: float = 1.0, style: Qt.PenStyle = Qt.PenStyle.SolidLine):
-    """A cached cosmetic pen. Width 1 is a hairline, which Qt's raster engine strokes about ten
-    times faster than a wider antialiased line (and dashes and dots about fifty times faster):
-    every curve but the reference's is a hairline, so that a click repaints within a frame."""
+def curve_pen(colour: str, width: float = 1.0, style=Qt.PenStyle.SolidLine):
+    """A cached cosmetic pen (``style`` a Qt.PenStyle or a dash pattern). Width 1 is a hairline,
+    which Qt's raster engine strokes about ten times faster than a wider antialiased line (and
+    dashes and dots about fifty times faster): every curve but the reference's is a hairline, so
+    that a click repaints within a frame."""
     key = (colour, width, style)
     pen = _PENS.get(key)
     if pen is None:
-        pen = _PENS[key] = pg.mkPen(QColor(colour), width=width, style=style)
+        if isinstance(style, tuple):
+            pen = pg.mkPen(QColor(colour), width=width)
+            pen.setDashPattern(list(style))
+        else:
+            pen = pg.mkPen(QColor(colour), width=width, style=style)
         pen.setCosmetic(True)
+        _PENS[key] = pen
     return pen
 
 
-def curve_style(sample: SpectrumSample, recon_index: int) -> dict:
-    """pyqtgraph plot kwargs for one curve: colour by role, reconstructions by index; the
-    reference (GT) is the one wide line."""
+def curve_style(sample: SpectrumSample, colour: str) -> dict:
+    """pyqtgraph plot kwargs for one curve at the clicked pixel: colour by role, reconstructions
+    by method; the reference (GT) is the one wide line."""
     role = sample.layer.role
-    colour = legend_colour(sample, recon_index)
     if role == "gt":
         return dict(pen=curve_pen(colour, 2.0))
     if role == "lr":
@@ -353,10 +435,17 @@ class SpectraView(QWidget):
         self.residual_button = QToolButton(self)
         self.residual_button.setText("Residuals")
         self.residual_button.setCheckable(True)
-        self.residual_button.setChecked(True)
+        # off at start: with several methods the residuals double the curves to read
+        self.residual_button.setChecked(False)
         self.residual_button.setToolTip("Reconstruction − GT on the right axis (at the pixel, or of the ROI means)")
         self.residual_button.toggled.connect(lambda *_: self.refresh())
+        self.legend_button = QToolButton(self)
+        self.legend_button.setText("Legend")
+        self.legend_button.setCheckable(True)
+        self.legend_button.setChecked(True)
+        self.legend_button.setToolTip("Show or hide the legend under the plot (click a source in it to hide its curves)")
         header.addWidget(self.title, 1)
+        header.addWidget(self.legend_button)
         header.addWidget(self.residual_button)
         header.addWidget(self.copy_button)
         layout.addLayout(header)
@@ -397,6 +486,9 @@ class SpectraView(QWidget):
         # The legend sits under the plot, where it never hides a curve.
         self.legend = LegendTable(self)
         layout.addWidget(self.legend)
+        self.legend_button.toggled.connect(self.legend.setVisible)
+        self.hidden_sources: set[int] = set()  # layer uids whose curves the user hid from the legend
+        self.legend.toggled.connect(self.toggle_source)
         # the curves shown (Curve records, in the order of the samples then the pins), all drawn by one item
         self.curves: list[Curve] = []
         self.curve_layer = CurveLayer()
@@ -428,6 +520,12 @@ class SpectraView(QWidget):
         subscribe(self, ev.pins, lambda *_: self.refresh())
         subscribe(self, ev.roi, lambda *_: self.refresh())
         subscribe(self, ev.band, lambda *_: self._place_band_line())
+        subscribe(self, ev.colours, lambda *_: self.refresh())
+        self.refresh()
+
+    def toggle_source(self, uid: int) -> None:
+        """Hide (or show again) every curve of layer ``uid``."""
+        self.hidden_sources ^= {uid}
         self.refresh()
 
     # ------------------------------------------------------------------ plot
@@ -521,32 +619,49 @@ class SpectraView(QWidget):
         if known != self._x_known:  # a new label re-lays out the axis: only when it changes
             self._x_known = known
             self.plot.setLabel("bottom", "Wavelength" if known else "Band", units="nm" if known else None)
-        recon_index = 0
+        live = {l.uid for l in scene.layers}
+        self.hidden_sources &= live
+        hidden = self.hidden_sources
         rows = []
+        listed: set[int] = set()
+
+        def source_row(layer, label: str) -> None:
+            if layer.uid not in listed:
+                listed.add(layer.uid)
+                rows.append(_legend_row(legend_colour(scene, layer), LEGEND_GLYPHS[layer.role], label, layer.uid))
+
         for sample in self.samples:
             if known and not sample.wavelengths_known:
                 continue  # cannot be placed on a wavelength axis
-            style = curve_style(sample, recon_index)
-            colour = legend_colour(sample, recon_index)
-            if sample.layer.role == "recon":
-                recon_index += 1
-            self._add_curve("curve", sample.wavelengths_nm, sample.values, style)
-            rows.append(_legend_row(colour, LEGEND_GLYPHS[sample.layer.role], sample.label))
+            layer = sample.layer
+            # a method's row is its name: the pixel is in the title, and names must fit many columns
+            source_row(layer, layer.name if layer.role == "recon" else sample.label)
+            if layer.uid in hidden:
+                continue
+            self._add_curve("curve", sample.wavelengths_nm, sample.values,
+                            curve_style(sample, legend_colour(scene, layer)))
+        pin_rows = []
         for i, sample in self.pin_samples:
             if known and not sample.wavelengths_known:
                 continue
-            colour = theme.PIN_COLOURS[i % len(theme.PIN_COLOURS)]
-            dashed = sample.layer.role == "recon"
-            pen = curve_pen(colour, 1.0, Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
-            self._add_curve("curve", sample.wavelengths_nm, sample.values, dict(pen=pen))
-            rows.append(_legend_row(colour, "╌╌╌" if dashed else "───", f"#{i + 1} {sample.label}"))
-        recon_index = 0
+            layer = sample.layer
+            source_row(layer, layer.name if layer.role == "recon" else layer.label)
+            if not pin_rows or pin_rows[-1][0] != i:
+                pin_rows.append((i, sample))
+            if layer.uid in hidden:
+                continue
+            width = 1.5 if layer.role == "gt" else 1.0
+            self._add_curve("curve", sample.wavelengths_nm, sample.values,
+                            dict(pen=curve_pen(legend_colour(scene, layer), width, pin_style(i))))
+        roi_n = None
         for roi in self.roi_samples:
             if known and not roi.wavelengths_known:
                 continue
-            colour = QColor(legend_colour(roi, recon_index))
-            if roi.layer.role == "recon":
-                recon_index += 1
+            source_row(roi.layer, roi.layer.name if roi.layer.role == "recon" else roi.layer.label)
+            roi_n = roi.n
+            if roi.layer.uid in hidden:
+                continue
+            colour = QColor(legend_colour(scene, roi.layer))
             x = np.asarray(roi.wavelengths_nm, dtype=np.float64)
             if roi.layer.role == "guide":
                 bars = pg.ErrorBarItem(x=x, y=roi.mean, height=2 * roi.std, beam=6.0, pen=pg.mkPen(colour, width=1.5))
@@ -563,12 +678,19 @@ class SpectraView(QWidget):
             for item in items:
                 self.plot.addItem(item)
                 self.roi_items.append(item)
-            rows.append(_legend_row(colour.name(), "▒▒▒", roi.label))
-        for i, res in enumerate(self.residuals):
-            colour = theme.RECON_CURVE_COLOURS[i % len(theme.RECON_CURVE_COLOURS)]
+        dim = theme.current().dim_text
+        for i, sample in pin_rows:  # the line style of each pinned pixel (colours stay the methods')
+            rows.append(_legend_row(theme.PIN_COLOURS[i % len(theme.PIN_COLOURS)], "",
+                                    f"#{i + 1} (r {scene.pins[i][0]}, c {scene.pins[i][1]})", None, pin_style(i)))
+        if roi_n is not None:
+            rows.append(_legend_row(dim, "▒▒▒", f"ROI mean ± std ({roi_n} px), dash-dot"))
+        for res in self.residuals:
+            if res.layer.uid in hidden:
+                continue
             self._add_curve("residual", res.wavelengths_nm, res.values,
-                            dict(pen=curve_pen(colour, 1.0, Qt.PenStyle.DotLine)))
-            rows.append(_legend_row(colour, "┄┄┄", res.label + " (right axis)"))
+                            dict(pen=curve_pen(legend_colour(scene, res.layer), 1.0, Qt.PenStyle.DotLine)))
+        if self.residuals:
+            rows.append(_legend_row(dim, "┄┄┄", "recon − GT, dotted (right axis)"))
         self._fit_x([c.xData for c in self.curves] + [r.wavelengths_nm for r in self.roi_samples])
         self._fit_y(self.plot.getViewBox(), [c.yData for c in self.curves]
                     + [r.mean - r.std for r in self.roi_samples] + [r.mean + r.std for r in self.roi_samples])
@@ -576,7 +698,7 @@ class SpectraView(QWidget):
             self._fit_y(self.residual_view, [c.yData for c in self.residual_curves], zero=True)
             self._sync_residual_view()
         self._update_grid()
-        self.legend.set_rows(rows)
+        self.legend.set_rows(rows, hidden)
         self._place_band_line()
         # Settle the views' transforms now (pyqtgraph defers them to the start of the paint,
         # where the items they move ask for a second full paint of the plot).

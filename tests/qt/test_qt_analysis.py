@@ -199,6 +199,7 @@ def test_residual_curves_on_the_second_axis(window, qtbot):
     click_pixel(qtbot, layer_panel(window, "gt"), 41, 70)
     spectra = window.spectra
     cubes = dict(scene_cubes())
+    spectra.residual_button.setChecked(True)  # off by default since many methods made the plot unreadable
     assert len(spectra.residual_curves) == 1
     np.testing.assert_allclose(spectra.residual_curves[0].yData,
                                cubes["recon"].spectrum(41, 70) - cubes["gt"].spectrum(41, 70), atol=1e-7)

@@ -459,7 +459,7 @@ def test_shift_click_pins_pixels(window, qtbot):
     pinned = [(i, s.layer.role, s.pixel) for i, s in spectra.pin_samples]
     assert pinned == [(0, "gt", (20, 30)), (0, "recon", (20, 30)), (1, "gt", (60, 70)), (1, "recon", (60, 70))]
     np.testing.assert_allclose(spectra.curves[4].yData, scene_cubes()[0][1].spectrum(20, 30))
-    assert "#2 GT · food_gt (r 60, c 70)" in spectra.legend.text()
+    assert "#2 (r 60, c 70)" in spectra.legend.text()  # one legend entry per pin (its line style)
     assert ",gt,2,60,70,700," in spectra.csv_text()
     window.clear_pins_action.trigger()
     assert len(spectra.curves) == 4 and all(p.pin_items == [] for p in window.grid.panels)

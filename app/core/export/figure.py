@@ -270,11 +270,15 @@ def spectra_figure(scene: "Scene", curves=None, *, size_in: tuple[float, float] 
         raise FigureError("no spectra to export: click a pixel (Shift+click pins more) or draw a ROI first")
     fig = Figure(figsize=size_in, layout="constrained")
     ax = fig.add_subplot()
-    styles = {"pixel": "-", "pin": "--", "roi": "-."}
+    styles = {"pixel": "-", "pin": "--", "roi": "-.", "residual": ":"}
     colours = matplotlib.colormaps["tab10"]
     sources = list(dict.fromkeys(c.source for c in curves))
+    # a reconstruction in its method's colour, as in the viewer (the scene keeps it by name)
+    methods = {layer.label: layer.name for layer in scene.layers if layer.role == "recon"}
     for c in curves:
-        colour = colours(sources.index(c.source) % 10)
+        name = methods.get(c.source[: -len(" − ref")] if c.source.endswith(" − ref") else c.source)
+        colour = scene.method_colour(name) if name is not None and hasattr(scene, "method_colour") \
+            else colours(sources.index(c.source) % 10)
         marker = "o" if len(c.x) <= 8 else None
         ax.plot(c.x, c.y, linestyle=styles.get(c.kind, "-"), color=colour, marker=marker, markersize=3,
                 linewidth=1.2, label=c.label)
@@ -285,7 +289,10 @@ def spectra_figure(scene: "Scene", curves=None, *, size_in: tuple[float, float] 
     ax.set_xlabel("wavelength (nm)" if all(c.known for c in curves) else "band")
     ax.set_ylabel("reflectance")
     ax.grid(True, linewidth=0.3, alpha=0.5)
-    ax.legend(loc="best", frameon=False)
+    # outside the axes, right of them (constrained layout makes room): with several methods and
+    # pins an inside legend covers the curves
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False,
+              ncols=1 if len(curves) <= 14 else 2)
     fig.hsi_provenance = export_provenance(scene.layers, view="spectra",
                                            pixels=[c.label for c in curves])
     fig.hsi_title = "spectra"
