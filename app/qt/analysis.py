@@ -14,8 +14,8 @@ from PyQt6 import sip
 from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QGuiApplication
 from PyQt6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
-                             QPushButton, QSizePolicy, QTableWidget, QTableWidgetItem, QTabWidget, QToolButton,
-                             QVBoxLayout, QWidget)
+                             QPushButton, QScrollArea, QSizePolicy, QTableWidget, QTableWidgetItem, QTabWidget,
+                             QToolButton, QVBoxLayout, QWidget)
 
 from app.core.evaluation.analysis import (CURVE_METRICS, CURVE_TITLES, ERROR_KIND_TITLES, ERROR_KINDS, METRIC_COLUMNS,
                                SCOPE_TITLES, SCOPES, AnalysisCache, AnalysisError, AnalysisResult, Cancelled,
@@ -31,6 +31,10 @@ from app.qt.panel import (CrossLine, ElidedLabel, PointerMixin, _ImageView, _Pan
 ERROR_CMAP = "inferno"
 SAM_CMAP = "viridis"
 DEBOUNCE_MS = 120
+# Maps are never drawn smaller than this (px, image height): below it the maps scroll, and the
+# dock can be maximised (Ctrl+Shift+M) to see more at once.
+MIN_MAP_PX = 140
+MAP_TITLE_PX = 20
 
 
 class AnalysisJob(QObject):
@@ -267,6 +271,7 @@ class AnalysisView(QWidget):
     failed = pyqtSignal(object)
     updated = pyqtSignal()
     partial_shown = pyqtSignal()  # maps and every metric but SSIM on screen (before ``updated``)
+    maximise_requested = pyqtSignal(bool)  # the window gives the dock (almost) all its height, or back
 
     def __init__(self, scene: Scene, parent=None, *, device: str | None = None):
         super().__init__(parent)
@@ -312,6 +317,11 @@ class AnalysisView(QWidget):
         self.cancel_button.setText("Cancel")
         self.cancel_button.setToolTip("Stop the analysis")
         self.cancel_button.hide()
+        self.maximise_button = QToolButton(self)
+        self.maximise_button.setText("Maximise")
+        self.maximise_button.setCheckable(True)
+        self.maximise_button.setToolTip("Give the analysis the window's height, the image panels hidden (Ctrl+Shift+M)")
+        self.maximise_button.toggled.connect(self.maximise_requested)
         self.status = QLabel("", self)
         self.status.setObjectName("DimLabel")
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the dock
@@ -320,6 +330,7 @@ class AnalysisView(QWidget):
         bar.addWidget(self.status, 1)
         bar.addWidget(self.progress)
         bar.addWidget(self.cancel_button)
+        bar.addWidget(self.maximise_button)
         outer.addLayout(bar)
 
         self.tabs = QTabWidget(self)
@@ -329,11 +340,17 @@ class AnalysisView(QWidget):
         ml = QVBoxLayout(maps)
         ml.setContentsMargins(0, 0, 0, 0)
         ml.setSpacing(2)
-        self.maps_host = QWidget(maps)
+        self.maps_scroll = QScrollArea(maps)
+        self.maps_scroll.setWidgetResizable(True)
+        self.maps_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.maps_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.maps_host = QWidget()
         self.maps_grid = QGridLayout(self.maps_host)
         self.maps_grid.setContentsMargins(0, 0, 0, 0)
         self.maps_grid.setSpacing(4)
-        ml.addWidget(self.maps_host, 1)
+        self.maps_scroll.setWidget(self.maps_host)
+        self.maps_scroll.viewport().installEventFilter(self)
+        ml.addWidget(self.maps_scroll, 1)
         bars = QHBoxLayout()
         self.error_bar = LevelsBar(maps)
         self.sam_bar = LevelsBar(maps)
@@ -388,20 +405,35 @@ class AnalysisView(QWidget):
         self.curve_plot.setLabel("bottom", "Wavelength", units="nm")
         self.curve_plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.curve_plot.getAxis("left").enableAutoSIPrefix(False)
-        self.curve_plot.addLegend(offset=(-10, 10), labelTextSize="8pt")
         pen = pg.mkPen(QColor(theme.current().crosshair), width=1, style=Qt.PenStyle.DashLine)
         self.curve_band_line = pg.InfiniteLine(angle=90, movable=False, pen=pen)
         self.curve_plot.addItem(self.curve_band_line, ignoreBounds=True)
         self.curve_plot.scene().sigMouseClicked.connect(self._on_curve_click)
         self.curve_items: dict[int, pg.PlotDataItem] = {}
         self.worst_bands: dict[int, int] = {}
-        # per method: (curve, worst-band mark, its label, (name, colour)), kept and given new data
+        # per method: (curve, worst-band mark, (name, colour)), kept and given new data
         self._curve_pool: dict[int, tuple] = {}
         self._curve_labels: tuple | None = None  # (left-axis title, wavelengths known) last set
         # (request, curve metric or None) of the partial result on screen: what its final result
         # need not redraw
         self._partial_shown: tuple | None = None
-        cl.addWidget(self.curve_plot, 1)
+        from app.qt.spectra import LegendTable
+
+        plot_row = QHBoxLayout()
+        plot_row.setSpacing(6)
+        plot_row.addWidget(self.curve_plot, 1)
+        # beside the plot, never over the curves; each method's worst band is named here, where
+        # labels cannot collide as they did next to the ✕ marks
+        self.curve_legend = LegendTable(curves_tab)
+        self.curve_legend.COLUMN_MIN = 10_000  # one column
+        self.curve_legend.elide = Qt.TextElideMode.ElideRight  # keeps the method's name
+        self.curve_legend.setFixedWidth(230)
+        self.curve_legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        legend_box = QVBoxLayout()
+        legend_box.addWidget(self.curve_legend)
+        legend_box.addStretch(1)
+        plot_row.addLayout(legend_box)
+        cl.addLayout(plot_row, 1)
         self.tabs.addTab(curves_tab, "Per band")
 
         # ---- wiring
@@ -427,6 +459,7 @@ class AnalysisView(QWidget):
         subscribe(self, ev.roi, lambda *_: self._invalidate(self.scene.analysis_settings.scope == "roi"))
         subscribe(self, ev.view_range, self._on_view_range)
         subscribe(self, ev.pixel, self._on_pixel)
+        subscribe(self, ev.colours, lambda *_: self.result is not None and self._show_curves(self.result))
         self._sync_controls()
         self._on_layers()
 
@@ -581,24 +614,49 @@ class AnalysisView(QWidget):
         self._drop_curves(self._curve_pool.values())
         self._curve_pool = {}
         self.curve_items.clear()
+        self.curve_legend.set_rows([])
         self.status.setText("")
         self.error_bar.set_levels(ERROR_CMAP, None, None, "")
         self.sam_bar.set_levels(SAM_CMAP, None, None, "")
 
-    def _relayout_maps(self) -> None:
-        """Error and SAM map of each method side by side, the pairs packed to fill the area."""
+    def map_columns(self, n: int, width: float, height: float, aspect: float) -> tuple[int, int]:
+        """(columns, rows) for ``n`` maps (error and SAM pairs) in a ``width`` x ``height``
+        viewport: the largest maps that fit, or, when those would be under MIN_MAP_PX, as many
+        maps of MIN_MAP_PX as fit across (the rest scrolls)."""
         from app.qt.image_grid import best_columns
 
+        cols = best_columns(n, max(width, 200), max(height, 100), aspect, header_px=float(MAP_TITLE_PX))
+        if cols % 2 and cols < n:
+            cols += 1  # keep a method's two maps on one row
+        rows = -(-n // cols)
+        cell_h = height / rows - MAP_TITLE_PX
+        if min(cell_h, width / cols / aspect) < MIN_MAP_PX:
+            fit = max(int(width // (MIN_MAP_PX * aspect + 4)), 1)
+            cols = min(n, max(fit - fit % 2, 2) if n > 1 else 1)
+            rows = -(-n // cols)
+        return cols, rows
+
+    def _relayout_maps(self) -> None:
+        """Error and SAM map of each method side by side, the pairs packed to fill the area; maps
+        that would be smaller than MIN_MAP_PX scroll instead."""
         views = []
         for uid in self.error_views:
             views += [self.error_views[uid], self.sam_views[uid]]
         if not views:
+            self.maps_host.setMinimumHeight(0)
             return
         shape = self.scene.hr_shape or (1, 1)
-        cols = best_columns(len(views), max(self.maps_host.width(), 200), max(self.maps_host.height(), 100),
-                            shape[1] / shape[0], header_px=20.0)
-        if cols % 2 and cols < len(views):
-            cols += 1  # keep a method's two maps on one row
+        aspect = shape[1] / shape[0]
+        viewport = self.maps_scroll.viewport()
+        width, height = viewport.width(), viewport.height()
+        cols, rows = self.map_columns(len(views), width, height, aspect)
+        cell_h = height / rows - MAP_TITLE_PX
+        # taller than the viewport when the maps would be too small: the scroll area scrolls, a
+        # row of maps per page when a page holds one (a row is never cut by the fold)
+        row_px = max(height, MIN_MAP_PX + MAP_TITLE_PX) + self.maps_grid.spacing()
+        need = rows * row_px if cell_h < MIN_MAP_PX else 0
+        if self.maps_host.minimumHeight() != need:
+            self.maps_host.setMinimumHeight(need)
         if cols == getattr(self, "_map_columns", 0):
             return
         self._map_columns = cols
@@ -607,7 +665,6 @@ class AnalysisView(QWidget):
         for i, view in enumerate(views):
             self.maps_grid.addWidget(view, i // cols, i % cols)
             view.show()
-        rows = -(-len(views) // cols)
         for r in range(self.maps_grid.rowCount()):
             self.maps_grid.setRowStretch(r, 1 if r < rows else 0)
         for c in range(self.maps_grid.columnCount()):
@@ -616,6 +673,13 @@ class AnalysisView(QWidget):
     def resizeEvent(self, event):  # noqa: N802
         super().resizeEvent(event)
         self._relayout_maps()
+
+    def eventFilter(self, obj, event):  # noqa: N802: the maps' viewport resized (a tab or dock change)
+        from PyQt6.QtCore import QEvent
+
+        if event.type() == QEvent.Type.Resize and obj is self.maps_scroll.viewport():
+            QTimer.singleShot(0, self._relayout_maps)
+        return super().eventFilter(obj, event)
 
     def _clear_maps(self) -> None:
         for view in list(self.error_views.values()) + list(self.sam_views.values()):
@@ -661,8 +725,9 @@ class AnalysisView(QWidget):
         what = "RMSE" if kind == "rmse" else f"|err| {band}"
         for m in result.methods:
             ev, sv = self.error_views[m.layer.uid], self.sam_views[m.layer.uid]
-            ev.title.set_full_text(f"{what} {float(np.mean(m.error_map)):.4f} · {m.name}")
-            sv.title.set_full_text(f"SAM {m.full['sam_deg']:.2f}° · {m.name}")
+            # the method's name first: a narrow map elides the numbers, never the name
+            ev.title.set_full_text(f"{m.name} · {what} {float(np.mean(m.error_map)):.4f}")
+            sv.title.set_full_text(f"{m.name} · SAM {m.full['sam_deg']:.2f}°")
             ev.title.setToolTip(f"{m.name}: {ERROR_KIND_TITLES[kind]}, mean {float(np.mean(m.error_map)):.5g}")
             sv.title.setToolTip(f"{m.name}: spectral angle per pixel, mean {m.full['sam_deg']:.4g}°")
             ev.set_map(m.error_map, result.error_levels, ERROR_CMAP)
@@ -743,14 +808,15 @@ class AnalysisView(QWidget):
         pool, self._curve_pool = self._curve_pool, {}
         self.curve_items.clear()
         self.worst_bands.clear()
-        for i, m in enumerate(result.methods):
-            colour_name = theme.RECON_CURVE_COLOURS[i % len(theme.RECON_CURVE_COLOURS)]
+        rows = []
+        for m in result.methods:
+            colour_name = self.scene.method_colour(m.layer.name)
             y = m.per_band(metric)
             if y.shape != x.shape:
                 continue
             finite = np.where(np.isfinite(y), y, np.nan)
             kept = pool.pop(m.layer.uid, None)
-            if kept is not None and kept[3] != (m.name, colour_name):
+            if kept is not None and kept[2] != (m.name, colour_name):
                 self._drop_curves([kept])
                 kept = None
             if kept is None:
@@ -758,32 +824,31 @@ class AnalysisView(QWidget):
                 curve = self.curve_plot.plot(x, finite, pen=pg.mkPen(colour, width=1.8), symbol="o", symbolSize=4,
                                              symbolBrush=colour, symbolPen=None, name=m.name)
                 mark = pg.ScatterPlotItem(symbol="x", size=16, pen=pg.mkPen(colour, width=3), brush=colour)
-                label = pg.TextItem("", color=colour, anchor=(0.5, 1.3))
-                for item in (mark, label):
-                    self.curve_plot.addItem(item)
-                kept = (curve, mark, label, (m.name, colour_name))
+                self.curve_plot.addItem(mark)
+                kept = (curve, mark, (m.name, colour_name))
             else:
                 kept[0].setData(x, finite)
-            curve, mark, label, _ = kept
+            curve, mark, _ = kept
             self._curve_pool[m.layer.uid] = kept
             self.curve_items[m.layer.uid] = curve
             k = worst_band(y, metric)
             mark.setVisible(k is not None)
-            label.setVisible(k is not None)
+            text = m.name
             if k is not None:
                 self.worst_bands[m.layer.uid] = k
                 mark.setData([x[k]], [y[k]])
-                label.setText(f"worst {self.scene.band_text(k)}")
-                label.setPos(x[k], y[k])
+                text += f": worst {self.scene.band_text(k)}"
+            rows.append((colour_name, "━●━", text))
         self._drop_curves(pool.values())  # methods no longer analysed
+        self.curve_legend.set_rows(rows)
         if self.curve_items:
             self.curve_plot.getViewBox().autoRange(items=list(self.curve_items.values()))
         self._place_band_line()
 
     def _drop_curves(self, kept_items) -> None:
-        """Remove pooled (curve, mark, label, key) entries from the plot."""
+        """Remove pooled (curve, mark, key) entries from the plot."""
         for kept in kept_items:
-            for item in kept[:3]:
+            for item in kept[:2]:
                 self.curve_plot.removeItem(item)
 
     def _place_band_line(self) -> None:

@@ -31,6 +31,7 @@ from app.qt.spectra import SpectraView
 
 APP_NAME = "HSI-SR Viewer"
 MAX_RECENT = 12
+ANALYSIS_DOCK_PX = 320
 # Files whose float32 size is below this are read into memory on the worker thread, so that band
 # changes and clicks never touch the disk; bigger ones stay memory-mapped.
 PRELOAD_BYTES = 768 * 1024 * 1024
@@ -116,7 +117,11 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.analysis_dock)
         # The right column runs the full height; the analysis sits under the image grid only.
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.resizeDocks([self.analysis_dock], [250], Qt.Orientation.Vertical)
+        # tall enough for one row of readable maps under the panels (at 1400 x 900); Maximise
+        # (Ctrl+Shift+M) gives it the window's height
+        self.resizeDocks([self.analysis_dock], [ANALYSIS_DOCK_PX], Qt.Orientation.Vertical)
+        self._analysis_height_before: int | None = None
+        self.analysis.maximise_requested.connect(self.set_analysis_maximised)
         self.analysis.busy.connect(self._set_busy)
         self.analysis.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.analysis.failed.connect(lambda exc: self._report(exc, "Cannot analyse the reconstructions"))
@@ -270,6 +275,10 @@ class MainWindow(QMainWindow):
         view.addAction(self.analysis_dock.toggleViewAction())
 
         analysis = bar.addMenu("&Analysis")
+        self.maximise_analysis_action = self._action(
+            "Ma&ximise analysis", lambda checked: self.set_analysis_maximised(checked), "Ctrl+Shift+M",
+            "The analysis takes the window's height (the image panels are hidden); again to restore",
+            checkable=True)
         self.show_analysis_action = self._action("Show &analysis", self.show_analysis, "Ctrl+M",
                                                  "Error and SAM maps, metrics table, per-band curves")
         self.refresh_analysis_action = self._action("&Refresh analysis", self.analysis.refresh, "F5",
@@ -284,7 +293,8 @@ class MainWindow(QMainWindow):
                                               "Jump to the band where the first method does worst")
         self.error_kind_action = self._action("Error map: RMSE / |error| at band", self._toggle_error_kind, "E",
                                               "Switch the error maps between RMSE over bands and |error| at the band")
-        for a in (self.show_analysis_action, self.refresh_analysis_action, self.cancel_analysis_action,
+        for a in (self.show_analysis_action, self.maximise_analysis_action, self.refresh_analysis_action,
+                  self.cancel_analysis_action,
                   self.worst_sam_action, self.worst_error_action, self.worst_band_action, self.error_kind_action):
             analysis.addAction(a)
         analysis.addSeparator()
@@ -378,6 +388,37 @@ class MainWindow(QMainWindow):
         self.analysis_dock.show()
         self.analysis_dock.raise_()
         self.bottom_tabs.setCurrentWidget(self.analysis)
+
+    @property
+    def analysis_maximised(self) -> bool:
+        return self._analysis_height_before is not None
+
+    def set_analysis_maximised(self, on: bool) -> None:
+        """The analysis dock takes the height of the window (the image panels hidden, the band
+        bar kept: it drives the |error| maps), or goes back to its height before."""
+        on = bool(on)
+        if on == self.analysis_maximised:
+            self._sync_maximise(on)
+            return
+        if on:
+            self.show_analysis()
+            if self.analysis_dock.isFloating():
+                self.analysis_dock.setFloating(False)
+            self._analysis_height_before = max(self.analysis_dock.height(), ANALYSIS_DOCK_PX)
+            self.grid.hide()
+            self.resizeDocks([self.analysis_dock], [self.height()], Qt.Orientation.Vertical)
+        else:
+            before, self._analysis_height_before = self._analysis_height_before, None
+            self.grid.show()
+            self.resizeDocks([self.analysis_dock], [before or ANALYSIS_DOCK_PX], Qt.Orientation.Vertical)
+        self._sync_maximise(on)
+
+    def _sync_maximise(self, on: bool) -> None:
+        for w in (self.maximise_analysis_action, self.analysis.maximise_button):
+            w.blockSignals(True)
+            w.setChecked(on)
+            w.blockSignals(False)
+        self.analysis.maximise_button.setText("Restore" if on else "Maximise")
 
     def show_ab(self, mode: str) -> None:
         self.analysis_dock.show()
@@ -741,7 +782,7 @@ class MainWindow(QMainWindow):
             "Ctrl+Shift+E: export a cube, Ctrl+Shift+S: save session, Ctrl+Alt+O: open session\n"
             "Ctrl+R: run the model chosen in the Run model panel\n"
             "Ctrl+B: results browser (in it: Ctrl+O open JSON, Ctrl+K run compare, Enter open the image)\n\n"
-            "Analysis: Ctrl+M show the maps/metrics, F5 recompute, E error map RMSE ↔ |error| at band,\n"
+            "Analysis: Ctrl+M show the maps/metrics, Ctrl+Shift+M maximise/restore, F5 recompute, E error map RMSE ↔ |error| at band,\n"
             "G / Shift+G: go to the worst SAM / error pixel, Shift+B: go to the worst band\n"
             "O / P: draw a rectangle / polygon ROI (Del clears it, Esc leaves the tool)\n"
             "W / F: A/B swipe / flicker, X: swap A and B"))
