@@ -43,13 +43,15 @@ def dequantise(stored: np.ndarray, top: float) -> np.ndarray:
 
 
 def numpy_reference(gt: np.ndarray, pred: np.ndarray, scale: int | None = None) -> dict:
-    """Independent float64 textbook formulas (protocols.md): MPSNR, SAM (arccos), RMSE, ERGAS."""
+    """Independent float64 textbook formulas (protocols.md): MPSNR, SAM (arccos, dark GT pixels left out),
+    RMSE, ERGAS."""
     g = np.clip(gt.astype(np.float64), 0, 1)
     p = np.clip(pred.astype(np.float64), 0, 1)
     bands = g.shape[2]
     mse = np.array([np.mean((p[..., k] - g[..., k]) ** 2) for k in range(bands)])
     ng, np_ = np.sqrt((g * g).sum(axis=2)), np.sqrt((p * p).sum(axis=2))
-    valid = (ng > 0) & (np_ > 0)
+    means = g.mean(axis=2)  # dark GT pixels (below 1 % of the 99th percentile of pixel means) leave SAM
+    valid = (ng > 0) & (np_ > 0) & (means >= 0.01 * np.percentile(means, 99))
     cos = (g * p).sum(axis=2)[valid] / (ng[valid] * np_[valid])
     out = {"psnr": float(np.mean(10 * np.log10(1.0 / mse))),
            "sam_deg": float(np.degrees(np.arccos(np.clip(cos, -1, 1))).mean()),

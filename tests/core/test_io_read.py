@@ -122,8 +122,11 @@ def test_mat_v73_axes_reversed_and_lazy(cave_u16):
     assert sniff(DATA / "cave_crop_v73.mat") == "mat-v7.3"
     cube = open_cube(DATA / "cave_crop_v73.mat")
     assert cube.shape == (32, 40, 31) and cube.is_lazy
-    np.testing.assert_allclose(cube.band(7), cave_u16[:, :, 7] / 65535.0, atol=1e-7)
-    np.testing.assert_allclose(cube.spectrum(3, 30), cave_u16[3, 30] / 65535.0, atol=1e-7)
+    # uint16 counts with no stated scale: divided by their maximum (the literature's rule, protocols.md)
+    top = float(cave_u16.max())
+    np.testing.assert_allclose(cube.band(7), cave_u16[:, :, 7] / top, atol=1e-7)
+    np.testing.assert_allclose(cube.spectrum(3, 30), cave_u16[3, 30] / top, atol=1e-7)
+    assert cube.metadata["value_rule"] == "max" and f"maximum {top:g}" in cube.normalisation
     np.testing.assert_array_equal(cube.wavelengths_nm, CAVE_NM)
 
 
@@ -131,12 +134,15 @@ def test_mat_2d_bands_by_pixels_fortran_order():
     ref = sio.loadmat(DATA / "jasper_crop_2d.mat")
     cube = open_cube(DATA / "jasper_crop_2d.mat")  # nRow/nCol in the file give H and W
     assert cube.shape == (16, 12, 198)
-    expected = ref["Y"].reshape(198, 16, 12, order="F").transpose(1, 2, 0) / 65535.0
+    # the file states its maxValue (5000): the values are divided by it
+    assert float(ref["maxValue"].ravel()[0]) == 5000.0 and cube.metadata["value_rule"] == "stated"
+    expected = ref["Y"].reshape(198, 16, 12, order="F").transpose(1, 2, 0) / 5000.0
     np.testing.assert_allclose(cube.data, expected, rtol=1e-6)
+    assert "maxValue 5000" in cube.normalisation
     # the same crop stored band-first in HDF5 (divided by 10000 there)
     with h5py.File(DATA / "jasper_crop.h5") as f:
         h5 = f["scene/reflectance"][()]
-    np.testing.assert_allclose(cube.data * 65535.0 / 10000.0, np.transpose(h5, (1, 2, 0)), rtol=1e-5)
+    np.testing.assert_allclose(cube.data * 5000.0 / 10000.0, np.transpose(h5, (1, 2, 0)), rtol=1e-5)
 
 
 def test_hdf5_band_first_with_wavelength_dataset():
@@ -151,10 +157,10 @@ def test_hdf5_band_first_with_wavelength_dataset():
 
 def test_tiff_pages_and_geotiff_wavelengths(cave_u16):
     cube = open_cube(DATA / "cave_crop_pages.tif")
-    np.testing.assert_allclose(cube.data, cave_u16 / 65535.0, atol=1e-7)
+    np.testing.assert_allclose(cube.data, cave_u16 / float(cave_u16.max()), atol=1e-7)
     geo = open_cube(DATA / "fenix_crop_geo.tif")
     raw = fenix_raw()[::5, 4:16, 2:12]
-    np.testing.assert_allclose(geo.data, np.transpose(raw, (1, 2, 0)) / 65535.0, rtol=1e-6)
+    np.testing.assert_allclose(geo.data, np.transpose(raw, (1, 2, 0)) / float(raw.max()), rtol=1e-6)
     np.testing.assert_allclose(geo.wavelengths_nm, fenix_wavelengths()[::5], atol=1e-3)
 
 
@@ -165,12 +171,12 @@ def test_npy_band_first_needs_layout_when_ambiguous(cave_u16):
     assert "cave_crop_bhw.npy" in str(info.value)
     cube = open_cube(DATA / "cave_crop_bhw.npy", layout="BHW")
     assert cube.is_lazy
-    np.testing.assert_allclose(cube.data, cave_u16 / 65535.0, atol=1e-7)
+    np.testing.assert_allclose(cube.data, cave_u16 / float(cave_u16.max()), atol=1e-7)
 
 
 def test_npz_with_wavelengths(cave_u16):
     cube = open_cube(DATA / "cave_crop.npz")
-    np.testing.assert_allclose(cube.data, cave_u16 / 65535.0, atol=1e-7)
+    np.testing.assert_allclose(cube.data, cave_u16 / float(cave_u16.max()), atol=1e-7)
     np.testing.assert_array_equal(cube.wavelengths_nm, CAVE_NM)
 
 
@@ -188,4 +194,4 @@ def test_format_is_sniffed_from_content_not_extension(tmp_path):
 def test_user_normalisation(normalise, divisor, cave_u16):
     cube = open_cube(DATA / "cave_crop.npz", normalise=normalise)
     np.testing.assert_allclose(cube.data, cave_u16 / divisor, rtol=1e-6)
-    assert "user choice" in cube.normalisation
+    assert "forced by --normalise" in cube.normalisation

@@ -65,10 +65,13 @@ def ref_ssim_bands(g, p, return_maps=False):
 
 
 def ref_sam_map(g, p):
+    """Angles in degrees and where they count: both spectra non-zero and the GT pixel not dark (its
+    mean at least 1 % of the 99th percentile of the GT's pixel means, protocols.md)."""
     g, p = np.clip(g, 0, 1).astype(np.float64), np.clip(p, 0, 1).astype(np.float64)
     dot = (g * p).sum(-1)
     ng, np_ = np.linalg.norm(g, axis=-1), np.linalg.norm(p, axis=-1)
-    valid = (ng > 0) & (np_ > 0)
+    means = g.mean(-1)
+    valid = (ng > 0) & (np_ > 0) & (means >= 0.01 * np.percentile(means, 99))
     cos = np.where(valid, dot / np.where(valid, ng * np_, 1), 1.0)
     return np.degrees(np.arccos(np.clip(cos, -1, 1))), valid
 
@@ -238,6 +241,28 @@ def test_rotated_spectrum_has_the_known_angle(angle_deg):
     sam, valid = metrics.sam_map_deg(gt, pred)
     np.testing.assert_allclose(sam, angle_deg, atol=1e-3)
     assert valid.all()
+
+
+def test_dark_gt_pixels_are_left_out_of_sam(cave_crop):
+    """A near-black border (CAVE's dark edges): its angles are noise; SAM, its map and the valid mask
+    leave those pixels out and the notes count them."""
+    gt = cave_crop[:48, :48].copy()
+    rng = np.random.default_rng(5)
+    gt[:, :4] = rng.uniform(0, 1e-4, gt[:, :4].shape).astype(np.float32)   # a dark border, not zero
+    pred = np.clip(gt + rng.normal(0, 0.01, gt.shape).astype(np.float32), 0, 1)
+    r = metrics.compute_all(gt, pred, device="cpu")
+    sam_map, valid = ref_sam_map(gt, pred)
+    assert not valid[:, :4].any() and valid[:, 4:].mean() > 0.9
+    assert r["sam_deg"] == pytest.approx(sam_map[valid].mean(), abs=1e-4)
+    assert not r["maps"]["sam_valid"][:, :4].any() and (r["maps"]["sam_deg"][:, :4] == 0).all()
+    g64, p64 = gt[:, :4].astype(np.float64), pred[:, :4].astype(np.float64)
+    border_deg = np.degrees(np.arccos(np.clip((g64 * p64).sum(-1) / (np.linalg.norm(g64, axis=-1)
+                                                                    * np.linalg.norm(p64, axis=-1)), -1, 1)))
+    assert border_deg.mean() > 20 > r["sam_deg"]  # the border alone would have dominated the scale
+    assert any("dark pixel" in n for n in r["notes"])
+    many = metrics.compute_all_many(gt, [pred], device="cpu")[0]
+    assert many["sam_deg"] == pytest.approx(r["sam_deg"], rel=1e-6)
+    np.testing.assert_array_equal(many["maps"]["sam_valid"], r["maps"]["sam_valid"])
 
 
 def test_zero_spectra_are_masked_never_nan(cave_crop):

@@ -24,6 +24,7 @@ from app.core.errors import (
     NonNumericError,
     Terminated,
 )
+from app.core.io.value_range import ValueRange, decide
 
 log = logging.getLogger("hsi.io")
 
@@ -108,38 +109,38 @@ def check_shape(shape, path, what: str = "the array") -> None:
 
 
 # ------------------------------------------------------------------------------ values
-def normalisation_rule(dtype: np.dtype, options: ReadOptions, *, stated_scale: float | None = None,
-                       stated_rule: str | None = None, max_value: float | None = None) -> tuple[float, str]:
-    """(multiplier, rule in words) turning stored values into reflectance.
+def decide_range(dtype: np.dtype, options: ReadOptions, raw, *, stated: ValueRange | None = None,
+                 convention: ValueRange | None = None, axes: tuple[int, int, int] | None = None) -> ValueRange:
+    """How the stored values of ``raw`` become reflectance (:mod:`app.core.io.value_range`): the
+    user's ``--normalise``, else what the file states, a dataset convention, floats as reflectance,
+    or the literature's rule for counts (divide by the maximum, read only when needed)."""
+    sample_max = None
+    if np.dtype(dtype).kind == "f":
+        sample = sample_values(raw, axes)
+        finite = sample[np.isfinite(sample)]
+        sample_max = float(finite.max()) if finite.size else 0.0
+    try:
+        return decide(dtype, max_of=lambda: exact_max(raw), stated=stated, convention=convention,
+                      user=options.normalise, sample_max=sample_max)
+    except ValueError as exc:
+        raise ValueError(f"--normalise: {exc}") from None
 
-    ``stated_scale``/``stated_rule`` come from the file (ENVI reflectance scale factor, CAVE
-    convention). ``max_value`` is only needed for normalise='max'.
-    """
-    user = options.normalise
-    if isinstance(user, (int, float)) and not isinstance(user, bool):
-        if not (user > 0 and np.isfinite(user)):  # inf would turn every value into 0, nan into nan
-            raise ValueError(f"the normalisation divisor must be a positive finite number, got {user}")
-        return 1.0 / float(user), f"stored values divided by {user:g} (user choice)"
-    if user == "none":
-        return 1.0, "stored values used as they are (user choice)"
-    if user == "max":
-        if not max_value or max_value <= 0:
-            return 1.0, "stored values used as they are (maximum is not positive)"
-        return 1.0 / float(max_value), f"stored values divided by their maximum {max_value:g} (user choice)"
-    if user != "auto":
-        raise ValueError(f"normalise must be 'auto', 'none', 'max' or a number, got {user!r}")
-    if stated_scale is not None:
-        return stated_scale, stated_rule or f"stored values multiplied by {stated_scale:g}"
-    kind = np.dtype(dtype).kind
-    if kind in "ui":
-        top = float(np.iinfo(dtype).max)
-        rule = (f"{np.dtype(dtype).name} values divided by {top:g} (the type's maximum: an assumption, "
-                f"not stated in the file; choose another divisor if the data use a smaller range)")
-        log.info("%s", rule)
-        return 1.0 / top, rule
-    if kind == "b":
-        return 1.0, "boolean values taken as 0/1"
-    return 1.0, "floating-point values taken as reflectance"
+
+def exact_max(raw) -> float:
+    """The largest finite stored value of ``raw`` (an array, memmap, h5py dataset or a lazy
+    wrapper), read in slabs along its first axis so that a big file never sits in memory whole."""
+    shape = tuple(raw.shape)
+    if not shape or 0 in shape:
+        return 0.0
+    slab = max(1, int((64 << 20) // max(1, int(np.prod(shape[1:])) * 8)))
+    best = -np.inf
+    for start in range(0, shape[0], slab):
+        block = np.asarray(raw[start:start + slab])
+        if block.dtype.kind == "f":
+            block = block[np.isfinite(block)]
+        if block.size:
+            best = max(best, float(block.max()))
+    return best if np.isfinite(best) else 0.0
 
 
 def sample_values(raw, axes: tuple[int, int, int] | None = None, max_values: int = 65536) -> np.ndarray:

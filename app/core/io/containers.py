@@ -11,7 +11,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,11 +35,12 @@ from app.core.io._common import (
     deferred_interrupts,
     detect_layout,
     honour_nonfinite,
-    normalisation_rule,
+    decide_range,
     plausible_wavelengths,
     reflectance_for_writing,
     wavelengths_to_nm,
 )
+from app.core.io.value_range import ValueRange
 
 _WAVELENGTH_NAME = re.compile(r"(wave|wavelength|wvl|^wl|lambda|band_?cent|centers?$|centres?$)", re.I)
 _HEIGHT_NAMES = ("nrow", "nrows", "height", "lines", "h", "rows")
@@ -56,6 +57,7 @@ class Variable:
     load: Callable[[], Any]      # returns the array (or a lazy h5py dataset in stored order)
     reversed_axes: bool = False  # MATLAB v7.3: stored order is the reverse of ``shape``
     numeric: bool = True
+    attrs: dict = field(default_factory=dict)  # HDF5/NetCDF attributes that say how to read the values
 
     @property
     def size(self) -> int:
@@ -113,7 +115,25 @@ def list_h5(handle, path: Path, matlab: bool) -> list[Variable]:
             matlab_class = matlab_class.decode(errors="replace")
         numeric = _is_numeric_dtype(ds.dtype) and matlab_class not in ("char", "cell", "logical_struct", "struct")
         shape = tuple(reversed(ds.shape)) if matlab else tuple(ds.shape)
-        out.append(Variable(name, shape, ds.dtype, (lambda d=ds: d), reversed_axes=matlab, numeric=numeric))
+        out.append(Variable(name, shape, ds.dtype, (lambda d=ds: d), reversed_axes=matlab, numeric=numeric,
+                            attrs=_value_attrs(ds.attrs)))
+    return out
+
+
+_VALUE_ATTRS = ("scale_factor", "add_offset")
+
+
+def _value_attrs(attrs) -> dict:
+    """The attributes (CF / NetCDF conventions) that map stored values to physical ones, as floats."""
+    out = {}
+    for key in _VALUE_ATTRS:
+        if key in attrs:
+            try:
+                value = float(np.asarray(attrs[key]).reshape(-1)[0])
+            except (TypeError, ValueError, IndexError):
+                continue
+            if np.isfinite(value):
+                out[key] = value
     return out
 
 
@@ -258,20 +278,39 @@ def cube_from_variable(var: Variable, variables: list[Variable], hw, options: Re
     bands = var.shape[axes_from_layout(layout, path)[2]] if len(var.shape) == 3 else raw.shape[2]
     if _is_h5(raw):
         raw = _H5Data(raw, path, var.name)
-    max_value = None
     raw = honour_nonfinite(raw, path, options, warnings, lazy=_is_lazy(raw))
-    if options.normalise == "max":
-        max_value = float(np.max(np.asarray(raw)))
-    scale, rule = normalisation_rule(var.dtype, options, max_value=max_value)
+    chosen = decide_range(var.dtype, options, raw, stated=stated_range(var, variables))
+    warnings.extend(chosen.warnings)
     wavelengths, wl_note = find_wavelengths(variables, bands, var.name)
     if wl_note:
         warnings.append(wl_note)
     return Cube(
-        raw=raw, axes=axes, scale=scale, wavelengths_nm=wavelengths, name=f"{path.stem}:{var.name}" if fmt != "npy" else path.stem,
-        source_path=path, normalisation=rule,
+        raw=raw, axes=axes, scale=chosen.multiplier, offset=chosen.offset, wavelengths_nm=wavelengths,
+        name=f"{path.stem}:{var.name}" if fmt != "npy" else path.stem, source_path=path, normalisation=chosen.text,
         metadata={"format": fmt, "variable": var.name, "layout": layout, "warnings": warnings,
-                  "variables": [v.describe() for v in variables]},
+                  "variables": [v.describe() for v in variables], "value_rule": chosen.rule},
     )
+
+
+_MAX_VALUE_NAMES = ("maxvalue", "max_value", "maxval", "max_val", "data_max")
+
+
+def stated_range(var: Variable, variables: list[Variable]) -> ValueRange | None:
+    """What the file says about the values of ``var``: CF ``scale_factor`` / ``add_offset`` attributes
+    on it (HDF5, NetCDF), or a maximum stored beside it as a scalar (``maxValue``, as in the Jasper
+    Ridge and Urban files: the values are divided by it)."""
+    if var.attrs:
+        gain, offset = var.attrs.get("scale_factor", 1.0), var.attrs.get("add_offset", 0.0)
+        if gain != 0.0 and (gain != 1.0 or offset != 0.0):
+            return ValueRange(gain, offset, "stated", f"stored values x scale_factor {gain:g} + add_offset "
+                                                      f"{offset:g} (stated by the file's attributes)")
+    for v in variables:
+        if v is var or not v.numeric or v.size != 1 or v.name.lower() not in _MAX_VALUE_NAMES:
+            continue
+        value = float(np.asarray(v.load()).reshape(-1)[0])
+        if np.isfinite(value) and value > 0:
+            return ValueRange(1.0 / value, 0.0, "stated", f"stored values divided by the file's {v.name} {value:g}")
+    return None
 
 
 def _is_lazy(raw) -> bool:

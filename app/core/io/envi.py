@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from app.core.cube import Cube
+from app.core.io.value_range import ValueRange
 from app.core.errors import CubeError, MissingFileError, NonNumericError, TruncatedFileError
 from app.core.io._common import (
     ReadOptions,
     atomic_dir,
     honour_nonfinite,
-    normalisation_rule,
+    decide_range,
     reflectance_for_writing,
-    sample_values,
     wavelengths_to_nm,
 )
 
@@ -191,17 +191,30 @@ def read(path: Path, options: ReadOptions) -> Cube:
         warnings.append(f"data file has {actual - expected} bytes more than the header describes")
 
     ignore_value = _float_field(meta, "data ignore value", header)
-    stated_scale = stated_rule = None
+    raw = honour_nonfinite(raw, data_path, options, warnings, lazy=True)
+    stated = None
     rsf = _float_field(meta, "reflectance scale factor", header)
     if rsf is not None:
         if rsf > 0 and np.isfinite(rsf):
-            stated_scale, stated_rule = 1.0 / rsf, f"divided by the header's reflectance scale factor {rsf:g}"
+            stated = ValueRange(1.0 / rsf, 0.0, "stated", f"divided by the header's reflectance scale factor {rsf:g}")
         else:
             warnings.append(f"reflectance scale factor {rsf:g} is not a positive number: ignored")
-    max_value = float(np.nanmax(sample_values(raw, axes))) if options.normalise == "max" else None
-    scale, rule = normalisation_rule(dtype, options, stated_scale=stated_scale, stated_rule=stated_rule,
-                                     max_value=max_value)
-    raw = honour_nonfinite(raw, data_path, options, warnings, lazy=True)
+    gains, offsets = _float_list(meta, "data gain values"), _float_list(meta, "data offset values")
+    if stated is None and (gains is not None or offsets is not None):
+        g = gains if gains is not None and gains.size == bands else None
+        o = offsets if offsets is not None and offsets.size == bands else None
+        if (gains is not None and g is None) or (offsets is not None and o is None):
+            warnings.append(f"data gain/offset values do not list {bands} numbers: ignored")
+        elif (g is None or np.ptp(g) == 0) and (o is None or np.ptp(o) == 0):
+            gain, offset = (float(g[0]) if g is not None else 1.0), (float(o[0]) if o is not None else 0.0)
+            if gain != 0.0:
+                stated = ValueRange(gain, offset, "stated", f"stored values x the header's data gain {gain:g} + "
+                                                            f"data offset {offset:g}")
+        else:
+            warnings.append("the header's data gain/offset values differ between bands: not applied (one "
+                            "gain and offset per cube only); --normalise NUMBER divides by a number")
+    chosen = decide_range(dtype, options, raw, stated=stated, axes=axes)
+    warnings.extend(chosen.warnings)
 
     raw_wavelengths = _float_list(meta, "wavelength")
     if raw_wavelengths is None and meta.get("wavelength") not in (None, "", []):
@@ -221,12 +234,12 @@ def read(path: Path, options: ReadOptions) -> Cube:
     bad = (bbl == 0) if bbl is not None and bbl.size == bands else None
 
     return Cube(
-        raw=raw, axes=axes, scale=scale, ignore_value=ignore_value,
+        raw=raw, axes=axes, scale=chosen.multiplier, offset=chosen.offset, ignore_value=ignore_value,
         wavelengths_nm=wavelengths, fwhm_nm=fwhm, bad_bands=bad,
-        name=header.stem, source_path=header, normalisation=rule,
+        name=header.stem, source_path=header, normalisation=chosen.text,
         metadata={"format": "envi", "interleave": interleave, "byte_order": "big" if dtype.byteorder == ">" else "little",
                   "data_file": str(data_path), "header": {k: v for k, v in meta.items() if k not in ("wavelength", "fwhm", "bbl")},
-                  "warnings": warnings, **_provenance_of(meta)},
+                  "warnings": warnings, "value_rule": chosen.rule, **_provenance_of(meta)},
     )
 
 

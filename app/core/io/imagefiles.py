@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.cube import Cube
+from app.core.io.value_range import ValueRange
 from app.core.errors import CubeError, InconsistentBandsError, NoCubeError, TruncatedFileError
 from app.core.io._common import (
     ReadOptions,
@@ -23,7 +24,7 @@ from app.core.io._common import (
     check_shape,
     detect_layout,
     honour_nonfinite,
-    normalisation_rule,
+    decide_range,
     reflectance_for_writing,
     wavelengths_to_nm,
 )
@@ -180,8 +181,8 @@ def _tiff_cube(tif, series, path: Path, options: ReadOptions) -> Cube:
     axes = axes_from_layout(layout, path)
     warnings = []
     raw = honour_nonfinite(raw, path, options, warnings, lazy=lazy)
-    max_value = float(np.max(np.asarray(raw))) if options.normalise == "max" else None
-    scale, rule = normalisation_rule(series.dtype, options, max_value=max_value)
+    chosen = decide_range(series.dtype, options, raw, axes=axes)
+    warnings.extend(chosen.warnings)
     wavelengths = _numbers(meta.get("wavelengths_nm"), "wavelengths_nm", warnings)
     bands = raw.shape[axes[2]]
     if wavelengths is None:
@@ -195,9 +196,10 @@ def _tiff_cube(tif, series, path: Path, options: ReadOptions) -> Cube:
     fwhm = _numbers(meta.get("fwhm_nm"), "fwhm_nm", warnings)
     if fwhm is not None and len(fwhm) != bands:
         fwhm = None
-    cube = Cube(raw=raw, axes=axes, scale=scale, wavelengths_nm=wavelengths, fwhm_nm=fwhm,
-                name=str(meta.get("name") or path.stem), source_path=path, normalisation=rule,
-                metadata={"format": "tiff", "layout": layout, "tiff_axes": series.axes, "warnings": warnings})
+    cube = Cube(raw=raw, axes=axes, scale=chosen.multiplier, offset=chosen.offset, wavelengths_nm=wavelengths,
+                fwhm_nm=fwhm, name=str(meta.get("name") or path.stem), source_path=path, normalisation=chosen.text,
+                metadata={"format": "tiff", "layout": layout, "tiff_axes": series.axes, "warnings": warnings,
+                          "value_rule": chosen.rule})
     if meta.get("provenance"):
         cube.metadata["provenance"] = meta["provenance"]
     if not lazy:
@@ -327,9 +329,10 @@ def read_png_folder(path: Path, options: ReadOptions) -> Cube:
         stated_rule = f"{depth}-bit PNG bands divided by {top} (CAVE convention)"
     else:
         stated_rule = f"{depth}-bit PNG bands divided by {top}"
-    scale, rule = normalisation_rule(raw.dtype, options, stated_scale=1.0 / top, stated_rule=stated_rule,
-                                     max_value=float(raw.max()))
-    warnings = []
+    chosen = decide_range(raw.dtype, options, raw,
+                          convention=ValueRange(1.0 / top, 0.0, "convention", stated_rule))
+    scale, rule = chosen.multiplier, chosen.text
+    warnings = list(chosen.warnings)
     wavelengths = CAVE_WAVELENGTHS_NM.copy() if cave else None
     if cave:
         warnings.append("CAVE-style folder: bands taken as 400-700 nm in 10 nm steps")
@@ -348,7 +351,7 @@ def read_png_folder(path: Path, options: ReadOptions) -> Cube:
     cube = Cube(raw=raw, scale=scale, wavelengths_nm=wavelengths, name=name, source_path=folder,
                 normalisation=rule,
                 metadata={"format": "png-folder", "bit_depth": depth, "files": [f.name for f in files],
-                          "warnings": warnings})
+                          "warnings": warnings, "value_rule": chosen.rule})
     if provenance:
         cube.metadata["provenance"] = provenance
     return cube

@@ -10,7 +10,11 @@ Full reference (GT and output, both (H, W, B), clipped to [0, 1], data range 1):
   windows that fit inside the image ("valid", as Wang's MATLAB code, skimage and torchmetrics
   after their border crop), then the mean over bands.
 - SAM: per-pixel angle between GT and output spectra in degrees; the scalar is the mean over
-  pixels where both spectra are non-zero (zero spectra are masked out: never NaN).
+  pixels where both spectra are non-zero (zero spectra are masked out: never NaN) and the GT pixel
+  is not dark: a GT spectrum whose mean is below SAM_DARK_FRACTION (1 %) of the 99th percentile of
+  the GT's pixel means is left out of the SAM scalar, its map (0 there, not valid) and the worst-SAM
+  search, and counted in the notes. The angle of a near-black spectrum is noise (CAVE's dark borders
+  reach 40-70 degrees and would decide the SAM colour scale and the worst pixel).
 - ERGAS: 100 / s * sqrt(mean_b (RMSE_b / mean(GT_b))^2) with s = the scale factor (HR / LR).
 - RMSE: over all values. CC: Pearson correlation per band, mean over bands.
 - UIQI: Wang-Bovik Q per band on non-overlapping 32 x 32 blocks (partial blocks at the edges
@@ -353,6 +357,38 @@ def _run_engine(gt: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor | None,
 
 
 PSNR_CEILING_DB = 100.0
+SAM_DARK_FRACTION = 0.01
+SAM_DARK_PERCENTILE = 99.0
+
+
+def sam_dark_pixels(gt) -> np.ndarray:
+    """(H, W) bool: GT pixels too dark for a meaningful spectral angle (module docstring): the mean of
+    the clipped spectrum below ``SAM_DARK_FRACTION`` of the ``SAM_DARK_PERCENTILE``-th percentile of
+    all pixel means. ``gt``: (H, W, B) numpy array or tensor."""
+    if isinstance(gt, torch.Tensor):
+        means = gt.clamp(0, 1).mean(dim=2, dtype=torch.float64).cpu().numpy()
+    else:
+        means = np.clip(np.asarray(gt, dtype=np.float32), 0, 1).mean(axis=2, dtype=np.float64)
+    if means.size == 0:
+        return np.zeros(means.shape, bool)
+    threshold = SAM_DARK_FRACTION * float(np.percentile(means, SAM_DARK_PERCENTILE))
+    return means < threshold
+
+
+def _leave_out_dark(raw: dict[str, Any], dark: np.ndarray, mask: np.ndarray | None = None) -> dict[str, Any]:
+    """``raw`` with the dark GT pixels taken out of SAM: map 0 and not valid there, the angle sum
+    and count over the remaining valid (and masked) pixels; ``sam_dark`` counts them."""
+    valid = raw["valid_map"]
+    drop = dark & valid if mask is None else dark & valid & mask
+    raw["sam_dark"] = int(drop.sum())
+    if not raw["sam_dark"]:
+        return raw
+    valid = valid & ~dark
+    sam_map = np.where(dark, np.float32(0.0), raw["sam_map"]).astype(np.float32)
+    sel = valid if mask is None else valid & mask
+    raw.update(valid_map=valid, sam_map=sam_map,
+               sam_sum=float(np.deg2rad(sam_map[sel].astype(np.float64)).sum()), sam_count=float(sel.sum()))
+    return raw
 
 
 def psnr_db_per_band(mse_b) -> np.ndarray:
@@ -409,9 +445,13 @@ def _finish(raw: dict[str, Any], scale: float | None, notes: list[str]) -> dict[
     else:
         sam_deg = 0.0
         notes.append("SAM: every spectrum is zero in the area; reported as 0")
-    excluded = int(n - raw["sam_count"])
+    dark = int(raw.get("sam_dark", 0))
+    excluded = int(n - raw["sam_count"]) - dark
     if excluded > 0:
         notes.append(f"SAM left out {excluded} pixel(s) with a zero spectrum")
+    if dark > 0:
+        notes.append(f"SAM left out {dark} dark pixel(s) (GT mean below {SAM_DARK_FRACTION:.0%} of its "
+                     f"{SAM_DARK_PERCENTILE:g}th percentile)")
     return {
         "psnr_db": float(np.mean(psnr_b)),
         "ssim": float(np.mean(ssim_b)),
@@ -471,6 +511,7 @@ def compute_all(gt, pred, *, scale: float | None = None, region=None, mask=None,
     notes: list[str] = []
     with torch.inference_mode():
         raw = _run_engine(g, p, m, k, dev)
+    raw = _leave_out_dark(raw, sam_dark_pixels(g), None if m is None else m.cpu().numpy())
     out = _finish(raw, scale, notes)
     out["per_band"]["wavelengths_nm"] = wl
     out["maps"] = {"rmse": raw["rmse_map"], "abs_error": raw["abs_map"], "sam_deg": raw["sam_map"],
@@ -535,10 +576,11 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
     else:
         with torch.inference_mode():
             raws = _run_engine_many(g, ps, k, dev, progress, "all" if ssim else "no_ssim")
+    dark = sam_dark_pixels(g)
     out = []
     for raw, wl in zip(raws, wls):
         notes: list[str] = []
-        res = _finish(raw, scale, notes)
+        res = _finish(_leave_out_dark(raw, dark), scale, notes)
         del res["uiqi"], res["per_band"]["uiqi"]
         res["per_band"]["wavelengths_nm"] = wl
         res["maps"] = {"rmse": raw["rmse_map"], "abs_error": raw["abs_map"], "sam_deg": raw["sam_map"],
@@ -814,6 +856,7 @@ def basic_metrics(reference, estimate, *, device=None) -> dict[str, float]:
         mse_b = (d * d).mean(dim=(0, 1))
         psnr_b = psnr_db_per_band(mse_b.cpu().numpy())
         sam, valid = _sam_rad(gc, pc)
+        valid = valid & ~torch.from_numpy(sam_dark_pixels(gc)).to(valid.device)
         sam_mean = float(torch.rad2deg(sam[valid]).mean()) if bool(valid.any()) and g.shape[2] > 1 else 0.0
         return {"rmse": float(mse_b.mean().sqrt()), "psnr_db": float(np.mean(psnr_b)), "sam_deg": sam_mean}
 
