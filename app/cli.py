@@ -50,7 +50,12 @@ def _normalise_option(text: str) -> str | float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="main.py", description="Hyperspectral super-resolution viewer and tools")
+    from app import __version__
+
+    # "hsi-viewer" when installed, "main.py" from a checkout: --help names what the user typed
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] and not sys.argv[0].startswith("-") else "hsi-viewer"
+    parser = argparse.ArgumentParser(prog=prog, description="Hyperspectral super-resolution viewer and tools")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command")

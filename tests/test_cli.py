@@ -1,5 +1,6 @@
 """The command line: simulate -> sr -> eval on the real CAVE sample, JSON schema, errors."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +82,27 @@ def test_view_recon_takes_several_paths_in_the_order_given(monkeypatch):
     assert opened[-1] == [("gt", "g.hdr"), ("recon", "a.hdr"), ("recon", "b.hdr"), ("recon", "c.hdr")]
     assert main(["view", "--recon", "a.hdr", "--recon", "b.hdr", "c.hdr", "--no-sample"]) == 0
     assert opened[-1] == [("recon", "a.hdr"), ("recon", "b.hdr"), ("recon", "c.hdr")]
+
+
+def test_version_and_program_name_come_from_the_package():
+    """--version reads the installed metadata (pyproject.toml is the one source) and --help names the
+    program the user ran: hsi-viewer for the entry point, main.py from a checkout."""
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    import app
+
+    version = metadata.version("hsi-sr-viewer")
+    assert app.__version__ == version
+    from app.core.export.data import APP_VERSION
+    assert APP_VERSION == version
+    entry = Path(sys.executable).with_name("hsi-viewer")
+    out = subprocess.run([str(entry), "--version"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == f"hsi-viewer {version}"
+    helped = subprocess.run([str(entry), "--help"], capture_output=True, text=True, timeout=120)
+    assert helped.stdout.startswith("usage: hsi-viewer")
+    root = Path(__file__).resolve().parents[1]
+    local = subprocess.run([sys.executable, str(root / "main.py"), "--version"], capture_output=True, text=True,
+                           timeout=120, cwd=root)
+    assert local.stdout.strip() == f"main.py {version}"

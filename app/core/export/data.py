@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
+from app import DISTRIBUTION, __version__
 from app.core.io.jsonio import jsonable
 from app.core.io.atomic import WriteError, write_errors, write_text
 from app.core.cube import Cube
@@ -28,8 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from app.core.evaluation.analysis import AnalysisResult
     from app.core.state.scene import Scene
 
-APP_NAME = "hsi-sr-viewer"
-APP_VERSION = "0.1.0"
+APP_NAME = DISTRIBUTION
+APP_VERSION = __version__
 
 
 # ---------------------------------------------------------------------------------- provenance
