@@ -36,6 +36,12 @@ class ComboBox(_KeepsArrowKeys, QComboBox):
     pass
 
 
+def band_number_text(scene: Scene, band: int) -> str:
+    """'550 nm', or 'band 22' (counted from 1, like '22 / 31' and the status bar) without
+    wavelengths."""
+    return scene.band_text(band) if scene.band_wavelength(band) is not None else f"band {band + 1}"
+
+
 class BandSpinBox(_KeepsArrowKeys, QSpinBox):
     """Holds a band index, shows its wavelength ('550 nm'); typing a wavelength jumps to the
     nearest band ('b12' or 'band 12' types an index)."""
@@ -47,18 +53,20 @@ class BandSpinBox(_KeepsArrowKeys, QSpinBox):
         self.setKeyboardTracking(False)
 
     def textFromValue(self, value: int) -> str:  # noqa: N802
-        return self.scene.band_text(value) if self.scene.n_bands else str(value)
+        if not self.scene.n_bands:
+            return str(value)
+        return band_number_text(self.scene, value)
 
     def valueFromText(self, text: str) -> int:  # noqa: N802
         text = text.strip().lower()
         index = re.fullmatch(r"(?:b|band)\s*(\d+)", text)
-        if index:
-            return int(index.group(1))
+        if index:  # band numbers count from 1, as everywhere in the window
+            return max(int(index.group(1)) - 1, 0)
         number = re.search(r"[-+]?\d+(?:\.\d*)?", text)
         if number is None:
             return self.value()
         if self.scene.wavelengths_nm is None:
-            return int(float(number.group(0)))
+            return max(int(float(number.group(0))) - 1, 0)
         return self.scene.band_index(float(number.group(0)))
 
     def validate(self, text: str, pos: int):
@@ -117,8 +125,8 @@ class BandBar(QWidget):
         self.slider.setTickInterval(max(1, n // 15) if n else 1)
         self.setEnabled(n > 0)
         if n:
-            self.min_label.setText(self.scene.band_text(0))
-            self.max_label.setText(self.scene.band_text(n - 1))
+            self.min_label.setText(band_number_text(self.scene, 0))
+            self.max_label.setText(band_number_text(self.scene, n - 1))
         else:
             self.min_label.setText("")
             self.max_label.setText("")
@@ -330,11 +338,24 @@ class DisplayControls(QWidget):
             self.colormap_combo.setCurrentIndex(COLORMAPS.index(scene.colormap))
         self.colormap_combo.setEnabled(scene.mode == DisplayMode.BAND)
         wl = scene.wavelengths_nm
-        for spin, nm in zip(self.rgb_spins, scene.rgb_nm):
+        used = scene.rgb_bands() if scene.reference is not None else None
+        for spin, nm, band in zip(self.rgb_spins, scene.rgb_nm, used or (None, None, None)):
             with QSignalBlocker(spin):
-                if wl is not None:
-                    spin.setRange(float(min(wl)), float(max(wl)))
-                spin.setValue(nm)
+                if wl is None and band is not None:
+                    # no wavelengths: the composite spreads bands over the cube; the boxes say
+                    # which (a wavelength here would name bands that are not shown)
+                    spin.setPrefix("band ")
+                    spin.setSuffix("")
+                    spin.setRange(1, scene.n_bands)
+                    spin.setValue(band + 1)
+                else:
+                    spin.setPrefix("")
+                    spin.setSuffix(" nm")
+                    if wl is not None:
+                        spin.setRange(float(min(wl)), float(max(wl)))
+                    else:
+                        spin.setRange(0, 100000)
+                    spin.setValue(nm)
             spin.setEnabled(scene.mode == DisplayMode.RGB and wl is not None)
         self.rgb_label.setEnabled(scene.mode == DisplayMode.RGB)
         low, high = scene.percentiles

@@ -13,6 +13,60 @@ from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QGridLayout, 
 from app.core.state.scene import ROLE_DESCRIPTIONS, ROLES, ROLE_TITLES, guess_role
 
 
+_PEEK_BYTES = 256 * 1024
+
+
+def _header_text(path: Path) -> str:
+    """The ENVI header of ``path`` (the .hdr itself, or the one beside a data file), or ''."""
+    candidates = [path] if path.suffix.lower() == ".hdr" else [path.with_suffix(".hdr"),
+                                                                path.with_name(path.name + ".hdr")]
+    for hdr in candidates:
+        try:
+            if hdr.is_file() and hdr.stat().st_size <= _PEEK_BYTES:
+                return hdr.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+    return ""
+
+
+def recorded_model(path: str | Path) -> str | None:
+    """The model a file says made it (``provenance: model`` in its .json sidecar or ENVI header),
+    read without opening the cube; None when the file records none or cannot be read."""
+    import base64
+    import json
+
+    path = Path(path)
+    side = path.with_name(path.name + ".json")
+    try:
+        if side.is_file() and side.stat().st_size <= _PEEK_BYTES:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+            model = (meta.get("provenance") or {}).get("model") if isinstance(meta, dict) else None
+            if model:
+                return str(model)
+    except (OSError, ValueError, AttributeError):
+        pass
+    text = _header_text(path)
+    found = re.search(r"^\s*provenance json base64\s*=\s*(\S+)", text, re.MULTILINE | re.IGNORECASE)
+    if found:
+        try:
+            model = json.loads(base64.b64decode(found.group(1)).decode("utf-8")).get("model")
+            if model:
+                return str(model)
+        except (ValueError, AttributeError):
+            pass
+    found = re.search(r"^\s*provenance model\s*=\s*(.+?)\s*$", text, re.MULTILINE | re.IGNORECASE)
+    return found.group(1) if found else None
+
+
+def initial_role(path: str, existing_roles=()) -> str:
+    """The role pre-selected for ``path``: a file that records the model that made it is a
+    reconstruction whatever its name; else the guess from the name."""
+    guess = guess_role(path, existing_roles)
+    if guess in ("gt", "recon") and recorded_model(path):
+        return "recon"
+    return guess
+
+
 class RoleDialog(QDialog):
     """One row per file: its name and a role combo box (pre-filled with a guess)."""
 
@@ -35,7 +89,7 @@ class RoleDialog(QDialog):
             combo = QComboBox(self)
             for role in ROLES:
                 combo.addItem(f"{ROLE_TITLES[role]} — {ROLE_DESCRIPTIONS[role]}", role)
-            guess = guess_role(path, roles_so_far)
+            guess = initial_role(path, roles_so_far)
             roles_so_far.append(guess)
             combo.setCurrentIndex(ROLES.index(guess))
             grid.addWidget(name, i, 0)

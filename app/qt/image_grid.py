@@ -312,7 +312,11 @@ class ImageGrid(QWidget):
         elif request.colour_image.get(layer.uid):
             what = "RGB"
         elif request.mode == DisplayMode.TRUE_COLOUR:
-            what = "true colour"
+            # what the renderer made, not what was asked: a cube without the visible range is
+            # shown in false (or approximate) colour and its note says so
+            note = rendered.note or ""
+            what = "false colour" if "false colour" in note else \
+                "approximate colour" if "approximate colour" in note else "true colour"
         else:
             kr, kg, kb = request.rgb_bands[layer.uid]
             nm = layer.cube.wavelengths_nm

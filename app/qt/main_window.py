@@ -24,7 +24,7 @@ from app.qt.binding import subscribe
 from app.qt.controls import BandBar, DisplayControls
 from app.qt.image_grid import ImageGrid
 from app.qt.panel import StatusLabel
-from app.qt.run_panel import RunPanel, scrollable
+from app.qt.run_panel import RunPanel, run_dock_widget
 from app.qt.analysis import AnalysisView
 from app.qt.compare_ab import ABCompareView
 from app.qt.spectra import SpectraView
@@ -97,7 +97,7 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.display_dock], [440], Qt.Orientation.Horizontal)
         self.resizeDocks([self.display_dock, self.spectra_dock], [200, 560], Qt.Orientation.Vertical)
         self.run_panel = RunPanel(self.scene, report_error=self._report)
-        self.run_dock = self._dock("Run model", scrollable(self.run_panel), "RunDock")
+        self.run_dock = self._dock("Run model", run_dock_widget(self.run_panel), "RunDock")
         self.tabifyDockWidget(self.display_dock, self.run_dock)
         self.display_dock.raise_()
         # The two share one tab area: give it the height of whichever tab is in front.
@@ -341,7 +341,8 @@ class MainWindow(QMainWindow):
         if self.spectra_dock.isFloating() or dock.isFloating() or not self.spectra_dock.isVisible():
             return
         total = dock.height() + self.spectra_dock.height()
-        wanted = self.run_panel.sizeHint().height() + 40 if dock is self.run_dock else 200
+        wanted = self.run_panel.sizeHint().height() + self.run_panel.actions.sizeHint().height() + 50 \
+            if dock is self.run_dock else 200
         wanted = min(wanted, int(0.6 * total))
 
         def resize():
@@ -545,7 +546,11 @@ class MainWindow(QMainWindow):
         return self._pending_loads > 0
 
     def _on_cube_loaded(self, role: str, path: str, options: dict, cube) -> None:
-        name = cube.name if cube.name and cube.name != "cube" else Path(path).stem
+        # the file's name: a name stored inside the file (a sidecar's, a variable's) would show
+        # the layer under a name the user cannot find on disk; the user may rename it
+        name = Path(path).stem or cube.name
+        if options.get("var"):  # the variable the user picked: two of one file stay apart
+            name += f":{options['var']}"
         if options:
             cube.metadata["open_options"] = dict(options)  # sessions reopen the file the same way
         try:

@@ -14,7 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QSignalBlocker, Qt, QThread, pyqtSignal
 from PyQt6.QtGui import QImage, QPixmap, QStandardItem, QStandardItemModel
-from PyQt6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                              QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout,
                              QWidget)
 
@@ -206,6 +206,13 @@ class RunPanel(QWidget):
         form.addRow("", self.view_label)
         outer.addLayout(form)
 
+        # The Run button and the progress: a footer that the dock keeps below its scrolled
+        # content (see dock_widget), so neither drops below the fold when the loss plot and the
+        # preview appear or the column is short
+        self.actions = QWidget(self)
+        actions = QVBoxLayout(self.actions)
+        actions.setContentsMargins(0, 0, 0, 0)
+        actions.setSpacing(4)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run", self)
         self.run_button.setToolTip("Run the model on the open layers (Ctrl+R)")
@@ -220,7 +227,7 @@ class RunPanel(QWidget):
         buttons.addWidget(self.run_button, 1)
         buttons.addWidget(self.cancel_button, 1)
         buttons.addWidget(self.provenance_button)
-        outer.addLayout(buttons)
+        actions.addLayout(buttons)
 
         self.progress_bar = QProgressBar(self)
         self.progress_bar.setRange(0, 1000)
@@ -229,8 +236,9 @@ class RunPanel(QWidget):
         self.progress_label = QLabel("", self)
         self.progress_label.setObjectName("DimLabel")
         self.progress_label.setWordWrap(True)
-        outer.addWidget(self.progress_bar)
-        outer.addWidget(self.progress_label)
+        actions.addWidget(self.progress_bar)
+        actions.addWidget(self.progress_label)
+        outer.addWidget(self.actions)  # (until dock_widget moves it under the scroll area)
         self.preview_label = QLabel(self)
         self.preview_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.preview_label.setToolTip("Current estimate (the scene's band)")
@@ -269,12 +277,13 @@ class RunPanel(QWidget):
         self.simulate_button.setToolTip("Make the LR-HSI (and guide) from the GT with this protocol; replaces "
                                         "the simulated LR/guide layers")
         self.simulate_button.clicked.connect(self.start_simulation)
-        row = QHBoxLayout()
-        row.setSpacing(6)
-        row.addWidget(self.protocol_combo, 1)
-        row.addWidget(QLabel("Seed", self.sim_group))
-        row.addWidget(self.sim_seed_spin)
-        sl.addRow("Protocol", row)
+        # as wide as its longest name: in a narrow column the seed box beside it squeezed it
+        # down to 'gau'; the seed has its own row
+        longest = max((len(self.protocol_combo.itemText(i)) for i in range(self.protocol_combo.count())), default=8)
+        self.protocol_combo.setMinimumContentsLength(longest)
+        self.protocol_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        sl.addRow("Protocol", self.protocol_combo)
+        sl.addRow("Seed", self.sim_seed_spin)
         self.sim_reason_label = QLabel("", self.sim_group)
         self.sim_reason_label.setObjectName("DimLabel")
         self.sim_reason_label.setWordWrap(True)
@@ -663,6 +672,24 @@ class RunPanel(QWidget):
         layout.addWidget(buttons)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.show()
+
+
+def run_dock_widget(panel: "RunPanel") -> QWidget:
+    """The Run model dock's widget: the panel's settings in a scroll area, its Run button and
+    progress (``panel.actions``) in a footer under it that never scrolls away."""
+    host = QWidget()
+    layout = QVBoxLayout(host)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.setSpacing(0)
+    layout.addWidget(scrollable(panel), 1)
+    footer = QWidget(host)
+    fl = QVBoxLayout(footer)
+    fl.setContentsMargins(10, 4, 10, 6)
+    panel.layout().removeWidget(panel.actions)
+    panel.actions.setParent(footer)
+    fl.addWidget(panel.actions)
+    layout.addWidget(footer)
+    return host
 
 
 def scrollable(widget: QWidget) -> QScrollArea:

@@ -255,7 +255,7 @@ def test_ambiguous_file_asks_and_retries(window, monkeypatch, errors):
     window.open_files([("recon", "/data/two_vars.mat")], background=False)
     assert asked == [("var", ("rad", "ref")), ("layout", ("BHW", "HWB"))]
     assert calls[-1] == {"var": "ref", "layout": "BHW"}
-    assert window.scene.layers[-1].name == "from_mat" and errors == []
+    assert window.scene.layers[-1].name == "two_vars:ref" and errors == []  # the file's name, not the cube's
     recent = window.recent_files()[0]
     assert recent["options"] == {"var": "ref", "layout": "BHW"} and recent["role"] == "recon"
 
