@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="checkpoint and stop after N iterations of this invocation (--resume continues)")
     tr.add_argument("--seed", type=int, default=3000)
     tr.add_argument("--threads", type=int,
-                    help="CPU threads (default 1: faster than 2 on a shared 2-core machine; more on one of your own)")
+                    help="CPU threads (default 1: on a shared 2-core machine 2 were 3-8x slower; more on one of your own)")
     tr.add_argument("--run-dir", help="checkpoint folder (default runs/<out name>)")
     tr.add_argument("--resume", action="store_true",
                     help="continue from the checkpoint, or from the --out weights when there is none (then with "

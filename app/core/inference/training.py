@@ -381,7 +381,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     from models import registry
 
     # one thread unless told: on the project's 2-core machine, shared with other jobs, two threads ran a
-    # CST step 4-8x slower than one (app/research/train_profile.py); the thread count moves only float noise
+    # step 3-8x slower than one whenever the other core was busy, and at best 1.3x faster when it was free
+    # (app/research/train_profile.py); the thread count moves only float noise
     torch.set_num_threads(opts.threads or DEFAULT_THREADS)
     spec = registry.get(opts.model)
     proto = parse_protocol(opts.protocol)
