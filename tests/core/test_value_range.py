@@ -113,3 +113,34 @@ def test_a_float_prediction_overshooting_to_1_9_is_read_as_unit_data(tmp_path):
     row = doc["results"][0]
     assert row["range"] == "unit"
     assert row["psnr"] == pytest.approx(mpsnr(gt, pred), abs=0.01)
+
+
+def test_the_viewer_puts_reconstructions_from_files_on_the_gts_scale(tmp_path, jasper_counts):
+    """In the viewer a reconstruction stored as counts is read in its GT's units (/GT maximum) and one
+    stored as unit floats stays, whichever was opened first; the analysis then reports the
+    literature's PSNR."""
+    from app.core.evaluation.analysis import make_request, run_analysis
+    from app.core.io import open_cube
+    from app.core.state.scene import Scene
+
+    gt = jasper_counts
+    top = float(gt.max())
+    pred_counts = np.round(np.clip(gt * np.random.default_rng(2).normal(1.0, 0.03, gt.shape), 0, None))
+    np.save(tmp_path / "gt.npy", gt)
+    np.save(tmp_path / "counts.npy", pred_counts.astype(np.uint16))
+    np.save(tmp_path / "unit.npy", (pred_counts / top).astype(np.float32))
+    opened = {name: open_cube(tmp_path / f"{name}.npy", layout="HWB") for name in ("gt", "counts", "unit")}
+    # on its own a uint16 file is divided by its own maximum, which is not the GT's
+    assert opened["counts"].scale == pytest.approx(1 / pred_counts.max())
+    for order in (("gt", "counts", "unit"), ("counts", "unit", "gt")):
+        scene = Scene()
+        for name in order:
+            scene.add_layer(opened[name], "gt" if name == "gt" else "recon", name=name)
+        recons = {l.name: l.cube for l in scene.layers_with_role("recon")}
+        assert recons["counts"].scale == pytest.approx(1 / top) and "GT's units" in recons["counts"].normalisation
+        assert recons["unit"].scale == 1.0
+        result = run_analysis(make_request(scene, "cpu"))
+        psnr = {row["name"]: row["psnr_db"] for row in result.table()}
+        expected = mpsnr(gt / top, pred_counts / top)
+        assert psnr["counts"] == pytest.approx(expected, abs=0.01)
+        assert psnr["unit"] == pytest.approx(mpsnr(gt / top, (pred_counts / top).astype(np.float32)), abs=0.01)

@@ -199,3 +199,33 @@ def _mean_warnings(chosen: ValueRange, mean_value: float, gt_mean: float | None,
     if 1.0 / MEAN_RATIO_LIMIT <= ratio <= MEAN_RATIO_LIMIT:
         return []
     return [f"after this rule the mean is {ratio:.3g} x the GT's: check the value range ({flag})"]
+
+
+# ---------------------------------------------------------------------------------- cubes
+def range_of(cube) -> ValueRange:
+    """The rule a reader chose for ``cube`` (an :class:`app.core.cube.Cube`)."""
+    rule = (cube.metadata or {}).get("value_rule") or "unit"
+    return ValueRange(float(cube.scale), float(cube.offset), str(rule), cube.normalisation)
+
+
+def put_on_gt_scale(pred, gt):
+    """``pred`` (a Cube read from a file) read as a prediction of ``gt``: its stored values decided by
+    :func:`decide_prediction` against the GT's rule and mean, as ``compare`` reads it. Returns
+    ``pred`` itself when its file states its rule, the user forced one, it was computed in the app,
+    or the decision keeps its rule."""
+    if pred.source_path is None or (pred.metadata or {}).get("value_rule") in ("stated", "convention", "user", None):
+        return pred
+    stored = pred.replace(scale=1.0, offset=0.0)
+    values = np.asarray(stored.data, dtype=np.float32)
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return pred
+    gt_values = gt.data
+    chosen = decide_prediction(np.dtype(pred.raw.dtype), max_value=float(finite.max()),
+                               mean_value=float(finite.mean(dtype=np.float64)), gt=range_of(gt),
+                               gt_mean=float(np.mean(gt_values, dtype=np.float64)), flag="the layer's value range")
+    if chosen.multiplier == pred.scale and chosen.offset == pred.offset:
+        return pred
+    metadata = {**(pred.metadata or {}), "value_rule": chosen.rule,
+                "warnings": list((pred.metadata or {}).get("warnings", [])) + list(chosen.warnings)}
+    return pred.replace(scale=chosen.multiplier, offset=chosen.offset, normalisation=chosen.text, metadata=metadata)

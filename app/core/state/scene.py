@@ -27,6 +27,7 @@ import numpy as np
 
 from app.core.state.selection import AnalysisSettings, Roi
 from app.core.cube import Cube
+from app.core.io.value_range import RangeUndecided, put_on_gt_scale
 from app.core.errors import HsiError, ShapeMismatchError
 
 ROLES: tuple[str, ...] = ("gt", "lr", "guide", "recon")
@@ -236,6 +237,15 @@ def nearest_band(wavelengths_nm: np.ndarray | None, bands: int, nm: float) -> in
 
 
 # ---------------------------------------------------------------------------------- scene
+def _on_gt_scale(pred: Cube, gt: Cube) -> Cube:
+    """A reconstruction read from a file, with its values on its GT's scale (as compare reads it);
+    unchanged when no rule fits (its own rule stays, and the analysis says what it compares)."""
+    try:
+        return put_on_gt_scale(pred, gt)
+    except RangeUndecided:
+        return pred
+
+
 class Scene:
     """Ordered layers plus everything the views share. See the module docstring."""
 
@@ -355,6 +365,13 @@ class Scene:
                 f"{where}cannot place {name or cube.name} ({h}x{w}) with the open layers on one "
                 f"{grid[0]}x{grid[1]} pixel grid: every size must divide the largest evenly by the "
                 f"same integer factor ({listed}). Open a matching crop, or close the other layers first.")
+        gts = [l for l in self._layers if l.role == "gt"]
+        if role == "recon" and gts:
+            cube = _on_gt_scale(cube, gts[0].cube)
+        elif role == "gt" and not gts:
+            for other in self._layers:  # reconstructions opened before their GT go onto its scale now
+                if other.role == "recon":
+                    other.cube = _on_gt_scale(other.cube, cube)
         layer = Layer(cube=cube, role=role, name=name or cube.name, uid=self._next_uid)
         self._next_uid += 1
         rank = ROLES.index(role)
