@@ -268,6 +268,10 @@ class PointerMixin:
             self.hovered.emit(point.y(), point.x())
 
 
+NARROW_PANEL_PX = 200
+SHORT_ROLE_TITLES = {"gt": "GT", "lr": "LR", "guide": "G", "recon": "R"}
+
+
 class ImagePanel(PointerMixin, QFrame):
     """Shows one layer. Coordinates are HR pixels: an LR layer is drawn ``scale`` times larger
     (nearest neighbour) so that it covers the same extent as the HR layers.
@@ -432,6 +436,13 @@ class ImagePanel(PointerMixin, QFrame):
         short = info.split("  ·  ")[0] + (f"  ×{self.layer.scale}" if self.layer.scale > 1 else "")
         self.info_label.setText(info if self.width() >= 420 else short)
         self.info_label.setToolTip(info)
+        # a narrow panel (many methods): the name before the band (which the band bar shows
+        # too) and before the role's full title (the badge's colour and tooltip say it)
+        narrow = self.width() < NARROW_PANEL_PX
+        self.info_label.setVisible(not narrow)
+        badge = SHORT_ROLE_TITLES.get(self.layer.role, self.layer.title) if narrow else self.layer.title
+        if self.badge.text() != badge:
+            self.badge.setText(badge)
 
     def resizeEvent(self, event):  # noqa: N802
         super().resizeEvent(event)
