@@ -679,8 +679,9 @@ class SpectraView(QWidget):
                 self.plot.addItem(item)
                 self.roi_items.append(item)
         dim = theme.current().dim_text
-        for i, sample in pin_rows:  # the line style of each pinned pixel (colours stay the methods')
-            rows.append(_legend_row(theme.PIN_COLOURS[i % len(theme.PIN_COLOURS)], "",
+        for i, sample in pin_rows:  # the line style of each pinned pixel, in a neutral colour: the
+            # curves keep their methods' colours, and a pin-coloured line would suggest otherwise
+            rows.append(_legend_row(theme.current().text, "",
                                     f"#{i + 1} (r {scene.pins[i][0]}, c {scene.pins[i][1]})", None, pin_style(i)))
         if roi_n is not None:
             rows.append(_legend_row(dim, "▒▒▒", f"ROI mean ± std ({roi_n} px), dash-dot"))
