@@ -42,11 +42,13 @@ def accent_colours() -> list[tuple[int, int, int]]:
     """The interface's colours (role badges, curves, pins, crosshair) as RGB triples."""
     from PyQt6.QtGui import QColor
 
+    from app.core.state.scene import METHOD_COLOURS
     from app.qt import theme
 
     th = theme.current()
-    names = (list(theme.ROLE_COLOURS.values()) + theme.RECON_CURVE_COLOURS + theme.PIN_COLOURS
-             + [th.crosshair, th.footprint])
+    # the curves take the methods' colours (the scene's palette): kept exact by the quantiser
+    names = (list(theme.ROLE_COLOURS.values()) + list(METHOD_COLOURS) + theme.RECON_CURVE_COLOURS
+             + theme.PIN_COLOURS + [th.crosshair, th.footprint, th.text])
     seen: list[tuple[int, int, int]] = []
     for name in names:
         c = QColor(name)
