@@ -12,7 +12,6 @@ from typing import Callable
 
 import numpy as np
 
-from app.core.science import srf as srf_mod
 from app.core.cube import Cube
 from app.core.io.datasets import scene_folders
 from app.core.science.degrade import parse_protocol, simulate
@@ -26,24 +25,6 @@ from app.core.science.metrics import compute_all
 from models import registry
 
 METRIC_KEYS = COLUMNS
-
-
-def resolve_srf(srf_arg: str | None, wavelengths_nm, bands: int, guide_bands: int | None = None) -> tuple[np.ndarray, str]:
-    """(M, B) SRF matrix and its name: a built-in name, a CSV path, or the default for the cube."""
-    if srf_arg is None:
-        if wavelengths_nm is None:
-            if bands == 31:
-                wavelengths_nm = srf_mod.CAVE_WAVELENGTHS_NM
-            else:
-                raise HsiError(f"the cube has {bands} bands and no wavelengths: give --srf (a CSV or a built-in: "
-                               f"{', '.join(srf_mod.available_srfs())})")
-        name = srf_mod.default_srf_name(wavelengths_nm)
-    else:
-        name = srf_arg
-    matrix = srf_mod.srf_matrix(name, wavelengths_nm, n_bands=bands)
-    if guide_bands is not None and matrix.shape[0] != guide_bands:
-        raise HsiError(f"SRF '{name}' gives {matrix.shape[0]} bands but the guide has {guide_bands}")
-    return matrix, str(name)
 
 
 # ------------------------------------------------------------------------------ simulate

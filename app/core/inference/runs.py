@@ -124,14 +124,6 @@ def _metadata_scale(cube: Cube) -> int | None:
     return value if value >= 2 else None
 
 
-def _lr_wavelengths(cube: Cube) -> np.ndarray | None:
-    if cube.wavelengths_nm is not None:
-        return np.asarray(cube.wavelengths_nm, dtype=np.float64)
-    if cube.bands == srf_mod.CAVE_WAVELENGTHS_NM.size:
-        return srf_mod.CAVE_WAVELENGTHS_NM  # the convention the simulator and the CLI share
-    return None
-
-
 def find_inputs(scene: Scene, scale: int | None = None) -> RunInputs:
     """What ``scene`` can feed a model; ``scale`` is used only when the scene does not fix it
     (default: the LR's metadata 'scale', else DEFAULT_SCALE)."""
@@ -201,30 +193,20 @@ def guide_srf_name(guide: Cube) -> str | None:
 
 
 def _find_srf(found: RunInputs, guide: Cube, lr: Cube) -> None:
-    wl = _lr_wavelengths(lr)
     name = guide_srf_name(guide)
-    band_names = (guide.metadata or {}).get("srf_bands")
-    if wl is None and name is None:
-        found.notes["srf"] = f"the LR has {lr.bands} bands and no wavelengths"
+    if name is None and guide.bands != 3:
+        found.notes["srf"] = f"the guide has {guide.bands} bands and names no SRF"
         return
+    band_names = (guide.metadata or {}).get("srf_bands")
     try:
-        if isinstance(name, str) and name:
-            matrix = srf_mod.srf_matrix(name, wl, bands=band_names or None, n_bands=lr.bands)
-        elif guide.bands == 3:
-            name = srf_mod.default_srf_name(wl)
-            matrix = srf_mod.srf_matrix(name, wl, n_bands=lr.bands)
-            found.srf_assumed = True
-        else:
-            found.notes["srf"] = f"the guide has {guide.bands} bands and names no SRF"
-            return
+        resolved = srf_mod.srf_for_cube(name, lr.wavelengths_nm, lr.bands, srf_bands=band_names or None)
     except HsiError as exc:
         found.notes["srf"] = str(exc)
         return
-    if matrix.shape[0] != guide.bands:
-        found.notes["srf"] = f"SRF {name} gives {matrix.shape[0]} bands but the guide has {guide.bands}"
-        found.srf_assumed = False
+    if resolved.matrix.shape[0] != guide.bands:
+        found.notes["srf"] = f"SRF {resolved.name} gives {resolved.matrix.shape[0]} bands but the guide has {guide.bands}"
         return
-    found.srf, found.srf_name = matrix, str(name)
+    found.srf, found.srf_name, found.srf_assumed = resolved.matrix, str(name or resolved.name), name is None
 
 
 def why_not(spec: ModelSpec, inputs: RunInputs) -> str | None:

@@ -216,8 +216,8 @@ def load_scene(folder: Path, protocol: str, srf=None) -> Scene:
         from app.core.science import srf as srf_mod
 
         wl = np.asarray(meta["wavelengths_nm"], dtype=np.float64)
-        spec = srf if srf is not None else srf_mod.default_srf_name(wl)
-        srf_t = torch.from_numpy(np.asarray(srf_mod.srf_matrix(spec, wl, n_bands=data.shape[2]), dtype=np.float32))
+        matrix = srf_mod.srf_for_cube(srf, wl, data.shape[2]).matrix
+        srf_t = torch.from_numpy(np.asarray(matrix, dtype=np.float32))
     return Scene(folder.name, to_t(data), to_t(lr), None if guide is None else to_t(guide), srf_t)
 
 

@@ -92,16 +92,15 @@ def consistency_check(reconstruction, lr_hsi=None, guide=None, protocol=None, *,
             if gd.shape[:2] != (h0, w0) and gd.shape[:2] != (hc, wc):
                 raise ShapeMismatchError(f"the guide is {gd.shape[0]}x{gd.shape[1]} but the reconstruction {h0}x{w0}")
             gd = gd[:hc, :wc]
-            is_matrix = srf is not None and not isinstance(
-                srf, (str, srf_mod.SpectralResponse, srf_mod.ResampledSrf)) and not hasattr(srf, "__fspath__")
-            if wl is None and not is_matrix and not isinstance(srf, srf_mod.ResampledSrf):
-                if b == srf_mod.CAVE_WAVELENGTHS_NM.size:
-                    wl = srf_mod.CAVE_WAVELENGTHS_NM
-                    notes.append("no wavelengths given: assumed CAVE bands 400:10:700 nm")
-                else:
-                    raise ShapeMismatchError(f"the spectral check needs the cube's wavelengths ({b} bands, none given)")
-            spec = srf if srf is not None else srf_mod.default_srf_name(wl)
-            resolved = srf_mod.resample_srf(spec, wl, n_bands=b)
+            try:
+                resolved = srf_mod.srf_for_cube(srf, wl, b, notes)
+            except srf_mod.SrfRangeError:
+                raise
+            except srf_mod.SrfError as exc:
+                if wl is None and "no wavelengths" in str(exc):
+                    raise ShapeMismatchError(f"the spectral check needs the cube's wavelengths ({b} bands, none "
+                                             f"given)") from None
+                raise
             if resolved.matrix.shape[0] != gd.shape[2]:
                 raise ShapeMismatchError(f"SRF '{resolved.name}' gives {resolved.matrix.shape[0]} bands but the guide "
                                          f"has {gd.shape[2]}")

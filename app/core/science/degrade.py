@@ -107,18 +107,15 @@ def simulate(gt, protocol: str | Protocol, *, srf=None, wavelengths_nm=None, noi
     resolved = None
     want_guide = proto.has_guide or srf is not None
     if want_guide:
-        is_matrix = srf is not None and not isinstance(srf, (str, srf_mod.SpectralResponse)) \
-            and not hasattr(srf, "__fspath__")
-        if isinstance(srf, srf_mod.ResampledSrf) and wl is None:
-            wl = srf.wavelengths_nm
-        if wl is None and not is_matrix:
-            if bands == srf_mod.CAVE_WAVELENGTHS_NM.size:
-                wl = srf_mod.CAVE_WAVELENGTHS_NM
-                notes.append("no wavelengths given: assumed CAVE bands 400:10:700 nm")
-            else:
-                raise ProtocolError(f"{proto.name}: the guide needs the cube's wavelengths ({bands} bands, none given)")
-        srf_spec = srf if srf is not None else srf_mod.default_srf_name(wl)
-        resolved = srf_mod.resample_srf(srf_spec, wl, n_bands=bands)
+        try:
+            resolved = srf_mod.srf_for_cube(srf, wl, bands, notes)
+        except srf_mod.SrfRangeError:
+            raise
+        except srf_mod.SrfError as exc:
+            if wl is None and "no wavelengths" in str(exc):
+                raise ProtocolError(f"{proto.name}: the guide needs the cube's wavelengths ({bands} bands, "
+                                    f"none given)") from None
+            raise
 
     lr_sigma = noise_sigma if noise_sigma is not None else (None if snr_db is not None else proto.default_noise_sigma)
     lr_seed, guide_seed = _noise_seeds(seed)
