@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from app.core.errors import CubeError, NonFiniteError
+from app.core.errors import CubeError, HsiError, NonFiniteError
 
 
 def _as_float_vector(values, length: int, what: str, path) -> np.ndarray | None:
@@ -71,7 +72,11 @@ class Cube:
         wavelengths_nm: (B,) band centres in nanometres, or None when unknown.
         fwhm_nm: (B,) full width at half maximum in nanometres, or None.
         bad_bands: (B,) bool, True where the band is flagged bad (ENVI ``bbl`` == 0), or None.
-        ignore_value: raw value that marks "no data"; such values read as 0 reflectance.
+        ignore_value: raw value that marks "no data" (ENVI ``data ignore value``, GDAL_NODATA,
+            HDF5/NetCDF ``_FillValue``); such values read as 0 reflectance, and a pixel holding it in
+            any band is in ``nodata_mask()``.
+        nonfinite_nodata: NaN/Inf in the stored values mark no-data pixels (``--nonfinite mask``);
+            they read as 0 like the ignore value.
         name: display name.
         source_path: where it was read from (None when computed in the app).
         normalisation: the rule that maps stored values to reflectance, said in words.
@@ -86,6 +91,7 @@ class Cube:
     fwhm_nm: np.ndarray | None = None
     bad_bands: np.ndarray | None = None
     ignore_value: float | None = None
+    nonfinite_nodata: bool = False
     name: str = "cube"
     source_path: Path | None = None
     normalisation: str = "values taken as reflectance"
@@ -93,6 +99,8 @@ class Cube:
     _cache: np.ndarray | None = field(default=None, repr=False, compare=False)
     # band-sequential copy of _cache for fast band reads (see build_band_copy)
     _bsq: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # (H, W) bool no-data mask, scanned once (see nodata_mask)
+    _nodata: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if len(getattr(self.raw, "shape", ())) != 3:
@@ -256,7 +264,11 @@ class Cube:
                     and self.scale == 1.0 and self.offset == 0.0 and self.ignore_value is None:
                 self._cache = self.raw
             else:
-                full = np.ascontiguousarray(self._convert(self._read((slice(None),) * 3)))
+                stored = self._read((slice(None),) * 3)
+                if self._nodata is None and self.has_nodata_rule:
+                    # the values are at hand now: the mask costs one comparison, not a second read
+                    self._nodata = self._nodata_of(self._nodata_source_values(stored), band_axis=2)
+                full = np.ascontiguousarray(self._convert(stored))
                 if np.dtype(self.raw.dtype).kind == "f" and not np.isfinite(full).all():
                     # lazy files are only sampled at open; the full read is where NaN/Inf surface
                     bad = int(full.size - np.count_nonzero(np.isfinite(full)))
@@ -269,6 +281,76 @@ class Cube:
         """Read everything into memory now (returns self)."""
         _ = self.data
         return self
+
+    # ------------------------------------------------------------------ no-data
+    @property
+    def has_nodata_rule(self) -> bool:
+        """True when some stored value can mark no-data (an ignore value, or NaN/Inf as no-data)."""
+        return self.ignore_value is not None or self.nonfinite_nodata
+
+    def _nodata_source(self):
+        # a FiniteView hides NaN/Inf behind zeros; the mask must see them
+        return getattr(self.raw, "nonfinite_source", None) if self.nonfinite_nodata else None
+
+    def _nodata_source_values(self, stored: np.ndarray) -> np.ndarray:
+        """``stored`` (read in H, W, B order from ``raw``) or, when NaN/Inf were cleaned on the
+        way, the same values from the uncleaned source."""
+        src = self._nodata_source()
+        if src is None:
+            return stored
+        return np.transpose(np.asarray(src[...]), axes=self.axes)
+
+    def _nodata_of(self, values: np.ndarray, band_axis: int) -> np.ndarray:
+        """Where any value along ``band_axis`` marks no-data."""
+        values = np.asarray(values)
+        bad = np.zeros(values.shape, dtype=bool)
+        if self.ignore_value is not None:
+            bad |= values == self.ignore_value
+        if self.nonfinite_nodata and values.dtype.kind == "f":
+            bad |= ~np.isfinite(values)
+        return bad.any(axis=band_axis)
+
+    def nodata_mask(self) -> np.ndarray:
+        """(H, W) bool, True where any band of the pixel holds the no-data value (or NaN/Inf when
+        ``nonfinite_nodata``). All False without a no-data rule (nothing is read). A lazy file is
+        scanned once, in slabs of about 64 MB along its first stored axis (whatever the interleave),
+        so a big memory-mapped cube never sits in memory whole; the result is kept."""
+        if self._nodata is not None:
+            return self._nodata
+        h, w, _ = self.shape
+        if not self.has_nodata_rule:
+            self._nodata = np.zeros((h, w), dtype=bool)
+            return self._nodata
+        src = self._nodata_source()
+        src = self.raw if src is None else src
+        shape = tuple(src.shape)
+        out = np.zeros((h, w), dtype=bool)
+        slab = max(1, int((64 << 20) // max(1, int(np.prod(shape[1:])) * 8)))
+        axis0 = self.axes.index(0)  # the H, W or B axis the slabs cut
+        for start in range(0, shape[0], slab):
+            stop = min(shape[0], start + slab)
+            part = self._nodata_of(np.transpose(np.asarray(src[start:stop]), axes=self.axes), band_axis=2)
+            if axis0 == 2:
+                out |= part
+            elif axis0 == 0:
+                out[start:stop] |= part
+            else:
+                out[:, start:stop] |= part
+        self._nodata = out
+        return out
+
+    def nodata_count(self) -> int:
+        """How many pixels ``nodata_mask`` marks (0 without scanning when there is no rule)."""
+        return int(np.count_nonzero(self.nodata_mask())) if self.has_nodata_rule else 0
+
+    def excluded_bands(self, ranges_nm=None, *, option: str = "--exclude-bands") -> np.ndarray:
+        """(B,) bool: the bands the metrics leave out, the file's bad-band list (ENVI ``bbl``)
+        and the bands whose centre lies in one of ``ranges_nm`` ((low, high) nm, inclusive).
+        Ranges need wavelengths: without them the error names ``option``."""
+        out = np.zeros(self.bands, dtype=bool) if self.bad_bands is None else self.bad_bands.copy()
+        if ranges_nm:
+            out |= bands_in_ranges(self.wavelengths_nm, ranges_nm, what=self.name, option=option)
+        return out
 
     # ------------------------------------------------------------------ band helpers
     def band_index(self, wavelength_nm: float) -> int:
@@ -298,4 +380,52 @@ class Cube:
         cube._bsq = None
         if changes.keys() & {"raw", "axes", "scale", "offset", "ignore_value"}:
             cube._cache = None
+        if changes.keys() & {"raw", "axes", "ignore_value", "nonfinite_nodata"}:
+            cube._nodata = None
         return cube
+
+
+def parse_nm_ranges(text, *, option: str = "--exclude-bands") -> list[tuple[float, float]]:
+    """'1340-1460,1790-1960,2500' -> [(1340, 1460), (1790, 1960), (2500, 2500)] (nm; a single value
+    is a range of one wavelength). A list of numbers or pairs passes through checked. Errors name
+    ``option``."""
+    if text is None:
+        return []
+    items = text if isinstance(text, (list, tuple)) else [t for t in str(text).split(",")]
+    out = []
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            parts = list(item)
+        elif isinstance(item, (int, float)):
+            parts = [item]
+        else:
+            word = item.strip()
+            if not word:
+                continue
+            # a '-' after a digit separates the ends; one at the start is a sign (never a wavelength)
+            parts = re.split(r"(?<=[0-9.])\s*-\s*", word, maxsplit=1)
+        try:
+            low, high = (float(parts[0]), float(parts[-1])) if len(parts) in (1, 2) else (None, None)
+        except (TypeError, ValueError):
+            low = high = None
+        if low is None or not (np.isfinite(low) and np.isfinite(high)):
+            raise HsiError(f"{option}: {item!r} is not a wavelength or a range LOW-HIGH in nm "
+                           f"(e.g. {option} 1340-1460,1790-1960)")
+        if high < low:
+            raise HsiError(f"{option}: the range {item!r} ends below its start")
+        out.append((low, high))
+    return out
+
+
+def bands_in_ranges(wavelengths_nm, ranges_nm, *, what: str = "the cube",
+                    option: str = "--exclude-bands") -> np.ndarray:
+    """(B,) bool: the bands whose centre wavelength lies in one of the (low, high) nm ranges (or
+    their text, as ``parse_nm_ranges`` takes it)."""
+    if wavelengths_nm is None:
+        raise HsiError(f"{option} selects bands by wavelength, but {what} has no wavelengths "
+                       f"(bands are only numbered)")
+    wl = np.asarray(wavelengths_nm, dtype=np.float64).reshape(-1)
+    out = np.zeros(wl.size, dtype=bool)
+    for low, high in parse_nm_ranges(ranges_nm, option=option):
+        out |= (wl >= low) & (wl <= high)
+    return out

@@ -106,8 +106,8 @@ def open_cube(path: str | Path, *, var: str | None = None, layout: str | None = 
     path = Path(path).expanduser()
     options = ReadOptions(var=var, layout=layout, hw=tuple(hw) if hw else None,
                           normalise=normalise, nonfinite=nonfinite)
-    if nonfinite not in ("error", "zero"):
-        raise ValueError(f"nonfinite must be 'error' or 'zero', not {nonfinite!r}")
+    if nonfinite not in ("error", "zero", "mask"):
+        raise ValueError(f"nonfinite must be 'error', 'zero' or 'mask', not {nonfinite!r}")
     name = fmt or sniff(path)
     if name not in FORMATS:
         raise UnknownFormatError(path, f"unknown format '{name}' (known: {', '.join(FORMATS)})")
@@ -117,6 +117,8 @@ def open_cube(path: str | Path, *, var: str | None = None, layout: str | None = 
         raise OutOfMemoryError(path, memory_needed(exc), "a memory-mapped format (ENVI, .npy, uncompressed "
                                                          "TIFF, HDF5) opens without loading it") from None
     cube.metadata.setdefault("format", name)
+    if nonfinite == "mask" and not cube.nonfinite_nodata:
+        cube = cube.replace(nonfinite_nodata=True)
     return cube
 
 

@@ -39,7 +39,8 @@ class ReadOptions:
     hw: (height, width) for 2-D matrices.
     normalise: 'auto' (the rule stated in the metadata or the dtype's rule, always reported),
         'none' (values as stored), 'max' (divide by the data maximum) or a number to divide by.
-    nonfinite: 'error' (default) or 'zero' (replace NaN/Inf by 0 and say so).
+    nonfinite: 'error' (default), 'zero' (replace NaN/Inf by 0 and say so) or 'mask' (read them
+        as 0 and mark their pixels as no-data: the metrics leave them out).
     """
 
     var: str | None = None
@@ -110,25 +111,28 @@ def check_shape(shape, path, what: str = "the array") -> None:
 
 # ------------------------------------------------------------------------------ values
 def decide_range(dtype: np.dtype, options: ReadOptions, raw, *, stated: ValueRange | None = None,
-                 convention: ValueRange | None = None, axes: tuple[int, int, int] | None = None) -> ValueRange:
+                 convention: ValueRange | None = None, axes: tuple[int, int, int] | None = None,
+                 ignore: float | None = None) -> ValueRange:
     """How the stored values of ``raw`` become reflectance (:mod:`app.core.io.value_range`): the
     user's ``--normalise``, else what the file states, a dataset convention, floats as reflectance,
-    or the literature's rule for counts (divide by the maximum, read only when needed)."""
+    or the literature's rule for counts (divide by the maximum, read only when needed). The
+    no-data value ``ignore`` never counts as the maximum (a fill of 65535 or 1e20 would be)."""
     sample_max = None
     if np.dtype(dtype).kind == "f":
         sample = sample_values(raw, axes)
-        finite = sample[np.isfinite(sample)]
+        finite = sample[np.isfinite(sample) & ((sample != ignore) if ignore is not None else True)]
         sample_max = float(finite.max()) if finite.size else 0.0
     try:
-        return decide(dtype, max_of=lambda: exact_max(raw), stated=stated, convention=convention,
+        return decide(dtype, max_of=lambda: exact_max(raw, ignore), stated=stated, convention=convention,
                       user=options.normalise, sample_max=sample_max)
     except ValueError as exc:
         raise ValueError(f"--normalise: {exc}") from None
 
 
-def exact_max(raw) -> float:
+def exact_max(raw, ignore: float | None = None) -> float:
     """The largest finite stored value of ``raw`` (an array, memmap, h5py dataset or a lazy
-    wrapper), read in slabs along its first axis so that a big file never sits in memory whole."""
+    wrapper) other than the no-data value ``ignore``, read in slabs along its first axis so that a
+    big file never sits in memory whole."""
     shape = tuple(raw.shape)
     if not shape or 0 in shape:
         return 0.0
@@ -138,6 +142,8 @@ def exact_max(raw) -> float:
         block = np.asarray(raw[start:start + slab])
         if block.dtype.kind == "f":
             block = block[np.isfinite(block)]
+        if ignore is not None:
+            block = block[block != ignore]
         if block.size:
             best = max(best, float(block.max()))
     return best if np.isfinite(best) else 0.0
@@ -168,7 +174,7 @@ def check_finite(values: np.ndarray, path, options: ReadOptions, *, sampled: boo
     finite = np.isfinite(values)
     if finite.all():
         return False
-    if options.nonfinite == "zero":
+    if options.nonfinite in ("zero", "mask"):
         return True
     bad = int(finite.size - np.count_nonzero(finite))
     where = "in a sample of " if sampled else "among "
@@ -192,6 +198,11 @@ class FiniteView:
 
     def __init__(self, base):
         self.base = base
+
+    @property
+    def nonfinite_source(self):
+        """The uncleaned values, for the cube's no-data mask (``nonfinite='mask'``)."""
+        return self.base
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -224,10 +235,15 @@ def honour_nonfinite(raw, path, options: ReadOptions, warnings: list[str], *, la
 
     Refuses NaN/Inf found by the check (a sample for lazy arrays, every value otherwise) unless
     the user asked for zeros; with ``nonfinite='zero'`` a lazy array is wrapped in a
-    :class:`FiniteView`, so that values beyond the sample are cleaned too."""
+    :class:`FiniteView`, so that values beyond the sample are cleaned too. With ``'mask'`` every
+    array is wrapped (in memory too): the cube's no-data mask reads the NaN/Inf behind it."""
     if np.dtype(raw.dtype).kind != "f":
         return raw
     found = check_finite(sample_values(raw) if lazy else np.asarray(raw), path, options, sampled=lazy)
+    if options.nonfinite == "mask":
+        warnings.append("NaN/Inf values read as 0 and their pixels marked as no-data (user choice): the "
+                        "metrics leave them out")
+        return FiniteView(raw)
     if options.nonfinite != "zero":
         return raw
     if lazy:

@@ -120,7 +120,7 @@ def list_h5(handle, path: Path, matlab: bool) -> list[Variable]:
     return out
 
 
-_VALUE_ATTRS = ("scale_factor", "add_offset")
+_VALUE_ATTRS = ("scale_factor", "add_offset", "_FillValue", "missing_value")
 
 
 def _value_attrs(attrs) -> dict:
@@ -132,8 +132,8 @@ def _value_attrs(attrs) -> dict:
                 value = float(np.asarray(attrs[key]).reshape(-1)[0])
             except (TypeError, ValueError, IndexError):
                 continue
-            if np.isfinite(value):
-                out[key] = value
+            if np.isfinite(value) or (key in ("_FillValue", "missing_value") and np.isnan(value)):
+                out[key] = value  # a NaN fill says NaN is the no-data value
     return out
 
 
@@ -278,14 +278,22 @@ def cube_from_variable(var: Variable, variables: list[Variable], hw, options: Re
     bands = var.shape[axes_from_layout(layout, path)[2]] if len(var.shape) == 3 else raw.shape[2]
     if _is_h5(raw):
         raw = _H5Data(raw, path, var.name)
+    # CF: _FillValue (else missing_value) is a stored, packed value, compared before scale_factor
+    fill = var.attrs.get("_FillValue", var.attrs.get("missing_value")) if var.attrs else None
+    if fill is not None and np.isnan(fill):
+        fill = None
+        if options.nonfinite == "error" and np.dtype(var.dtype).kind == "f":
+            options = ReadOptions(var=options.var, layout=options.layout, hw=options.hw,
+                                  normalise=options.normalise, nonfinite="mask")
     raw = honour_nonfinite(raw, path, options, warnings, lazy=_is_lazy(raw))
-    chosen = decide_range(var.dtype, options, raw, stated=stated_range(var, variables))
+    chosen = decide_range(var.dtype, options, raw, stated=stated_range(var, variables), ignore=fill)
     warnings.extend(chosen.warnings)
     wavelengths, wl_note = find_wavelengths(variables, bands, var.name)
     if wl_note:
         warnings.append(wl_note)
     return Cube(
         raw=raw, axes=axes, scale=chosen.multiplier, offset=chosen.offset, wavelengths_nm=wavelengths,
+        ignore_value=fill, nonfinite_nodata=options.nonfinite == "mask",
         name=f"{path.stem}:{var.name}" if fmt != "npy" else path.stem, source_path=path, normalisation=chosen.text,
         metadata={"format": fmt, "variable": var.name, "layout": layout, "warnings": warnings,
                   "variables": [v.describe() for v in variables], "value_rule": chosen.rule},

@@ -213,7 +213,7 @@ def read(path: Path, options: ReadOptions) -> Cube:
         else:
             warnings.append("the header's data gain/offset values differ between bands: not applied (one "
                             "gain and offset per cube only); --normalise NUMBER divides by a number")
-    chosen = decide_range(dtype, options, raw, stated=stated, axes=axes)
+    chosen = decide_range(dtype, options, raw, stated=stated, axes=axes, ignore=ignore_value)
     warnings.extend(chosen.warnings)
 
     raw_wavelengths = _float_list(meta, "wavelength")

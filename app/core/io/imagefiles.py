@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -65,6 +66,23 @@ def _gdal_wavelengths(tif) -> tuple[list | None, str | None]:
     if not by_band:
         return None, units
     return [by_band[k] for k in sorted(by_band)], units
+
+
+def _gdal_nodata(tif, warnings: list[str]) -> tuple[float | None, bool]:
+    """(no-data value, NaN marks no-data) from a GeoTIFF's GDAL_NODATA tag (42113, ASCII)."""
+    tag = tif.pages[0].tags.get(42113)
+    if tag is None:
+        return None, False
+    text = tag.value.decode("ascii", "replace") if isinstance(tag.value, bytes) else str(tag.value)
+    text = text.strip().strip("\x00").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        warnings.append(f"GDAL_NODATA {text!r} is not a number: ignored")
+        return None, False
+    if np.isnan(value):
+        return None, True
+    return value, False
 
 
 class _TiffLog(logging.Filter):
@@ -180,8 +198,12 @@ def _tiff_cube(tif, series, path: Path, options: ReadOptions) -> Cube:
     raw = raw.reshape(tuple(s for s in raw.shape if s > 1)) if raw.ndim != 3 else raw
     axes = axes_from_layout(layout, path)
     warnings = []
+    nodata, nan_nodata = _gdal_nodata(tif, warnings)
+    if nan_nodata and options.nonfinite == "error" and np.dtype(series.dtype).kind == "f":
+        # GDAL_NODATA 'nan' states that NaN is the no-data value: masked, not an error
+        options = dataclasses.replace(options, nonfinite="mask")
     raw = honour_nonfinite(raw, path, options, warnings, lazy=lazy)
-    chosen = decide_range(series.dtype, options, raw, axes=axes)
+    chosen = decide_range(series.dtype, options, raw, axes=axes, ignore=nodata)
     warnings.extend(chosen.warnings)
     wavelengths = _numbers(meta.get("wavelengths_nm"), "wavelengths_nm", warnings)
     bands = raw.shape[axes[2]]
@@ -197,7 +219,7 @@ def _tiff_cube(tif, series, path: Path, options: ReadOptions) -> Cube:
     if fwhm is not None and len(fwhm) != bands:
         fwhm = None
     cube = Cube(raw=raw, axes=axes, scale=chosen.multiplier, offset=chosen.offset, wavelengths_nm=wavelengths,
-                fwhm_nm=fwhm, name=str(meta.get("name") or path.stem), source_path=path, normalisation=chosen.text,
+                ignore_value=nodata, nonfinite_nodata=options.nonfinite == "mask", fwhm_nm=fwhm, name=str(meta.get("name") or path.stem), source_path=path, normalisation=chosen.text,
                 metadata={"format": "tiff", "layout": layout, "tiff_axes": series.axes, "warnings": warnings,
                           "value_rule": chosen.rule})
     if meta.get("provenance"):
