@@ -281,3 +281,44 @@ def test_an_own_split_file_names_the_training_set(scenes, tmp_path):
         patch=32, threads=1, split=str(own), run_dir=str(tmp_path / "r"), model_options={"config": "small"}),
         log=lambda *_: None, progress=False)
     assert summary["train_scenes"] == ["b_ms", "c_ms"] and summary["val_scenes"] == ["a_ms"]
+
+
+def test_torchrun_two_processes_train_together(scenes, tmp_path):
+    """`torchrun --standalone --nproc_per_node 2 main.py train ...` on the CPU (gloo): both ranks draw
+    patches (different ones: a seed per rank), one weights file is written (by rank 0), its metadata
+    says world_size 2 and each rank's share; resuming under torchrun continues from the checkpoint."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    launcher = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(root / "main.py")]
+    done = subprocess.run(launcher + _argv(scenes, tmp_path, 5, "--stop-after", "3"), capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    weights = list((tmp_path / "w").glob("*.safetensors"))
+    assert [w.name for w in weights] == ["cst.safetensors"]
+    meta = training.read_weights_metadata(weights[0])
+    assert meta["world_size"] == "2" and meta["step"] == "3"
+    shares = json.loads(meta["ranks"])
+    assert [s["rank"] for s in shares] == [0, 1] and all(s["patches"] == 3 * 2 for s in shares)
+    ck = _ckpt(tmp_path)
+    assert len(ck["rank_rng"]) == 2 and not torch.equal(ck["rank_rng"][0]["gen_state"], ck["rank_rng"][1]["gen_state"])
+    # --resume under torchrun: every rank takes its own streams back and the run continues
+    again = subprocess.run(launcher + _argv(scenes, tmp_path, 5, "--resume"), capture_output=True, text=True,
+                           timeout=600, cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr[-4000:]
+    meta = training.read_weights_metadata(weights[0])
+    assert meta["step"] == "5" and meta["world_size"] == "2"
+
+
+def test_a_bundled_split_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    """`--split cave` run from a folder that holds the CAVE data as ./cave read the folder as the split."""
+    from app.core.io.datasets import load_split
+
+    (tmp_path / "cave").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_split("cave").name == "cave" and len(load_split("cave").train) == 14

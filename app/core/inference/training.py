@@ -377,7 +377,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     """Run (or resume) a training; returns a summary dict. Raises TrainingError / ModelError on bad input."""
     from tqdm import tqdm
 
-    from app.core.inference.engine import select_device
+    from app.core.inference import distributed
     from models import registry
 
     # one thread unless told: on the project's 2-core machine, shared with other jobs, two threads ran a
@@ -402,7 +402,10 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     ckpt_path = run_dir / "checkpoint.pt"
     train_dirs, val_dirs = split_data(opts.data, opts.val, opts.split, log=log)
     split_used = resolve_split(opts.split, scene_folders(Path(opts.data)))
-    dev = select_device(opts.device)
+    ranks, dev = distributed.setup(opts.device)
+    if not ranks.is_main:  # rank 0 speaks for the run; the others only report their share at the end
+        log = lambda *_: None  # noqa: E731
+        progress = False
 
     log(f"loading {len(train_dirs)} training + {len(val_dirs)} validation scenes from {opts.data} ({proto.name})")
     train_scenes = [load_scene(p, proto.name) for p in train_dirs]
@@ -419,6 +422,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         raise TrainingError(f"{spec.name} is registered for {spec.bands} bands, the data has {bands}")
 
     seeds = run_seeds(opts.seed)
+    # under torchrun each rank draws its own patches and model draws (a seed per rank); rank 0's are
+    # the single-process run's
+    rank_seeds = {k: v + 7919 * ranks.rank for k, v in seeds.items() if k != "init"}
     torch.manual_seed(seeds["init"])
     model = spec.factory(scale=scale, bands=bands, **opts.model_options).to(dev)
     model.train()
@@ -428,9 +434,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     state = TrainState()
     # patches and dihedral transforms; the model's own draws (bands, degradations, noise levels);
     # the global stream (dropout, drop-path inside forward): each its own seeded, checkpointed stream
-    gens = {"data": torch.Generator().manual_seed(seeds["data"]),
-            "model": torch.Generator().manual_seed(seeds["model"])}
-    torch.manual_seed(seeds["torch"])
+    gens = {"data": torch.Generator().manual_seed(rank_seeds["data"]),
+            "model": torch.Generator().manual_seed(rank_seeds["model"])}
+    torch.manual_seed(rank_seeds["torch"])
     config = model.config_dict() if hasattr(model, "config_dict") else dict(opts.model_options)
     defining = {k: getattr(opts, k) for k in RUN_DEFINING}
     defining["split"] = split_used.name if split_used is not None else f"none (last {opts.val} held out)"
@@ -453,7 +459,17 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             if "model_gen_state" not in ck:
                 raise TrainingError(f"{ckpt_path}: a checkpoint of the trainer before reproducible runs (no RNG "
                                     f"streams); resume from its weights instead (delete the checkpoint)")
-            _set_rng_states(ck, gens, dev)
+            per_rank = ck.get("rank_rng")
+            if ranks.active and isinstance(per_rank, list) and len(per_rank) == ranks.world_size:
+                _set_rng_states(per_rank[ranks.rank], gens, dev)
+            elif ranks.active:
+                for k, g in gens.items():
+                    g.manual_seed(rank_seeds[k] + state.step)
+                torch.manual_seed(rank_seeds["torch"] + state.step)
+                log(f"note: the checkpoint was written by {len(per_rank or [0])} process(es), this run has "
+                    f"{ranks.world_size}: the ranks' random streams restart from the seed (not the one-piece run)")
+            else:
+                _set_rng_states(ck, gens, dev)
             before = json.loads(ck.get("run", "{}"))
             changed = [f"{k} {before[k]} -> {v}" for k, v in defining.items() if k in before and before[k] != v]
             if changed:
@@ -473,20 +489,29 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             state.step = int(meta.get("step", 0))
             state.earlier_s = float(meta.get("elapsed_s", 0.0))
             for k, g in gens.items():
-                g.manual_seed(seeds[k] + state.step)
-            torch.manual_seed(seeds["torch"] + state.step)
+                g.manual_seed(rank_seeds[k] + state.step)
+            torch.manual_seed(rank_seeds["torch"] + state.step)
             log(f"no checkpoint in {run_dir}; resumed from the weights {out} at step {state.step} (fresh optimizer, "
                 f"schedule continued at step {state.step} of {opts.iters}; not reproducible: the optimizer and RNG "
                 f"states are lost; {state.earlier_s / 60:.1f} min of earlier training)")
         else:
             log(f"nothing to resume ({ckpt_path} and {out} missing); starting from scratch")
 
+    distributed.broadcast_parameters(model, ranks)  # every rank starts from rank 0's parameters
+    patches_drawn = 0
+
     def save() -> None:
+        # every rank takes part (its RNG streams go into the checkpoint); rank 0 writes
+        rank_rng = distributed.gather(_rng_states(gens, torch.device("cpu")), ranks)
+        shares = distributed.gather({"rank": ranks.rank, "patches": patches_drawn}, ranks)
+        if not ranks.is_main:
+            return
         ck = {"model": model.state_dict(), "optimizer": optim.state_dict(), "step": state.step,
               "elapsed_s": state.elapsed_s, "earlier_s": state.earlier_s, **_rng_states(gens, dev),
               "model_name": spec.name, "protocol": proto.name, "last_val_psnr": state.last_val_psnr,
               "bicubic_val_psnr": state.bicubic_val_psnr, "history": json.dumps(state.history),
-              "run": json.dumps(defining), "options": json.dumps({k: v for k, v in asdict(opts).items()})}
+              "run": json.dumps(defining), "options": json.dumps({k: v for k, v in asdict(opts).items()}),
+              **({"rank_rng": rank_rng} if ranks.active else {})}
         _atomic_write(ckpt_path, lambda tmp: torch.save(ck, tmp))
         meta = {"model": spec.name, "protocol": proto.name, "scale": str(scale), "bands": str(bands),
                 "config": config, "step": str(state.step),
@@ -494,7 +519,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                 "device": str(dev), "data": str(Path(opts.data).name), "run": defining,
                 "train_scenes": [s.name for s in train_scenes],
                 "validation_scenes": [s.name for s in val_scenes],
-                "last_val_psnr_crop": state.last_val_psnr, "bicubic_val_psnr_crop": state.bicubic_val_psnr}
+                "last_val_psnr_crop": state.last_val_psnr, "bicubic_val_psnr_crop": state.bicubic_val_psnr,
+                "world_size": str(ranks.world_size), "ranks": shares}
         export_weights(model, out, meta)
 
     loss_fn = getattr(model, "training_loss", None) or hsi_loss
@@ -523,7 +549,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     running = None
     try:
         while state.step < opts.iters:
-            if opts.time_limit_min and this_run_s >= 60.0 * opts.time_limit_min:
+            if distributed.any_rank(bool(opts.time_limit_min and this_run_s >= 60.0 * opts.time_limit_min), ranks):
                 stop_reason = "time limit"
                 break
             if stop_at is not None and state.step >= stop_at:
@@ -541,7 +567,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                 raise TrainingError(f"loss became {float(loss)} at step {state.step}; lower --lr-rate")
             optim.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(model, ranks)
             optim.step()
+            patches_drawn += opts.batch
             loss_value = float(loss.detach())
             state.step += 1
             now = time.perf_counter()
@@ -554,7 +582,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                 post["val"] = f"{state.last_val_psnr:.2f}dB"
             bar.set_postfix(post, refresh=False)
             bar.update(1)
-            if val_scenes and (state.step % opts.val_every == 0 or state.step == opts.iters):
+            if ranks.is_main and val_scenes and (state.step % opts.val_every == 0 or state.step == opts.iters):
                 # a forked RNG: validation (e.g. a diffusion sampler) must not move the training streams
                 with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
                     state.last_val_psnr, state.bicubic_val_psnr = validate(model, val_scenes, scale, dev,
@@ -573,9 +601,11 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         raise
     finally:
         bar.close()
-        if state.step > start_step or not out.exists():
+        # the ranks save together (save gathers their RNG states): rank 0's view decides for all
+        if distributed.any_rank(ranks.is_main and (state.step > start_step or not out.exists()), ranks):
             save()
             log(f"step {state.step}: wrote {ckpt_path} and {out} ({stop_reason})")
+        distributed.teardown(ranks)
     return {"model": spec.name, "protocol": proto.name, "step": state.step, "elapsed_s": state.elapsed_s,
             "total_elapsed_s": state.earlier_s + state.elapsed_s, "wall_s": time.perf_counter() - t_start,
             "checkpoint": str(ckpt_path), "weights": str(out), "device": str(dev),

@@ -52,7 +52,9 @@ def load_split(name_or_path: str | Path) -> Split:
     """A split by name (``cave`` -> resources/splits/cave.json) or by path to a JSON file with the
     lists ``train``, ``val`` and ``report``. Roles must be disjoint and ``train`` non-empty."""
     path = Path(name_or_path)
-    if path.suffix.lower() != ".json" and not path.exists():
+    # a bare name is a bundled split even when the current folder holds a folder of that name (the
+    # CAVE data folder is often called 'cave')
+    if path.suffix.lower() != ".json" and not path.is_file():
         path = SPLITS_DIR / f"{name_or_path}.json"
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
