@@ -92,15 +92,8 @@ def consistency_check(reconstruction, lr_hsi=None, guide=None, protocol=None, *,
             if gd.shape[:2] != (h0, w0) and gd.shape[:2] != (hc, wc):
                 raise ShapeMismatchError(f"the guide is {gd.shape[0]}x{gd.shape[1]} but the reconstruction {h0}x{w0}")
             gd = gd[:hc, :wc]
-            try:
-                resolved = srf_mod.srf_for_cube(srf, wl, b, notes)
-            except srf_mod.SrfRangeError:
-                raise
-            except srf_mod.SrfError as exc:
-                if wl is None and "no wavelengths" in str(exc):
-                    raise ShapeMismatchError(f"the spectral check needs the cube's wavelengths ({b} bands, none "
-                                             f"given)") from None
-                raise
+            resolved = srf_mod.srf_for_cube(srf, wl, b, notes, no_wavelengths=ShapeMismatchError(
+                f"the spectral check needs the cube's wavelengths ({b} bands, none given)"))
             if resolved.matrix.shape[0] != gd.shape[2]:
                 raise ShapeMismatchError(f"SRF '{resolved.name}' gives {resolved.matrix.shape[0]} bands but the guide "
                                          f"has {gd.shape[2]}")

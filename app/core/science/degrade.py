@@ -107,15 +107,8 @@ def simulate(gt, protocol: str | Protocol, *, srf=None, wavelengths_nm=None, noi
     resolved = None
     want_guide = proto.has_guide or srf is not None
     if want_guide:
-        try:
-            resolved = srf_mod.srf_for_cube(srf, wl, bands, notes)
-        except srf_mod.SrfRangeError:
-            raise
-        except srf_mod.SrfError as exc:
-            if wl is None and "no wavelengths" in str(exc):
-                raise ProtocolError(f"{proto.name}: the guide needs the cube's wavelengths ({bands} bands, "
-                                    f"none given)") from None
-            raise
+        resolved = srf_mod.srf_for_cube(srf, wl, bands, notes, no_wavelengths=ProtocolError(
+            f"{proto.name}: the guide needs the cube's wavelengths ({bands} bands, none given)"))
 
     lr_sigma = noise_sigma if noise_sigma is not None else (None if snr_db is not None else proto.default_noise_sigma)
     lr_seed, guide_seed = _noise_seeds(seed)

@@ -449,20 +449,23 @@ def default_srf_name(wavelengths_nm) -> str:
 
 
 def srf_for_cube(srf, wavelengths_nm, bands: int, notes: list[str] | None = None, *,
-                 srf_bands: Sequence[str] | None = None) -> ResampledSrf:
+                 srf_bands: Sequence[str] | None = None, no_wavelengths: Exception | None = None) -> ResampledSrf:
     """The SRF to apply to a cube of ``bands`` bands: ``srf`` (a built-in name, CSV, SpectralResponse,
     ResampledSrf or bare matrix) or, when None, the default for the cube's wavelengths
     (:func:`default_srf_name`). The one place that knows the fallback every caller shares: a cube
     without wavelengths whose band count is CAVE's (31) is taken as 400-700 nm in 10 nm steps, said
     in ``notes``; other cubes without wavelengths need a bare matrix.
 
-    Raises SrfError saying what is missing."""
+    Raises SrfError saying what is missing (``no_wavelengths`` instead, when given, for a cube without
+    wavelengths that the fallback does not cover)."""
     is_matrix = srf is not None and not isinstance(srf, (str, Path, SpectralResponse, ResampledSrf))
     wl = None if wavelengths_nm is None else np.asarray(wavelengths_nm, dtype=np.float64).reshape(-1)
     if isinstance(srf, ResampledSrf) and wl is None:
         wl = srf.wavelengths_nm
     if wl is None and not is_matrix and not isinstance(srf, ResampledSrf):
         if bands != CAVE_WAVELENGTHS_NM.size:
+            if no_wavelengths is not None:
+                raise no_wavelengths
             raise SrfError(f"the cube has {bands} bands and no wavelengths: an SRF table cannot be placed on its "
                            f"bands (give the wavelengths, or the SRF as a bands-wide matrix)")
         wl = CAVE_WAVELENGTHS_NM
