@@ -148,6 +148,137 @@ def _check_mask(mask, h: int, w: int) -> torch.Tensor:
     return m
 
 
+# ---------------------------------------------------------------------------------- no-data and bad bands
+def _cube_nodata(x) -> np.ndarray | None:
+    """A Cube's no-data mask when it has a no-data rule and it marks a pixel (else None)."""
+    if not getattr(x, "has_nodata_rule", False) or not hasattr(x, "nodata_mask"):
+        return None
+    m = np.asarray(x.nodata_mask(), dtype=bool)
+    return m if m.any() else None
+
+
+def _pixel_mask(mask, h: int, w: int, what: str = "the no-data mask") -> np.ndarray | None:
+    """(H, W) bool numpy of a mask argument; None when absent or when it marks nothing (so that
+    the unmasked path, and its speed, stay as they are)."""
+    if mask is None:
+        return None
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if m.shape != (h, w):
+        raise ShapeMismatchError(f"{what} is {m.shape} but the cubes are {h}x{w}")
+    m = m.astype(bool, copy=False)
+    return m if m.any() else None
+
+
+def _union(*masks) -> np.ndarray | None:
+    present = [m for m in masks if m is not None]
+    if not present:
+        return None
+    out = present[0].copy()
+    for m in present[1:]:
+        out |= m
+    return out
+
+
+def _band_exclusion(exclude_bands, b: int, *cubes) -> np.ndarray | None:
+    """(B,) bool of the bands left out: ``exclude_bands`` ((B,) bool or band indices) and the
+    bad-band lists of the Cubes given; None when no band is left out."""
+    out = np.zeros(b, dtype=bool)
+    if exclude_bands is not None:
+        e = np.asarray(exclude_bands).reshape(-1)
+        if e.dtype == bool:
+            if e.size != b:
+                raise ShapeMismatchError(f"the band exclusion lists {e.size} bands but the cubes have {b}")
+            out |= e
+        elif e.size:
+            idx = e.astype(np.int64)
+            if idx.min() < -b or idx.max() >= b:
+                raise MetricsError(f"an excluded band index is out of range for {b} bands: {e.tolist()}")
+            out[idx] = True
+    for c in cubes:
+        bad = getattr(c, "bad_bands", None)
+        if bad is not None and not isinstance(c, (np.ndarray, torch.Tensor)):
+            bad = np.asarray(bad, dtype=bool).reshape(-1)
+            if bad.size == b:
+                out |= bad
+    return out if out.any() else None
+
+
+def _kept_bands(excl: np.ndarray | None, b: int, k: int) -> tuple[np.ndarray | None, int | None]:
+    """(indices of the kept bands or None when all are kept, position of band ``k`` among them or
+    None when ``k`` is left out)."""
+    if excl is None:
+        return None, k
+    keep = np.flatnonzero(~excl)
+    if keep.size == 0:
+        raise MetricsError(f"every one of the {b} bands is excluded (bad-band list and excluded ranges)")
+    pos = np.flatnonzero(keep == k)
+    return keep, (int(pos[0]) if pos.size else None)
+
+
+def _take_bands(x: torch.Tensor, keep: np.ndarray | None) -> torch.Tensor:
+    return x if keep is None else x[..., torch.from_numpy(keep)].contiguous()
+
+
+def _abs_at(g: torch.Tensor, p: torch.Tensor, k: int) -> np.ndarray:
+    """|error| map at band k of (H, W, B) tensors, clipped (for a band the engine leaves out)."""
+    return (p[..., k].clamp(0, 1) - g[..., k].clamp(0, 1)).abs().float().cpu().numpy()
+
+
+def _blank_nodata(raw: dict[str, Any], nodata: np.ndarray) -> None:
+    """Maps 0 and SAM not valid at no-data pixels, so that colour scales and worst-pixel
+    searches never see them."""
+    for key in ("rmse_map", "sam_map", "abs_map"):
+        raw[key] = np.where(nodata, np.float32(0.0), raw[key]).astype(np.float32)
+    raw["valid_map"] = raw["valid_map"] & ~nodata
+
+
+def _expand_bands(res: dict[str, Any], keep: np.ndarray | None, b: int) -> None:
+    """Per-band curves back to all B bands, NaN at the excluded ones (worst-band searches and
+    plots skip NaN)."""
+    if keep is None:
+        return
+    for key, values in list(res["per_band"].items()):
+        full = np.full(b, np.nan)
+        full[keep] = values
+        res["per_band"][key] = full
+
+
+def _band_runs(idx: np.ndarray, wl) -> str:
+    """'1340.2-1459.8 nm (24 bands), 2500.0 nm' or, without wavelengths, 'bands 3-5 (from 0)'."""
+    runs, start = [], None
+    for i, v in enumerate(idx):
+        if start is None:
+            start = i
+        if i + 1 == len(idx) or idx[i + 1] != v + 1:
+            runs.append((int(idx[start]), int(v)))
+            start = None
+    parts = []
+    for a, z in runs[:6]:
+        n = z - a + 1
+        if wl is not None:
+            text = f"{wl[a]:.1f} nm" if a == z else f"{wl[a]:.1f}-{wl[z]:.1f} nm"
+        else:
+            text = f"band {a}" if a == z else f"bands {a}-{z}"
+        parts.append(text + (f" ({n} bands)" if n > 1 else ""))
+    more = f", ... ({len(runs) - 6} more runs)" if len(runs) > 6 else ""
+    return ", ".join(parts) + more + ("" if wl is not None else " (counted from 0)")
+
+
+def _mask_notes(notes: list[str], masked_px: int, excl: np.ndarray | None, wl) -> None:
+    if masked_px:
+        notes.append(f"{masked_px} no-data pixel(s) left out of every pixel statistic and map")
+    if excl is not None:
+        idx = np.flatnonzero(excl)
+        notes.append(f"{idx.size} band(s) left out of the band means: {_band_runs(idx, wl)}")
+
+
+def _mask_keys(res: dict[str, Any], masked_px: int, excl: np.ndarray | None, nodata: np.ndarray | None) -> None:
+    res["masked_pixels"] = int(masked_px)
+    res["excluded_bands"] = 0 if excl is None else int(excl.sum())
+    res["excluded_band_indices"] = [] if excl is None else [int(i) for i in np.flatnonzero(excl)]
+    res["maps"]["nodata"] = nodata
+
+
 # ---------------------------------------------------------------------------------- SAM helper
 def _sam_rad(g: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Spectral angle (radians) and validity between spectra along the last axis of g and p.
@@ -361,17 +492,19 @@ SAM_DARK_FRACTION = 0.01
 SAM_DARK_PERCENTILE = 99.0
 
 
-def sam_dark_pixels(gt) -> np.ndarray:
+def sam_dark_pixels(gt, valid: np.ndarray | None = None) -> np.ndarray:
     """(H, W) bool: GT pixels too dark for a meaningful spectral angle (module docstring): the mean of
     the clipped spectrum below ``SAM_DARK_FRACTION`` of the ``SAM_DARK_PERCENTILE``-th percentile of
-    all pixel means. ``gt``: (H, W, B) numpy array or tensor."""
+    all pixel means (of the ``valid`` pixels when given: no-data pixels, read as 0, would pull the
+    percentile down). ``gt``: (H, W, B) numpy array or tensor."""
     if isinstance(gt, torch.Tensor):
         means = gt.clamp(0, 1).mean(dim=2, dtype=torch.float64).cpu().numpy()
     else:
         means = np.clip(np.asarray(gt, dtype=np.float32), 0, 1).mean(axis=2, dtype=np.float64)
-    if means.size == 0:
+    counted = means if valid is None else means[valid]
+    if counted.size == 0:
         return np.zeros(means.shape, bool)
-    threshold = SAM_DARK_FRACTION * float(np.percentile(means, SAM_DARK_PERCENTILE))
+    threshold = SAM_DARK_FRACTION * float(np.percentile(counted, SAM_DARK_PERCENTILE))
     return means < threshold
 
 
@@ -465,29 +598,39 @@ def _finish(raw: dict[str, Any], scale: float | None, notes: list[str]) -> dict[
 
 
 def compute_all(gt, pred, *, scale: float | None = None, region=None, mask=None, band_index: int | None = None,
-                gt_wavelengths_nm=None, pred_wavelengths_nm=None, device=None) -> dict[str, Any]:
+                gt_wavelengths_nm=None, pred_wavelengths_nm=None, device=None, nodata=None,
+                exclude_bands=None) -> dict[str, Any]:
     """Every full-reference metric, the three maps and the per-band curves, in one pass.
 
     Args:
         gt, pred: (H, W, B) numpy arrays (float32 reflectance), (1, B, H, W) / (B, H, W) tensors,
-            or Cubes (their wavelengths are then checked too).
+            or Cubes (their wavelengths are then checked too, and their no-data masks and bad-band
+            lists are honoured as if given in ``nodata`` / ``exclude_bands``).
         scale: HR/LR factor for ERGAS (ERGAS is NaN with a note when missing).
         region: (y0, y1, x0, x1) half-open pixel rectangle: metrics of that crop.
         mask: (H, W) bool: metrics over the selected pixels (cannot be combined with region).
         band_index: band of the |error| map (default: the middle band).
         gt_wavelengths_nm, pred_wavelengths_nm: (B,) nm; when both are known they must agree.
         device: torch device (default CUDA when available, else CPU).
+        nodata: (H, W) bool, True at no-data pixels (of the GT or the output): left out of every
+            pixel statistic (band sums, SAM, SSIM windows centred on them, UIQI blocks), 0 and not
+            valid in the maps; combined with ``region`` or ``mask``.
+        exclude_bands: (B,) bool or band indices: bands left out of every band mean and of the
+            per-pixel statistics over bands (RMSE map, SAM); NaN in the per-band curves.
 
     Returns:
         dict with scalars ``psnr_db`` (MPSNR), ``ssim``, ``sam_deg``, ``ergas``, ``rmse``, ``cc``,
         ``uiqi``; ``per_band`` {psnr_db, rmse, ssim, cc, uiqi: (B,) float64 arrays,
         wavelengths_nm: (B,) or None}; ``maps`` {rmse: (h, w) float32, abs_error: (h, w) float32
         at ``band_index``, sam_deg: (h, w) float32 (0 where a spectrum is zero), sam_valid:
-        (h, w) bool}; ``band_index``, ``scale``, ``n_pixels``, ``region``, ``masked``, ``notes``
-        (list of str) and ``conventions``. (h, w) is the region's size, else (H, W).
+        (h, w) bool, nodata: (h, w) bool or None}; ``band_index``, ``scale``, ``n_pixels`` (the
+        pixels counted), ``region``, ``masked`` (a ROI mask was given), ``masked_pixels`` (no-data
+        pixels of the area left out), ``excluded_bands`` (how many) and ``excluded_band_indices``,
+        ``notes`` (list of str) and ``conventions``. (h, w) is the region's size, else (H, W).
 
     Raises:
-        ShapeMismatchError: shapes, band counts or wavelengths differ; MetricsError: bad region/mask.
+        ShapeMismatchError: shapes, band counts or wavelengths differ; MetricsError: bad region/mask,
+        every pixel no-data or every band excluded.
     """
     g, gwl = as_hwb_tensor(gt, "reference")
     p, pwl = as_hwb_tensor(pred, "output")
@@ -496,34 +639,57 @@ def compute_all(gt, pred, *, scale: float | None = None, region=None, mask=None,
     h, w, b = g.shape
     if region is not None and mask is not None:
         raise MetricsError("give a region or a mask, not both")
+    nd = _union(_pixel_mask(nodata, h, w), _cube_nodata(gt), _cube_nodata(pred))
+    excl = _band_exclusion(exclude_bands, b, gt, pred)
     m = None
     if region is not None:
         y0, y1, x0, x1 = _check_region(region, h, w)
         g, p = g[y0:y1, x0:x1], p[y0:y1, x0:x1]
         region = (y0, y1, x0, x1)
+        if nd is not None:
+            nd = nd[y0:y1, x0:x1]
+            nd = nd if nd.any() else None
     elif mask is not None:
         m = _check_mask(mask, h, w)
+    roi = m is not None
     k = b // 2 if band_index is None else int(band_index)
     if not -b <= k < b:
         raise MetricsError(f"band index {band_index} out of range for {b} bands")
     k %= b
+    masked_px = 0
+    if nd is not None:
+        masked_px = int(np.count_nonzero(nd if m is None else nd & m.numpy()))
+        keep = torch.from_numpy(~nd)
+        m = keep if m is None else m & keep
+        if not bool(m.any()):
+            raise MetricsError(f"every pixel of the area is no-data ({masked_px} pixels)")
+    keep_b, k_eng = _kept_bands(excl, b, k)
+    ge, pe = _take_bands(g, keep_b), _take_bands(p, keep_b)
     dev = _resolve_device(device)
     notes: list[str] = []
     with torch.inference_mode():
-        raw = _run_engine(g, p, m, k, dev)
-    raw = _leave_out_dark(raw, sam_dark_pixels(g), None if m is None else m.cpu().numpy())
+        raw = _run_engine(ge, pe, m, 0 if k_eng is None else k_eng, dev)
+        if k_eng is None:
+            raw["abs_map"] = _abs_at(g, p, k)
+    if nd is not None:
+        _blank_nodata(raw, nd)
+    raw = _leave_out_dark(raw, sam_dark_pixels(ge, None if nd is None else ~nd), None if m is None else m.cpu().numpy())
     out = _finish(raw, scale, notes)
+    _expand_bands(out, keep_b, b)
+    _mask_notes(notes, masked_px, excl, wl)
     out["per_band"]["wavelengths_nm"] = wl
     out["maps"] = {"rmse": raw["rmse_map"], "abs_error": raw["abs_map"], "sam_deg": raw["sam_map"],
                    "sam_valid": raw["valid_map"]}
-    out.update(band_index=k, scale=scale, n_pixels=int(raw["n_pixels"]), region=region, masked=m is not None,
+    _mask_keys(out, masked_px, excl, nd)
+    out.update(band_index=k, scale=scale, n_pixels=int(raw["n_pixels"]), region=region, masked=roi,
                notes=notes, conventions=CONVENTIONS)
     return out
 
 
 def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int | None = None,
                      gt_wavelengths_nm=None, preds_wavelengths_nm=None, device=None,
-                     progress=None, ssim: bool = True, engine: str = "auto") -> list[dict[str, Any]]:
+                     progress=None, ssim: bool = True, engine: str = "auto", nodata=None,
+                     exclude_bands=None) -> list[dict[str, Any]]:
     """``compute_all`` of several outputs against one reference over the whole image, in one pass.
 
     The reference's share of the work (clipping, norms of its spectra, its SSIM local means and
@@ -541,6 +707,12 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
             fills SSIM in with :func:`ssim_many`.
         engine: 'auto' (the fused numba kernels of ``metrics_cpu`` on the CPU when numba is
             there, else the torch engine), 'torch' or 'fused' (CPU only).
+        nodata: (H, W) bool for every output, or one (H, W) bool (or None) per output: the
+            no-data pixels, as for ``compute_all`` (Cubes add their own masks; the reference's
+            applies to every output). With the torch engine a masked pass runs ``compute_all``
+            per output.
+        exclude_bands: as for ``compute_all``; one set for all outputs (with the bad-band lists
+            of every Cube given), so that the methods are compared on the same bands.
         Other arguments as for ``compute_all``.
 
     Returns:
@@ -565,6 +737,11 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
     if not ps:
         return []
     dev = _resolve_device(device)
+    h, w = g.shape[:2]
+    nds = _outputs_nodata(nodata, gt, preds, h, w)
+    excl = _band_exclusion(exclude_bands, b, gt, *preds)
+    if excl is not None or any(nd is not None for nd in nds):
+        return _compute_all_many_masked(g, ps, wls, nds, excl, k, scale, dev, engine, progress, ssim)
     if _use_fused(dev, engine):
         gn, pns = _c_arrays(g, ps)  # (one copy at most, for both kernels)
         ref, sums, sam, maps, valid = metrics_cpu.rest_many(gn, pns, k, _split_progress(progress, 0.0, 0.4 if ssim else 1.0))
@@ -585,17 +762,97 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
         res["per_band"]["wavelengths_nm"] = wl
         res["maps"] = {"rmse": raw["rmse_map"], "abs_error": raw["abs_map"], "sam_deg": raw["sam_map"],
                        "sam_valid": raw["valid_map"]}
+        _mask_keys(res, 0, None, None)
         res.update(band_index=k, scale=scale, n_pixels=int(raw["n_pixels"]), region=None, masked=False,
                    notes=notes, conventions=CONVENTIONS)
         out.append(res)
     return out
 
 
-def ssim_many(gt, preds, *, device=None, progress=None, engine: str = "auto") -> list[tuple[float, np.ndarray]]:
+def _outputs_nodata(nodata, gt, preds, h: int, w: int) -> list[np.ndarray | None]:
+    """Per output the no-data pixels to leave out: the argument (one mask, or one per output),
+    the reference Cube's and the output Cube's own; None where there are none."""
+    n = len(preds)
+    if isinstance(nodata, (list, tuple)):
+        if len(nodata) != n:
+            raise MetricsError(f"{len(nodata)} no-data masks for {n} outputs")
+        given = [_pixel_mask(m, h, w, f"the no-data mask of output {j + 1}") for j, m in enumerate(nodata)]
+    else:
+        common = _pixel_mask(nodata, h, w)
+        given = [common] * n
+    ref = _cube_nodata(gt)
+    return [_union(given[j], ref, _cube_nodata(preds[j])) for j in range(n)]
+
+
+def _compute_all_many_masked(g: torch.Tensor, ps: list, wls: list, nds: list, excl, k: int, scale, dev,
+                             engine: str, progress, ssim: bool) -> list[dict[str, Any]]:
+    """``compute_all_many`` with no-data pixels or excluded bands. The fused kernels take the
+    masks (one pass, as without them); the torch engine runs ``compute_all`` per output, whose
+    masked arithmetic it shares."""
+    h, w, b = g.shape
+    n = len(ps)
+    if not _use_fused(dev, engine):
+        out = []
+        for j, p in enumerate(ps):
+            res = compute_all(g, p, scale=scale, band_index=k, device=dev, nodata=nds[j], exclude_bands=excl)
+            del res["uiqi"], res["per_band"]["uiqi"]
+            res["per_band"]["wavelengths_nm"] = wls[j]
+            if not ssim:
+                res["ssim"] = math.nan
+                res["per_band"]["ssim"] = np.full(b, np.nan)
+            out.append(res)
+            if progress is not None:
+                progress((j + 1) / n)
+        return out
+    keep_b, k_eng = _kept_bands(excl, b, k)
+    ge = _take_bands(g, keep_b)
+    gn, pns = _c_arrays(ge, [_take_bands(p, keep_b) for p in ps])
+    masked = any(nd is not None for nd in nds)
+    keep = np.stack([np.ones((h, w), bool) if nd is None else ~nd for nd in nds]) if masked else None
+    if keep is not None and not keep.any(axis=(1, 2)).all():
+        raise MetricsError("every pixel is no-data for output " + str(int(np.argmin(keep.any(axis=(1, 2)))) + 1))
+    ref, sums, sam, maps, valid = metrics_cpu.rest_many(gn, pns, 0 if k_eng is None else k_eng,
+                                                        _split_progress(progress, 0.0, 0.4 if ssim else 1.0), keep=keep)
+    bk = gn.shape[2]
+    ssim_sum, ssim_count = np.zeros((n, bk)), (np.zeros(n) if masked else 0.0)
+    if ssim:
+        ssim_sum, ssim_count = _fused_ssim(gn, pns, _split_progress(progress, 0.4, 1.0), keep)
+    sg, sg2 = (ref[:, 0], ref[:, 1]) if masked else (ref[0], ref[1])
+    n_px = keep.sum(axis=(1, 2)).astype(np.float64) if masked else None
+    raws = _many_raws(h, w, sg, sg2, sums, sam[:, 0], sam[:, 1], ssim_sum, ssim_count, maps, valid, n_px)
+    dark_all = sam_dark_pixels(gn) if not masked else None
+    out = []
+    for j, (raw, wl) in enumerate(zip(raws, wls)):
+        nd = nds[j]
+        if k_eng is None:
+            raw["abs_map"] = _abs_at(g, ps[j], k)
+        if nd is not None:
+            _blank_nodata(raw, nd)
+        dark = dark_all if nd is None and dark_all is not None else sam_dark_pixels(gn, None if nd is None else ~nd)
+        notes: list[str] = []
+        res = _finish(_leave_out_dark(raw, dark, None if keep is None else keep[j]), scale, notes)
+        del res["uiqi"], res["per_band"]["uiqi"]
+        if not ssim:
+            res["ssim"] = math.nan
+        _expand_bands(res, keep_b, b)
+        masked_px = 0 if nd is None else int(np.count_nonzero(nd))
+        _mask_notes(notes, masked_px, excl, wl)
+        res["per_band"]["wavelengths_nm"] = wl
+        res["maps"] = {"rmse": raw["rmse_map"], "abs_error": raw["abs_map"], "sam_deg": raw["sam_map"],
+                       "sam_valid": raw["valid_map"]}
+        _mask_keys(res, masked_px, excl, nd)
+        res.update(band_index=k, scale=scale, n_pixels=int(raw["n_pixels"]), region=None, masked=False,
+                   notes=notes, conventions=CONVENTIONS)
+        out.append(res)
+    return out
+
+
+def ssim_many(gt, preds, *, device=None, progress=None, engine: str = "auto", nodata=None,
+              exclude_bands=None) -> list[tuple[float, np.ndarray]]:
     """SSIM of several outputs against one reference over the whole image: (mean over bands,
     (B,) per band) per output, equal to ``compute_all``'s ``ssim`` and ``per_band['ssim']``. The
-    SSIM part of :func:`compute_all_many` alone (see its ``ssim`` argument); no checks beyond
-    the shapes (the caller has already paired the cubes)."""
+    SSIM part of :func:`compute_all_many` alone (see its ``ssim`` argument, and ``nodata`` /
+    ``exclude_bands``); no checks beyond the shapes (the caller has already paired the cubes)."""
     g, _ = as_hwb_tensor(gt, "reference")
     ps = []
     for i, pred in enumerate(preds):
@@ -606,6 +863,33 @@ def ssim_many(gt, preds, *, device=None, progress=None, engine: str = "auto") ->
     if not ps:
         return []
     dev = _resolve_device(device)
+    h, w, b = g.shape
+    nds = _outputs_nodata(nodata, gt, preds, h, w)
+    excl = _band_exclusion(exclude_bands, b, gt, *preds)
+    if excl is not None or any(nd is not None for nd in nds):
+        if not _use_fused(dev, engine):
+            out = []
+            for j, p in enumerate(ps):
+                res = compute_all(g, p, device=dev, nodata=nds[j], exclude_bands=excl)
+                out.append((res["ssim"], res["per_band"]["ssim"]))
+                if progress is not None:
+                    progress((j + 1) / len(ps))
+            return out
+        keep_b, _ = _kept_bands(excl, b, 0)
+        keep = None
+        if any(nd is not None for nd in nds):
+            keep = np.stack([np.ones((h, w), bool) if nd is None else ~nd for nd in nds])
+        sums, counts = _fused_ssim(*_c_arrays(_take_bands(g, keep_b), [_take_bands(p, keep_b) for p in ps]),
+                                   progress, keep)
+        counts = np.broadcast_to(np.asarray(counts, dtype=np.float64), (len(ps),))
+        out = []
+        for j in range(len(ps)):
+            kept = sums[j] / counts[j] if counts[j] > 0 else np.full(sums.shape[1], np.nan)
+            per_band = kept if keep_b is None else np.full(b, np.nan)
+            if keep_b is not None:
+                per_band[keep_b] = kept
+            out.append((float(np.mean(kept)), per_band))
+        return out
     if _use_fused(dev, engine):
         sums, count = _fused_ssim(*_c_arrays(g, ps), progress)
         raws = [{"ssim_sum": sums[j], "ssim_count": count} for j in range(len(ps))]
@@ -634,10 +918,11 @@ def _c_arrays(g: torch.Tensor, ps: list) -> tuple[np.ndarray, list[np.ndarray]]:
     return (np.ascontiguousarray(g.cpu().numpy()), [np.ascontiguousarray(p.cpu().numpy()) for p in ps])
 
 
-def _fused_ssim(g: np.ndarray, ps: list[np.ndarray], progress) -> tuple[np.ndarray, float]:
-    """((N, B) sums of the SSIM map per band, window count) from the fused kernels."""
+def _fused_ssim(g: np.ndarray, ps: list[np.ndarray], progress, keep=None) -> tuple[np.ndarray, Any]:
+    """((N, B) sums of the SSIM map per band, window count: a number, or (N,) with ``keep``)
+    from the fused kernels."""
     return metrics_cpu.ssim_sums_many(g, ps, _gaussian_window(torch.device("cpu")).numpy(),
-                                      SSIM_K1 ** 2, SSIM_K2 ** 2, progress)
+                                      SSIM_K1 ** 2, SSIM_K2 ** 2, progress, keep=keep)
 
 
 def _split_progress(progress, start: float, end: float):
@@ -754,21 +1039,24 @@ def _run_engine_many(gt: torch.Tensor, preds: list, band_index: int, device: tor
 
 
 def _many_raws(h: int, w: int, sg: np.ndarray, sg2: np.ndarray, sums: np.ndarray, sam_sum: np.ndarray,
-               sam_count: np.ndarray, ssim_sum: np.ndarray, ssim_count: float, maps: dict,
-               valid_map: np.ndarray) -> list[dict[str, Any]]:
+               sam_count: np.ndarray, ssim_sum: np.ndarray, ssim_count, maps: dict,
+               valid_map: np.ndarray, n_pixels: np.ndarray | None = None) -> list[dict[str, Any]]:
     """One raw dict per output (as ``_finish`` takes them) from the sums of a pass over N outputs,
-    either engine's: sg, sg2 (B,) sums of g and g^2; sums (N, 3, B) of d = p - g, d^2 and g p;
-    sam_sum, sam_count (N,); ssim_sum (N, B) and the window count; maps 'rmse', 'sam', 'abs' and
-    valid_map, each (N, h, w)."""
-    zeros = np.zeros(sg.shape[0])
+    either engine's: sg, sg2 (B,) sums of g and g^2 (or (N, B), one per output, when masks make
+    the reference's pixels differ); sums (N, 3, B) of d = p - g, d^2 and g p; sam_sum, sam_count
+    (N,); ssim_sum (N, B) and the window count (or (N,) counts); maps 'rmse', 'sam', 'abs' and
+    valid_map, each (N, h, w); n_pixels (N,) the pixels each output counts (default all)."""
+    zeros = np.zeros(sg.shape[-1])
     raws = []
     for j in range(len(sums)):
         sd, sd2, sgp = sums[j]
-        sgd = sgp - sg2  # sum g d
+        gj, g2j = (sg[j], sg2[j]) if sg.ndim == 2 else (sg, sg2)
+        sgd = sgp - g2j  # sum g d
         # s = p + g = 2g + d: sum s, sum d, sum s^2, sum d^2, sum s d, as _run_engine collects them
-        band_sums = np.stack([2.0 * sg + sd, sd, 4.0 * sg2 + 4.0 * sgd + sd2, sd2, 2.0 * sgd + sd2])
-        raws.append({"band_sums": band_sums, "n_pixels": float(h * w),
-                     "ssim_sum": ssim_sum[j], "ssim_count": float(ssim_count),
+        band_sums = np.stack([2.0 * gj + sd, sd, 4.0 * g2j + 4.0 * sgd + sd2, sd2, 2.0 * sgd + sd2])
+        count = ssim_count[j] if np.ndim(ssim_count) else ssim_count
+        raws.append({"band_sums": band_sums, "n_pixels": float(h * w) if n_pixels is None else float(n_pixels[j]),
+                     "ssim_sum": ssim_sum[j], "ssim_count": float(count),
                      "uiqi_sum": zeros, "uiqi_count": zeros,
                      "sam_sum": float(sam_sum[j]), "sam_count": float(sam_count[j]),
                      "rmse_map": maps["rmse"][j], "sam_map": maps["sam"][j],

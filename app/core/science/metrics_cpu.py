@@ -77,10 +77,12 @@ def _kernels() -> tuple:
 
 
 # ------------------------------------------------------------------------------------ the kernels
-def _rest_rows(g, p, r0, r1, k, want_ref, ref_sums, sums, rmse, sam, absd, valid, sam_acc):
+def _rest_rows(g, p, r0, r1, k, want_ref, ref_sums, sums, rmse, sam, absd, valid, sam_acc, keep, masked):
     """Rows r0..r1 of one output p against g (both (H, W, B) float32, C order): per-band float64
     sums (ref_sums: sum g, sum g^2 when want_ref; sums: sum d, sum d^2, sum g p), the RMSE, SAM
-    (degrees) and |error at band k| maps and the valid mask, and (sum of angles in rad, count)."""
+    (degrees) and |error at band k| maps and the valid mask, and (sum of angles in rad, count).
+    When ``masked``, pixels where ``keep`` ((H, W) uint8) is 0 are left out: no sums, maps 0,
+    not valid."""
     h, w, b = g.shape
     m_all = w * b
     xs = np.empty(m_all, np.float32)  # the row, clipped
@@ -93,6 +95,12 @@ def _rest_rows(g, p, r0, r1, k, want_ref, ref_sums, sums, rmse, sam, absd, valid
             xs[m] = min(max(grow[m], np.float32(0.0)), np.float32(1.0))
             ys[m] = min(max(prow[m], np.float32(0.0)), np.float32(1.0))
         for j in range(w):
+            if masked and keep[i, j] == 0:
+                rmse[i, j] = 0.0
+                absd[i, j] = 0.0
+                sam[i, j] = 0.0
+                valid[i, j] = False
+                continue
             o = j * b
             gg = 0.0
             pp = 0.0
@@ -170,9 +178,10 @@ def _ssim_ref_rows(g, r0, r1, win, mu, var):
             var_row[m] = h2[m] - h1[m] * h1[m]
 
 
-def _ssim_pred_rows(g, p, r0, r1, win, mu_g, var_g, c1, c2, acc):
+def _ssim_pred_rows(g, p, r0, r1, win, mu_g, var_g, c1, c2, acc, keep, masked):
     """SSIM of p against g for output rows r0..r1 (valid windows), g's local moments given
-    (``_ssim_ref_rows``): the SSIM values summed per band into acc ((B,) float64)."""
+    (``_ssim_ref_rows``): the SSIM values summed per band into acc ((B,) float64). When
+    ``masked``, windows centred on a pixel where ``keep`` ((H, W) uint8) is 0 are left out."""
     h, w, b = g.shape
     n = win.shape[0]
     m_all = w * b
@@ -221,7 +230,10 @@ def _ssim_pred_rows(g, p, r0, r1, win, mu_g, var_g, c1, c2, acc):
             num = (np.float32(2.0) * mgp + c1) * (np.float32(2.0) * (h3[m] - mgp) + c2)
             den = (mg * mg + mp2 + c1) * ((h2[m] - mp2) + var_row[m] + c2)
             h1[m] = num / den
+        half = n // 2
         for j in range(wo):
+            if masked and keep[i + half, j + half] == 0:
+                continue
             for c in range(b):
                 acc[c] += np.float64(h1[j * b + c])
 
@@ -294,15 +306,31 @@ def _c_float32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def rest_many(g: np.ndarray, preds: list[np.ndarray], band_index: int, progress=None) -> tuple:
+_NO_MASK = np.ones((1, 1), np.uint8)  # the kernels' keep argument when nothing is masked (one signature)
+
+
+def _keep_arrays(keep, n: int, h: int, w: int) -> list[np.ndarray] | None:
+    """Per output the (H, W) uint8 keep mask, or None when nothing is masked."""
+    if keep is None:
+        return None
+    keep = np.asarray(keep)
+    if keep.shape != (n, h, w):
+        raise ValueError(f"keep must be (N, H, W) = {(n, h, w)}, got {keep.shape}")
+    return [np.ascontiguousarray(keep[j], dtype=np.uint8) for j in range(n)]
+
+
+def rest_many(g: np.ndarray, preds: list[np.ndarray], band_index: int, progress=None, keep=None) -> tuple:
     """The pass of ``metrics._run_engine_many(parts='no_ssim')`` over (H, W, B) float32 arrays,
     as sums and maps: (ref (2, B) sums of g and g^2, sums (N, 3, B) of d = p - g, d^2 and g p,
     sam (N, 2) sum of angles in rad and their count, maps {'rmse', 'sam' (degrees), 'abs' (at
-    band ``band_index``)} each (N, H, W) float32, valid (N, H, W) bool)."""
+    band ``band_index``)} each (N, H, W) float32, valid (N, H, W) bool). ``keep`` ((N, H, W)
+    bool, optional): the pixels each output counts; the others are left out of its sums (ref is
+    then (N, 2, B), the reference's sums over each output's pixels) and are 0 in its maps."""
     g = _c_float32(g)
     preds = [_c_float32(p) for p in preds]
     h, w, b = g.shape
     n = len(preds)
+    keeps = _keep_arrays(keep, n, h, w)
     maps = {name: np.empty((n, h, w), np.float32) for name in ("rmse", "sam", "abs")}
     valid = np.empty((n, h, w), np.bool_)
     k = int(band_index)
@@ -310,32 +338,35 @@ def rest_many(g: np.ndarray, preds: list[np.ndarray], band_index: int, progress=
 
     def work(rows):
         r0, r1 = rows
-        ref = np.zeros((2, b))
+        ref = np.zeros((n if keeps else 1, 2, b))
         sums = np.zeros((n, 3, b))
         sam_acc = np.zeros((n, 2))
         for j, p in enumerate(preds):
-            rest_rows(g, p, r0, r1, k, j == 0, ref, sums[j], maps["rmse"][j], maps["sam"][j], maps["abs"][j],
-                      valid[j], sam_acc[j])
+            rest_rows(g, p, r0, r1, k, j == 0 or keeps is not None, ref[j if keeps else 0], sums[j],
+                      maps["rmse"][j], maps["sam"][j], maps["abs"][j], valid[j], sam_acc[j],
+                      _NO_MASK if keeps is None else keeps[j], keeps is not None)
         return ref, sums, sam_acc
 
     parts = _run_chunks(_chunks(h), work, progress)
     ref, sums, sam_acc = (sum(part[i] for part in parts) for i in range(3))
-    return ref, sums, sam_acc, maps, valid
+    return (ref[0] if keeps is None else ref), sums, sam_acc, maps, valid
 
 
 def ssim_sums_many(g: np.ndarray, preds: list[np.ndarray], window: np.ndarray, c1: float, c2: float,
-                   progress=None) -> tuple[np.ndarray, float]:
+                   progress=None, keep=None) -> tuple[np.ndarray, float | np.ndarray]:
     """((N, B) float64 sums of the SSIM map per band, number of windows per band) of each output
-    against g, valid windows of ``window`` (1-D, separable)."""
+    against g, valid windows of ``window`` (1-D, separable). With ``keep`` ((N, H, W) bool) the
+    windows centred on left-out pixels do not count, and the counts are (N,) per output."""
     g = _c_float32(g)
     preds = [_c_float32(p) for p in preds]
     win = _c_float32(window)
     h, w, b = g.shape
     n = len(preds)
+    keeps = _keep_arrays(keep, n, h, w)
     half = win.shape[0] - 1
     ho, wo = h - half, w - half
     if ho <= 0 or wo <= 0 or n == 0:
-        return np.zeros((n, b)), 0.0
+        return np.zeros((n, b)), (0.0 if keeps is None else np.zeros(n))
     c1f, c2f = np.float32(c1), np.float32(c2)
     _, ssim_ref_rows, ssim_pred_rows = _kernels()
 
@@ -346,11 +377,16 @@ def ssim_sums_many(g: np.ndarray, preds: list[np.ndarray], window: np.ndarray, c
         ssim_ref_rows(g, r0, r1, win, mu, var)
         acc = np.zeros((n, b))
         for j, p in enumerate(preds):
-            ssim_pred_rows(g, p, r0, r1, win, mu, var, c1f, c2f, acc[j])
+            ssim_pred_rows(g, p, r0, r1, win, mu, var, c1f, c2f, acc[j],
+                           _NO_MASK if keeps is None else keeps[j], keeps is not None)
         return acc
 
     parts = _run_chunks(_chunks(ho), work, progress)
-    return sum(parts), float(ho * wo)
+    if keeps is None:
+        return sum(parts), float(ho * wo)
+    c = half // 2
+    counts = np.array([float(np.count_nonzero(kp[c:c + ho, c:c + wo])) for kp in keeps])
+    return sum(parts), counts
 
 
 def warm_up() -> bool:
@@ -363,6 +399,9 @@ def warm_up() -> bool:
     preds = [np.clip(g + 0.01, 0, 1), g[::-1].copy()]
     rest_many(g, preds, 1)
     ssim_sums_many(g, preds, np.full(11, 1 / 11, np.float32), 1e-4, 9e-4)
+    keep = np.ones((2, 16, 16), bool)
+    keep[:, 8, 8] = False
+    rest_many(g, preds, 1, keep=keep)  # (the same compiled kernels: the mask is a runtime argument)
     return True
 
 
