@@ -11,6 +11,7 @@ guide, ``hr_rgb`` (N, 3, H, W) RGB guide, ``srf`` (M, B) spectral response (rows
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,21 @@ from models.errors import HsiError
 INPUTS = ("lr_hsi", "hr_msi", "hr_rgb", "srf", "psf")
 INPUT_TITLES = {"lr_hsi": "LR-HSI", "hr_msi": "HR-MSI guide", "hr_rgb": "HR-RGB guide",
                 "srf": "spectral response (SRF)", "psf": "point spread function (PSF)"}
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "resources" / "weights"
+
+
+def _weights_dir() -> Path:
+    """resources/weights of the checkout this code runs from, else of the installed package
+    ``hsi_sr_resources`` (as ``app.core.paths`` resolves it; ``models`` never imports ``app``)."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and (root / "resources" / "weights").is_dir():
+        return root / "resources" / "weights"
+    try:
+        return Path(str(importlib.resources.files("hsi_sr_resources") / "weights"))
+    except ModuleNotFoundError:  # a broken install: WeightsFile.path then names the missing file
+        return root / "resources" / "weights"
+
+
+WEIGHTS_DIR = _weights_dir()
 
 
 class ModelError(HsiError):
