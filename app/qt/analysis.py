@@ -6,127 +6,35 @@
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import sip
-from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QGuiApplication
 from PyQt6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
                              QPushButton, QScrollArea, QSizePolicy, QTableWidget, QTableWidgetItem, QTabWidget,
                              QToolButton, QVBoxLayout, QWidget)
 
 from app.core.evaluation.analysis import (CURVE_METRICS, CURVE_TITLES, ERROR_KIND_TITLES, ERROR_KINDS, METRIC_COLUMNS,
-                               SCOPE_TITLES, SCOPES, AnalysisCache, AnalysisError, AnalysisResult, Cancelled,
+                               SCOPE_TITLES, SCOPES, AnalysisCache, AnalysisError, AnalysisResult,
                                make_request, run_analysis, worst_band)
 from app.core.state.scene import Scene
 from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
 from app.qt.binding import subscribe
 from app.qt.controls import LevelsBar
+from app.qt.workers import Worker
 from app.qt.panel import (CrossLine, ElidedLabel, PointerMixin, _ImageView, _PanelViewBox, crosshair_pen,
                           display_stride, place_crosshair, show_strided)
 
 ERROR_CMAP = "inferno"
 SAM_CMAP = "viridis"
 DEBOUNCE_MS = 120
+ANALYSIS_JOB = "analysis"
 # Maps are never drawn smaller than this (px, image height): below it the maps scroll, and the
 # dock can be maximised (Ctrl+Shift+M) to see more at once.
 MIN_MAP_PX = 140
 MAP_TITLE_PX = 20
-
-
-class AnalysisJob(QObject):
-    """Runs :func:`app.core.evaluation.analysis.run_analysis` off the GUI thread; a new request cancels the
-    running one and waits (latest wins). Signals: progress(fraction, text), done(result),
-    failed(exception), running(bool)."""
-
-    progress = pyqtSignal(float, str)
-    partial = pyqtSignal(object)  # the maps and every metric but SSIM, before the job is done
-    done = pyqtSignal(object)
-    failed = pyqtSignal(object)
-    running = pyqtSignal(bool)
-
-    _partial_from_worker = pyqtSignal(object)  # (the job's cancel event, result), queued to this thread
-
-    def __init__(self, cache: AnalysisCache, parent=None):
-        super().__init__(parent)
-        self.cache = cache
-        self._partial_from_worker.connect(self._on_partial)
-        self._cancel: threading.Event | None = None
-        self._pending = None
-        self._worker = None
-
-    @property
-    def is_running(self) -> bool:
-        return self._cancel is not None
-
-    def submit(self, request) -> None:
-        if self._cancel is not None:
-            self._pending = request
-            self._cancel.set()
-            return
-        self._start(request)
-
-    def cancel(self) -> None:
-        self._pending = None
-        if self._cancel is not None:
-            self._cancel.set()
-
-    def _start(self, request) -> None:
-        from superqt.utils import create_worker
-
-        cancel = threading.Event()
-        self._cancel = cancel
-        self.running.emit(True)
-        emit_progress = self.progress.emit  # a queued signal: safe from the worker thread
-        emit_partial = self._partial_from_worker
-
-        def on_partial(result):
-            if not cancel.is_set():
-                emit_partial.emit((cancel, result))
-
-        worker = create_worker(run_analysis, request, self.cache, progress=lambda f, t: emit_progress(f, t),
-                               should_cancel=cancel.is_set, partial=on_partial, _start_thread=False,
-                               _ignore_errors=True)
-        worker.returned.connect(lambda result: self._finish(result, None))
-        worker.errored.connect(lambda exc: self._finish(None, exc))
-        self._worker = worker
-        worker.start()
-
-    def _on_partial(self, item) -> None:
-        cancel, result = item
-        if cancel is self._cancel and not cancel.is_set() and self._pending is None:
-            self.partial.emit(result)  # only for the job still running (a newer request replaces it)
-
-    def _finish(self, result, exc) -> None:
-        if sip.isdeleted(self):
-            return
-        self._cancel = None
-        self._worker = None
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self._start(pending)
-            return
-        self.running.emit(False)
-        if exc is not None:
-            self.failed.emit(exc)
-        else:
-            self.done.emit(result)
-
-    def wait(self, timeout_s: float = 30.0) -> bool:
-        """Block until idle (tests, scripts); True when idle."""
-        import time
-
-        from PyQt6.QtWidgets import QApplication
-
-        end = time.monotonic() + timeout_s
-        while self.is_running and time.monotonic() < end:
-            QApplication.processEvents()
-            time.sleep(0.005)
-        QApplication.processEvents()
-        return not self.is_running
 
 
 class MapView(PointerMixin, QFrame):
@@ -278,7 +186,8 @@ class AnalysisView(QWidget):
         self.scene = scene
         self.device = device
         self.cache = AnalysisCache()
-        self.job = AnalysisJob(self.cache, self)
+        # one thread for the analysis: a new request stops the running one (latest wins)
+        self.job = Worker(self, name="analysis")
         self.result: AnalysisResult | None = None
         self.error_views: dict[int, MapView] = {}
         self.sam_views: dict[int, MapView] = {}
@@ -446,11 +355,11 @@ class AnalysisView(QWidget):
         self.worst_sam_button.clicked.connect(lambda: self.go_to_worst("sam"))
         self.worst_error_button.clicked.connect(lambda: self.go_to_worst("error"))
         self.cancel_button.clicked.connect(self.cancel)
-        self.job.progress.connect(self._on_progress)
-        self.job.done.connect(self._on_done)
-        self.job.partial.connect(self._on_partial)
-        self.job.failed.connect(self._on_failed)
-        self.job.running.connect(self._on_running)
+        self.job.progress.connect(lambda _key, _ticket, value: self._on_progress(value))
+        self.job.done.connect(lambda _key, _ticket, result: self._on_done(result))
+        self.job.failed.connect(lambda _key, _ticket, exc: self._on_failed(exc))
+        self.job.cancelled.connect(lambda *_: self._on_cancelled())
+        self.job.busy.connect(self._on_running)
 
         ev = scene.events
         subscribe(self, ev.layers, lambda *_: self._on_layers())
@@ -537,7 +446,14 @@ class AnalysisView(QWidget):
             self.placeholder.setText("Analysing the reconstructions against "
                                      f"{request.reference.name}… the maps appear here")
             self.placeholder.show()
-        self.job.submit(request)
+        cache = self.cache
+
+        def analyse(control):
+            # run_analysis, not analysis_steps: its row-tile ticks stop a long pass mid-way
+            return run_analysis(request, cache, progress=lambda f, t: control.report((f, t)),
+                                should_cancel=control.cancelled, partial=control.report)
+
+        self.job.submit(ANALYSIS_JOB, analyse)
 
     def cancel(self) -> None:
         self.job.cancel()
@@ -558,16 +474,21 @@ class AnalysisView(QWidget):
             self.progress.setValue(0)
         self.busy.emit(running, "Analysing…" if running else "")
 
-    def _on_progress(self, fraction: float, text: str) -> None:
+    def _on_progress(self, value) -> None:
+        if isinstance(value, AnalysisResult):  # the maps and every metric but SSIM
+            self._on_partial(value)
+            return
+        fraction, text = value
         self.progress.setValue(int(1000 * fraction))
         self.status.setText(text)
 
+    def _on_cancelled(self) -> None:
+        self._after.clear()
+        self.status.setText("Analysis cancelled — change anything or press Refresh (F5) to run it again")
+        self._stale = True
+
     def _on_failed(self, exc) -> None:
         self._after.clear()
-        if isinstance(exc, Cancelled):
-            self.status.setText("Analysis cancelled — change anything or press Refresh (F5) to run it again")
-            self._stale = True
-            return
         self.status.setText(f"Analysis failed: {exc}")
         self.failed.emit(exc)
 
@@ -912,9 +833,4 @@ class AnalysisView(QWidget):
     def shutdown(self) -> None:
         """Stop the job (it stops within a row tile) and let its thread end before the widgets go."""
         self._debounce.stop()
-        running = self.job.is_running
-        self.job.cancel()
-        if running:
-            from PyQt6.QtCore import QThreadPool
-
-            QThreadPool.globalInstance().waitForDone(5000)
+        self.job.shutdown(5.0)

@@ -8,14 +8,13 @@ The state lives in :mod:`app.core.evaluation.results` (Qt-free); this module onl
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
 from PyQt6 import sip
-from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QObject, QSettings, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QSettings, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QBrush, QColor, QFont, QKeySequence
 from PyQt6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog,
                              QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMainWindow, QProgressBar,
@@ -28,6 +27,7 @@ from app.core.evaluation.compare import RANGES, CompareCancelled
 from app.core.errors import HsiError
 from app.core.state.scene import Scene
 from app.qt import theme
+from app.qt.workers import JobControl, Worker
 
 JSON_FILTER = "Results JSON (*.json);;All files (*)"
 # cell colours from worst to best (alpha keeps the text readable on both themes)
@@ -477,43 +477,22 @@ class CompareDialog(QDialog):
 
 
 # ---------------------------------------------------------------------------------- jobs
-def _run_compare(values: dict, progress: Callable, should_cancel: Callable) -> dict:
-    """compare() with the dialog's values; writes the JSON when asked (worker thread)."""
+COMPARE_JOB = "compare"
+
+def _run_compare(values: dict, control: JobControl) -> dict:
+    """compare() with the dialog's values; writes the JSON when asked (worker thread). Progress
+    goes to ``control`` as (done, total, label)."""
     from app.core.inference.batch import write_json
     from app.core.evaluation.compare import compare
 
     doc = compare(values["gt"], values["preds"], names=values["names"], scale=values["scale"], var=values["var"],
                   pred_range=values["pred_range"], crop=values["crop"], device=values["device"],
-                  on_progress=progress, should_cancel=should_cancel)
+                  on_progress=lambda done, total, row: control.report(
+                      (int(done), int(total), f"{row.get('image', '')} · {row.get('model', '')}" if row else "")),
+                  should_cancel=control.cancelled)
     if values.get("json_out"):
         write_json(Path(values["json_out"]).expanduser(), doc)
     return doc
-
-
-class _Job(QObject):
-    """One function on a worker thread; ``done(result)`` / ``failed(exception)`` on the GUI thread."""
-
-    done = pyqtSignal(object)
-    failed = pyqtSignal(object)
-
-    def __init__(self, fn, *args, parent=None, **kwargs):
-        super().__init__(parent)
-        from superqt.utils import create_worker
-
-        self.worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True, **kwargs)
-        self.worker.returned.connect(self._returned)
-        self.worker.errored.connect(self._errored)
-
-    def _returned(self, value):
-        if not sip.isdeleted(self):
-            self.done.emit(value)
-
-    def _errored(self, exc):
-        if not sip.isdeleted(self):
-            self.failed.emit(exc)
-
-    def start(self):
-        self.worker.start()
 
 
 # ---------------------------------------------------------------------------------- window
@@ -528,7 +507,7 @@ class ResultsBrowser(QMainWindow):
     scene_opened = pyqtSignal(str)
     busy_changed = pyqtSignal(bool)
     compare_finished = pyqtSignal(str)
-    _compare_progress = pyqtSignal(int, int, str)
+    compare_progress = pyqtSignal(int, int, str)  # (pairs done, pairs in all, 'image · method')
 
     def __init__(self, scene: Scene, *, report_error: Callable[[BaseException, str], None] | None = None,
                  settings: QSettings | None = None, parent=None):
@@ -543,8 +522,11 @@ class ResultsBrowser(QMainWindow):
         self._report_error = report_error
         self.errors_reported: list[str] = []
         self.table: ResultsTable | None = None
-        self._jobs: set[_Job] = set()
-        self._compare_cancel: threading.Event | None = None
+        # two threads: an image can be opened while a comparison runs
+        self._worker = Worker(self, name="results", threads=2)
+        self._worker.busy.connect(self.busy_changed)
+        self._worker.progress.connect(lambda _key, _ticket, value: self.compare_progress.emit(*value))
+        self.compare_progress.connect(self._on_compare_progress)
         self._doc_in_memory: dict | None = None  # the last comparison run here (Save JSON writes it)
 
         # ---- toolbar
@@ -617,7 +599,6 @@ class ResultsBrowser(QMainWindow):
         self.cancel_button.hide()
         status.addPermanentWidget(self.progress)
         status.addPermanentWidget(self.cancel_button)
-        self._compare_progress.connect(self._on_compare_progress)
         self._sync_actions()
 
     def _action(self, text, slot, shortcut=None, tip="") -> QAction:
@@ -635,11 +616,11 @@ class ResultsBrowser(QMainWindow):
     # ------------------------------------------------------------------ state
     @property
     def busy(self) -> bool:
-        return bool(self._jobs)
+        return self._worker.is_running
 
     @property
     def comparing(self) -> bool:
-        return self._compare_cancel is not None
+        return self._worker.busy_with(COMPARE_JOB)
 
     def _report(self, exc: BaseException, title: str) -> None:
         self.errors_reported.append(f"{title}: {exc}")
@@ -806,7 +787,8 @@ class ResultsBrowser(QMainWindow):
             self._report(exc, f"Cannot open {image}")
             return
         self.statusBar().showMessage(f"Opening {image} ({len(request.preds)} reconstruction(s))…")
-        self._start(load_scene, (request,), self._scene_loaded, lambda exc: self._report(exc, f"Cannot open {image}"))
+        self._start(None, lambda _control: load_scene(request), self._scene_loaded,
+                    lambda exc: self._report(exc, f"Cannot open {image}"))
 
     def _scene_loaded(self, opened: OpenedScene) -> None:
         scene = self.scene
@@ -844,25 +826,18 @@ class ResultsBrowser(QMainWindow):
         """Run compare with the dialog's values off the GUI thread; the results replace the table."""
         if self.comparing:
             raise RuntimeError("a comparison is already running")
-        cancel = threading.Event()
-        self._compare_cancel = cancel
-        emit = self._compare_progress.emit  # queued: safe from the worker thread
-
-        def progress(done, total, row):
-            label = f"{row.get('image', '')} · {row.get('model', '')}" if row else ""
-            emit(int(done), int(total), label)
-
+        self._start(COMPARE_JOB, lambda control: _run_compare(values, control),
+                    lambda doc: self._compare_done(doc, values), self._compare_failed,
+                    lambda: self._compare_failed(CompareCancelled("comparison cancelled by the user")))
         self.progress.setRange(0, 0)
         self.progress.show()
         self.cancel_button.show()
         self._sync_actions()
         self.statusBar().showMessage("Comparing…")
-        self._start(_run_compare, (values, progress, cancel.is_set),
-                    lambda doc: self._compare_done(doc, values), self._compare_failed)
 
     def cancel_compare(self) -> None:
-        if self._compare_cancel is not None:
-            self._compare_cancel.set()
+        if self.comparing:
+            self._worker.cancel(COMPARE_JOB)
             self.statusBar().showMessage("Cancelling the comparison…")
 
     def _on_compare_progress(self, done: int, total: int, label: str) -> None:
@@ -872,7 +847,6 @@ class ResultsBrowser(QMainWindow):
             self.statusBar().showMessage(f"Compared {label}")
 
     def _compare_ended(self) -> None:
-        self._compare_cancel = None
         self.progress.hide()
         self.cancel_button.hide()
         self._sync_actions()
@@ -918,43 +892,29 @@ class ResultsBrowser(QMainWindow):
         self.statusBar().showMessage(f"Saved {path}", 6000)
 
     # ------------------------------------------------------------------ workers
-    def _start(self, fn, args, on_done, on_error) -> None:
-        job = _Job(fn, *args, parent=self)
-        self._jobs.add(job)
-        was_busy = len(self._jobs) > 1
+    def _start(self, key, job, on_done, on_error, on_cancel=None) -> None:
+        def guarded(callback):
+            def call(*value):
+                try:
+                    callback(*value)
+                except Exception as exc:  # noqa: BLE001 - shown to the user
+                    self._report(exc, "Unexpected error")
+            return call
 
-        def finish(callback, value):
-            self._jobs.discard(job)
-            try:
-                callback(value)
-            except Exception as exc:  # noqa: BLE001 - shown to the user
-                self._report(exc, "Unexpected error")
-            finally:
-                if not self._jobs:
-                    self.busy_changed.emit(False)
-
-        job.done.connect(lambda value: finish(on_done, value))
-        job.failed.connect(lambda exc: finish(on_error, exc))
-        if not was_busy:
-            self.busy_changed.emit(True)
-        job.start()
+        self._worker.submit(key, job, on_done=guarded(on_done), on_error=guarded(on_error),
+                            on_cancel=guarded(on_cancel) if on_cancel is not None else None)
 
     def wait_idle(self, timeout_s: float = 60.0) -> bool:
         """Block (processing events) until no job runs; True when idle (tests, scripts)."""
-        import time
-
-        from PyQt6.QtWidgets import QApplication
-
-        end = time.monotonic() + timeout_s
-        while self._jobs and time.monotonic() < end:
-            QApplication.processEvents()
-            time.sleep(0.01)
-        QApplication.processEvents()
-        return not self._jobs
+        return self._worker.wait(timeout_s)
 
     def closeEvent(self, event):  # noqa: N802
         self.cancel_compare()
         super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop the jobs and let their threads end (the viewer is closing)."""
+        self._worker.shutdown(5.0)
 
 
 WORST_HTML = "#%02x%02x%02x" % WORST_RGB

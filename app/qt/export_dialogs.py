@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import gc
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from PyQt6.QtCore import QByteArray, QObject, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QByteArray, Qt, QTimer
 from PyQt6.QtGui import QAction, QImage, QKeySequence, QPixmap
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                              QFormLayout, QGroupBox, QHBoxLayout, QInputDialog, QLabel, QLineEdit,
@@ -29,6 +28,7 @@ from app.core.export import figure as core_figure
 from app.core.export import session as core_session
 from app.core.errors import HsiError
 from app.qt import dialogs
+from app.qt.workers import Worker
 
 if TYPE_CHECKING:  # pragma: no cover
     from app.qt.main_window import MainWindow
@@ -37,6 +37,7 @@ FIGURE_FILTER = "PDF, vector (*.pdf);;SVG, vector (*.svg);;PNG image (*.png)"
 SESSION_FILTER = f"Viewer session (*{core_session.SESSION_SUFFIX} *.json)"
 CUBE_FILTER = "ENVI (*.hdr);;MATLAB (*.mat);;NumPy (*.npy);;TIFF (*.tif)"
 DEFAULT_DPI = 300
+PREVIEW_JOB = "preview"
 PREVIEW_DPI = 90
 
 
@@ -135,11 +136,12 @@ class ExportController:
             self.last_written = Path(path)
             self.window.statusBar().showMessage(f"Saved {path}", 8000)
 
-        self.window._run(fn, (), done, lambda exc: self.window._report(exc, title), background, f"{title}…")
+        self.window.run_job(fn, done, lambda exc: self.window.report(exc, title), background=background,
+                            message=f"{title}…")
 
     def _need_layers(self, title: str) -> bool:
         if not self.scene.layers:
-            self.window._report(HsiError("nothing to export: open a cube first (Ctrl+O)"), title)
+            self.window.report(HsiError("nothing to export: open a cube first (Ctrl+O)"), title)
             return False
         return True
 
@@ -154,7 +156,7 @@ class ExportController:
 
                 result = run_analysis(make_request(self.scene))
             except HsiError as exc:
-                self.window._report(exc, title)
+                self.window.report(exc, title)
                 return None
         return result
 
@@ -196,7 +198,7 @@ class ExportController:
 
     def export_spectra_figure(self, path: str | None = None, dpi: int | None = None, background: bool = True) -> None:
         if not core_export.collect_spectra(self.scene):
-            self.window._report(HsiError("no spectra to export: click a pixel (Shift+click pins more) or draw a "
+            self.window.report(HsiError("no spectra to export: click a pixel (Shift+click pins more) or draw a "
                                          "ROI first"), "Export spectra plot")
             return
         self._figure("Export spectra plot", lambda: core_figure.spectra_figure(self.scene), "spectra.pdf", path, dpi,
@@ -233,7 +235,7 @@ class ExportController:
         with_residuals = spectra is None or spectra.residual_button.isChecked()  # as the plot shows them
         curves = core_export.collect_spectra(self.scene, residuals=with_residuals)
         if not curves:
-            self.window._report(HsiError("no spectra to export: click a pixel (Shift+click pins more) or draw a "
+            self.window.report(HsiError("no spectra to export: click a pixel (Shift+click pins more) or draw a "
                                          "ROI first"), "Export spectra")
             return
         path = path or self._ask_save("Export spectra as CSV", "spectra.csv", "CSV (*.csv)")
@@ -355,20 +357,20 @@ class ExportController:
             path, _ = QFileDialog.getOpenFileName(self.window, "Open session", str(self._last_dir()), SESSION_FILTER)
             if not path:
                 return None
-        self.window._set_busy(True, "Restoring the session…")
+        self.window.set_busy(True, "Restoring the session…")
         try:
             report = core_session.restore_session(path, self.scene, locate=locate or self.locate)
         except HsiError as exc:
-            self.window._report(exc, "Cannot open the session")
+            self.window.report(exc, "Cannot open the session")
             return None
         finally:
-            self.window._set_busy(False, "")
+            self.window.set_busy(False, "")
         self.apply_layout(report.layout)
         ab = getattr(self.window, "compare_ab", None)
         if ab is not None and report.compare:
             ab.apply_state(report.compare)
         if report.skipped:
-            self.window._report(HsiError("Some layers were not restored:\n" + "\n".join(report.skipped)),
+            self.window.report(HsiError("Some layers were not restored:\n" + "\n".join(report.skipped)),
                                 "Session restored in part")
         text = f"Session restored: {len(report.layers)} layer(s)"
         if report.notes:
@@ -410,76 +412,6 @@ def render_preview(inputs: core_figure.PaperInputs, cancelled: Callable[[], bool
     # QImage (unlike QPixmap) may be made off the GUI thread; the copy owns its pixels
     image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
     return FigurePreview(provenance, rgba, image)
-
-
-class PreviewRenderer(QObject):
-    """Renders previews on one worker thread, newest request first: a request replaces any that is
-    still waiting, and one being rendered is told to stop (its result would be stale anyway).
-
-    ``finished(generation, result)`` arrives on the GUI thread with a :class:`FigurePreview` or the
-    exception raised; results of superseded generations are never emitted."""
-
-    finished = pyqtSignal(int, object)
-
-    def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
-        self._wake = threading.Condition()
-        self._pending: tuple[int, Callable] | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self.generation = 0  # the newest request; bumped on the GUI thread only
-
-    def submit(self, job: Callable[[Callable[[], bool]], object]) -> int:
-        """Queue ``job(cancelled)``; returns its generation."""
-        with self._wake:
-            self.generation += 1
-            self._pending = (self.generation, job)
-            if self._thread is None or not self._thread.is_alive():
-                self._stopping = False
-                self._thread = threading.Thread(target=self._loop, name="figure-preview", daemon=True)
-                self._thread.start()
-            self._wake.notify()
-            return self.generation
-
-    def supersede(self) -> int:
-        """Drop whatever is waiting or running (the caller shows something newer itself)."""
-        with self._wake:
-            self.generation += 1
-            self._pending = None
-            return self.generation
-
-    def shutdown(self, timeout_s: float = 5.0) -> None:
-        with self._wake:
-            self._stopping = True
-            self._pending = None
-            self.generation += 1
-            self._wake.notify()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def _loop(self) -> None:
-        while True:
-            with self._wake:
-                while self._pending is None and not self._stopping:
-                    self._wake.wait()
-                if self._stopping:
-                    return
-                generation, job = self._pending
-                self._pending = None
-
-            def cancelled(generation=generation) -> bool:
-                return generation != self.generation
-
-            try:
-                result = job(cancelled)
-            except Exception as exc:  # noqa: BLE001 - shown in the dialog's status line
-                result = exc
-            if result is None or cancelled():
-                continue
-            try:
-                self.finished.emit(generation, result)
-            except RuntimeError:  # the dialog was deleted while this was rendering
-                return
 
 
 class PaperFigureDialog(QDialog):
@@ -596,9 +528,13 @@ class PaperFigureDialog(QDialog):
         self.band.valueChanged.connect(self._show_band_nm)
         self.last_provenance: dict | None = None
         self.last_preview: np.ndarray | None = None
-        self.renderer = PreviewRenderer(self)
-        self.renderer.finished.connect(self._on_rendered)
-        self._shown_generation = 0
+        # one thread renders previews, the newest request first; the ticket of the preview
+        # wanted and of the one on screen tell whether the picture is up to date
+        self.renderer = Worker(self, name="figure-preview")
+        self.renderer.done.connect(lambda _key, ticket, preview: self._on_rendered(ticket, preview))
+        self.renderer.failed.connect(lambda _key, ticket, exc: self._on_rendered(ticket, exc))
+        self.preview_ticket = 0
+        self._shown_ticket = 0
 
     # ------------------------------------------------------------------ state
     def reload(self) -> None:
@@ -672,36 +608,41 @@ class PaperFigureDialog(QDialog):
         try:
             inputs = core_figure.paper_inputs(self.scene, self.spec())  # the scene is read here, never off-thread
         except HsiError as exc:
-            self._shown_generation = self.renderer.supersede()
+            self._supersede()
             self._show_error(exc)
             return
-        self.renderer.submit(lambda cancelled: render_preview(inputs, cancelled))
+        self.preview_ticket = self.renderer.submit(PREVIEW_JOB, lambda control: render_preview(inputs, control.cancelled))
         self.status.setText("Rendering the preview…")
         if self.preview.pixmap() is None or self.preview.pixmap().isNull():
             self.preview.setText("Rendering the preview…")
 
     def preview_pending(self) -> bool:
         """True while the newest request's preview is not on screen yet."""
-        return self._shown_generation != self.renderer.generation
+        return self._shown_ticket != self.preview_ticket
+
+    def _supersede(self) -> int:
+        """Drop whatever is waiting or rendering: the caller shows something newer itself."""
+        self.renderer.cancel(PREVIEW_JOB)
+        self.preview_ticket = self._shown_ticket = -abs(self.preview_ticket) - 1  # no job has it
+        return self.preview_ticket
 
     def update_preview(self) -> bool:
         """Render and show the preview now, on this thread (scripts and tests; the dialog itself
         uses :meth:`request_preview`). Anything the worker was rendering is dropped as stale."""
         self._debounce.stop()
-        generation = self.renderer.supersede()
+        ticket = self._supersede()
         try:
             preview = render_preview(core_figure.paper_inputs(self.scene, self.spec()))
         except HsiError as exc:
-            self._shown_generation = generation
             self._show_error(exc)
             return False
-        self._on_rendered(generation, preview)
+        self._on_rendered(ticket, preview)
         return True
 
-    def _on_rendered(self, generation: int, result) -> None:
-        if generation != self.renderer.generation:
+    def _on_rendered(self, ticket: int, result) -> None:
+        if ticket != self.preview_ticket or result is None:
             return  # a newer request is on its way: never show an older state over it
-        self._shown_generation = generation
+        self._shown_ticket = ticket
         if isinstance(result, Exception):
             self._show_error(result)
             return
@@ -726,13 +667,13 @@ class PaperFigureDialog(QDialog):
 
     def shutdown(self) -> None:
         self._debounce.stop()
-        self.renderer.shutdown()
+        self.renderer.shutdown(5.0)
 
     def export(self, path: str | None = None, background: bool = True) -> None:
         try:
             inputs = core_figure.paper_inputs(self.scene, self.spec())  # frozen here: the scene may change meanwhile
         except HsiError as exc:
-            self.controller.window._report(exc, "Export paper figure")
+            self.controller.window.report(exc, "Export paper figure")
             return
         path = path or self.controller._ask_save("Export paper figure", "figure.pdf", FIGURE_FILTER)
         if not path:

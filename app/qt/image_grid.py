@@ -11,13 +11,14 @@ import math
 
 import numpy as np
 from PyQt6 import sip
-from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QPushButton, QStackedLayout, QVBoxLayout,
                              QWidget)
 
 from app.core.state.scene import DisplayMode, RenderedImage, RenderRequest, Scene, render
 from app.qt.binding import subscribe
 from app.qt.panel import ImagePanel
+from app.qt.workers import Worker
 
 # Above this many values read per refresh, rendering goes to a worker thread.
 SYNC_RENDER_LIMIT = 24_000_000
@@ -38,52 +39,6 @@ def best_columns(n: int, width: float, height: float, image_aspect: float = 1.0,
         if scale > best_scale + 1e-9:
             best, best_scale = cols, scale
     return best
-
-
-class _RenderRunner(QObject):
-    """Runs :func:`render` off the GUI thread; while one render runs, only the newest request
-    waits (a fast-moving band slider never piles up work)."""
-
-    done = pyqtSignal(object, object)   # (request, results)
-    failed = pyqtSignal(object)         # exception
-    busy = pyqtSignal(bool)
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self._running = False
-        self._pending: RenderRequest | None = None
-
-    def submit(self, request: RenderRequest) -> None:
-        if self._running:
-            self._pending = request
-            return
-        self._start(request)
-
-    def _start(self, request: RenderRequest) -> None:
-        from superqt.utils import create_worker
-
-        self._running = True
-        self.busy.emit(True)
-        worker = create_worker(render, request, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda results, req=request: self._finish(req, results, None))
-        worker.errored.connect(lambda exc, req=request: self._finish(req, None, exc))
-        worker.start()
-
-    def _finish(self, request, results, exc) -> None:
-        self._running = False
-        pending, self._pending = self._pending, None
-        if exc is not None:
-            self.failed.emit(exc)
-        elif pending is None:
-            self.done.emit(request, results)
-        if pending is not None:
-            self._start(pending)
-        else:
-            self.busy.emit(False)
-
-    @property
-    def running(self) -> bool:
-        return self._running
 
 
 class ImageGrid(QWidget):
@@ -110,10 +65,9 @@ class ImageGrid(QWidget):
         self._columns = 0
         self._applying_range = False
         self.tool = "none"
-        self._runner = _RenderRunner(self)
-        self._runner.done.connect(self._apply_results)
-        self._runner.failed.connect(self.render_failed)
-        self._runner.busy.connect(lambda b: self.busy.emit(b, "Rendering…"))
+        self._worker = Worker(self, name="render")
+        self._worker.failed.connect(lambda _key, _ticket, exc: self.render_failed.emit(exc))
+        self._worker.busy.connect(lambda b: self.busy.emit(b, "Rendering…"))
 
         self._grid_host = QWidget(self)
         self._grid = QGridLayout(self._grid_host)
@@ -276,7 +230,7 @@ class ImageGrid(QWidget):
         if not self.panels:
             return
         request = self.scene.snapshot()
-        if self.scene.render_cost() <= SYNC_RENDER_LIMIT and not self._runner.running:
+        if self.scene.render_cost() <= SYNC_RENDER_LIMIT and not self._worker.is_running:
             try:
                 results = render(request)
             except Exception as exc:  # shown by the main window; the grid keeps working
@@ -284,7 +238,8 @@ class ImageGrid(QWidget):
                 return
             self._apply_results(request, results)
         else:
-            self._runner.submit(request)
+            self._worker.submit("render", lambda _control: render(request),
+                                on_done=lambda results: self._apply_results(request, results))
 
     def _apply_results(self, request: RenderRequest, results: dict[int, RenderedImage]) -> None:
         cmap = self.scene.colormap
@@ -377,7 +332,11 @@ class ImageGrid(QWidget):
     def reset_view(self) -> None:
         self.scene.reset_view()
 
+    def shutdown(self) -> None:
+        """Let the render thread end (the window is closing)."""
+        self._worker.shutdown(5.0)
+
     def wait_idle(self) -> bool:
         """True when no render is in flight (tests and screenshots poll this)."""
-        return not self._runner.running
+        return not self._worker.is_running
 

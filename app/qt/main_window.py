@@ -28,6 +28,7 @@ from app.qt.run_panel import RunPanel, run_dock_widget
 from app.qt.analysis import AnalysisView
 from app.qt.compare_ab import ABCompareView
 from app.qt.spectra import SpectraView
+from app.qt.workers import Worker
 
 APP_NAME = "HSI-SR Viewer"
 MAX_RECENT = 12
@@ -69,7 +70,8 @@ class MainWindow(QMainWindow):
         self.scene = scene if scene is not None else Scene()
         self.settings = settings if settings is not None else QSettings("hsi-sr-viewer", "viewer")
         self._pending_loads = 0
-        self._workers: set = set()  # running loaders, referenced until they finish
+        # files are read (and exports written) here; two threads, so a big file does not hold up a small one
+        self._loader = Worker(self, name="loader", threads=2)
         self.setWindowTitle(APP_NAME)
         self.setAcceptDrops(True)
         self.resize(1400, 900)
@@ -96,7 +98,7 @@ class MainWindow(QMainWindow):
         self.splitDockWidget(self.display_dock, self.spectra_dock, Qt.Orientation.Vertical)
         self.resizeDocks([self.display_dock], [440], Qt.Orientation.Horizontal)
         self.resizeDocks([self.display_dock, self.spectra_dock], [200, 560], Qt.Orientation.Vertical)
-        self.run_panel = RunPanel(self.scene, report_error=self._report)
+        self.run_panel = RunPanel(self.scene, report_error=self.report)
         self.run_dock = self._dock("Run model", run_dock_widget(self.run_panel), "RunDock")
         self.tabifyDockWidget(self.display_dock, self.run_dock)
         self.display_dock.raise_()
@@ -122,9 +124,9 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.analysis_dock], [ANALYSIS_DOCK_PX], Qt.Orientation.Vertical)
         self._analysis_height_before: int | None = None
         self.analysis.maximise_requested.connect(self.set_analysis_maximised)
-        self.analysis.busy.connect(self._set_busy)
+        self.analysis.busy.connect(self.set_busy)
         self.analysis.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
-        self.analysis.failed.connect(lambda exc: self._report(exc, "Cannot analyse the reconstructions"))
+        self.analysis.failed.connect(lambda exc: self.report(exc, "Cannot analyse the reconstructions"))
 
         # ---- status bar
         status = self.statusBar()
@@ -159,8 +161,8 @@ class MainWindow(QMainWindow):
         subscribe(self, ev.mode, lambda *_: self._sync_mode_actions())
         subscribe(self, ev.contrast, lambda *_: self._sync_mode_actions())
         subscribe(self, ev.colormap, lambda *_: self._update_levels_bar())
-        self.grid.busy.connect(self._set_busy)
-        self.grid.render_failed.connect(lambda exc: self._report(exc, "Cannot display the cubes"))
+        self.grid.busy.connect(self.set_busy)
+        self.grid.render_failed.connect(lambda exc: self.report(exc, "Cannot display the cubes"))
         self.grid.rendered.connect(self._update_note)
         self.grid.open_requested.connect(self.open_dialog)
         self.grid.sample_requested.connect(lambda: self.open_sample())
@@ -357,7 +359,7 @@ class MainWindow(QMainWindow):
         from app.qt.browser import ResultsBrowser
 
         if getattr(self, "results_browser", None) is None or sip.isdeleted(self.results_browser):
-            self.results_browser = ResultsBrowser(self.scene, report_error=self._report, settings=self.settings,
+            self.results_browser = ResultsBrowser(self.scene, report_error=self.report, settings=self.settings,
                                                   parent=self)
             self.results_browser.scene_opened.connect(self._results_scene_opened)
         self.results_browser.show()
@@ -492,53 +494,49 @@ class MainWindow(QMainWindow):
         """Open each (role, path); errors become dialogs, ambiguity becomes a picker."""
         for role, path in items:
             if role not in ROLES:
-                self._report(HsiError(f"{path}: unknown role {role!r}; use one of {', '.join(ROLES)}"),
+                self.report(HsiError(f"{path}: unknown role {role!r}; use one of {', '.join(ROLES)}"),
                              f"Cannot open {Path(path).name}")
                 continue
             self._start_load(role, str(path), {}, background)
 
     def open_sample(self, *, background: bool = True) -> None:
-        self._run(load_sample, (), self._on_sample_loaded,
-                  lambda exc: self._report(exc, "Cannot open the sample scene"), background, "Opening the sample…")
+        self.run_job(load_sample, self._on_sample_loaded,
+                     lambda exc: self.report(exc, "Cannot open the sample scene"), background=background,
+                     message="Opening the sample…")
 
     def _start_load(self, role: str, path: str, options: dict, background: bool) -> None:
-        self._run(load_cube, (path, dict(options)),
-                  lambda cube: self._on_cube_loaded(role, path, options, cube),
-                  lambda exc: self._on_load_failed(role, path, options, exc, background),
-                  background, f"Opening {Path(path).name}…")
+        options = dict(options)
+        self.run_job(lambda: load_cube(path, options),
+                     lambda cube: self._on_cube_loaded(role, path, options, cube),
+                     lambda exc: self._on_load_failed(role, path, options, exc, background),
+                     background=background, message=f"Opening {Path(path).name}…")
 
-    def _run(self, fn, args, on_done, on_error, background: bool, message: str) -> None:
-        """Run ``fn(*args)`` on a worker thread (or inline) and call back on the GUI thread."""
+    def run_job(self, fn: Callable[[], object], on_done: Callable, on_error: Callable, *, background: bool = True,
+                message: str = "") -> None:
+        """Run ``fn()`` on the loader's thread (or inline) with the busy bar; ``on_done(result)``
+        or ``on_error(exception)`` on the GUI thread. Opening files and writing exports use it."""
         self._pending_loads += 1
-        self._set_busy(True, message)
+        self.set_busy(True, message)
         if not background:
             try:
-                result = fn(*args)
+                result = fn()
             except Exception as exc:  # noqa: BLE001 - every failure is shown to the user
                 self._load_done(on_error, exc)
             else:
                 self._load_done(on_done, result)
             return
-        from superqt.utils import create_worker
-
-        worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True)
-        self._workers.add(worker)
-        worker.returned.connect(lambda result: self._load_done(on_done, result))
-        worker.errored.connect(lambda exc: self._load_done(on_error, exc))
-        worker.finished.connect(lambda w=worker: self._workers.discard(w))
-        worker.start()
+        self._loader.submit(None, lambda _control: fn(), on_done=lambda result: self._load_done(on_done, result),
+                            on_error=lambda exc: self._load_done(on_error, exc))
 
     def _load_done(self, callback, value) -> None:
-        if sip.isdeleted(self):
-            return  # the window was closed while the file was being read
         try:
             callback(value)
         except Exception as exc:  # noqa: BLE001
-            self._report(exc, "Cannot open the file")
+            self.report(exc, "Cannot open the file")
         finally:
             self._pending_loads -= 1
             if self._pending_loads == 0:
-                self._set_busy(False, "")
+                self.set_busy(False, "")
                 self.loads_finished.emit()
 
     @property
@@ -556,7 +554,7 @@ class MainWindow(QMainWindow):
         try:
             self.scene.add_layer(cube, role, name)
         except HsiError as exc:
-            self._report(exc, f"Cannot show {Path(path).name}")
+            self.report(exc, f"Cannot show {Path(path).name}")
             return
         self._remember(role, path, options)
         self._ensure_pixel()
@@ -579,9 +577,9 @@ class MainWindow(QMainWindow):
             if choice is not None:
                 self._start_load(role, path, {**options, exc.option: choice}, background)
             return
-        self._report(exc, f"Cannot open {Path(path).name}")
+        self.report(exc, f"Cannot open {Path(path).name}")
 
-    def _report(self, exc: BaseException, title: str) -> None:
+    def report(self, exc: BaseException, title: str) -> None:
         """An error dialog: the message of our own errors, a short note plus the type for bugs."""
         if isinstance(exc, HsiError):
             message = dialogs.gui_message(str(exc))
@@ -654,7 +652,8 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, lambda: self._ask_roles_and_open(paths))
 
     # ------------------------------------------------------------------ status
-    def _set_busy(self, busy: bool, message: str) -> None:
+    def set_busy(self, busy: bool, message: str) -> None:
+        """The status bar's busy bar and message (kept while files are being read)."""
         busy = busy or self._pending_loads > 0
         self.busy_bar.setVisible(busy)
         if busy and message:
@@ -803,7 +802,10 @@ class MainWindow(QMainWindow):
         self.run_panel.shutdown()
         self.analysis.shutdown()
         self.exporter.shutdown()
+        self.grid.shutdown()
+        self._loader.shutdown(2.0)  # a file still being read is dropped; its daemon thread ends with it
         if getattr(self, "results_browser", None) is not None and not sip.isdeleted(self.results_browser):
             self.results_browser.close()
+            self.results_browser.shutdown()
         self.settings.sync()
         super().closeEvent(event)

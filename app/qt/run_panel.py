@@ -2,17 +2,17 @@
 progress and cancel, and add the result as a reconstruction layer; simulate LR/guide from the GT.
 
 All decisions (which inputs exist, why a model cannot run, what a run does) are made by
-``app.core.inference.runs``; this module shows them and drives its generators on a :class:`JobThread`.
+``app.core.inference.runs``; this module shows them and drives its generators on a
+:class:`app.qt.workers.Worker`.
 """
 from __future__ import annotations
 
-import threading
 import time
 from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QSignalBlocker, Qt, QThread, pyqtSignal
+from PyQt6.QtCore import QSignalBlocker, Qt, pyqtSignal
 from PyQt6.QtGui import QImage, QPixmap, QStandardItem, QStandardItemModel
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                              QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout,
@@ -26,82 +26,36 @@ from app.core.state.scene import Scene, percentile_levels
 from app.qt import dialogs, theme
 from app.qt.binding import subscribe
 from app.qt.controls import ComboBox
+from app.qt.workers import Worker
 from models.registry import StopRequested
 
 PROGRESS_INTERVAL_S = 0.05   # at most ~20 progress updates a second reach the GUI thread
 PREVIEW_INTERVAL_S = 0.3     # and a preview image at most every 0.3 s
 PREVIEW_SIZE_PX = 160
-_ORPHANS: set = set()  # job threads still running after their panel closed
+RUN_JOB = "run"  # a model run or a simulation: one at a time
 
 
-class JobThread(QThread):
-    """Drives a job generator (``make_job()`` -> generator of Progress returning a value) on its
-    own thread. ``cancel()`` closes the generator at its next yield; with ``keep_result`` it
-    throws ``StopRequested`` into it instead, so that an iterative model ends with its best
-    estimate (``succeeded``); a job that does not handle it is cancelled as before.
+def progress_throttle() -> Callable[[Progress], Progress | None]:
+    """A progress filter for the worker thread: at most ~20 updates a second and a preview image
+    every 0.3 s reach the GUI thread (an iterative model yields far faster than it can paint),
+    always the last step."""
+    last = {"progress": 0.0, "preview": 0.0}
 
-    Signals: progress(Progress) (throttled), succeeded(value), failed(exception), cancelled().
-    """
+    def keep(progress: Progress) -> Progress | None:
+        now = time.monotonic()
+        has_preview = getattr(progress, "preview", None) is not None
+        preview_due = has_preview and now - last["preview"] >= PREVIEW_INTERVAL_S
+        if not (preview_due or now - last["progress"] >= PROGRESS_INTERVAL_S or progress.fraction >= 1.0):
+            return None
+        if has_preview and not preview_due:
+            progress = Progress(progress.fraction, progress.message, progress.step, progress.total,
+                                progress.loss, None)
+        last["progress"] = now
+        if preview_due:
+            last["preview"] = now
+        return progress
 
-    progress = pyqtSignal(object)
-    succeeded = pyqtSignal(object)
-    failed = pyqtSignal(object)
-    cancelled = pyqtSignal()
-
-    def __init__(self, make_job: Callable, parent=None, keep_result: bool = False):
-        super().__init__(parent)
-        self._make_job = make_job
-        self._cancel = threading.Event()
-        self.keep_result = keep_result
-        self.stopped_early = False
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
-
-    def run(self) -> None:
-        gen = None
-        try:
-            gen = self._make_job()
-            last_progress = last_preview = 0.0
-            while True:
-                stop_now = self._cancel.is_set() and not self.stopped_early
-                if stop_now and not self.keep_result:
-                    gen.close()
-                    self.cancelled.emit()
-                    return
-                try:
-                    if stop_now:
-                        self.stopped_early = True
-                        progress = gen.throw(StopRequested())
-                    else:
-                        progress = next(gen)
-                except StopIteration as stop:
-                    self.succeeded.emit(stop.value)
-                    return
-                except StopRequested:  # the job cannot stop early: a plain cancel
-                    self.cancelled.emit()
-                    return
-                now = time.monotonic()
-                preview_due = getattr(progress, "preview", None) is not None and now - last_preview >= PREVIEW_INTERVAL_S
-                if preview_due or now - last_progress >= PROGRESS_INTERVAL_S or progress.fraction >= 1.0:
-                    if getattr(progress, "preview", None) is not None and not preview_due:
-                        progress = Progress(progress.fraction, progress.message, progress.step, progress.total,
-                                            progress.loss, None)
-                    last_progress = now
-                    if preview_due:
-                        last_preview = now
-                    self.progress.emit(progress)
-        except BaseException as exc:  # noqa: BLE001 - every failure goes to the GUI as a dialog
-            if gen is not None:
-                try:
-                    gen.close()
-                except BaseException:  # noqa: BLE001
-                    pass
-            self.failed.emit(exc)
+    return keep
 
 
 class RunPanel(QWidget):
@@ -120,9 +74,10 @@ class RunPanel(QWidget):
         super().__init__(parent)
         self.scene = scene
         self._report_error = report_error
-        self._thread: JobThread | None = None
-        self._threads: set[JobThread] = set()  # referenced until their run() has returned
+        self.worker = Worker(self, name="model-run")
+        self.worker.progress.connect(lambda _key, _ticket, progress: self._on_progress(progress))
         self._job_kind = ""
+        self._keep_result = False  # the running job ends with its best estimate when stopped
         self._remove_on_simulated: list = []
         self._steps_model: str | None = None
         self._user_protocol = False  # the user picked a protocol: layer changes do not reset it
@@ -461,7 +416,7 @@ class RunPanel(QWidget):
     # ------------------------------------------------------------------ running
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        return self.worker.busy_with(RUN_JOB)
 
     def _set_running(self, running: bool) -> None:
         for w in (self.model_combo, self.device_combo, self.seed_spin, self.view_check, self.protocol_combo,
@@ -522,16 +477,11 @@ class RunPanel(QWidget):
         return True
 
     def _start(self, make_job: Callable, kind: str, message: str, keep_result: bool = False) -> None:
-        thread = JobThread(make_job, self, keep_result=keep_result)
-        self._thread = thread
-        self._threads.add(thread)
         self._job_kind = kind
-        thread.progress.connect(self._on_progress)
-        thread.succeeded.connect(self._on_succeeded)
-        thread.failed.connect(self._on_failed)
-        thread.cancelled.connect(self._on_cancelled)
-        thread.finished.connect(lambda t=thread: self._threads.discard(t))
-        thread.finished.connect(thread.deleteLater)
+        self._keep_result = keep_result
+        self.worker.submit(RUN_JOB, lambda _control: make_job(), stop=StopRequested if keep_result else None,
+                           progress_filter=progress_throttle(), on_done=self._on_succeeded,
+                           on_error=self._on_failed, on_cancel=self._on_cancelled)
         self.progress_bar.setValue(0)
         self.progress_label.setText(message)
         self.preview_label.hide()
@@ -540,35 +490,29 @@ class RunPanel(QWidget):
         self.loss_plot.hide()
         self._set_running(True)
         self.running_changed.emit(True)
-        thread.start()
+
+    def _stopping_text(self) -> str:
+        return "stopping… (keeping the best estimate so far)" if self._keep_result else "cancelling…"
 
     def cancel(self) -> None:
         """Stop the running job at its next step; nothing is added to the scene."""
-        if self._thread is not None:
-            self._thread.cancel()
-            self.progress_label.setText("stopping… (keeping the best estimate so far)" if self._thread.keep_result
-                                        else "cancelling…")
+        if self.running:
+            self.worker.cancel(RUN_JOB)
+            self.progress_label.setText(self._stopping_text())
             self.cancel_button.setEnabled(False)
 
     def shutdown(self, timeout_ms: int = 30000) -> None:
-        """Cancel the running job and wait for its thread (the window is closing)."""
-        for thread in list(self._threads):
-            thread.cancel()
-            if not thread.wait(timeout_ms):
-                # still inside a long step: let it finish unowned rather than destroy a running thread
-                thread.setParent(None)
-                _ORPHANS.add(thread)
-                thread.finished.connect(lambda t=thread: _ORPHANS.discard(t))
+        """Cancel the running job and wait for its thread (the window is closing); a job still
+        inside a long step is left to finish on its daemon thread, its result dropped."""
+        self.worker.shutdown(timeout_ms / 1000)
 
     def _on_progress(self, progress: Progress) -> None:
-        if self.sender() is not self._thread:
-            return
         self.progress_bar.setValue(int(round(1000 * min(max(progress.fraction, 0.0), 1.0))))
         text = progress.message
         if progress.loss is not None:
             text += f"  ·  loss {progress.loss:.4g}"
-        if self._thread is not None and self._thread.cancel_requested:
-            text = "stopping… (keeping the best estimate so far)" if self._thread.keep_result else "cancelling…"
+        if self.worker.cancel_requested(RUN_JOB):
+            text = self._stopping_text()
         self.progress_label.setText(text)
         if progress.preview is not None:
             self._show_preview(progress.preview)
@@ -597,7 +541,6 @@ class RunPanel(QWidget):
         self.preview_label.show()
 
     def _finish(self, status: str, message: str) -> None:
-        self._thread = None
         self._set_running(False)
         self.progress_label.setText(message)
         if status != "done":
@@ -607,8 +550,6 @@ class RunPanel(QWidget):
         self.job_finished.emit(status)
 
     def _on_succeeded(self, value) -> None:
-        if self.sender() is not self._thread:
-            return
         kind = self._job_kind
         try:
             if kind == "simulate":
@@ -631,15 +572,11 @@ class RunPanel(QWidget):
         self._finish("done", message)
 
     def _on_failed(self, exc) -> None:
-        if self.sender() is not self._thread:
-            return
         kind = self._job_kind
         self._finish("failed", f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         self._report(exc, "The model run failed" if kind == "run" else "Cannot simulate inputs")
 
     def _on_cancelled(self) -> None:
-        if self.sender() is not self._thread:
-            return
         self._finish("cancelled", "cancelled")
 
     def _report(self, exc: BaseException, title: str) -> None:

@@ -166,7 +166,7 @@ def test_run_compare_from_the_dialog_with_progress_and_cancel(browser, qtbot, da
     assert values["names"] == ["bicubic", "noisy+"] and values["scale"] == 4 and values["pred_range"] == "auto"
 
     seen = []
-    browser._compare_progress.connect(lambda done, total, label: seen.append((done, total)))
+    browser.compare_progress.connect(lambda done, total, label: seen.append((done, total)))
     with qtbot.waitSignal(browser.compare_finished, timeout=60000) as finished:
         browser.run_compare(values)
         assert browser.comparing and browser.progress.isVisible() and browser.cancel_button.isVisible()

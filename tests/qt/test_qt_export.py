@@ -210,11 +210,11 @@ def test_paper_figure_change_during_a_render_ends_with_the_latest_state(window, 
     monkeypatch.setattr(core_figure, "render_paper_figure", slow)
     shown = []
     dialog = window.exporter.open_figure_builder()
-    dialog.renderer.finished.connect(lambda generation, result: shown.append(generation))
+    dialog.renderer.done.connect(lambda key, ticket, result: shown.append(ticket))
     assert started.wait(30)
-    first = dialog.renderer.generation
+    first = dialog.preview_ticket
     dialog.band.setValue(5)  # 1-based in the dialog: band index 4
-    qtbot.waitUntil(lambda: dialog.renderer.generation > first, timeout=5_000)  # the debounce fired
+    qtbot.waitUntil(lambda: dialog.preview_ticket > first, timeout=5_000)  # the debounce fired
     release.set()
     qtbot.waitUntil(lambda: not dialog.preview_pending(), timeout=60_000)
     qtbot.wait(200)  # let a stale result arrive if one were ever sent

@@ -120,7 +120,7 @@ def test_closing_the_window_cancels_a_running_model(window, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: counter.get("steps", 0) >= 2, timeout=RUN_TIMEOUT_MS)
     window.close()
     assert "finished" not in counter
-    assert all(t.isFinished() for t in panel._threads)  # shut down before the window went away
+    assert not panel.worker.threads_alive  # shut down before the window went away
 
 
 def test_simulate_inputs_adds_lr_and_guide_with_the_protocol_scale(window, qtbot, monkeypatch, errors):

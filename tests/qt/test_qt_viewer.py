@@ -537,6 +537,6 @@ def test_gui_names_its_own_control_not_a_command_line_flag(window, monkeypatch, 
     monkeypatch.setattr(QInputDialog, "getItem", staticmethod(fake_get_item))
     assert dialogs.ask_option(window, "/data/cube.npy", exc.option, exc.problem, exc.choices) == "BHW"
     assert "--" not in labels[0] and "could be BHW or HWB" in labels[0]
-    window._report(exc, "Cannot open cube.npy")
+    window.report(exc, "Cannot open cube.npy")
     assert errors and "--layout" not in errors[-1][1] and "choose the axis order" in errors[-1][1]
     assert "BHW, HWB" in errors[-1][1]
