@@ -21,8 +21,13 @@ def _add_read_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hw", nargs=2, type=int, metavar=("H", "W"), help="height and width of a 2-D bands x pixels matrix")
     g.add_argument("--normalise", default="auto",
                    help="how stored values become reflectance: auto (stated rule), none, max, or a number to divide by")
-    g.add_argument("--nonfinite", choices=("error", "zero"), default="error",
-                   help="NaN/Inf values: refuse the file (default) or read them as 0")
+    g.add_argument("--nonfinite", choices=("error", "zero", "mask"), default="error",
+                   help="NaN/Inf values: refuse the file (default), read them as 0, or read them as 0 and mark "
+                        "their pixels as no-data (mask: left out of the metrics)")
+
+
+_EXCLUDE_HELP = ("bands left out of the metrics, by centre wavelength in nm: ranges and single values, e.g. "
+                 "1340-1460,1790-1960 (water vapour); the file's bad-band list (ENVI bbl) is always left out")
 
 
 def _read_kwargs(args) -> dict:
@@ -74,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a cube file: shape, wavelengths, value rule, warnings")
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--exclude-bands", metavar="NM", help=_EXCLUDE_HELP + "; info says which bands that leaves out")
     _add_read_options(info)
 
     conv = sub.add_parser("convert", help="convert a cube to another format (by the output extension)")
@@ -122,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="models that offer it (umsft) estimate the PSF and SRF from the image pair")
     ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="model build option, given to the models that have it (e.g. base=none); repeatable")
+    ev.add_argument("--exclude-bands", metavar="NM", help=_EXCLUDE_HELP)
+    ev.add_argument("--nonfinite", choices=("error", "zero", "mask"), default="error",
+                    help="NaN/Inf in a GT: refuse it (default), read them as 0, or mask (read as 0, their pixels "
+                         "left out of the metrics)")
     ev.add_argument("--json", help="write the results as JSON here")
 
     cmp = sub.add_parser("compare", help="metrics of existing predictions against GT cubes (files or folders)",
@@ -146,8 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--gt-layout", help="force the GT files' stored axis order")
     cmp.add_argument("--gt-range", choices=("auto", "unit", "8bit", "16bit", "max"), default="auto",
                      help="value range of the GT (auto: the file's rule, or detected)")
-    cmp.add_argument("--nonfinite", choices=("error", "zero"), default="error",
-                     help="NaN/Inf values: the file is an error entry (default) or they read as 0")
+    cmp.add_argument("--nonfinite", choices=("error", "zero", "mask"), default="error",
+                     help="NaN/Inf values: the file is an error entry (default), they read as 0, or mask (read as "
+                          "0, their pixels left out of the metrics and counted)")
+    cmp.add_argument("--exclude-bands", metavar="NM", help=_EXCLUDE_HELP)
     cmp.add_argument("--crop", action="store_true",
                      help="compare a prediction smaller than the GT (a border, or a multiple of the scale) "
                           "with the matching part of the GT")
@@ -166,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a registered model on a folder of CAVE scene folders",
                         description="Train a model with a named degradation protocol on the train scenes of a split "
                                     "file (resources/splits/), validating on its val scenes; checkpoints go to "
-                                    "runs/<out name>/, weights to --out. Same options and --seed, same weights.")
+                                    "runs/<out name>/ in the current folder, weights to --out. Same options and "
+                                    "--seed, same weights.")
     tr.add_argument("--model", required=True, help="registered model name, e.g. cst")
     tr.add_argument("--data", required=True, help="folder of CAVE-style scene folders (PNG bands)")
     tr.add_argument("--protocol", required=True, help="degradation protocol, e.g. bicubic-x4")
@@ -194,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=3000)
     tr.add_argument("--threads", type=int,
                     help="CPU threads (default 1: on a shared 2-core machine 2 were 3-8x slower; more on one of your own)")
-    tr.add_argument("--run-dir", help="checkpoint folder (default runs/<out name>)")
+    tr.add_argument("--run-dir", help="checkpoint folder (default runs/<out name> in the current folder, or in the "
+                                      "user data folder when the current one is read-only or inside the install)")
     tr.add_argument("--resume", action="store_true",
                     help="continue from the checkpoint, or from the --out weights when there is none (then with "
                          "a fresh optimizer, schedule and --time-limit budget)")
@@ -212,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_info(args) -> int:
+    import numpy as np
+
+    from app.core.cube import parse_nm_ranges
     from app.core.io import open_cube
 
     cube = open_cube(args.path, **_read_kwargs(args))
@@ -222,6 +239,10 @@ def cmd_info(args) -> int:
         "wavelengths_nm": None if wl is None else [round(float(w), 3) for w in wl],
         "fwhm_nm": None if cube.fwhm_nm is None else [round(float(w), 3) for w in cube.fwhm_nm],
         "bad_bands": None if cube.bad_bands is None else [int(i) for i in cube.bad_bands.nonzero()[0]],
+        "excluded_bands": [int(i) for i in np.flatnonzero(cube.excluded_bands(parse_nm_ranges(args.exclude_bands)))],
+        "nodata_value": None if cube.ignore_value is None else float(cube.ignore_value),
+        "nodata_nonfinite": cube.nonfinite_nodata,
+        "nodata_pixels": cube.nodata_count(),
         "warnings": cube.metadata.get("warnings", []),
         "variable": cube.metadata.get("variable"), "layout": cube.metadata.get("layout"),
     }
@@ -238,6 +259,16 @@ def cmd_info(args) -> int:
         print("  wavelengths: unknown (bands are numbered)")
     if summary["bad_bands"]:
         print(f"  bad bands: {len(summary['bad_bands'])} flagged")
+    if summary["excluded_bands"]:
+        from app.core.science.metrics import describe_bands
+
+        print(f"  bands left out of the metrics: {len(summary['excluded_bands'])} of {cube.bands}: "
+              + describe_bands(np.asarray(summary["excluded_bands"]), cube.wavelengths_nm))
+    if cube.has_nodata_rule:
+        rule = " or ".join(([f"value {cube.ignore_value:g}"] if cube.ignore_value is not None else [])
+                           + (["NaN/Inf"] if cube.nonfinite_nodata else []))
+        print(f"  no-data: {rule} in any band; {summary['nodata_pixels']} of {cube.height * cube.width} pixels "
+              f"(left out of the metrics)")
     for w in summary["warnings"]:
         print(f"  note: {w}")
     return 0
@@ -252,8 +283,27 @@ def cmd_convert(args) -> int:
     return 0
 
 
+# What the GUI extra installs: a headless install lacks them, and `view`/`browse` then say how to get them
+GUI_MODULES = ("PyQt6", "pyqtgraph", "superqt", "matplotlib")
+
+
+def _gui_app():
+    """``app.qt.app``, or a one-line error naming the install command when the GUI extra is missing."""
+    from app.core.errors import HsiError
+
+    try:
+        import app.qt.app as qt_app
+    except ImportError as exc:
+        missing = (getattr(exc, "name", None) or "").split(".")[0]
+        if missing not in GUI_MODULES:
+            raise
+        raise HsiError(f"the viewer needs the GUI extra ({missing} is not installed): "
+                       f"pip install 'hsi-sr-viewer[gui]'") from None
+    return qt_app
+
+
 def cmd_view(args) -> int:
-    from app.qt.app import run_viewer
+    run_viewer = _gui_app().run_viewer
 
     files = [("recon", f) for f in args.files]
     for role in ROLES:
@@ -385,7 +435,8 @@ def cmd_eval(args) -> int:
 
     try:
         doc = evaluate(args.gt, args.protocol, models if models != ["all"] else "all", device=args.device,
-                       steps=args.steps, seed=args.seed, on_item=on_item, options=_model_options(args))
+                       steps=args.steps, seed=args.seed, on_item=on_item, options=_model_options(args),
+                       exclude_bands=args.exclude_bands, nonfinite=args.nonfinite)
     finally:
         done.close()
     print(format_table(doc))
@@ -415,6 +466,7 @@ def cmd_compare(args) -> int:
         doc = compare(args.gt, args.pred, names=args.name, scale=args.scale, var=args.var, layout=args.layout,
                       pred_range=args.pred_range, gt_var=args.gt_var, gt_layout=args.gt_layout,
                       gt_range=args.gt_range, nonfinite=args.nonfinite, crop=args.crop, per_band=args.per_band,
+                      exclude_bands=args.exclude_bands,
                       device=args.device, workers=args.workers, on_progress=on_progress)
     finally:
         bar.close()
@@ -433,9 +485,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_browse(args) -> int:
-    from app.qt.app import run_browser
-
-    return run_browser(args.json)
+    return _gui_app().run_browser(args.json)
 
 
 def cmd_models(args) -> int:

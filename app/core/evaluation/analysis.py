@@ -57,10 +57,13 @@ def worst_pixels(value_map: np.ndarray, k: int = 1, valid: np.ndarray | None = N
     return [(int(i // w), int(i % w)) for i in idx]
 
 
-def worst_band(per_band: np.ndarray, metric: str) -> int | None:
-    """Index of the worst band of a per-band curve (lowest PSNR/SSIM, highest RMSE)."""
+def worst_band(per_band: np.ndarray, metric: str, exclude: np.ndarray | None = None) -> int | None:
+    """Index of the worst band of a per-band curve (lowest PSNR/SSIM, highest RMSE), never one of
+    the ``exclude``d bands ((B,) bool; the metrics leave them NaN already)."""
     values = np.asarray(per_band, dtype=np.float64)
     finite = np.isfinite(values)
+    if exclude is not None:
+        finite &= ~np.asarray(exclude, dtype=bool)
     if not finite.any():
         return None
     if metric in ("psnr_db", "ssim", "cc", "uiqi"):
@@ -248,7 +251,9 @@ class AnalysisResult:
         for m in self.methods:
             if uid is not None and m.layer.uid != uid:
                 continue
-            value_map, valid = (m.sam_map, m.sam_valid) if by == "sam" else (m.error_map, None)
+            nodata = m.full["maps"].get("nodata")
+            value_map, valid = (m.sam_map, m.sam_valid) if by == "sam" else \
+                (m.error_map, None if nodata is None else ~nodata)
             found = worst_pixels(value_map, 1, valid, mask)
             if found:
                 v = float(value_map[found[0]])
@@ -313,6 +318,22 @@ class AnalysisCache:
         return len(self._full) + len(self._scoped) + len(self._abs)
 
 
+def _pair_nodata(ref: "Layer", layer: "Layer") -> np.ndarray | None:
+    """No-data pixels of the reference or the reconstruction (None when neither file has any)."""
+    masks = [c.nodata_mask() for c in (ref.cube, layer.cube) if c.has_nodata_rule]
+    masks = [m for m in masks if m.any()]
+    return np.logical_or.reduce(masks) if masks else None
+
+
+def _excluded_bands(ref: "Layer", layers: Sequence["Layer"]) -> np.ndarray | None:
+    """The bands every method's metrics leave out: the bad-band lists of all the files."""
+    out = None
+    for cube in [ref.cube] + [layer.cube for layer in layers]:
+        if cube.bad_bands is not None and cube.bad_bands.size == ref.cube.bands:
+            out = cube.bad_bands.copy() if out is None else out | cube.bad_bands
+    return out if out is not None and out.any() else None
+
+
 def make_request(scene: "Scene", device: str | None = None) -> AnalysisRequest:
     """Snapshot of the scene's analysis (raises AnalysisError when there is nothing to compare)."""
     gts = scene.layers_with_role("gt")
@@ -361,11 +382,15 @@ def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
         share = len(todo) / max(n, 1)
         two_phases = partial is not None
         first = 0.3 if two_phases else 0.9  # of the progress bar: the first pass is a third of the work
+        # (bad bands of every method's file: all methods are ranked on the same bands)
+        nodata = [_pair_nodata(ref, layer) for layer in todo]
+        excluded = _excluded_bands(ref, request.methods)
         computed = compute_all_many(
             ref.cube.data, [layer.cube.data for layer in todo], scale=request.scale, band_index=request.band,
             gt_wavelengths_nm=ref.cube.wavelengths_nm,
             preds_wavelengths_nm=[layer.cube.wavelengths_nm for layer in todo], device=request.device,
-            progress=None if tick is None else (lambda f: tick(first * share * f)), ssim=not two_phases)
+            progress=None if tick is None else (lambda f: tick(first * share * f)), ssim=not two_phases,
+            nodata=nodata, exclude_bands=excluded)
         if two_phases:
             early = dict(fulls)
             early.update({layer.uid: full for layer, full in zip(todo, computed)})
@@ -375,7 +400,8 @@ def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
             partial(early_result)
             yield first * share, "SSIM"
             scores = ssim_many(ref.cube.data, [layer.cube.data for layer in todo], device=request.device,
-                               progress=None if tick is None else (lambda f: tick(first * share + 0.6 * share * f)))
+                               progress=None if tick is None else (lambda f: tick(first * share + 0.6 * share * f)),
+                               nodata=nodata, exclude_bands=excluded)
             computed = [{**full, "ssim": mean, "per_band": {**full["per_band"], "ssim": per_band}}
                         for full, (mean, per_band) in zip(computed, scores)]
         for layer, full in zip(todo, computed):
@@ -415,7 +441,8 @@ def _assemble_steps(request: AnalysisRequest, cache: AnalysisCache, fulls: dict,
                     kwargs["region"] = request.region
                 try:
                     scoped = compute_all(ref.cube.data, layer.cube.data, scale=request.scale,
-                                         device=request.device, **kwargs)
+                                         device=request.device, nodata=full["maps"].get("nodata"),
+                                         exclude_bands=_excluded_bands(ref, request.methods), **kwargs)
                 except HsiError as exc:  # an empty ROI: say so, show the whole image
                     notes.append(f"{SCOPE_TITLES[scope_kind]}: {exc}")
                     scoped = full
@@ -425,6 +452,9 @@ def _assemble_steps(request: AnalysisRequest, cache: AnalysisCache, fulls: dict,
             error = cache._get(cache._abs, key + (request.band,))
             if error is None:
                 error = abs_error_map(ref.cube.data, layer.cube.data, request.band)
+                nodata = full["maps"].get("nodata")
+                if nodata is not None:  # as in the whole-image maps: 0 where a pixel is no-data
+                    error = np.where(nodata, np.float32(0.0), error)
                 cache._put(cache._abs, key + (request.band,), error)
         else:
             error = full["maps"]["rmse"]
@@ -433,7 +463,8 @@ def _assemble_steps(request: AnalysisRequest, cache: AnalysisCache, fulls: dict,
     if levels is not None:
         error_levels, sam_levels = levels
     else:
-        error_levels = locked_levels([m.error_map for m in results])
+        counted = [None if m.full["maps"].get("nodata") is None else ~m.full["maps"]["nodata"] for m in results]
+        error_levels = locked_levels([m.error_map for m in results], counted)
         sam_levels = locked_levels([m.sam_map for m in results], [m.sam_valid for m in results])
     if scope_kind == "roi":
         scope_note = f"ROI: {request.roi.describe()}"

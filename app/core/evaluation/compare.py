@@ -41,6 +41,7 @@ import numpy as np
 
 from app.core.errors import AmbiguousCubeError, Cancelled, HsiError, MissingFileError, NonFiniteError, ShapeMismatchError
 from app.core.device import select_device
+from app.core.cube import bands_in_ranges, parse_nm_ranges
 from app.core.io import open_cube
 from app.core.science.metric_table import COLUMNS, HIGHER_IS_BETTER, METRICS
 from app.core.io._common import atomic_path, zero_nonfinite
@@ -251,6 +252,8 @@ class _Loaded:
     notes: list[str]
     mean: float
     value_range: ValueRange | None = None
+    nodata: np.ndarray | None = None      # (H, W) bool no-data pixels, None when there are none
+    bad_bands: np.ndarray | None = None   # (B,) bool, the file's bad-band list
 
 
 def _close_handles(cube) -> None:
@@ -272,10 +275,14 @@ def _stated_scale(cube) -> tuple[float, str] | None:
 
 
 def _decide_range(raw: np.ndarray, mode, *, stated: tuple[float, str] | None, ref_mean: float | None,
-                  what: str, flag: str = "--pred-range", gt_range: ValueRange | None = None) -> tuple[ValueRange, str, list[str]]:
+                  what: str, flag: str = "--pred-range", gt_range: ValueRange | None = None,
+                  nodata: np.ndarray | None = None) -> tuple[ValueRange, str, list[str]]:
     """(the range, its name, warnings) of the stored values ``raw`` (as float32; ``what`` names the
     stored dtype), decided by :mod:`app.core.io.value_range`: a GT (``gt_range`` None) on its own,
-    a prediction against its GT's range and mean ``ref_mean``."""
+    a prediction against its GT's range and mean ``ref_mean``. No-data pixels (read as 0) do not
+    count in the mean."""
+    if nodata is not None:
+        raw = raw[~nodata]
     finite = raw[np.isfinite(raw)] if raw.size else raw
     vmax = float(finite.max()) if finite.size else 0.0
     vmean = float(finite.mean(dtype=np.float64)) if finite.size else 0.0
@@ -370,11 +377,13 @@ def _read(path: Path, *, var: str | None, layout: str | None, mode: str, nonfini
                 raise
             raw = stored.replace(raw=zero_nonfinite(np.asarray(cube.raw))).data
             notes.append("NaN/Inf values replaced by 0 (user choice)")
+        nodata = stored.nodata_mask() if stored.has_nodata_rule else None  # (the load above made it)
+        nodata = nodata if nodata is not None and nodata.any() else None
         if not raw.flags.writeable:
             raw = raw.copy()
         chosen, name, warnings = _decide_range(raw, mode, stated=stated, ref_mean=ref_mean, what=what,
                                                flag="--pred-range" if gt_shape is not None else "--gt-range",
-                                               gt_range=gt_range)
+                                               gt_range=gt_range, nodata=nodata)
         rule = chosen.text
         notes.extend(warnings)
         if chosen.multiplier != 1.0:  # as Cube does it (times float32(scale)): the same GT values as elsewhere
@@ -382,9 +391,11 @@ def _read(path: Path, *, var: str | None, layout: str | None, mode: str, nonfini
         if chosen.offset:
             np.add(raw, np.float32(chosen.offset), out=raw)
         notes.extend(w for w in cube.metadata.get("warnings", []) if "CAVE-style folder" not in w)
-        mean = float(raw.mean(dtype=np.float64)) if gt_shape is None and raw.size else math.nan  # GT only
+        mean = math.nan
+        if gt_shape is None and raw.size:  # GT only
+            mean = float((raw if nodata is None else raw[~nodata]).mean(dtype=np.float64))
         return _Loaded(raw, cube.wavelengths_nm, name, rule, _layout_letters(cube), cube.metadata.get("format"),
-                       notes, mean, chosen)
+                       notes, mean, chosen, nodata, cube.bad_bands)
     finally:
         _close_handles(cube)
 
@@ -452,7 +463,7 @@ def _finite_or_none(value):
 def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None = None,
             gt_var: str | None = None, layout: str | None = None, gt_layout: str | None = None,
             pred_range: str = "auto", gt_range: str = "auto", nonfinite: str = "error", crop: bool = False,
-            per_band: bool = False,
+            per_band: bool = False, exclude_bands=None,
             device: str = "auto", workers: int | None = None,
             on_progress: Callable[[int, int, dict], None] | None = None,
             should_cancel: Callable[[], bool] | None = None) -> dict:
@@ -466,7 +477,11 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         var / layout / pred_range: how prediction files are read (``var``: variable in .mat/.npz/.h5;
             ``layout``: forced stored axis order; ``pred_range``: auto, unit, 8bit, 16bit or max).
         gt_var / gt_layout / gt_range: the same for the GT files.
-        nonfinite: 'error' (a file with NaN/Inf is an error entry) or 'zero' (read them as 0, said).
+        nonfinite: 'error' (a file with NaN/Inf is an error entry), 'zero' (read them as 0, said) or
+            'mask' (read as 0 and their pixels left out of the metrics, counted).
+        exclude_bands: wavelength ranges in nm ('1340-1460,1790-1960', or (low, high) pairs) whose
+            bands leave the band means, as the files' bad-band lists (ENVI bbl) do; each row counts
+            them (``excluded_bands``) and the no-data pixels left out (``masked_pixels``).
         crop: compare a smaller prediction with the matching part of the GT (said in the row).
         per_band: add per-band PSNR, SSIM and RMSE curves to each row.
         device: 'auto', 'cpu', 'cuda' (the metrics run there).
@@ -501,6 +516,7 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
             raise HsiError(f"the scale must be a positive whole number, got {scale}")
         scale = int(scale)
     dev = _resolve_device(device)
+    exclude_ranges = parse_nm_ranges(exclude_bands)
 
     gt_side = list_items(gt)
     if not gt_side.items:
@@ -539,8 +555,8 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
     groups = [(i, g, [(m, m.pairs[i]) for m in methods if i in m.pairs]) for i, g in enumerate(gt_items)]
     groups = [grp for grp in groups if grp[2]]
     total = sum(len(grp[2]) for grp in groups)
-    if nonfinite not in ("error", "zero"):
-        raise HsiError(f"nonfinite must be 'error' or 'zero', not {nonfinite!r}")
+    if nonfinite not in ("error", "zero", "mask"):
+        raise HsiError(f"nonfinite must be 'error', 'zero' or 'mask', not {nonfinite!r}")
     read_opts = dict(var=var, layout=layout, mode=pred_range, nonfinite=nonfinite)
 
     def load_group(group):
@@ -601,7 +617,8 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
             for m, item, pred, gt_view, crop_info, problem in entries:
                 if problem is None:
                     try:
-                        row = _metrics_row(g, m.name, item, pred, gt_view, gt_loaded, crop_info, scale, dev, per_band)
+                        row = _metrics_row(g, m.name, item, pred, gt_view, gt_loaded, crop_info, scale, dev, per_band,
+                                           exclude_ranges)
                     except Exception as exc:  # noqa: BLE001
                         problem = _one_line(item.path, exc)
                 if problem is not None:
@@ -655,18 +672,41 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         "seconds": round(time.perf_counter() - started, 3),
         # how the files were read, so that a viewer opens each pair the same way
         "options": {"var": var, "layout": layout, "pred_range": pred_range, "gt_var": gt_var,
-                    "gt_layout": gt_layout, "gt_range": gt_range, "nonfinite": nonfinite, "crop": bool(crop)},
+                    "gt_layout": gt_layout, "gt_range": gt_range, "nonfinite": nonfinite, "crop": bool(crop),
+                    "exclude_bands": [list(r) for r in exclude_ranges] or None},
     }
 
 
+def _masks(pred: _Loaded, gt: _Loaded, crop_info: dict | None, exclude_ranges) -> tuple:
+    """(no-data pixels of the pair on the compared grid or None, (B,) excluded bands or None)."""
+    gt_nd = gt.nodata
+    if gt_nd is not None and crop_info is not None:
+        (r0, r1), (c0, c1) = crop_info["rows"], crop_info["cols"]
+        gt_nd = gt_nd[r0:r1, c0:c1]
+    present = [m for m in (gt_nd, pred.nodata) if m is not None]
+    nodata = np.logical_or.reduce(present) if present else None
+    bands = pred.data.shape[2]
+    excl = np.zeros(bands, dtype=bool)
+    for bad in (gt.bad_bands, pred.bad_bands):
+        if bad is not None and bad.size == bands:
+            excl |= bad
+    if exclude_ranges:
+        wl = gt.wavelengths if gt.wavelengths is not None else pred.wavelengths
+        excl |= bands_in_ranges(wl, exclude_ranges, what="the GT (and the prediction)")
+    return nodata, (excl if excl.any() else None)
+
+
 def _metrics_row(g: Item, model: str, item: Item, pred: _Loaded, gt_view: np.ndarray, gt: _Loaded,
-                 crop_info: dict | None, scale: int | None, device: str, per_band: bool) -> dict:
+                 crop_info: dict | None, scale: int | None, device: str, per_band: bool,
+                 exclude_ranges=()) -> dict:
+    nodata, excl = _masks(pred, gt, crop_info, exclude_ranges)
     m = compute_all(gt_view, pred.data, scale=scale, gt_wavelengths_nm=gt.wavelengths,
-                    pred_wavelengths_nm=pred.wavelengths, device=device)
+                    pred_wavelengths_nm=pred.wavelengths, device=device, nodata=nodata, exclude_bands=excl)
     row = {"image": g.name, "model": model, "psnr": m["psnr_db"], "ssim": m["ssim"], "sam_deg": m["sam_deg"],
            "ergas": _finite_or_none(m["ergas"]) if scale is not None else None, "rmse": m["rmse"],
            "gt_path": str(g.path.absolute()), "pred": str(item.path.absolute()), "range": pred.range,
-           "range_rule": pred.range_note, "layout": pred.layout}
+           "range_rule": pred.range_note, "layout": pred.layout,
+           "masked_pixels": m["masked_pixels"], "excluded_bands": m["excluded_bands"]}
     notes = list(pred.notes) + [n for n in m["notes"] if not n.startswith("ERGAS needs")]
     if gt.range != "unit" or gt.notes:
         row["gt_range_rule"] = gt.range_note
@@ -679,8 +719,9 @@ def _metrics_row(g: Item, model: str, item: Item, pred: _Loaded, gt_view: np.nda
         pb = m["per_band"]
         row["per_band"] = {
             "wavelengths_nm": None if pb.get("wavelengths_nm") is None else [float(v) for v in pb["wavelengths_nm"]],
-            "psnr": [float(v) for v in pb["psnr_db"]], "ssim": [float(v) for v in pb["ssim"]],
-            "rmse": [float(v) for v in pb["rmse"]],
+            "psnr": [_finite_or_none(float(v)) for v in pb["psnr_db"]],  # null at excluded bands
+            "ssim": [_finite_or_none(float(v)) for v in pb["ssim"]],
+            "rmse": [_finite_or_none(float(v)) for v in pb["rmse"]],
         }
     return row
 
@@ -779,7 +820,7 @@ def format_table(doc: dict) -> str:
         for key, _, fmt in _COLUMNS:
             text = _cell(r, key, fmt) + ("*" if key in best else " ")
             cells.append(f"{text:>9}")
-        lines.append(prefix + " ".join(cells) + (f"  {r['range']}" if "range" in r else ""))
+        lines.append(prefix + " ".join(cells) + (f"  {r['range']}" if "range" in r else "") + _left_out(r))
     for u in doc["unmatched"]:
         if u["side"] == "pred":
             lines.append(f"unmatched ({u['model']}): {u['path']}: {u['reason']}")
@@ -788,11 +829,20 @@ def format_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _left_out(row: dict) -> str:
+    """'; left out 12 px, 3 bands' when masks removed anything from a row's metrics."""
+    px, bands = row.get("masked_pixels") or 0, row.get("excluded_bands") or 0
+    if not (px or bands):
+        return ""
+    return f"; left out {px} no-data px, {bands} band{'s' if bands != 1 else ''}"
+
+
 def to_csv(doc: dict) -> str:
     """CSV: one line per image and method (errors and missing predictions included), then the means."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["image", "model", *METRIC_KEYS, "range", "layout", "pred", "error"])
+    writer.writerow(["image", "model", *METRIC_KEYS, "range", "layout", "pred", "error", "masked_pixels",
+                     "excluded_bands"])
     rows = {(r["image"], r["model"]): r for r in doc["results"]}
     errs = {(e["image"], e["model"]): e for e in doc["errors"]}
     missing = {(u["image"], u["model"]): u for u in doc["unmatched"] if u["side"] == "gt"}
@@ -806,7 +856,8 @@ def to_csv(doc: dict) -> str:
             key = (image, model)
             if key in rows:
                 r = rows[key]
-                writer.writerow([image, model, *(num(r[k]) for k in METRIC_KEYS), r["range"], r["layout"], r["pred"], ""])
+                writer.writerow([image, model, *(num(r[k]) for k in METRIC_KEYS), r["range"], r["layout"], r["pred"], "",
+                                 r.get("masked_pixels", 0), r.get("excluded_bands", 0)])
             elif key in errs:
                 writer.writerow([image, model, *([""] * len(METRIC_KEYS)), "", "", errs[key]["file"], errs[key]["error"]])
             elif key in missing:
@@ -834,7 +885,7 @@ def to_markdown(doc: dict) -> str:
         for key, _, fmt in _COLUMNS:
             text = _cell(r, key, fmt)
             cells.append(f"**{text}**" if key in best else text)
-        lines.append(f"| {label} | {model} | " + " | ".join(cells) + f" | {r.get('range', '')} |")
+        lines.append(f"| {label} | {model} | " + " | ".join(cells) + f" | {r.get('range', '')}{_left_out(r)} |")
     if doc["errors"]:
         lines += ["", "Errors:", ""] + [f"- {e['model']}, {e['image']}: {e['error']}" for e in doc["errors"]]
     unmatched = [u for u in doc["unmatched"]]

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from app.core.cube import Cube
+from app.core.cube import Cube, parse_nm_ranges
 from app.core.io.datasets import scene_folders
 from app.core.science.degrade import parse_protocol, simulate
 from app.core.inference.engine import Progress, run_to_end
@@ -112,9 +112,13 @@ def _reason(message: str) -> str:
 
 def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = "auto", steps: int | None = None,
              seed: int = 0, on_item: Callable[[EvalItem], None] | None = None,
-             on_progress: Callable[[Progress], None] | None = None, options: dict | None = None) -> dict:
+             on_progress: Callable[[Progress], None] | None = None, options: dict | None = None,
+             exclude_bands=None, nonfinite: str = "error") -> dict:
     """Simulate each GT's inputs with ``protocol``, run every model that fits, compute the metrics.
     ``options``: model build options (e.g. {'blind': True}), each given only to the models that have it.
+    ``exclude_bands``: nm ranges ('1340-1460,1790-1960') left out of the band means, with the GT's
+    bad-band list; the GT's no-data pixels (``nonfinite='mask'`` adds NaN/Inf ones) are left out of
+    every pixel statistic; each row counts both (``masked_pixels``, ``excluded_bands``).
 
     Returns the JSON document described by the CLI's ``eval`` command."""
     proto = parse_protocol(protocol)
@@ -123,16 +127,21 @@ def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = 
     unused = [k for k in (options or {}) if not any(k in spec.options for spec in specs)]
     if unused:
         raise HsiError(f"no model among {', '.join(names)} has the option {', '.join(unused)}")
+    exclude_ranges = parse_nm_ranges(exclude_bands)
     results: list[EvalItem] = []
     used_device = None
     for gt_path in gt_items(gt_paths):
-        gt = open_cube(gt_path).load()
+        gt = open_cube(gt_path, nonfinite=nonfinite).load()
+        excl = gt.excluded_bands(exclude_ranges)
+        excl = excl if excl.any() else None
         lr, guide = simulate_inputs(gt, proto.name, seed=seed)
         hr = gt.data
+        nodata = gt.nodata_mask() if gt.has_nodata_rule else None
         crop = lr.metadata["simulation"].get("crop", {})
         if crop.get("cropped"):
             (r0, r1), (c0, c1) = crop["rows"], crop["cols"]
             hr = hr[r0:r1, c0:c1]
+            nodata = None if nodata is None else nodata[r0:r1, c0:c1]
         for spec in specs:
             try:
                 # the viewer's Run model path: the same inputs, SRF and PSF for every model
@@ -146,8 +155,10 @@ def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = 
                 seconds = time.perf_counter() - started
                 prov = out.metadata["provenance"]
                 used_device = prov["device"]
-                m = compute_all(hr, out.data, scale=proto.scale, device=device if device != "auto" else None)
-                item = EvalItem(gt.name, spec.name, row_values(m), seconds)
+                m = compute_all(hr, out.data, scale=proto.scale, device=device if device != "auto" else None,
+                                nodata=nodata, exclude_bands=excl)
+                item = EvalItem(gt.name, spec.name, {**row_values(m), "masked_pixels": m["masked_pixels"],
+                                                     "excluded_bands": m["excluded_bands"]}, seconds)
                 report = prov.get("report") or {}
                 if spec.iterative and report:
                     item.run = {"steps": prov.get("steps"), "options": prov.get("options", {}),
@@ -179,8 +190,10 @@ def format_table(doc: dict) -> str:
         if r.get("skipped"):
             lines.append(f"{r['image']:<28} {r['model']:<10} skipped: {r['skipped']}")
         else:
+            px, bands = r.get("masked_pixels") or 0, r.get("excluded_bands") or 0
+            left = f"  left out {px} no-data px, {bands} band{'s' if bands != 1 else ''}" if px or bands else ""
             lines.append(f"{r['image']:<28} {r['model']:<10} {r['psnr']:7.2f} {r['ssim']:7.4f} {r['sam_deg']:6.2f} "
-                         f"{r['ergas']:7.3f} {r['rmse']:8.5f} {r['seconds']:7.2f}")
+                         f"{r['ergas']:7.3f} {r['rmse']:8.5f} {r['seconds']:7.2f}{left}")
     lines.append("-" * len(head))
     for name, s in doc["summary"].items():
         lines.append(f"{'mean (' + str(s['images']) + ' images)':<28} {name:<10} {s['psnr']:7.2f} {s['ssim']:7.4f} "

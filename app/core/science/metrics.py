@@ -243,7 +243,7 @@ def _expand_bands(res: dict[str, Any], keep: np.ndarray | None, b: int) -> None:
         res["per_band"][key] = full
 
 
-def _band_runs(idx: np.ndarray, wl) -> str:
+def describe_bands(idx: np.ndarray, wl) -> str:
     """'1340.2-1459.8 nm (24 bands), 2500.0 nm' or, without wavelengths, 'bands 3-5 (from 0)'."""
     runs, start = [], None
     for i, v in enumerate(idx):
@@ -269,7 +269,7 @@ def _mask_notes(notes: list[str], masked_px: int, excl: np.ndarray | None, wl) -
         notes.append(f"{masked_px} no-data pixel(s) left out of every pixel statistic and map")
     if excl is not None:
         idx = np.flatnonzero(excl)
-        notes.append(f"{idx.size} band(s) left out of the band means: {_band_runs(idx, wl)}")
+        notes.append(f"{idx.size} band(s) left out of the band means: {describe_bands(idx, wl)}")
 
 
 def _mask_keys(res: dict[str, Any], masked_px: int, excl: np.ndarray | None, nodata: np.ndarray | None) -> None:
@@ -794,7 +794,9 @@ def _compute_all_many_masked(g: torch.Tensor, ps: list, wls: list, nds: list, ex
     if not _use_fused(dev, engine):
         out = []
         for j, p in enumerate(ps):
-            res = compute_all(g, p, scale=scale, band_index=k, device=dev, nodata=nds[j], exclude_bands=excl)
+            # (numpy: compute_all reads a tensor as (B, H, W))
+            res = compute_all(g.cpu().numpy(), p.cpu().numpy(), scale=scale, band_index=k, device=dev,
+                              nodata=nds[j], exclude_bands=excl)
             del res["uiqi"], res["per_band"]["uiqi"]
             res["per_band"]["wavelengths_nm"] = wls[j]
             if not ssim:
@@ -870,7 +872,7 @@ def ssim_many(gt, preds, *, device=None, progress=None, engine: str = "auto", no
         if not _use_fused(dev, engine):
             out = []
             for j, p in enumerate(ps):
-                res = compute_all(g, p, device=dev, nodata=nds[j], exclude_bands=excl)
+                res = compute_all(g.cpu().numpy(), p.cpu().numpy(), device=dev, nodata=nds[j], exclude_bands=excl)
                 out.append((res["ssim"], res["per_band"]["ssim"]))
                 if progress is not None:
                     progress((j + 1) / len(ps))
