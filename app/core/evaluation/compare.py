@@ -673,7 +673,8 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         # how the files were read, so that a viewer opens each pair the same way
         "options": {"var": var, "layout": layout, "pred_range": pred_range, "gt_var": gt_var,
                     "gt_layout": gt_layout, "gt_range": gt_range, "nonfinite": nonfinite, "crop": bool(crop),
-                    "exclude_bands": [list(r) for r in exclude_ranges] or None},
+                    # (only when given: a viewer reading an older document sees the same keys)
+                    **({"exclude_bands": [list(r) for r in exclude_ranges]} if exclude_ranges else {})},
     }
 
 
