@@ -24,8 +24,8 @@ from app.qt import colormaps, theme
 from app.qt.binding import subscribe
 from app.qt.controls import LevelsBar
 from app.qt.workers import Worker
-from app.qt.panel import (CrossLine, ElidedLabel, PointerMixin, _ImageView, _PanelViewBox, crosshair_pen,
-                          display_stride, place_crosshair, show_strided)
+from app.qt.graphics import (CrossLine, ElidedLabel, ImageView, LegendTable, PanelViewBox, PointerMixin,
+                             best_columns, crosshair_pen, display_stride, place_crosshair, show_strided)
 
 ERROR_CMAP = "inferno"
 SAM_CMAP = "viridis"
@@ -53,11 +53,11 @@ class MapView(PointerMixin, QFrame):
         th = theme.current()
         self.title = ElidedLabel(title, self, Qt.TextElideMode.ElideRight)
         self.title.setObjectName("PanelName")
-        self.graphics = _ImageView(self, background=th.image_bg)
+        self.graphics = ImageView(self, background=th.image_bg)
         self.graphics.setAcceptDrops(False)
         self.graphics.viewport().setAcceptDrops(False)
         self.graphics.left.connect(self.left)
-        self.view = _PanelViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
+        self.view = PanelViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
         self.graphics.setCentralItem(self.view)
         self.image_item = FastImageItem(axisOrder="row-major")
         self.view.addItem(self.image_item)
@@ -86,7 +86,7 @@ class MapView(PointerMixin, QFrame):
 
     def set_map(self, image: np.ndarray, levels: tuple[float, float], cmap: str) -> None:
         """Show ``image`` (the full map is kept in ``values``; big maps are drawn at screen
-        resolution, see app.qt.panel.display_stride)."""
+        resolution, see app.qt.graphics.display_stride)."""
         from PyQt6.QtCore import QRectF
 
         first = self.extent is None
@@ -188,10 +188,9 @@ class AnalysisView(QWidget):
         self.cache = AnalysisCache()
         # one thread for the analysis: a new request stops the running one (latest wins)
         self.job = Worker(self, name="analysis")
-        self.result: AnalysisResult | None = None
         self.error_views: dict[int, MapView] = {}
         self.sam_views: dict[int, MapView] = {}
-        self._stale = True
+        scene.set_analysis_result(None, stale=True)
         self._after: list = []
         self._applying_range = False
         self._debounce = QTimer(self)
@@ -326,8 +325,6 @@ class AnalysisView(QWidget):
         # (request, curve metric or None) of the partial result on screen: what its final result
         # need not redraw
         self._partial_shown: tuple | None = None
-        from app.qt.spectra import LegendTable
-
         plot_row = QHBoxLayout()
         plot_row.setSpacing(6)
         plot_row.addWidget(self.curve_plot, 1)
@@ -373,10 +370,23 @@ class AnalysisView(QWidget):
         self._on_layers()
 
     # ------------------------------------------------------------------ triggering
+    @property
+    def result(self) -> AnalysisResult | None:
+        """The result on screen (kept in the scene, where exports read it)."""
+        return self.scene.analysis_result
+
+    @property
+    def _stale(self) -> bool:
+        return self.scene.analysis_stale
+
+    def _set_stale(self, stale: bool) -> None:
+        if stale != self.scene.analysis_stale:
+            self.scene.set_analysis_result(self.scene.analysis_result, stale=stale)
+
     def _invalidate(self, needed: bool = True) -> None:
         if not needed:
             return
-        self._stale = True
+        self._set_stale(True)
         if self.isVisible():
             self._debounce.start()
 
@@ -437,11 +447,11 @@ class AnalysisView(QWidget):
         try:
             request = make_request(self.scene, self.device)
         except AnalysisError as exc:
-            self._stale = False
+            self._set_stale(False)
             self.job.cancel()
             self._show_empty(str(exc))
             return
-        self._stale = False
+        self._set_stale(False)
         if self.result is None:  # nothing shown yet: say what is coming, not why there was nothing
             self.placeholder.setText("Analysing the reconstructions against "
                                      f"{request.reference.name}… the maps appear here")
@@ -485,7 +495,7 @@ class AnalysisView(QWidget):
     def _on_cancelled(self) -> None:
         self._after.clear()
         self.status.setText("Analysis cancelled — change anything or press Refresh (F5) to run it again")
-        self._stale = True
+        self._set_stale(True)
 
     def _on_failed(self, exc) -> None:
         self._after.clear()
@@ -494,7 +504,7 @@ class AnalysisView(QWidget):
 
     def _on_partial(self, result: AnalysisResult) -> None:
         """Maps, table and curves before SSIM is ready (its cells say '…')."""
-        self.result = result
+        self.scene.set_analysis_result(result, stale=self._stale)
         self._show_maps(result)
         self._show_table(result)
         metric = self.scene.analysis_settings.curve_metric
@@ -508,7 +518,7 @@ class AnalysisView(QWidget):
         self.partial_shown.emit()
 
     def _on_done(self, result: AnalysisResult) -> None:
-        self.result = result
+        self.scene.set_analysis_result(result, stale=self._stale)
         shown, self._partial_shown = self._partial_shown, None
         same = shown is not None and shown[0] is result.request
         if not same:
@@ -527,7 +537,7 @@ class AnalysisView(QWidget):
 
     # ------------------------------------------------------------------ maps
     def _show_empty(self, text: str) -> None:
-        self.result = None
+        self.scene.set_analysis_result(None, stale=self._stale)
         self._clear_maps()
         self.placeholder.setText(text)
         self.placeholder.show()
@@ -544,8 +554,6 @@ class AnalysisView(QWidget):
         """(columns, rows) for ``n`` maps (error and SAM pairs) in a ``width`` x ``height``
         viewport: the largest maps that fit, or, when those would be under MIN_MAP_PX, as many
         maps of MIN_MAP_PX as fit across (the rest scrolls)."""
-        from app.qt.image_grid import best_columns
-
         cols = best_columns(n, max(width, 200), max(height, 100), aspect, header_px=float(MAP_TITLE_PX))
         if cols % 2 and cols < n:
             cols += 1  # keep a method's two maps on one row

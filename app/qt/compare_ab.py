@@ -1,7 +1,8 @@
 """A/B comparison of any two panels: swipe (a draggable divider: A on the left, B on the right) or
 flicker (A and B alternate), with the crosshair, the shared zoom and the panels' own rendering
-(band, mode, shared contrast, colormap) kept. The images come from the image grid's panels, so
-what is compared is exactly what the panels show."""
+(band, mode, shared contrast, colormap) kept. The pictures are the scene's rendered frames (the
+ones the panels show), so what is compared is exactly what the panels show; the choice of A, B,
+mode and divider lives in the scene (``scene.ab``), which sessions save."""
 from __future__ import annotations
 
 import math
@@ -17,28 +18,24 @@ from app.core.state.scene import Scene
 from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
 from app.qt.binding import subscribe
-from app.qt.panel import CrossLine, _ImageView, _PanelViewBox, crosshair_pen, place_crosshair
+from app.qt.graphics import CrossLine, ImageView, PanelViewBox, crosshair_pen, place_crosshair
 
 FLICKER_MS = 600
 
 
 class ABCompareView(QWidget):
-    """Swipe / flicker between layers ``a_uid`` and ``b_uid`` of ``grid`` (an ImageGrid).
+    """Swipe / flicker between the layers ``scene.ab.a_uid`` and ``scene.ab.b_uid``.
 
     ``mode`` is 'swipe' or 'flicker'; ``divider_x`` the swipe position in HR pixels."""
 
     mode_changed = pyqtSignal(str)
 
-    def __init__(self, scene: Scene, grid, parent=None):
+    def __init__(self, scene: Scene, parent=None):
         super().__init__(parent)
         self.scene = scene
-        self.grid = grid
-        self.mode = "swipe"
-        self.a_uid: int | None = None
-        self.b_uid: int | None = None
         self.showing_b = False  # flicker phase
-        self._b_chosen = False  # the user picked B (else B follows the newest reconstruction)
         self._applying_range = False
+        self._shown_mode: str | None = None
         th = theme.current()
 
         layout = QVBoxLayout(self)
@@ -73,10 +70,10 @@ class ABCompareView(QWidget):
         bar.addWidget(self.flicker_button)
         layout.addLayout(bar)
 
-        self.graphics = _ImageView(self, background=th.image_bg)
+        self.graphics = ImageView(self, background=th.image_bg)
         self.graphics.setAcceptDrops(False)
         self.graphics.viewport().setAcceptDrops(False)
-        self.view = _PanelViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
+        self.view = PanelViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
         self.graphics.setCentralItem(self.view)
         self.image_a = FastImageItem(axisOrder="row-major")
         self.image_b = FastImageItem(axisOrder="row-major")
@@ -108,100 +105,92 @@ class ABCompareView(QWidget):
         self.swap_button.clicked.connect(self.swap)
         self.swipe_button.clicked.connect(lambda: self.set_mode("swipe"))
         self.flicker_button.clicked.connect(lambda: self.set_mode("flicker"))
-        self.divider.sigPositionChanged.connect(lambda *_: self._update_images())
+        self.divider.sigPositionChanged.connect(lambda *_: self._on_divider_moved())
         self.graphics.scene().sigMouseClicked.connect(self._on_click)
         self.graphics.scene().sigMouseMoved.connect(self._on_move)
         self.graphics.left.connect(lambda: self.scene.set_hover(None))
         self.view.sigRangeChanged.connect(self._on_range)
-        grid.rendered.connect(self._update_images)
         ev = scene.events
+        subscribe(self, ev.rendered, lambda *_: self._update_images())
+        subscribe(self, ev.ab, lambda *_: self._on_choice())
         subscribe(self, ev.layers, lambda *_: self._on_layers())
         subscribe(self, ev.pixel, self._on_pixel)
         subscribe(self, ev.view_range, self._on_view_range)
         self._on_layers()
 
     # ------------------------------------------------------------------ choosing A and B
+    @property
+    def mode(self) -> str:
+        return self.scene.ab.mode
+
+    @property
+    def a_uid(self) -> int | None:
+        return self.scene.ab.a_uid
+
+    @property
+    def b_uid(self) -> int | None:
+        return self.scene.ab.b_uid
+
     def _on_layers(self) -> None:
         layers = self.scene.layers
-        uids = [l.uid for l in layers]
-        if self.a_uid not in uids:
-            self.a_uid = None
-        if self.b_uid not in uids:
-            self.b_uid = None
-            self._b_chosen = False
-        if not self._b_chosen:
-            self.b_uid = None  # follow the default until the user picks B
-        # default: A = the reference (GT), B = the last reconstruction (or the next layer)
-        if self.a_uid is None and layers:
-            ref = self.scene.reference
-            self.a_uid = ref.uid if ref is not None else layers[0].uid
-        if self.b_uid is None and len(layers) > 1:
-            recons = [l for l in layers if l.role == "recon" and l.uid != self.a_uid]
-            others = [l for l in layers if l.uid != self.a_uid]
-            self.b_uid = (recons[-1] if recons else others[0]).uid
-        for combo, uid in ((self.a_combo, self.a_uid), (self.b_combo, self.b_uid)):
+        for combo in (self.a_combo, self.b_combo):
             combo.blockSignals(True)
             combo.clear()
             for layer in layers:
                 combo.addItem(layer.label, layer.uid)
-            i = combo.findData(uid)
-            combo.setCurrentIndex(i)
             combo.blockSignals(False)
         shape = self.scene.hr_shape
         if shape is not None:
             h, w = shape
-            if not (0 < self.divider.value() < w):
-                self.divider.setValue(w / 2)
             self.divider.setBounds((0, w))
             if self.scene.view_range is None:
                 self.view.setRange(rect=QRectF(0, 0, w, h), padding=0.0)
+        self._on_choice()
+
+    def _on_choice(self) -> None:
+        """Show the scene's choice: combos, divider, mode, pictures."""
+        ab = self.scene.ab
+        for combo, uid in ((self.a_combo, ab.a_uid), (self.b_combo, ab.b_uid)):
+            combo.blockSignals(True)
+            combo.setCurrentIndex(combo.findData(uid))
+            combo.blockSignals(False)
+        if ab.divider_x is not None and self.divider.value() != ab.divider_x:
+            # not blocked: the divider's label follows its line through that signal, and the
+            # write-back it causes is the value the scene already has (no event)
+            self.divider.setValue(ab.divider_x)
+        if ab.mode != self._shown_mode:
+            self._show_mode(ab.mode)
         self._update_images()
 
     def _pick(self, which: str) -> None:
         combo = self.a_combo if which == "a" else self.b_combo
         uid = combo.currentData()
         if which == "a":
-            self.a_uid = uid
+            self.scene.set_ab(a_uid=uid)
         else:
-            self.b_uid = uid
-            self._b_chosen = True
-        self._update_images()
+            self.scene.set_ab(b_uid=uid, b_chosen=True)
+
+    def _on_divider_moved(self) -> None:
+        self.scene.set_ab(divider_x=float(self.divider.value()))
 
     def set_pair(self, a_uid: int, b_uid: int) -> None:
-        self.a_uid, self.b_uid = int(a_uid), int(b_uid)
-        self._b_chosen = True
-        for combo, uid in ((self.a_combo, self.a_uid), (self.b_combo, self.b_uid)):
-            combo.blockSignals(True)
-            combo.setCurrentIndex(combo.findData(uid))
-            combo.blockSignals(False)
-        self._update_images()
+        self.scene.set_ab(a_uid=int(a_uid), b_uid=int(b_uid), b_chosen=True)
 
     def swap(self) -> None:
         if self.a_uid is not None and self.b_uid is not None:
             self.set_pair(self.b_uid, self.a_uid)
 
-    def state(self) -> dict:
-        """The comparison as sessions save it: {"mode", "a_uid", "b_uid", "divider_x"}."""
-        return {"mode": self.mode, "a_uid": self.a_uid, "b_uid": self.b_uid, "divider_x": self.divider_x}
-
-    def apply_state(self, state: dict | None) -> None:
-        """Restore what :meth:`state` gave (a layer that is not open keeps the current choice)."""
-        if not state:
-            return
-        live = {layer.uid for layer in self.scene.layers}
-        a = state.get("a_uid") if state.get("a_uid") in live else self.a_uid
-        b = state.get("b_uid") if state.get("b_uid") in live else self.b_uid
-        if a is not None and b is not None:
-            self.set_pair(a, b)
-        if state.get("divider_x") is not None:
-            self.set_divider(float(state["divider_x"]))
-        if state.get("mode") in ("swipe", "flicker"):
-            self.set_mode(state["mode"])
-
     def set_mode(self, mode: str) -> None:
         if mode not in ("swipe", "flicker"):
             raise ValueError(f"unknown A/B mode {mode!r}; expected 'swipe' or 'flicker'")
-        self.mode = mode
+        self._shown_mode = None  # asked again: the flicker starts over from A
+        self.scene.set_ab(mode=mode)
+        if self._shown_mode is None:
+            self._show_mode(mode)
+            self._update_images()
+
+    def _show_mode(self, mode: str) -> None:
+        self._shown_mode = mode
         (self.swipe_button if mode == "swipe" else self.flicker_button).setChecked(True)
         self.divider.setVisible(mode == "swipe")
         self.showing_b = False
@@ -209,7 +198,6 @@ class ABCompareView(QWidget):
             self.timer.start()
         else:
             self.timer.stop()
-        self._update_images()
         self.mode_changed.emit(mode)
 
     def toggle_flicker(self) -> None:
@@ -217,7 +205,7 @@ class ABCompareView(QWidget):
         self._update_images()
 
     def set_divider(self, x: float) -> None:
-        self.divider.setValue(float(x))
+        self.scene.set_ab(divider_x=float(x))
 
     @property
     def divider_x(self) -> float:
@@ -228,10 +216,10 @@ class ABCompareView(QWidget):
         if uid is None:
             return None, None
         try:
-            panel = self.grid.panel_for(uid)
+            layer = self.scene.layer(uid)
         except KeyError:
             return None, None
-        return panel.layer, panel.rendered
+        return layer, self.scene.rendered.get(uid)
 
     def _set_image(self, item: pg.ImageItem, layer, rendered, first_col: int = 0) -> bool:
         """Show ``rendered`` from layer column ``first_col`` on; False when nothing is left."""

@@ -13,14 +13,14 @@ import base64
 import gc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 from PyQt6.QtCore import QByteArray, Qt, QTimer
 from PyQt6.QtGui import QAction, QImage, QKeySequence, QPixmap
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                              QFormLayout, QGroupBox, QHBoxLayout, QInputDialog, QLabel, QLineEdit,
-                             QListWidget, QListWidgetItem, QMenu, QMessageBox, QPushButton, QScrollArea,
+                             QListWidget, QListWidgetItem, QMainWindow, QMenu, QMessageBox, QPushButton, QScrollArea,
                              QSpinBox, QVBoxLayout)
 
 from app.core.export import data as core_export
@@ -29,9 +29,6 @@ from app.core.export import session as core_session
 from app.core.errors import HsiError
 from app.qt import dialogs
 from app.qt.workers import Worker
-
-if TYPE_CHECKING:  # pragma: no cover
-    from app.qt.main_window import MainWindow
 
 FIGURE_FILTER = "PDF, vector (*.pdf);;SVG, vector (*.svg);;PNG image (*.png)"
 SESSION_FILTER = f"Viewer session (*{core_session.SESSION_SUFFIX} *.json)"
@@ -49,9 +46,13 @@ def _suffix_for(selected_filter: str) -> str:
 
 
 class ExportController:
-    """Owns the Export menu's actions and the session actions of a :class:`MainWindow`."""
+    """Owns the Export menu's actions and the session actions of the main window. ``window``:
+    the QMainWindow whose menus, dialogs and layout these are; besides Qt's own API the
+    controller uses only its public ``settings``, ``unattended``, ``report(exc, title)``,
+    ``set_busy(busy, message)``, ``run_job(...)`` and ``set_theme(name)``. Everything it exports
+    comes from the scene."""
 
-    def __init__(self, window: "MainWindow"):
+    def __init__(self, window: QMainWindow):
         self.window = window
         self.scene = window.scene
         self.figure_dialog: PaperFigureDialog | None = None
@@ -146,9 +147,8 @@ class ExportController:
         return True
 
     def _analysis_result(self, title: str):
-        view = getattr(self.window, "analysis", None)
-        result = getattr(view, "result", None)
-        if result is not None and getattr(view, "_stale", False):
+        result = self.scene.analysis_result
+        if result is not None and self.scene.analysis_stale:
             result = None  # the scene changed since: compute afresh
         if result is None:
             try:
@@ -231,9 +231,8 @@ class ExportController:
 
     # ------------------------------------------------------------------ data
     def export_spectra_csv(self, path: str | None = None, background: bool = True) -> None:
-        spectra = getattr(self.window, "spectra", None)
-        with_residuals = spectra is None or spectra.residual_button.isChecked()  # as the plot shows them
-        curves = core_export.collect_spectra(self.scene, residuals=with_residuals)
+        # the curves the spectra dock's Copy CSV gives: residuals as the plot shows them
+        curves = core_export.collect_spectra(self.scene, residuals=self.scene.spectra_choice.residuals)
         if not curves:
             self.window.report(HsiError("no spectra to export: click a pixel (Shift+click pins more) or draw a "
                                          "ROI first"), "Export spectra")
@@ -327,8 +326,7 @@ class ExportController:
                     return
                 write_computed = answer == QMessageBox.StandardButton.Yes
         layout = self.layout_state()
-        ab = getattr(self.window, "compare_ab", None)
-        compare = ab.state() if ab is not None else None
+        compare = self.scene.ab
 
         def save():
             report = core_session.save_session(self.scene, path, layout=layout, write_computed=write_computed,
@@ -366,9 +364,6 @@ class ExportController:
         finally:
             self.window.set_busy(False, "")
         self.apply_layout(report.layout)
-        ab = getattr(self.window, "compare_ab", None)
-        if ab is not None and report.compare:
-            ab.apply_state(report.compare)
         if report.skipped:
             self.window.report(HsiError("Some layers were not restored:\n" + "\n".join(report.skipped)),
                                 "Session restored in part")
@@ -684,7 +679,7 @@ class PaperFigureDialog(QDialog):
                                background=background)
 
 
-def install(window: "MainWindow", file_menu: QMenu | None = None, before: QAction | None = None) -> ExportController:
+def install(window: QMainWindow, file_menu: QMenu | None = None, before: QAction | None = None) -> ExportController:
     """Create the controller, an 'E&xport' menu after the File menu, and the session actions in
     ``file_menu`` (inserted before ``before``)."""
     controller = ExportController(window)

@@ -17,28 +17,12 @@ from PyQt6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QPushButton, QSta
 
 from app.core.state.scene import DisplayMode, RenderedImage, RenderRequest, Scene, render
 from app.qt.binding import subscribe
+from app.qt.graphics import best_columns  # noqa: F401  (the grid's layout rule, also the analysis maps')
 from app.qt.panel import ImagePanel
 from app.qt.workers import Worker
 
 # Above this many values read per refresh, rendering goes to a worker thread.
 SYNC_RENDER_LIMIT = 24_000_000
-
-
-def best_columns(n: int, width: float, height: float, image_aspect: float = 1.0,
-                 header_px: float = 26.0) -> int:
-    """Number of grid columns that shows ``n`` panels of aspect ``image_aspect`` (w/h) largest
-    in a ``width`` x ``height`` area."""
-    if n <= 1:
-        return 1
-    best, best_scale = 1, -1.0
-    for cols in range(1, n + 1):
-        rows = math.ceil(n / cols)
-        cell_w = width / cols
-        cell_h = max(height / rows - header_px, 1.0)
-        scale = min(cell_w / image_aspect, cell_h)
-        if scale > best_scale + 1e-9:
-            best, best_scale = cols, scale
-    return best
 
 
 class ImageGrid(QWidget):
@@ -253,6 +237,7 @@ class ImageGrid(QWidget):
                     and np.array_equal(np.asarray(old.levels), np.asarray(rendered.levels)):
                 continue  # the same cached colour picture: nothing to redraw
             panel.set_rendered(rendered, cmap, self._info_text(panel, rendered, request))
+        self.scene.set_rendered(results)  # for the views that show the same pictures (A/B, colorbar)
         self.rendered.emit()
 
     def _info_text(self, panel: ImagePanel, rendered: RenderedImage, request: RenderRequest) -> str:

@@ -23,7 +23,7 @@ from app.qt import dialogs, theme
 from app.qt.binding import subscribe
 from app.qt.controls import BandBar, DisplayControls
 from app.qt.image_grid import ImageGrid
-from app.qt.panel import StatusLabel
+from app.qt.graphics import StatusLabel
 from app.qt.run_panel import RunPanel, run_dock_widget
 from app.qt.analysis import AnalysisView
 from app.qt.compare_ab import ABCompareView
@@ -109,7 +109,7 @@ class MainWindow(QMainWindow):
         # One dock with two pages (not two tabified docks: Qt 6 leaves a stale copy of the tab bar
         # painted over the status bar when a second dock area gets tabified docks).
         self.analysis = AnalysisView(self.scene)
-        self.compare_ab = ABCompareView(self.scene, self.grid)
+        self.compare_ab = ABCompareView(self.scene)
         self.bottom_tabs = QTabWidget(self)
         self.bottom_tabs.setDocumentMode(True)
         self.bottom_tabs.addTab(self.analysis, "Maps and metrics")
@@ -163,10 +163,10 @@ class MainWindow(QMainWindow):
         subscribe(self, ev.colormap, lambda *_: self._update_levels_bar())
         self.grid.busy.connect(self.set_busy)
         self.grid.render_failed.connect(lambda exc: self.report(exc, "Cannot display the cubes"))
-        self.grid.rendered.connect(self._update_note)
+        subscribe(self, ev.rendered, lambda *_: self._update_note())
         self.grid.open_requested.connect(self.open_dialog)
         self.grid.sample_requested.connect(lambda: self.open_sample())
-        self.grid.rendered.connect(self._update_levels_bar)
+        subscribe(self, ev.rendered, lambda *_: self._update_levels_bar())
         self._on_layers()
         self._update_levels_bar()
 
@@ -726,10 +726,7 @@ class MainWindow(QMainWindow):
             return
         note = layer.cube.normalisation
         if scene.mode != DisplayMode.BAND:
-            try:
-                rendered = self.grid.panel_for(layer.uid).rendered
-            except KeyError:
-                rendered = None
+            rendered = scene.rendered.get(layer.uid)
             if rendered is not None and rendered.note:
                 note = f"{rendered.note}  ·  {note}"
         contrast = "shared contrast" if scene.shared_contrast else "per-panel contrast"
@@ -746,10 +743,7 @@ class MainWindow(QMainWindow):
         """Show the reference panel's levels in the display dock's colorbar."""
         bar = self.controls.levels_bar
         ref = self.scene.reference
-        try:
-            rendered = self.grid.panel_for(ref.uid).rendered if ref is not None else None
-        except KeyError:
-            rendered = None
+        rendered = self.scene.rendered.get(ref.uid) if ref is not None else None
         if rendered is None:
             bar.set_levels("gray", None, None, "")
             return

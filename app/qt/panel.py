@@ -1,271 +1,25 @@
 """One image panel: a titled pyqtgraph ViewBox showing one layer on the scene's HR pixel grid.
 
 A panel is a part of :class:`app.qt.image_grid.ImageGrid`; it does not know the scene. The grid
-feeds it images, the crosshair and the footprint, and listens to its clicks and hovers.
+feeds it images, the crosshair and the footprint, and listens to its clicks and hovers. The
+pieces it shares with the other image views are in :mod:`app.qt.graphics`.
 """
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QEvent, QPointF, QRectF, Qt, pyqtSignal
-from PyQt6.QtGui import QColor, QPainter, QPen, QPolygonF
-from PyQt6.QtWidgets import (QFrame, QGraphicsLineItem, QGraphicsPolygonItem, QGraphicsRectItem, QHBoxLayout,
-                             QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
+from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
+from PyQt6.QtGui import QColor, QPen, QPolygonF
+from PyQt6.QtWidgets import (QFrame, QGraphicsPolygonItem, QGraphicsRectItem, QHBoxLayout, QLabel, QToolButton,
+                             QVBoxLayout, QWidget)
 
 from app.core.state.scene import Layer, RenderedImage, ROLE_DESCRIPTIONS
 from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
-
-
-def display_stride(view: pg.ViewBox, scale: int = 1) -> int:
-    """Stride of the picture sent to pyqtgraph: when the visible range holds several image pixels
-    per screen pixel, only every k-th is shown (what the screen can show anyway), so that a band
-    switch of big cubes does not colour-map millions of hidden pixels. 1 when zoomed in."""
-    w_px, h_px = view.width(), view.height()
-    if w_px < 8 or h_px < 8:
-        return 1
-    (x0, x1), (y0, y1) = view.viewRange()
-    return max(1, int(min((x1 - x0) / scale / w_px, (y1 - y0) / scale / h_px)))
-
-
-def crosshair_pen(colour: str) -> QPen:
-    """The crosshair's dashed one-pixel cosmetic pen (a hairline: the cheapest line Qt draws)."""
-    pen = QPen(QColor(colour))
-    pen.setCosmetic(True)
-    pen.setWidthF(1.0)
-    pen.setStyle(Qt.PenStyle.DashLine)
-    return pen
-
-
-def show_strided(item: pg.ImageItem, image: np.ndarray, levels, scale: int, stride: int) -> None:
-    """Show every ``stride``-th pixel of ``image`` (a layer of grid factor ``scale``) on the HR
-    grid; the last partial block (under one screen pixel) is left out."""
-    h, w = image.shape[:2]
-    if stride > 1:
-        h, w = (h // stride) * stride, (w // stride) * stride
-        image = np.ascontiguousarray(image[:h:stride, :w:stride])
-    item.setImage(image, levels=levels, autoLevels=False)
-    item.setRect(QRectF(0.0, 0.0, float(w * scale), float(h * scale)))
-
-
-class CrossLine(QGraphicsLineItem):
-    """One line of a crosshair over an image: vertical (at x = ``value()``) or horizontal (at y),
-    spanning the image (``set_span``). A click moves it with ``setValue`` (one ``setPos``, done
-    in C++): the view repaints only the two thin strips it leaves and enters, unlike a
-    pyqtgraph InfiniteLine, whose Python bounding-rect and position code runs for every line in
-    every panel at each click."""
-
-    def __init__(self, vertical: bool, pen: QPen, span: float = 1.0):
-        super().__init__()
-        self.vertical = vertical
-        self.setPen(pen)
-        self._value = 0.0
-        self.set_span(span)
-
-    def set_span(self, length: float) -> None:
-        length = float(length)
-        self.setLine(0.0, 0.0, 0.0, length) if self.vertical else self.setLine(0.0, 0.0, length, 0.0)
-
-    def setValue(self, value: float) -> None:  # noqa: N802 (InfiniteLine's name)
-        self._value = float(value)
-        self.setPos(self._value, 0.0) if self.vertical else self.setPos(0.0, self._value)
-
-    def value(self) -> float:
-        return self._value
-
-
-def place_crosshair(vline: CrossLine, hline: CrossLine, pixel: tuple[int, int] | None) -> None:
-    """Show the two lines through the centre of HR pixel (row, col), or hide them (None)."""
-    for item in (vline, hline):
-        item.setVisible(pixel is not None)
-    if pixel is not None:
-        vline.setValue(pixel[1] + 0.5)
-        hline.setValue(pixel[0] + 0.5)
-
-
-class ElidedLabel(QLabel):
-    """A one-line label that shortens its text with '…' instead of being clipped or widening the
-    panel.
-
-    The text is painted here, not handed to QLabel: ``QLabel.setText`` asks the whole window for a
-    new layout at every change (the main window's layout pass was a few ms of every click, for
-    the legend's and the status bar's labels), while a new text here only repaints the label.
-    Style-sheet colours, padding and frames still apply: they are the QLabel's. ``text()`` is the
-    text on screen (elided), ``full_text()`` the whole one."""
-
-    def __init__(self, text: str = "", parent: QWidget | None = None,
-                 mode: Qt.TextElideMode = Qt.TextElideMode.ElideMiddle):
-        super().__init__(parent)
-        self._full = ""
-        self._shown = ""
-        self._mode = mode
-        super().setText(" ")  # a constant QLabel text: one line's height, never a new layout
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.setMinimumWidth(20)
-        self.set_full_text(text)
-
-    def set_full_text(self, text: str) -> None:
-        text = str(text)
-        if text != self._full:
-            self._full = text
-            self.setAccessibleName(text)  # (screen readers: QLabel's own text is a space)
-            self._elide()
-
-    def full_text(self) -> str:
-        return self._full
-
-    def text(self) -> str:
-        """The text on screen (elided when it does not fit)."""
-        return self._shown
-
-    def shown_text(self) -> str:
-        """The text on screen, for every subclass (StatusLabel.text is the full text)."""
-        return self._shown
-
-    def setText(self, text: str) -> None:  # noqa: N802 (Qt naming): never QLabel's (see the class)
-        self.set_full_text(text)
-
-    def _text_rect(self):
-        m = self.margin()
-        return self.contentsRect().adjusted(m, m, -m, -m)
-
-    def _elide(self) -> None:
-        room = self._text_rect().width() - max(self.indent(), 0)
-        shown = self.fontMetrics().elidedText(self._full, self._mode, max(room, 20))
-        if shown != self._shown:
-            self._shown = shown
-            self.update()
-
-    def resizeEvent(self, event):  # noqa: N802
-        super().resizeEvent(event)
-        self._elide()
-
-    def changeEvent(self, event):  # noqa: N802: a new font (style sheet, zoom) changes the elision
-        super().changeEvent(event)
-        if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange):
-            self._elide()
-
-    def paintEvent(self, event):  # noqa: N802
-        super().paintEvent(event)  # background and frame of the style sheet (its text is a space)
-        if not self._shown:
-            return
-        painter = QPainter(self)
-        rect = self._text_rect()
-        indent = max(self.indent(), 0)
-        if indent:
-            rect.adjust(indent, 0, 0, 0)
-        flags = self.alignment().value | Qt.TextFlag.TextSingleLine.value
-        self.style().drawItemText(painter, rect, flags, self.palette(), self.isEnabled(), self._shown,
-                                  self.foregroundRole())
-        painter.end()
-
-
-class StatusLabel(ElidedLabel):
-    """A status-bar label whose width does not follow its text: fixed to ``template``'s width (or
-    stretched by its layout without one), longer text elided. ``setText`` / ``text`` take and give
-    the full text, as a QLabel's do."""
-
-    def __init__(self, parent: QWidget | None = None, template: str | None = None):
-        super().__init__("", parent, Qt.TextElideMode.ElideRight)
-        if template is not None:
-            self._hint_width = self.fontMetrics().horizontalAdvance(template) + 24  # (+ the style's padding)
-            self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
-        else:
-            self._hint_width = 40
-            self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-
-    def sizeHint(self):  # noqa: N802 (Qt naming): constant, whatever the text
-        from PyQt6.QtCore import QSize
-
-        return QSize(self._hint_width, super().sizeHint().height())
-
-    def minimumSizeHint(self):  # noqa: N802
-        return self.sizeHint()
-
-    def setText(self, text: str) -> None:  # noqa: N802 (Qt naming)
-        if text != self.full_text():
-            self.set_full_text(text)
-            self.setToolTip(text if self.fontMetrics().horizontalAdvance(text) > self.width() else "")
-
-    def text(self) -> str:
-        return self.full_text()
-
-
-class PaintTimed:
-    """Mixin for a graphics view that notes when it last finished painting (``painted_at``,
-    perf_counter seconds): ``python main.py bench`` times band switches and clicks to the paint."""
-
-    painted_at = 0.0
-
-    def paintEvent(self, event):  # noqa: N802 (Qt naming)
-        super().paintEvent(event)
-        self.painted_at = time.perf_counter()
-
-
-class _ImageView(PaintTimed, pg.GraphicsView):
-    """GraphicsView that reports when the pointer leaves it.
-
-    It repaints the bounding rectangle of what changed rather than the exact region: a moved
-    crosshair leaves a cross of thin strips, and Qt draws a scaled image into a non-rectangular
-    clip through its generic span path (farmed out to its painting threads for every strip), about
-    1.5 ms more per click over the viewer's views than one rectangle with its fast scaling path."""
-
-    left = pyqtSignal()
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        from PyQt6.QtWidgets import QGraphicsView
-
-        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.BoundingRectViewportUpdate)
-
-    def leaveEvent(self, event):  # noqa: N802 (Qt naming)
-        self.left.emit()
-        super().leaveEvent(event)
-
-
-class _PanelViewBox(pg.ViewBox):
-    """ViewBox that tells whether a range change comes from its own resize (aspect lock), which
-    must not be propagated to the other panels as if the user had zoomed."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.resizing = False
-        self.drag_handler = None  # set while a drawing tool is active: gets the drag events
-
-    def mouseDragEvent(self, ev, axis=None):  # noqa: N802
-        if self.drag_handler is not None and ev.button() == Qt.MouseButton.LeftButton:
-            ev.accept()
-            self.drag_handler(ev)
-            return
-        super().mouseDragEvent(ev, axis)
-
-    def resizeEvent(self, event):  # noqa: N802
-        self.resizing = True
-        try:
-            super().resizeEvent(event)
-        finally:
-            self.resizing = False
-
-
-class PointerMixin:
-    """Pointer helpers of a widget with an image ``view`` (a ViewBox on the HR pixel grid) and the
-    signals ``hovered(row, col)`` and ``left()``: the panels and the analysis maps."""
-
-    def _scene_to_pixel(self, scene_pos) -> QPointF | None:
-        """The view coordinates (x = column, y = row) of a scene position inside the view, else None."""
-        if not self.view.sceneBoundingRect().contains(scene_pos):
-            return None
-        return self.view.mapSceneToView(scene_pos)
-
-    def _on_move(self, scene_pos) -> None:
-        point = self._scene_to_pixel(scene_pos)
-        if point is None:
-            self.left.emit()
-        else:
-            self.hovered.emit(point.y(), point.x())
+from app.qt.graphics import (CrossLine, ElidedLabel, ImageView, PanelViewBox, PointerMixin, crosshair_pen,
+                             display_stride, place_crosshair, show_strided)
 
 
 NARROW_PANEL_PX = 200
@@ -326,13 +80,13 @@ class ImagePanel(PointerMixin, QFrame):
         hl.addWidget(self.close_button)
 
         # ---- the image view
-        self.graphics = _ImageView(self, background=th.image_bg)
+        self.graphics = ImageView(self, background=th.image_bg)
         self.graphics.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         # Dropped files go to the main window, not to the graphics scene.
         self.graphics.setAcceptDrops(False)
         self.graphics.viewport().setAcceptDrops(False)
         self.graphics.left.connect(self.left)
-        self.view = _PanelViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
+        self.view = PanelViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
         self.graphics.setCentralItem(self.view)
         self.image_item = FastImageItem(axisOrder="row-major")
         self.view.addItem(self.image_item)

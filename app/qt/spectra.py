@@ -5,14 +5,14 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QCoreApplication, QEvent, QPointF, QRectF, QSize, Qt, pyqtSignal
-from PyQt6.QtGui import QColor, QGuiApplication, QPainter, QPen, QPolygonF
-from PyQt6.QtWidgets import QHBoxLayout, QSizePolicy, QToolButton, QToolTip, QVBoxLayout, QWidget
+from PyQt6.QtCore import QCoreApplication, QEvent, QPointF, QRectF, Qt
+from PyQt6.QtGui import QColor, QGuiApplication, QPolygonF
+from PyQt6.QtWidgets import QHBoxLayout, QToolButton, QVBoxLayout, QWidget
 
 from app.core.state.scene import Scene, SpectrumSample
 from app.qt import theme
 from app.qt.binding import subscribe
-from app.qt.panel import ElidedLabel, PaintTimed
+from app.qt.graphics import ElidedLabel, LegendTable, PaintTimed, curve_pen
 
 
 def _label_fill() -> QColor:
@@ -46,173 +46,6 @@ def _legend_row(colour: str, glyph: str, label: str, key=None, style=None) -> tu
     """(colour, glyph, label, key, line style): ``key`` (a layer uid) makes the row a show/hide
     toggle; ``style`` draws a line of that style instead of the glyph."""
     return colour, glyph, label, key, style
-
-
-class LegendTable(QWidget):
-    """The legend under the plot: one entry per source (a layer, a pinned pixel's line style, the
-    ROI, the residuals), a coloured glyph and a plain-text label, painted by this one widget and
-    packed in as many columns as the width allows, so that many methods do not squeeze the plot.
-    Clicking a source's entry hides or shows its curves (``toggled(key)``).
-
-    A click changes every label (they name the pixel); as label widgets each of them repainted on
-    its own and asked the window for a new layout, a few ms of every click. Each entry is elided
-    to its column (the whole text in the tooltip); the height changes only with the number of
-    entries or columns, so a click never resizes the plot."""
-
-    toggled = pyqtSignal(object)
-
-    GLYPH_GAP = 6
-    COLUMN_MIN = 190  # px: a column fits 'GT · name (r 123, c 456)' at the default font
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self._shown: list[tuple] = []
-        self._hidden: set = set()
-        self._elided: dict[tuple[str, int], str] = {}  # (text, room) -> what fits (cleared with the font)
-        self._glyph_w: int | None = None
-        self._lines_laid_out = 0
-        self.elide = Qt.TextElideMode.ElideMiddle
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-
-    def _line(self) -> int:
-        return self.fontMetrics().height()
-
-    def columns(self, width: int | None = None) -> int:
-        width = self.width() if width is None else width
-        return max(1, min(len(self._shown), max(width, 1) // self.COLUMN_MIN)) if self._shown else 1
-
-    def lines(self, width: int | None = None) -> int:
-        return -(-len(self._shown) // self.columns(width)) if self._shown else 0
-
-    def sizeHint(self):  # noqa: N802 (Qt naming)
-        return QSize(200, self._line() * self.lines())
-
-    def minimumSizeHint(self):  # noqa: N802
-        return QSize(20, self._line() * self.lines())
-
-    def resizeEvent(self, event):  # noqa: N802: more or fewer columns, a new height
-        super().resizeEvent(event)
-        if self.lines() != self._lines_laid_out:
-            self._lines_laid_out = self.lines()
-            self.updateGeometry()
-
-    def set_rows(self, rows: list[tuple], hidden=()) -> None:
-        """(colour, glyph, label[, key, style]) per entry (see :func:`_legend_row`); the entries
-        whose key is in ``hidden`` are drawn dimmed."""
-        rows = [tuple(r) + (None,) * (5 - len(r)) for r in rows]
-        hidden = set(hidden)
-        if rows == self._shown and hidden == self._hidden:
-            return
-        resize = len(rows) != len(self._shown)
-        if [r[1] for r in rows] != [r[1] for r in self._shown]:
-            self._glyph_w = None
-        self._shown = rows
-        self._hidden = hidden
-        if resize:
-            self._lines_laid_out = self.lines()
-            self.updateGeometry()
-        self.update()
-
-    def text(self) -> str:
-        """The labels, one per line (tests, copy)."""
-        return "\n".join(row[2] for row in self._shown)
-
-    def _glyph_width(self) -> int:
-        if self._glyph_w is None:
-            fm = self.fontMetrics()
-            self._glyph_w = max((fm.horizontalAdvance(row[1]) for row in self._shown), default=0)
-            self._glyph_w = max(self._glyph_w, fm.horizontalAdvance("━━━"))
-        return self._glyph_w
-
-    def _fit(self, text: str, room: int) -> str:
-        key = (text, room)
-        shown = self._elided.get(key)
-        if shown is None:
-            if len(self._elided) > 512:
-                self._elided.clear()
-            shown = self._elided[key] = self.fontMetrics().elidedText(text, self.elide, room)
-        return shown
-
-    def changeEvent(self, event):  # noqa: N802: a new font or style: new text widths
-        if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange):
-            self._elided.clear()
-            self._glyph_w = None
-        super().changeEvent(event)
-
-    def _cell(self, i: int) -> QRectF:
-        """Where entry ``i`` is painted (column-major: entries read down, then across)."""
-        lines = max(self.lines(), 1)
-        width = self.width() / self.columns()
-        return QRectF((i // lines) * width, (i % lines) * self._line(), width, self._line())
-
-    def _row_at(self, pos) -> int | None:
-        for i in range(len(self._shown)):
-            if self._cell(i).contains(QPointF(pos)):
-                return i
-        return None
-
-    def row_rect(self, i: int) -> QRectF:
-        """Entry ``i``'s rectangle in this widget (tests)."""
-        return self._cell(i)
-
-    def mousePressEvent(self, event):  # noqa: N802
-        i = self._row_at(event.position().toPoint())
-        if i is not None and self._shown[i][3] is not None and event.button() == Qt.MouseButton.LeftButton:
-            self.toggled.emit(self._shown[i][3])
-            event.accept()
-            return
-        super().mousePressEvent(event)
-
-    def event(self, event):  # the tooltip of the entry under the pointer: its whole text when elided
-        if event.type() == QEvent.Type.ToolTip:
-            i = self._row_at(event.pos())
-            if i is not None:
-                text = self._shown[i][2]
-                room = int(self._cell(i).width()) - self._glyph_width() - 2 * self.GLYPH_GAP
-                tip = text if self.fontMetrics().horizontalAdvance(text) > room else ""
-                if self._shown[i][3] is not None:
-                    tip = (tip + "\n" if tip else "") + "Click to hide or show these curves"
-                if tip:
-                    QToolTip.showText(event.globalPos(), tip, self)
-                    return True
-            QToolTip.hideText()
-            event.ignore()
-            return True
-        return super().event(event)
-
-    def paintEvent(self, event):  # noqa: N802
-        if not self._shown:
-            return
-        painter = QPainter(self)
-        fm = self.fontMetrics()
-        glyph_w = self._glyph_width()
-        text_colour = self.palette().color(self.foregroundRole())
-        dim = QColor(text_colour)
-        dim.setAlpha(90)
-        exposed = QRectF(event.rect())
-        for i, (colour, glyph, text, key, style) in enumerate(self._shown):
-            cell = self._cell(i)
-            if not cell.intersects(exposed):
-                continue
-            hidden = key is not None and key in self._hidden
-            base = int(cell.top()) + fm.ascent()
-            x0 = int(cell.left())
-            glyph_colour = QColor(colour)
-            if hidden:
-                glyph_colour.setAlpha(70)
-            if style is not None:  # the pin's own line style
-                pen = QPen(curve_pen(colour, 1.5, style))
-                pen.setColor(glyph_colour)
-                painter.setPen(pen)
-                y = int(cell.center().y())
-                painter.drawLine(x0 + 1, y, x0 + glyph_w - 1, y)
-            else:
-                painter.setPen(glyph_colour)
-                painter.drawText(x0, base, glyph)
-            painter.setPen(dim if hidden else text_colour)
-            room = max(int(cell.width()) - glyph_w - 2 * self.GLYPH_GAP, 20)
-            painter.drawText(x0 + glyph_w + self.GLYPH_GAP, base, self._fit(text, room))
-        painter.end()
 
 
 class _PlotWidget(PaintTimed, pg.PlotWidget):
@@ -255,7 +88,6 @@ class CachedAxis(pg.AxisItem):
                 self._pictures.popitem(last=False)
 
 
-_PENS: dict[tuple, object] = {}
 
 
 class Curve:
@@ -381,24 +213,6 @@ class CurveLayer(pg.GraphicsObject):
         painter.restore()
 
 
-def curve_pen(colour: str, width: float = 1.0, style=Qt.PenStyle.SolidLine):
-    """A cached cosmetic pen (``style`` a Qt.PenStyle or a dash pattern). Width 1 is a hairline,
-    which Qt's raster engine strokes about ten times faster than a wider antialiased line (and
-    dashes and dots about fifty times faster): every curve but the reference's is a hairline, so
-    that a click repaints within a frame."""
-    key = (colour, width, style)
-    pen = _PENS.get(key)
-    if pen is None:
-        if isinstance(style, tuple):
-            pen = pg.mkPen(QColor(colour), width=width)
-            pen.setDashPattern(list(style))
-        else:
-            pen = pg.mkPen(QColor(colour), width=width, style=style)
-        pen.setCosmetic(True)
-        _PENS[key] = pen
-    return pen
-
-
 def curve_style(sample: SpectrumSample, colour: str) -> dict:
     """pyqtgraph plot kwargs for one curve at the clicked pixel: colour by role, reconstructions
     by method; the reference (GT) is the one wide line."""
@@ -438,7 +252,7 @@ class SpectraView(QWidget):
         # off at start: with several methods the residuals double the curves to read
         self.residual_button.setChecked(False)
         self.residual_button.setToolTip("Reconstruction − GT on the right axis (at the pixel, or of the ROI means)")
-        self.residual_button.toggled.connect(lambda *_: self.refresh())
+        self.residual_button.toggled.connect(lambda on: self.scene.set_spectra_choice(residuals=bool(on)))
         self.legend_button = QToolButton(self)
         self.legend_button.setText("Legend")
         self.legend_button.setCheckable(True)
@@ -487,7 +301,6 @@ class SpectraView(QWidget):
         self.legend = LegendTable(self)
         layout.addWidget(self.legend)
         self.legend_button.toggled.connect(self.legend.setVisible)
-        self.hidden_sources: set[int] = set()  # layer uids whose curves the user hid from the legend
         self.legend.toggled.connect(self.toggle_source)
         # the curves shown (Curve records, in the order of the samples then the pins), all drawn by one item
         self.curves: list[Curve] = []
@@ -521,11 +334,24 @@ class SpectraView(QWidget):
         subscribe(self, ev.roi, lambda *_: self.refresh())
         subscribe(self, ev.band, lambda *_: self._place_band_line())
         subscribe(self, ev.colours, lambda *_: self.refresh())
+        subscribe(self, ev.spectra, lambda *_: self._on_choice())
         self.refresh()
+
+    @property
+    def hidden_sources(self) -> frozenset:
+        """Layer uids whose curves the user hid from the legend (kept in the scene)."""
+        return self.scene.spectra_choice.hidden_uids
 
     def toggle_source(self, uid: int) -> None:
         """Hide (or show again) every curve of layer ``uid``."""
-        self.hidden_sources ^= {uid}
+        self.scene.set_spectra_choice(hidden_uids=self.hidden_sources ^ {uid})
+
+    def _on_choice(self) -> None:
+        residuals = self.scene.spectra_choice.residuals
+        if self.residual_button.isChecked() != residuals:
+            self.residual_button.blockSignals(True)
+            self.residual_button.setChecked(residuals)
+            self.residual_button.blockSignals(False)
         self.refresh()
 
     # ------------------------------------------------------------------ plot
@@ -575,7 +401,7 @@ class SpectraView(QWidget):
         from app.core.evaluation.analysis import residual_spectra, roi_spectra
 
         self.roi_samples = roi_spectra(scene) if scene.roi is not None else []
-        if not self.residual_button.isChecked():
+        if not scene.spectra_choice.residuals:
             self.residuals = []
         elif scene.roi is not None and scene.pixel is None:
             self.residuals = residual_spectra(scene, roi=scene.roi)
@@ -619,8 +445,6 @@ class SpectraView(QWidget):
         if known != self._x_known:  # a new label re-lays out the axis: only when it changes
             self._x_known = known
             self.plot.setLabel("bottom", "Wavelength" if known else "Band", units="nm" if known else None)
-        live = {l.uid for l in scene.layers}
-        self.hidden_sources &= live
         hidden = self.hidden_sources
         rows = []
         listed: set[int] = set()
@@ -850,22 +674,22 @@ class SpectraView(QWidget):
 
     # ------------------------------------------------------------------ export
     def csv_text(self) -> str:
-        """The plotted spectra as CSV: one row per (curve, band)."""
+        """The spectra as CSV, one row per (curve, band): the curves File ▸ Export ▸ Spectra as
+        CSV writes (app.core.export.data.collect_spectra, residuals as the plot shows them)."""
+        from app.core.export.data import collect_spectra
+
         lines = ["source,role,pin,row,col,wavelength_nm,value"]
-        tagged = [("", s) for s in self.samples] + [(str(i + 1), s) for i, s in self.pin_samples]
-        for pin, s in tagged:
-            name = s.layer.name.replace(",", " ")
-            for x, v in zip(np.asarray(s.wavelengths_nm), np.asarray(s.values)):
-                lines.append(f"{name},{s.layer.role},{pin},{s.pixel[0]},{s.pixel[1]},{x:g},{v:.6g}")
-        for r in self.roi_samples:  # ROI: 'roi-mean' / 'roi-std' in the pin column, no pixel
-            name = r.layer.name.replace(",", " ")
-            for what, values in (("roi-mean", r.mean), ("roi-std", r.std)):
-                for x, v in zip(np.asarray(r.wavelengths_nm), np.asarray(values)):
-                    lines.append(f"{name},{r.layer.role},{what},,,{x:g},{v:.6g}")
-        for r in self.residuals:
-            name = r.layer.name.replace(",", " ")
-            for x, v in zip(np.asarray(r.wavelengths_nm), np.asarray(r.values)):
-                lines.append(f"{name},{r.layer.role},residual,,,{x:g},{v:.6g}")
+        for curve in collect_spectra(self.scene, residuals=self.scene.spectra_choice.residuals):
+            name = curve.name.replace(",", " ")
+            if curve.kind == "roi":  # 'roi-mean' / 'roi-std' in the pin column, no pixel
+                series = (("roi-mean", curve.y), ("roi-std", curve.std))
+                row = col = ""
+            else:
+                series = ((str(curve.pin or "") if curve.kind != "residual" else "residual", curve.y),)
+                row, col = curve.pixel if curve.pixel is not None else ("", "")
+            for what, values in series:
+                for x, v in zip(curve.x, np.asarray(values)):
+                    lines.append(f"{name},{curve.role},{what},{row},{col},{x:g},{v:.6g}")
         return "\n".join(lines) + "\n"
 
     def copy_csv(self) -> None:

@@ -13,6 +13,7 @@ from app.core.evaluation.analysis import Roi
 from app.core.export.data import export_cube
 from app.core.io import open_cube
 from app.core.state.scene import DisplayMode, Scene
+from app.core.state.selection import ABChoice
 from app.core.export.session import (SESSION_VERSION, SessionError, load_session, memory_layers, restore_session,
                               save_session, session_state)
 from tests.core.export_helpers import food_scene
@@ -63,7 +64,7 @@ def test_the_ab_comparison_is_saved_by_layer_and_restored_on_the_new_layers(tmp_
     scene = food_scene()
     gt, recon = scene.layers_with_role("gt")[0], scene.layers_with_role("recon")[-1]
     path = tmp_path / "ab.hsisession.json"
-    save_session(scene, path, compare={"mode": "flicker", "a_uid": recon.uid, "b_uid": gt.uid, "divider_x": 41.5})
+    save_session(scene, path, compare=ABChoice("flicker", recon.uid, gt.uid, 41.5))
     data = load_session(path)
     names = [e["name"] for e in data["layers"]]
     assert data["compare"]["mode"] == "flicker" and data["compare"]["divider_x"] == 41.5

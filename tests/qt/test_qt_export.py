@@ -95,6 +95,56 @@ def test_data_exports(window, tmp_path):
     assert window.errors_reported == []
 
 
+def _curves_of_copy_csv(text: str) -> list[np.ndarray]:
+    """Each curve of the spectra dock's Copy CSV as (n, 2) (wavelength, value) sorted by
+    wavelength, ROI std left out."""
+    curves: dict[tuple, list[tuple[float, float]]] = {}
+    for name, role, pin, row, col, x, value in csv.reader(text.splitlines()[1:]):
+        if pin != "roi-std":
+            curves.setdefault((name, role, pin, row, col), []).append((float(x), float(value)))
+    return [np.array(sorted(points)) for points in curves.values()]
+
+
+def _curves_of_export_csv(text: str) -> list[np.ndarray]:
+    lines = [l for l in text.splitlines() if not l.startswith("#")]
+    header, *rows = list(csv.reader(lines))
+    return [np.array(sorted((float(r[0]), float(r[i])) for r in rows if r[i]))
+            for i, title in enumerate(header) if i > 0 and not title.endswith("(ROI std)")]
+
+
+def _same_curves(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    """One-to-one match of curves with equal wavelengths and values (the copy has 6 digits)."""
+    left = list(b)
+    for curve in a:
+        match = next((i for i, other in enumerate(left) if other.shape == curve.shape
+                      and np.allclose(other, curve, rtol=1e-5, atol=1e-8)), None)
+        if match is None:
+            return False
+        del left[match]
+    return not left
+
+
+@pytest.mark.parametrize("residuals", [False, True])
+def test_copy_csv_and_the_export_write_the_same_curves(window, tmp_path, residuals):
+    """The spectra dock's Copy CSV and Export > Spectra as CSV: the same curves (clicked pixel,
+    pins, ROI mean, residuals as the plot shows them), with the same values."""
+    from app.core.state.selection import Roi
+
+    scene = window.scene
+    scene.set_pixel(30, 40)
+    scene.add_pin(60, 70)
+    scene.add_pin(30, 40)  # the clicked pixel pinned too: one curve, not two
+    scene.set_roi(Roi.rect(10, 10, 30, 25))
+    window.spectra.residual_button.setChecked(residuals)
+    assert scene.spectra_choice.residuals is residuals
+    path = tmp_path / "s.csv"
+    window.exporter.export_spectra_csv(str(path), background=False)
+    copied = _curves_of_copy_csv(window.spectra.csv_text())
+    exported = _curves_of_export_csv(path.read_text())
+    assert _same_curves(copied, exported) and len(copied) > 8
+    assert any(",residual," in line for line in window.spectra.csv_text().splitlines()) is residuals
+
+
 def test_read_only_target_shows_a_clear_error_dialog(window, tmp_path, monkeypatch, errors):
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")

@@ -169,7 +169,7 @@ def test_spectra_markers_and_cached_axes(qapp):
 
 
 def test_status_labels_keep_their_width_and_full_text(qapp):
-    from app.qt.panel import StatusLabel
+    from app.qt.graphics import StatusLabel
 
     label = StatusLabel(None, "row 0000, col 0000")
     width = label.width()

@@ -78,6 +78,9 @@ class SpectrumCurve:
     std: np.ndarray | None = None
     known: bool = True
     nominal: bool = False
+    name: str = ""                          # the layer's name (``source`` is its label)
+    pin: int | None = None                  # 1-based number of the pinned pixel (kind 'pin')
+    pixel: tuple[int, int] | None = None    # the layer's own (row, col) (kinds 'pixel' and 'pin')
 
     @property
     def label(self) -> str:
@@ -95,16 +98,17 @@ def collect_spectra(scene: "Scene", *, pixel: bool = True, pins: bool = True, ro
     every reconstruction comparable with the GT, at the clicked pixel (or of the ROI means when
     there is a ROI and no clicked pixel), as :func:`app.core.evaluation.analysis.residual_spectra` gives them."""
     curves: list[SpectrumCurve] = []
-    points: list[tuple[str, tuple[int, int]]] = []
+    points: list[tuple[str, int | None, tuple[int, int]]] = []
     if pixel and scene.pixel is not None:
-        points.append(("pixel", scene.pixel))
+        points.append(("pixel", None, scene.pixel))
     if pins:
-        points.extend(("pin", p) for p in scene.pins if p != scene.pixel or not pixel)
-    for kind, (r, c) in points:
+        points.extend(("pin", i + 1, p) for i, p in enumerate(scene.pins) if p != scene.pixel or not pixel)
+    for kind, pin, (r, c) in points:
         for s in scene.spectra_at(r, c):
             curves.append(SpectrumCurve(s.layer.label, f"r {s.pixel[0]}, c {s.pixel[1]}", kind, s.layer.role,
                                         np.asarray(s.wavelengths_nm, dtype=np.float64),
-                                        np.asarray(s.values, dtype=np.float64), None, s.wavelengths_known, s.nominal))
+                                        np.asarray(s.values, dtype=np.float64), None, s.wavelengths_known, s.nominal,
+                                        s.layer.name, pin, tuple(s.pixel)))
     if roi and getattr(scene, "roi", None) is not None:
         from app.core.evaluation.analysis import roi_spectra
 
@@ -112,7 +116,7 @@ def collect_spectra(scene: "Scene", *, pixel: bool = True, pins: bool = True, ro
             curves.append(SpectrumCurve(s.layer.label, f"ROI mean, {s.n} px", "roi", s.layer.role,
                                         np.asarray(s.wavelengths_nm, dtype=np.float64),
                                         np.asarray(s.mean, dtype=np.float64), np.asarray(s.std, dtype=np.float64),
-                                        s.wavelengths_known))
+                                        s.wavelengths_known, name=s.layer.name))
     if residuals:
         from app.core.evaluation.analysis import residual_spectra
 
@@ -126,7 +130,7 @@ def collect_spectra(scene: "Scene", *, pixel: bool = True, pins: bool = True, ro
         for r in found:
             curves.append(SpectrumCurve(f"{r.layer.label} − ref", r.where, "residual", r.layer.role,
                                         np.asarray(r.wavelengths_nm, dtype=np.float64),
-                                        np.asarray(r.values, dtype=np.float64), None, known))
+                                        np.asarray(r.values, dtype=np.float64), None, known, name=r.layer.name))
     return curves
 
 

@@ -45,6 +45,7 @@ from app.core.io.jsonio import dumps
 if TYPE_CHECKING:  # pragma: no cover
     from app.core.cube import Cube
     from app.core.state.scene import Layer, Scene
+    from app.core.state.selection import ABChoice
 
 SESSION_FORMAT = "hsi-sr-viewer session"
 SESSION_VERSION = 1
@@ -113,22 +114,21 @@ def _data_dir(session_path: Path) -> Path:
     return session_path.with_name(stem + "_data")
 
 
-def _compare_entry(scene: "Scene", compare: dict | None) -> dict | None:
-    """The A/B state {"mode", "a_uid", "b_uid", "divider_x"} with the layers as indices."""
-    if not compare:
+def _compare_entry(scene: "Scene", compare: "ABChoice | None") -> dict | None:
+    """The A/B comparison {"mode", "a", "b", "divider_x"} with the layers as indices."""
+    if compare is None:
         return None
     index = {layer.uid: i for i, layer in enumerate(scene.layers)}
-    divider = compare.get("divider_x")
-    return {"mode": str(compare.get("mode", "swipe")),
-            "a": index.get(compare.get("a_uid")), "b": index.get(compare.get("b_uid")),
+    divider = compare.divider_x
+    return {"mode": str(compare.mode), "a": index.get(compare.a_uid), "b": index.get(compare.b_uid),
             "divider_x": None if divider is None else float(divider)}
 
 
 def capture(scene: "Scene", *, layout: dict | None = None, session_dir: str | Path | None = None,
-            written: dict[int, Path] | None = None, compare: dict | None = None) -> dict:
+            written: dict[int, Path] | None = None, compare: "ABChoice | None" = None) -> dict:
     """The session dict of ``scene`` (see the module docstring). ``written`` maps the uid of an
-    in-memory layer to the file it was saved to; ``compare`` is the A/B comparison as
-    {"mode", "a_uid", "b_uid", "divider_x"} (the GUI's ABCompareView.state())."""
+    in-memory layer to the file it was saved to; ``compare`` is the A/B comparison to record
+    (the GUI passes ``scene.ab``; None records none)."""
     written = written or {}
     base = Path(session_dir).resolve() if session_dir is not None else None
     layers = []
@@ -183,7 +183,8 @@ def capture(scene: "Scene", *, layout: dict | None = None, session_dir: str | Pa
 
 
 def save_session(scene: "Scene", path: str | Path, *, layout: dict | None = None, write_computed: bool = True,
-                 progress: Callable[[float, str], None] | None = None, compare: dict | None = None) -> SaveReport:
+                 progress: Callable[[float, str], None] | None = None,
+                 compare: "ABChoice | None" = None) -> SaveReport:
     """Write the session of ``scene`` to ``path`` (atomically). With ``write_computed``, layers
     that exist only in memory are first written to ``<session>_data/<name>.npy`` (+ .json sidecar
     with wavelengths and provenance) so that the session restores them."""
@@ -382,6 +383,13 @@ def restore_session(path: str | Path, scene: "Scene", *, locate: Locate | None =
         uid = {i: layer.uid for i, layer in restored.items()}
         report.compare = {"mode": compare["mode"], "a_uid": uid.get(compare.get("a")),
                           "b_uid": uid.get(compare.get("b")), "divider_x": compare.get("divider_x")}
+        if hasattr(scene, "set_ab"):  # a layer that was not restored keeps the scene's choice
+            pair = {k: report.compare[k] for k in ("a_uid", "b_uid") if report.compare[k] is not None}
+            if "b_uid" in pair:
+                pair["b_chosen"] = True
+            divider = report.compare["divider_x"]
+            scene.set_ab(mode=report.compare["mode"], **pair,
+                         **({} if divider is None else {"divider_x": float(divider)}))
     if progress:
         progress(1.0, "Session restored")
     return report

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from app.core.state.selection import AnalysisSettings, Roi
+from app.core.state.selection import ABChoice, AnalysisSettings, Roi, SpectraChoice
 from app.core.cube import Cube
 from app.core.io.value_range import RangeUndecided, put_on_gt_scale
 from app.core.errors import HsiError, ShapeMismatchError
@@ -111,6 +111,10 @@ class SceneEvents:
         self.roi = Event("roi")                    # (roi: app.core.state.selection.Roi | None)
         self.analysis = Event("analysis")          # (settings: app.core.state.selection.AnalysisSettings)
         self.colours = Event("colours")            # (method_colours: dict[str, str])
+        self.rendered = Event("rendered")          # (frames: dict[int, RenderedImage]), pictures on screen
+        self.ab = Event("ab")                      # (choice: app.core.state.selection.ABChoice)
+        self.spectra = Event("spectra")            # (choice: app.core.state.selection.SpectraChoice)
+        self.analysis_result = Event("analysis_result")  # (result: AnalysisResult | None, stale: bool)
 
     def all(self) -> list[Event]:
         return [v for v in vars(self).values() if isinstance(v, Event)]
@@ -271,6 +275,13 @@ class Scene:
         # method name -> colour; kept when a layer closes, so that a method opened again (or
         # restored from a session) comes back in its colour
         self._method_colours: dict[str, str] = {}
+        # What the views show, shared so that no view reads another: the pictures the panels
+        # show, the A/B comparison, the spectra shown and the analysis on screen.
+        self._rendered: dict[int, RenderedImage] = {}
+        self._ab = ABChoice()
+        self._spectra = SpectraChoice()
+        self._analysis_result: Any = None   # app.core.evaluation.analysis.AnalysisResult (a higher floor)
+        self._analysis_stale = True
 
     # ------------------------------------------------------------------ method colours
     @property
@@ -466,6 +477,12 @@ class Scene:
             self.events.pixel.emit(self._pixel)
         if self._pins != old_pins:
             self.events.pins.emit(self.pins)
+        live = {l.uid for l in self._layers}
+        if set(self._rendered) - live:
+            self._rendered = {uid: r for uid, r in self._rendered.items() if uid in live}
+        if self._spectra.hidden_uids - live:
+            self.set_spectra_choice(hidden_uids=self._spectra.hidden_uids & live)
+        self._follow_layers_in_ab()
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -880,6 +897,102 @@ class Scene:
                 if value > 1:
                     return value
         return None
+
+    # ------------------------------------------------------------------ what the views show
+    @property
+    def rendered(self) -> dict[int, RenderedImage]:
+        """The picture each layer's panel shows (by uid); the grid renders, others read."""
+        return dict(self._rendered)
+
+    def set_rendered(self, frames: dict[int, RenderedImage]) -> None:
+        """New pictures (of some or all layers; those of closed layers are ignored); emits
+        ``events.rendered``."""
+        live = {l.uid for l in self._layers}
+        self._rendered.update({uid: r for uid, r in frames.items() if uid in live})
+        self.events.rendered.emit(self.rendered)
+
+    @property
+    def ab(self) -> ABChoice:
+        return self._ab
+
+    def set_ab(self, choice: ABChoice | None = None, **changes) -> None:
+        """Replace the A/B comparison, or change some of its fields by keyword; a layer uid that
+        is not open keeps the current one. Emits ``events.ab`` when it changed."""
+        import dataclasses
+
+        new = dataclasses.replace(choice if choice is not None else self._ab, **changes)
+        live = {l.uid for l in self._layers}
+        if new.a_uid is not None and new.a_uid not in live:
+            new = dataclasses.replace(new, a_uid=self._ab.a_uid)
+        if new.b_uid is not None and new.b_uid not in live:
+            new = dataclasses.replace(new, b_uid=self._ab.b_uid, b_chosen=self._ab.b_chosen)
+        if new.divider_x is not None:
+            new = dataclasses.replace(new, divider_x=float(new.divider_x))
+        if new != self._ab:
+            self._ab = new
+            self.events.ab.emit(new)
+
+    def _follow_layers_in_ab(self) -> None:
+        """Default pair: A the reference (GT), B the newest reconstruction (or the next layer)
+        until the user picks B; the divider in the middle when it is off the image."""
+        import dataclasses
+
+        ab, layers = self._ab, self._layers
+        uids = [l.uid for l in layers]
+        a, b, chosen = ab.a_uid, ab.b_uid, ab.b_chosen
+        if a not in uids:
+            a = None
+        if b not in uids:
+            b, chosen = None, False
+        if not chosen:
+            b = None
+        if a is None and layers:
+            ref = self.reference
+            a = ref.uid if ref is not None else layers[0].uid
+        if b is None and len(layers) > 1:
+            recons = [l for l in layers if l.role == "recon" and l.uid != a]
+            others = [l for l in layers if l.uid != a]
+            b = (recons[-1] if recons else others[0]).uid
+        divider = ab.divider_x
+        shape = self.hr_shape
+        if shape is not None and not (divider is not None and 0 < divider < shape[1]):
+            divider = shape[1] / 2
+        new = dataclasses.replace(ab, a_uid=a, b_uid=b, b_chosen=chosen, divider_x=divider)
+        if new != ab:
+            self._ab = new
+            self.events.ab.emit(new)
+
+    @property
+    def spectra_choice(self) -> SpectraChoice:
+        return self._spectra
+
+    def set_spectra_choice(self, choice: SpectraChoice | None = None, **changes) -> None:
+        """Which spectra are shown (residuals, hidden layers); emits ``events.spectra``."""
+        import dataclasses
+
+        new = dataclasses.replace(choice if choice is not None else self._spectra, **changes)
+        new = dataclasses.replace(new, hidden_uids=frozenset(int(u) for u in new.hidden_uids))
+        if new != self._spectra:
+            self._spectra = new
+            self.events.spectra.emit(new)
+
+    @property
+    def analysis_result(self) -> Any:
+        """The analysis on screen (an ``app.core.evaluation.analysis.AnalysisResult``) or None."""
+        return self._analysis_result
+
+    @property
+    def analysis_stale(self) -> bool:
+        """True when the scene changed since :attr:`analysis_result` was computed (exports then
+        compute afresh)."""
+        return self._analysis_stale
+
+    def set_analysis_result(self, result: Any = None, *, stale: bool = False) -> None:
+        """The analysis view's newest result (None: none on screen) and whether the scene has
+        changed since it was asked for; emits ``events.analysis_result``."""
+        self._analysis_result = result
+        self._analysis_stale = bool(stale)
+        self.events.analysis_result.emit(result, self._analysis_stale)
 
     # ------------------------------------------------------------------ rendering
     def snapshot(self) -> "RenderRequest":

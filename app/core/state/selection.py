@@ -21,6 +21,7 @@ SCOPES: tuple[str, ...] = ("image", "roi", "view")
 SCOPE_TITLES = {"image": "whole image", "roi": "ROI", "view": "visible view"}
 CURVE_METRICS: tuple[str, ...] = ("psnr_db", "rmse", "ssim")
 CURVE_TITLES = {"psnr_db": "PSNR (dB)", "rmse": "RMSE", "ssim": "SSIM"}
+AB_MODES: tuple[str, ...] = ("swipe", "flicker")
 
 
 class AnalysisError(HsiError):
@@ -146,6 +147,36 @@ class AnalysisSettings:
     def from_dict(cls, data: dict) -> "AnalysisSettings":
         known = {k: str(v) for k, v in dict(data).items() if k in ("error_kind", "scope", "curve_metric")}
         return cls(**known)
+
+
+@dataclass(frozen=True)
+class ABChoice:
+    """The A/B comparison (saved in sessions): ``mode`` in AB_MODES, the layers ``a_uid`` (left
+    of the divider, first in flicker) and ``b_uid`` (None: not chosen), ``divider_x`` the swipe
+    divider in HR pixels (None: not placed yet), ``b_chosen`` whether the user picked B (else B
+    follows the newest reconstruction)."""
+
+    mode: str = "swipe"
+    a_uid: int | None = None
+    b_uid: int | None = None
+    divider_x: float | None = None
+    b_chosen: bool = False
+
+    def __post_init__(self):
+        if self.mode not in AB_MODES:
+            raise ValueError(f"unknown A/B mode {self.mode!r}; expected 'swipe' or 'flicker'")
+        if self.divider_x is not None and not math.isfinite(float(self.divider_x)):
+            raise ValueError(f"the A/B divider must be a finite number, got {self.divider_x!r}")
+
+
+@dataclass(frozen=True)
+class SpectraChoice:
+    """Which spectra the spectra plot shows, and so what its CSV and File > Export write:
+    ``residuals`` (reconstruction − GT on the right axis) and the layers whose curves the user
+    hid (``hidden_uids``)."""
+
+    residuals: bool = False
+    hidden_uids: frozenset = frozenset()
 
 
 # ---------------------------------------------------------------------------------- geometry helpers
