@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from PyQt6.QtCore import QObject, pyqtSignal
+from PyQt6.QtCore import QObject, pyqtSignal, pyqtSlot
 
 _ANY = object()
 
@@ -42,6 +42,14 @@ class JobControl:
 
     def _request_cancel(self) -> None:
         self._cancel.set()
+
+
+class _Relay(QObject):
+    """Carries outcomes from the worker threads. Parentless and held by the worker's threads, so
+    it is alive whenever they emit: emitting a signal of the Worker itself could race with Qt
+    deleting it on the GUI thread (its window closed)."""
+
+    outcome = pyqtSignal(object)  # (job, kind, value)
 
 
 @dataclass(eq=False)
@@ -74,10 +82,6 @@ class Worker(QObject):
     cancelled = pyqtSignal(object, int)
     busy = pyqtSignal(bool)
 
-    # (job, kind, value) from a worker thread; connected to a method of this GUI-thread object,
-    # so Qt queues it to the GUI thread
-    _outcome = pyqtSignal(object)
-
     def __init__(self, parent: QObject | None = None, *, name: str = "worker", threads: int = 1):
         super().__init__(parent)
         self._name = name
@@ -92,7 +96,10 @@ class Worker(QObject):
         # submitted jobs have not had their outcome delivered
         self._latest: dict[Any, int] = {}
         self._open = 0
-        self._outcome.connect(self._deliver)
+        # a slot of this GUI-thread object: Qt queues what the threads emit to the GUI thread,
+        # and drops it once this object is gone
+        self._relay = _Relay()
+        self._relay.outcome.connect(self._deliver)
 
     # ------------------------------------------------------------------ GUI-thread API
     def submit(self, key: Any, job: Callable[[JobControl], Any], *, stop: type[BaseException] | None = None,
@@ -129,22 +136,27 @@ class Worker(QObject):
         return job_record.ticket
 
     def cancel(self, key: Any = _ANY) -> None:
-        """Stop the job of ``key`` (every job without one): the waiting request is dropped, the
-        running one stops at its next yield and reports ``cancelled`` (or ``done`` when it
-        finished meanwhile)."""
+        """Stop the job of ``key`` (every job without one): a request that has not started is
+        dropped and reports ``cancelled`` at once (unless one of its key is running: that one
+        reports), the running one stops at its next yield and reports ``cancelled`` (or ``done``
+        when it finished meanwhile)."""
         with self._lock:
-            dropped = [k for k in self._waiting if key is _ANY or k == key]
+            dropped = {k: job for k, job in self._waiting.items() if key is _ANY or k == key}
             for k in dropped:
                 del self._waiting[k]
             running = {k: job for k, job in self._running.items() if key is _ANY or k == key}
             for job in running.values():
                 job.control._request_cancel()
-        for k in dropped:
+        for k, job in dropped.items():
             self._open -= 1
             if k in running:
                 self._latest[k] = running[k].ticket  # its 'cancelled' is now the news to deliver
             else:
+                # never started: cancelled now, so that whoever waits for its end hears of it
                 self._latest.pop(k, None)
+                self.cancelled.emit(k, job.ticket)
+                if job.on_cancel is not None:
+                    job.on_cancel()
         if dropped and self._open == 0:
             self.busy.emit(False)
 
@@ -223,10 +235,10 @@ class Worker(QObject):
             with self._lock:
                 self._running.pop(job.key, None)
                 self._lock.notify_all()  # a newer request of the same key may run now
-            try:
-                self._outcome.emit((job, kind, value))
-            except RuntimeError:  # the worker's Qt object is gone (its window closed)
-                return
+            self._relay.outcome.emit((job, kind, value))
+            # the GUI thread now holds the last references: what the job captured (callbacks,
+            # Qt objects) is released there, never here
+            job = kind = value = None
 
     @staticmethod
     def _drive(job: _Job) -> tuple[str, Any]:
@@ -256,12 +268,10 @@ class Worker(QObject):
             value = job.progress_filter(value)
             if value is None:
                 return
-        try:
-            self._outcome.emit((job, "progress", value))
-        except RuntimeError:  # the worker's Qt object is gone: nobody is listening
-            pass
+        self._relay.outcome.emit((job, "progress", value))
 
     # ------------------------------------------------------------------ back on the GUI thread
+    @pyqtSlot(object)
     def _deliver(self, item) -> None:
         job, kind, value = item
         current = self._latest.get(job.key) == job.ticket
