@@ -187,12 +187,35 @@ def show(gt: CubeLike | None = None, lr: CubeLike | None = None, guide: CubeLike
         window.scene.set_pixel(h // 2, w // 2)  # as the viewer does: the spectra plot is never empty
     window.show()
     if block:
-        app.exec()
+        _run_until_closed(window)
         return window
     window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     _OPEN_WINDOWS.add(window)
     window.destroyed.connect(lambda *_: _OPEN_WINDOWS.discard(window))
     return window
+
+
+def _run_until_closed(window) -> None:
+    """Run a local event loop until ``window`` closes. Not ``app.exec()`` + ``quit()``: once an
+    application has quit, Qt ends every later event loop at once (a script that opens a second
+    viewer, or a test run, would stop waiting)."""
+    from PyQt6.QtCore import QEvent, QEventLoop, QObject
+
+    loop = QEventLoop()
+
+    class _OnClose(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Type.Close:
+                loop.quit()
+            return False
+
+    watcher = _OnClose()
+    window.installEventFilter(watcher)
+    try:
+        if window.isVisible():
+            loop.exec()
+    finally:
+        window.removeEventFilter(watcher)
 
 
 def _layer_name(value, cube: Cube, default: str) -> str:

@@ -62,8 +62,13 @@ def test_show_block_runs_the_event_loop_until_it_ends(qtbot, settings, errors):
     from PyQt6.QtWidgets import QApplication
 
     shown = []
-    QTimer.singleShot(200, lambda: (shown.extend(w for w in QApplication.topLevelWidgets() if w.isVisible()),
-                                    QApplication.instance().quit()))
+    def look_then_close():
+        visible = [w for w in QApplication.topLevelWidgets() if w.isVisible() and hasattr(w, "scene")]
+        shown.extend(visible)
+        for w in visible:
+            w.close()  # closing the window ends the blocking call (the application keeps running)
+
+    QTimer.singleShot(200, look_then_close)
     window = api.show(gt=dict(scene_cubes())["gt"].data, block=True, settings=settings)
     qtbot.addWidget(window)
     assert window in shown and window not in api._OPEN_WINDOWS  # the caller holds a blocking call's window
