@@ -30,6 +30,16 @@ _EXCLUDE_HELP = ("bands left out of the metrics, by centre wavelength in nm: ran
                  "1340-1460,1790-1960 (water vapour); the file's bad-band list (ENVI bbl) is always left out")
 
 
+def _value_range_option(text: str):
+    """--pred-range / --gt-range: a named range or a positive number (argparse says which is wrong)."""
+    from app.core.io.value_range import parse_user_range
+
+    try:
+        return parse_user_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _read_kwargs(args) -> dict:
     return dict(var=args.var, layout=args.layout, hw=tuple(args.hw) if args.hw else None,
                 normalise=_normalise_option(args.normalise), nonfinite=args.nonfinite)
@@ -149,13 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--var", help="variable/dataset holding the predicted cube (.mat, .npz, .h5); default: automatic")
     cmp.add_argument("--layout", help="force the predictions' stored axis order (e.g. HWB, BHW); default: "
                                       "detected against the GT's shape")
-    cmp.add_argument("--pred-range", choices=("auto", "unit", "8bit", "16bit", "max"), default="auto",
+    cmp.add_argument("--pred-range", type=_value_range_option, default="auto", metavar="RANGE",
                      help="value range of the predictions: auto (detected, stated per row), unit ([0, 1]), "
-                          "8bit (0-255), 16bit (0-65535), max (divide by the maximum)")
+                          "8bit (0-255), 16bit (0-65535), max (divide by the maximum), none, or a number to "
+                          "divide by")
     cmp.add_argument("--gt-var", help="variable/dataset holding the GT cube")
     cmp.add_argument("--gt-layout", help="force the GT files' stored axis order")
-    cmp.add_argument("--gt-range", choices=("auto", "unit", "8bit", "16bit", "max"), default="auto",
-                     help="value range of the GT (auto: the file's rule, or detected)")
+    cmp.add_argument("--gt-range", type=_value_range_option, default="auto", metavar="RANGE",
+                     help="value range of the GT (auto: the file's rule, or detected; as --pred-range)")
     cmp.add_argument("--nonfinite", choices=("error", "zero", "mask"), default="error",
                      help="NaN/Inf values: the file is an error entry (default), they read as 0, or mask (read as "
                           "0, their pixels left out of the metrics and counted)")

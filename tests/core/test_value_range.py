@@ -144,3 +144,26 @@ def test_the_viewer_puts_reconstructions_from_files_on_the_gts_scale(tmp_path, j
         expected = mpsnr(gt / top, pred_counts / top)
         assert psnr["counts"] == pytest.approx(expected, abs=0.01)
         assert psnr["unit"] == pytest.approx(mpsnr(gt / top, (pred_counts / top).astype(np.float32)), abs=0.01)
+
+
+def test_compare_takes_a_number_as_the_range_and_refuses_nonsense(tmp_path, jasper_counts, capsys):
+    """`compare --gt-range N --pred-range N` divides both by N (a user's override), and a range that is
+    neither a name nor a positive number is an argparse error naming the option."""
+    from app.cli import main
+
+    gt = jasper_counts
+    pred = np.round(gt * 0.97).astype(np.uint16)
+    np.save(tmp_path / "jasper.npy", gt)
+    (tmp_path / "m").mkdir()
+    np.save(tmp_path / "m" / "jasper.npy", pred)
+    out = tmp_path / "r.json"
+    assert main(["compare", "--gt", str(tmp_path / "jasper.npy"), "--pred", str(tmp_path / "m"), "--gt-layout", "HWB",
+                 "--layout", "HWB", "--gt-range", "5000", "--pred-range", "5000", "--device", "cpu",
+                 "--json", str(out)]) == 0
+    import json
+
+    row = json.loads(out.read_text())["results"][0]
+    assert row["psnr"] == pytest.approx(mpsnr(gt / 5000.0, pred / 5000.0), abs=0.01) and row["range"] == "user"
+    with pytest.raises(SystemExit) as info:
+        main(["compare", "--gt", str(tmp_path / "jasper.npy"), "--pred", str(tmp_path / "m"), "--pred-range", "-2"])
+    assert info.value.code == 2 and "--pred-range" in capsys.readouterr().err
