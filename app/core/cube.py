@@ -429,3 +429,30 @@ def bands_in_ranges(wavelengths_nm, ranges_nm, *, what: str = "the cube",
     for low, high in parse_nm_ranges(ranges_nm, option=option):
         out |= (wl >= low) & (wl <= high)
     return out
+
+
+def hwb_view(x, what: str, error: type[Exception] = CubeError, dtype_error: type[Exception] | None = None):
+    """(x as (H, W, B), wavelengths or None): the one conversion of what callers hand the science
+    code. A Cube is unpacked (its data and wavelengths); numpy arrays are (H, W, B); torch tensors
+    (1, B, H, W) or (B, H, W) come back as a permuted (H, W, B) tensor view (torch is not imported
+    here). ``error`` (taking one message) is raised for a batch or a wrong rank, ``dtype_error``
+    (default ``error``) for non-numbers."""
+    wl = None
+    is_torch = type(x).__module__.startswith("torch")
+    if not is_torch and not isinstance(x, np.ndarray) and hasattr(x, "data") and hasattr(x, "wavelengths_nm"):
+        wl, x = x.wavelengths_nm, x.data
+    if type(x).__module__.startswith("torch"):  # (a Cube's data is numpy)
+        t = x.detach()
+        if t.dim() == 4:
+            if t.shape[0] != 1:
+                raise error(f"{what}: one cube at a time, got a batch of {t.shape[0]}")
+            t = t[0]
+        if t.dim() != 3:
+            raise error(f"{what}: a torch cube must be (1, B, H, W) or (B, H, W), got {tuple(x.shape)}")
+        return t.permute(1, 2, 0), wl
+    arr = np.asarray(x)
+    if arr.ndim != 3:
+        raise error(f"{what}: a cube must have shape (H, W, B), got {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise (dtype_error or error)(f"{what}: a cube must be numeric, got dtype {arr.dtype}")
+    return arr, wl

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from app.core.science import srf as srf_mod
+from app.core.cube import hwb_view
 from app.core.device import select_device
 from models.degradation import (  # noqa: F401  (re-exported: app code imports them from here)
     PROTOCOL_SCALES,
@@ -41,24 +42,9 @@ from models.degradation import (  # noqa: F401  (re-exported: app code imports t
 
 
 def _to_hwb_numpy(gt) -> tuple[np.ndarray, np.ndarray | None]:
-    wl = None
-    if hasattr(gt, "data") and hasattr(gt, "wavelengths_nm") and not isinstance(gt, (np.ndarray, torch.Tensor)):
-        wl, gt = gt.wavelengths_nm, gt.data
-    if isinstance(gt, torch.Tensor):
-        t = gt.detach()
-        if t.dim() == 4:
-            if t.shape[0] != 1:
-                raise ProtocolError(f"simulate takes one cube, got a batch of {t.shape[0]}")
-            t = t[0]
-        if t.dim() != 3:
-            raise ProtocolError(f"a torch cube must be (1, B, H, W) or (B, H, W), got {tuple(gt.shape)}")
-        arr = t.permute(1, 2, 0).cpu().numpy()
-    else:
-        arr = np.asarray(gt)
-        if arr.ndim != 3:
-            raise ProtocolError(f"a cube must have shape (H, W, B), got {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise ProtocolError(f"a cube must be numeric, got dtype {arr.dtype}")
+    arr, wl = hwb_view(gt, "simulate", ProtocolError)
+    if isinstance(arr, torch.Tensor):
+        arr = arr.cpu().numpy()
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(arr).all():
         raise ProtocolError("the ground truth holds NaN or Inf values")

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.core.cube import hwb_view
 from app.core.device import select_device
 from app.core.science import metrics_cpu
 from app.core.errors import HsiError, ShapeMismatchError
@@ -74,24 +75,10 @@ def as_hwb_tensor(x, what: str) -> tuple[torch.Tensor, np.ndarray | None]:
     numpy arrays are (H, W, B); torch tensors (1, B, H, W) or (B, H, W); objects with ``data``
     and ``wavelengths_nm`` (app.core.cube.Cube) are unpacked.
     """
-    wl = None
-    if not isinstance(x, (np.ndarray, torch.Tensor)) and hasattr(x, "data") and hasattr(x, "wavelengths_nm"):
-        wl, x = x.wavelengths_nm, x.data
+    x, wl = hwb_view(x, what, ShapeMismatchError, MetricsError)
     if isinstance(x, torch.Tensor):
-        t = x.detach()
-        if t.dim() == 4:
-            if t.shape[0] != 1:
-                raise ShapeMismatchError(f"{what}: metrics take one cube, got a batch of {t.shape[0]}")
-            t = t[0]
-        if t.dim() != 3:
-            raise ShapeMismatchError(f"{what}: a torch cube must be (1, B, H, W) or (B, H, W), got {tuple(x.shape)}")
-        t = t.permute(1, 2, 0)
-        return (t if t.dtype == torch.float32 else t.float()), wl
-    arr = np.asarray(x)
-    if arr.ndim != 3:
-        raise ShapeMismatchError(f"{what}: a cube must have shape (H, W, B), got {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise MetricsError(f"{what}: a cube must be numeric, got dtype {arr.dtype}")
+        return (x if x.dtype == torch.float32 else x.float()), wl
+    arr = x
     if arr.dtype != np.float32:
         arr = arr.astype(np.float32)
     with warnings.catch_warnings():
