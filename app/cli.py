@@ -215,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "--iters only; --resume continues)")
     tr.add_argument("--stop-after", type=int, metavar="N",
                     help="checkpoint and stop after N iterations of this invocation (--resume continues)")
+    tr.add_argument("--early-stop", type=int, metavar="N",
+                    help="stop when N validations in a row did not beat the best one by 0.01 dB (default: never)")
+    tr.add_argument("--keep", choices=("last", "best"), default="last",
+                    help="weights written to --out at the end: the last step's (default) or the best validation's "
+                         "(every new best is also kept in <run dir>/best.safetensors)")
     tr.add_argument("--seed", type=int, default=3000)
     tr.add_argument("--threads", type=int,
                     help="CPU threads (default 1: on a shared 2-core machine 2 were 3-8x slower; more on one of your own)")
@@ -520,7 +525,7 @@ def cmd_train(args) -> int:
                         schedule=args.schedule, device=args.device, resume=args.resume, val_every=args.val_every,
                         val_crop=args.val_crop, ckpt_every=args.ckpt_every, time_limit_min=args.time_limit,
                         stop_after=args.stop_after, split=args.split, seed=args.seed, run_dir=args.run_dir,
-                        threads=args.threads, model_options=options)
+                        threads=args.threads, model_options=options, early_stop=args.early_stop, keep=args.keep)
     summary = train(opts, log=lambda msg: print(msg, flush=True))
     val = summary["val_psnr"]
     tail = f", validation {val:.3f} dB vs bicubic {summary['bicubic_val_psnr']:.3f} dB" if val is not None else ""
