@@ -29,15 +29,19 @@ def build_window(files: list[tuple[str, str]] | None = None, *, open_sample: boo
                  settings: QSettings | None = None, theme_name: str | None = None,
                  background: bool = True, unattended: bool = False) -> MainWindow:
     """Apply the theme, build the main window and start opening ``files`` (role, path) or,
-    when there are none and ``open_sample`` is True, the bundled sample scene."""
+    when there are none and ``open_sample`` is True, the bundled sample scene.
+
+    Results that a viewer which did not end normally left in the recovery folder are offered
+    first (Restore / Discard / Later; not when ``unattended``); a restore takes the sample's place."""
     app = get_app()
     settings = settings if settings is not None else QSettings("hsi-sr-viewer", "viewer")
     name = theme_name or str(settings.value("theme", "dark"))
     theme.apply(app, name if name in theme.THEMES else "dark")
     window = MainWindow(settings=settings, unattended=unattended)
+    restoring = window.offer_recovery()
     if files:
         window.open_files([(str(role), str(path)) for role, path in files], background=background)
-    elif open_sample:
+    elif open_sample and not restoring:
         window.open_sample(background=background)
     return window
 

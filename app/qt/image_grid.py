@@ -8,6 +8,7 @@ zoom back to the scene. Its panels never talk to each other: a pan in one panel 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from PyQt6 import sip
@@ -49,6 +50,8 @@ class ImageGrid(QWidget):
         self._columns = 0
         self._applying_range = False
         self.tool = "none"
+        # asked before a panel's close button drops its layer (the window's unsaved-work check)
+        self.close_guard: Callable[[list[int], str], bool] | None = None
         self._worker = Worker(self, name="render")
         self._worker.failed.connect(lambda _key, _ticket, exc: self.render_failed.emit(exc))
         self._worker.busy.connect(lambda b: self.busy.emit(b, "Rendering…"))
@@ -155,11 +158,22 @@ class ImageGrid(QWidget):
         panel.pin_clicked.connect(lambda row, col: self.scene.add_pin(row, col))
         panel.hovered.connect(lambda row, col, uid=uid: self.scene.set_hover(uid, row, col))
         panel.left.connect(lambda uid=uid: self._on_left(uid))
-        panel.close_requested.connect(lambda uid=uid: self.scene.remove_layer(uid))
+        panel.close_requested.connect(lambda uid=uid: self.request_close(uid))
         panel.range_changed.connect(lambda xr, yr, p=panel: self._on_panel_range(p, xr, yr))
         panel.roi_drawn.connect(self._on_roi_drawn)
         panel.set_tool(self.tool)
         return panel
+
+    def request_close(self, uid: int) -> bool:
+        """A panel's close button: remove its layer unless ``close_guard([uid], action)`` (the
+        window's unsaved-work question) says no; True when the layer was removed."""
+        guard = self.close_guard
+        if guard is not None and not guard([uid], "Close this panel"):
+            return False
+        if any(layer.uid == uid for layer in self.scene.layers):
+            self.scene.remove_layer(uid)
+            return True
+        return False
 
     # ------------------------------------------------------------------ ROI tools
     def set_tool(self, tool: str) -> None:
