@@ -246,6 +246,7 @@ def cmd_info(args) -> int:
 
     from app.core.cube import parse_nm_ranges
     from app.core.io import open_cube
+    from app.core.io.georef import georef_of
 
     cube = open_cube(args.path, **_read_kwargs(args))
     wl = cube.wavelengths_nm
@@ -261,6 +262,7 @@ def cmd_info(args) -> int:
         "nodata_pixels": cube.nodata_count(),
         "warnings": cube.metadata.get("warnings", []),
         "variable": cube.metadata.get("variable"), "layout": cube.metadata.get("layout"),
+        "georef": cube.metadata.get("georef"),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -273,6 +275,8 @@ def cmd_info(args) -> int:
         print(f"  wavelengths: {wl[0]:.2f} .. {wl[-1]:.2f} nm ({len(wl)} bands{step})")
     else:
         print("  wavelengths: unknown (bands are numbered)")
+    geo = georef_of(cube.metadata)
+    print(f"  georeference: {geo.describe()}" if geo is not None else "  georeference: none")
     if summary["bad_bands"]:
         print(f"  bad bands: {len(summary['bad_bands'])} flagged")
     if summary["excluded_bands"]:

@@ -1,7 +1,7 @@
 """The napari reader: a cube file (or folder) becomes an image layer, bands first.
 
 napari calls :func:`get_reader` with one path, or with a list of paths when they are opened as a
-stack (``napari --stack a.h5 b.h5``, ``viewer.open([a, b], stack=True)``). It returns
+stack (``viewer.open([a, b], stack=True)``, File > Open Files as Stack...). It returns
 :func:`read_cubes` for paths this tool reads as cubes and None for anything else (a plain RGB
 TIFF, a 2-D ``.npy``, a folder without PNG bands ...), so that napari's own readers keep those.
 

@@ -16,7 +16,7 @@ from app.core.cube import Cube, parse_nm_ranges
 from app.core.io.datasets import scene_folders
 from app.core.science.degrade import parse_protocol, simulate
 from app.core.inference.engine import Progress, run_to_end
-from app.core.inference.runs import execute, plan_for_cubes, simulate_inputs
+from app.core.inference.runs import execute, plan_for_cubes, simulate_inputs, simulated_georefs
 from app.core.errors import HsiError
 from app.core.io import open_cube, output_format, save_cube
 from app.core.io.jsonio import write_json
@@ -38,10 +38,12 @@ def simulate_to_dir(gt_path, protocol: str, out_dir, *, srf: str | None = None, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prov = {"protocol": meta["protocol"], "scale": meta["scale"], "seed": seed, "source": str(gt.source_path)}
-    lr_cube = Cube.from_array(lr, gt.wavelengths_nm, name="lr", metadata={"provenance": prov})
+    lr_geo, guide_geo = simulated_georefs(gt.metadata, meta)  # LR pixel size x scale, guide on the GT's grid
+    lr_cube = Cube.from_array(lr, gt.wavelengths_nm, name="lr", metadata={"provenance": prov, **lr_geo})
     written = {"lr": str(save_cube(lr_cube, out / f"lr{ext}"))}
     if guide is not None:
-        guide_cube = Cube.from_array(guide, None, name="guide", metadata={"provenance": {**prov, "srf": meta.get("srf")}})
+        guide_cube = Cube.from_array(guide, None, name="guide",
+                                     metadata={"provenance": {**prov, "srf": meta.get("srf")}, **guide_geo})
         written["guide"] = str(save_cube(guide_cube, out / f"guide{ext}"))
     meta = {**meta, "gt": str(gt.source_path), "files": written}
     write_json(out / "protocol.json", meta)
@@ -73,8 +75,9 @@ def super_resolve(model: str, lr_path, out_path, *, scale: int, guide_path=None,
                   "guide": None if guide is None else str(guide.source_path)}
     if protocol:
         provenance["protocol"] = protocol
+    geo = {"georef": result.metadata["georef"]} if result.metadata.get("georef") else {}  # LR's, pixel size / scale
     cube = Cube.from_array(result.data, lr.wavelengths_nm, name=f"{lr.name}_{model}",
-                           metadata={"provenance": provenance})
+                           metadata={"provenance": provenance, **geo})
     written = save_cube(cube, out_path)
     return {"out": str(written), "provenance": provenance, "messages": list(provenance.get("messages", []))}
 
