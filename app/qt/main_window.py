@@ -655,18 +655,20 @@ class MainWindow(QMainWindow):
         """Before ``action`` drops the layers ``uids`` (None: all): True to go on. Unsaved ones
         among them get the Save / Discard / Cancel question; Save writes them (a folder choice)
         and goes on only when they were written, Discard drops them and their recovery copies."""
-        uids = None if uids is None else list(uids)
-        layers = self.scene.layers if uids is None else [l for l in self.scene.layers if l.uid in set(uids)]
-        entries = self.unsaved.among(layers)
-        if not entries or self.unattended:
+        wanted = None if uids is None else set(uids)
+        if self.unattended:
             return True
-        answer = dialogs.ask_unsaved(parent or self, action, [e.label for e in entries])
-        if answer == "save":
-            return self.save_unsaved([e.uid for e in entries], parent=parent)
-        if answer == "discard":
-            self.mark_layers_saved([e.uid for e in entries])  # (their copies go the same way)
-            return True
-        return False
+        # asked again when a run finished while the question was open (its result is unsaved too)
+        while entries := self.unsaved.among(l for l in self.scene.layers if wanted is None or l.uid in wanted):
+            answer = dialogs.ask_unsaved(parent or self, action, [e.label for e in entries])
+            if answer == "save":
+                if not self.save_unsaved([e.uid for e in entries], parent=parent):
+                    return False
+            elif answer == "discard":
+                self.mark_layers_saved([e.uid for e in entries])  # (their copies go the same way)
+            else:
+                return False
+        return True
 
     def save_unsaved(self, uids: Iterable[int], *, parent: QWidget | None = None) -> bool:
         """Ask for a folder and write the layers ``uids`` there as ENVI cubes; True when written."""

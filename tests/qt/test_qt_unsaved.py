@@ -163,7 +163,7 @@ def test_a_crashed_session_is_offered_back_and_restore_brings_back_equal_data(qt
 
     restore = Answers("restore")
     monkeypatch.setattr(dialogs, "ask_recover", restore)
-    second = build_window(open_sample=False, settings=settings)
+    second = build_window(open_sample=False, settings=settings, offer_recovery=True)
     qtbot.addWidget(second)
     assert len(restore.asked) == 1
     qtbot.waitUntil(lambda: not second.loading and len(second.scene.layers) == 3, timeout=RUN_TIMEOUT_MS)
@@ -216,3 +216,25 @@ def test_exporting_the_cube_or_a_session_that_writes_it_saves_it(window, qtbot, 
     assert second.uid not in window.unsaved and copies(window) == []
     window.close_all_action.trigger()
     assert window.scene.layers == () and errors == []
+
+
+def test_a_result_that_arrives_while_the_question_is_open_is_asked_about_too(window, qtbot, monkeypatch):
+    first = run_bicubic(window, qtbot)
+    recon = window.scene.layers_with_role("recon")[0].cube
+    late: list = []
+
+    def answer(parent, action, labels):
+        late.append(labels)
+        if len(late) == 1:  # a run finishes while the user reads the question
+            layer = window.scene.add_layer(recon.with_data(recon.data), "recon", "late run")
+            window.run_panel.computed.emit([layer], "run")
+            return "discard"
+        return "cancel"
+
+    monkeypatch.setattr(dialogs, "ask_unsaved", answer)
+    assert window.close_all_layers() is False
+    assert late == [[RECON_LABEL], ["Recon · late run"]]
+    assert first in window.scene.layers and first.uid not in window.unsaved  # discarded, not closed (Cancel)
+    assert [l.name for l in window.scene.layers if l.uid in window.unsaved] == ["late run"]
+    qtbot.waitUntil(lambda: not window.recovery_busy, timeout=RUN_TIMEOUT_MS)
+    assert [p.name for p in copies(window)] == ["002_late_run.npy"]
