@@ -31,6 +31,7 @@ from app.qt.analysis import AnalysisView
 from app.qt.compare_ab import ABCompareView
 from app.qt.spectra import SpectraView
 from app.qt.workers import Worker
+from app.core.io.georef import map_readout
 
 APP_NAME = "HSI-SR Viewer"
 MAX_RECENT = 12
@@ -142,6 +143,8 @@ class MainWindow(QMainWindow):
         # Status labels of fixed width (long text elided, the full text in .text()): a click or a
         # hover that changes their text never re-lays out (and repaints) the whole status bar.
         self.position_label = StatusLabel(self, "selected row 0000, col 0000  (LR pixel 000, 000)")
+        self.map_label = StatusLabel(self, "E 0000000.00 m, N 0000000.00 m")  # hidden without a georeference
+        self.map_label.hide()
         self.value_label = StatusLabel(self, "GT · fake_and_real_food_ms  ·  000.0 nm: 0.00000")
         self.note_label = StatusLabel(self)  # (elided: the values beside it keep their room)
         self.note_label.setObjectName("DimLabel")
@@ -154,6 +157,7 @@ class MainWindow(QMainWindow):
         self.values_label = StatusLabel(self)  # the value under the cursor in every panel (stretches)
         self.values_label.setObjectName("DimLabel")
         status.addWidget(self.position_label)
+        status.addWidget(self.map_label)
         status.addWidget(self.value_label)
         status.addWidget(self.values_label, 3)
         status.addPermanentWidget(self.note_label, 1)
@@ -853,6 +857,7 @@ class MainWindow(QMainWindow):
             pixel = scene.pixel
             if pixel is None or not scene.layers:
                 self.position_label.setText("")
+                self.map_label.setText("")
                 self.value_label.setText("")
                 self.values_label.setText("")
                 return
@@ -869,6 +874,9 @@ class MainWindow(QMainWindow):
         if layer.scale > 1:
             text += f"  ({layer.title} pixel {ly}, {lx})"
         self.position_label.setText(text)
+        where = map_readout(layer.cube.metadata, row, col, layer.scale)  # '' without a georeference
+        self.map_label.setText(where)
+        self.map_label.setVisible(bool(where))
         values = scene.value_at(layer, row, col)
         band = scene.band_for(layer)
         if band is None:
