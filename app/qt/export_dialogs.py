@@ -362,6 +362,9 @@ class ExportController:
             path, _ = QFileDialog.getOpenFileName(self.window, "Open session", str(self._last_dir()), SESSION_FILTER)
             if not path:
                 return None
+        guard = getattr(self.window, "confirm_drop", None)  # the session replaces every layer
+        if guard is not None and not guard(None, "Open a session"):
+            return None
         self.window.set_busy(True, "Restoring the session…")
         try:
             report = core_session.restore_session(path, self.scene, locate=locate or self.locate)

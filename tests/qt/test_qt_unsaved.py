@@ -238,3 +238,15 @@ def test_a_result_that_arrives_while_the_question_is_open_is_asked_about_too(win
     assert [l.name for l in window.scene.layers if l.uid in window.unsaved] == ["late run"]
     qtbot.waitUntil(lambda: not window.recovery_busy, timeout=RUN_TIMEOUT_MS)
     assert [p.name for p in copies(window)] == ["002_late_run.npy"]
+
+
+def test_opening_a_session_asks_before_replacing_results(window, qtbot, monkeypatch, tmp_path, errors):
+    window.exporter.save_session(str(tmp_path / "before.hsisession.json"), write_computed=True)
+    layer = run_bicubic(window, qtbot)
+    ask = Answers("cancel", "discard")
+    monkeypatch.setattr(dialogs, "ask_unsaved", ask)
+    assert window.exporter.open_session(str(tmp_path / "before.hsisession.json")) is None
+    assert ask.asked == [("Open a session", [RECON_LABEL])] and layer in window.scene.layers
+    report = window.exporter.open_session(str(tmp_path / "before.hsisession.json"))
+    assert report is not None and layer not in window.scene.layers and copies(window) == []
+    assert len(window.scene.layers) == 4 and errors == []
