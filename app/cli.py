@@ -40,6 +40,22 @@ def _value_range_option(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _scheduler_option(text: str) -> str:
+    """--scheduler: tcp://HOST:PORT or local:N (argparse names the option on anything else)."""
+    from app.core.io.cluster import parse_scheduler
+
+    try:
+        return parse_scheduler(text).text
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_SCHEDULER_HELP = ("run on a dask.distributed cluster: tcp://HOST:PORT connects to a running `dask scheduler` "
+                   "(with its `dask worker`s), local:N starts N worker processes on this machine for this run. "
+                   "Workers read the files by path: they must see them at the same absolute paths (a shared "
+                   "filesystem); the rows are the same as without --scheduler")
+
+
 def _read_kwargs(args) -> dict:
     return dict(var=args.var, layout=args.layout, hw=tuple(args.hw) if args.hw else None,
                 normalise=_normalise_option(args.normalise), nonfinite=args.nonfinite)
@@ -143,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="NaN/Inf in a GT: refuse it (default), read them as 0, or mask (read as 0, their pixels "
                          "left out of the metrics)")
     ev.add_argument("--json", help="write the results as JSON here")
+    ev.add_argument("--scheduler", type=_scheduler_option, metavar="ADDRESS",
+                    help=_SCHEDULER_HELP + "; one task per image and model")
 
     cmp = sub.add_parser("compare", help="metrics of existing predictions against GT cubes (files or folders)",
                          description="Compare predictions with ground-truth cubes. PATH is a cube file or a folder "
@@ -180,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--md", metavar="OUT", help="write the table as Markdown")
     cmp.add_argument("--device", default="auto", help="where the metrics run: auto (CUDA if available), cpu, cuda")
     cmp.add_argument("--workers", type=int, help="threads reading files ahead of the metrics (default 2)")
+    cmp.add_argument("--scheduler", type=_scheduler_option, metavar="ADDRESS",
+                     help=_SCHEDULER_HELP + "; one task per GT item with its predictions (--workers unused)")
 
     browse = sub.add_parser("browse", help="open the results browser (a compare/eval JSON) with the viewer")
     browse.add_argument("json", nargs="?", help="results file written by compare --json or eval --json")
@@ -456,13 +476,16 @@ def cmd_eval(args) -> int:
     try:
         doc = evaluate(args.gt, args.protocol, models if models != ["all"] else "all", device=args.device,
                        steps=args.steps, seed=args.seed, on_item=on_item, options=_model_options(args),
-                       exclude_bands=args.exclude_bands, nonfinite=args.nonfinite)
+                       exclude_bands=args.exclude_bands, nonfinite=args.nonfinite, scheduler=args.scheduler)
     finally:
         done.close()
     print(format_table(doc))
     if args.json:
         print(f"wrote {write_json(Path(args.json), doc)}")
-    return 0
+    failed = [r for r in doc["results"] if r.get("error")]
+    for r in failed:
+        print(f"error: {r['model']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_compare(args) -> int:
@@ -487,7 +510,7 @@ def cmd_compare(args) -> int:
                       pred_range=args.pred_range, gt_var=args.gt_var, gt_layout=args.gt_layout,
                       gt_range=args.gt_range, nonfinite=args.nonfinite, crop=args.crop, per_band=args.per_band,
                       exclude_bands=args.exclude_bands,
-                      device=args.device, workers=args.workers, on_progress=on_progress)
+                      device=args.device, workers=args.workers, on_progress=on_progress, scheduler=args.scheduler)
     finally:
         bar.close()
     print(format_table(doc))
