@@ -48,12 +48,16 @@ def build_window(files: list[tuple[str, str]] | None = None, *, open_sample: boo
 
 
 def _take_screenshot(window: MainWindow, path: str, app: QApplication, result: dict) -> None:
-    """Wait for loading and rendering to finish and one paint to happen, then save and quit."""
+    """Wait for loading, rendering and the analysis to finish and one paint to happen, then save
+    and quit."""
 
     def ready() -> bool:
-        return not window.loading and window.grid.wait_idle()
+        return not window.loading and window.grid.wait_idle() and window.analysis.settled()
 
     def shoot():
+        if not ready():  # something started in the last round (the analysis of the new layers)
+            QTimer.singleShot(50, poll)
+            return
         window.repaint()
         app.processEvents()
         pixmap = window.grab()
