@@ -225,3 +225,34 @@ def test_cli_eval_with_local_n(files, tmp_path):
     assert doc["execution"] == {"scheduler": "local:2", "workers": 2}
     single = evaluate([files["eval_gt"][0]], PROTOCOL, ["bicubic"], device="cpu")
     assert _without_seconds(doc["results"]) == _without_seconds(single["results"])
+
+
+def test_plain_eval_never_imports_dask(files):
+    """dask is imported only with --scheduler: a plain eval stays as fast to start as before."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from app.cli import main; "
+            f"status = main(['eval', '--gt', {str(files['eval_gt'][0])!r}, '--protocol', {PROTOCOL!r}, "
+            "'--models', 'bicubic', '--device', 'cpu']); "
+            "print(status, sorted(m for m in ('dask', 'distributed') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stderr[-2000:]
+
+
+def test_single_process_eval_gives_the_same_error_row(files, tmp_path, capsys):
+    """Without --scheduler a truncated GT is an error row too (it used to end the whole command)."""
+    out = tmp_path / "eval.json"
+    status = main(["eval", "--gt", str(files["eval_gt"][1]), str(files["eval_gt"][0]), "--protocol", PROTOCOL,
+                   "--models", "bicubic", "--device", "cpu", "--json", str(out)])
+    assert status == 1
+    doc = json.loads(out.read_text())
+    assert doc["execution"] == {"scheduler": None, "workers": 1}
+    bad, good = doc["results"]
+    assert bad["image"] == "crop2" and str(files["eval_gt"][1]) in bad["error"] and "psnr" not in bad
+    assert good["image"] == "crop0" and good["psnr"] > 30 and "error" not in good
+    assert doc["summary"]["bicubic"]["images"] == 1
+    captured = capsys.readouterr()
+    assert "crop2" in captured.out and "failed:" in captured.out  # the table shows the failed row
+    errors = [ln for ln in captured.err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "crop2.npy" in errors[0] and "Traceback" not in captured.err
