@@ -34,6 +34,10 @@ if TYPE_CHECKING:  # pragma: no cover
 # (key in compute_all's result, column title, True when higher is better)
 METRIC_COLUMNS: tuple[tuple[str, str, bool], ...] = tuple((m.key, m.label, m.higher_is_better) for m in METRICS)
 LEVELS_PERCENTILE = 99.5   # the locked colour scale runs from 0 to this percentile (max over methods)
+# Cubes not in memory (memory-mapped files) are analysed by row tiles read on demand, about this
+# many bytes of every cube at a time (at least 16 rows): the memory a pass adds is its output maps
+# plus one tile, whatever the number of pixels.
+STREAM_TILE_BYTES = 48 * 1024 * 1024
 
 
 def worst_pixels(value_map: np.ndarray, k: int = 1, valid: np.ndarray | None = None,
@@ -349,9 +353,33 @@ def make_request(scene: "Scene", device: str | None = None) -> AnalysisRequest:
     return AnalysisRequest(gts[0], methods, scene.band, scene.analysis_settings, scale, scene.roi, region, device)
 
 
+def _stream_plan(request: AnalysisRequest, todo: Sequence["Layer"], tile_rows: int | None) -> int | None:
+    """Rows per tile when the whole-image pass should stream (a cube is memory-mapped, or
+    ``tile_rows`` asks for it), else None. Streaming needs the fused CPU kernels and no no-data
+    pixels or bad bands (those passes load the cubes)."""
+    from app.core.science.metrics import streamable
+
+    cubes = [request.reference.cube] + [layer.cube for layer in todo]
+    if tile_rows is None and all(c.in_memory for c in cubes):
+        return None
+    if any(c.has_nodata_rule for c in cubes) or _excluded_bands(request.reference, request.methods) is not None:
+        return None
+    if not streamable(request.device):
+        return None
+    if tile_rows is not None:
+        return max(int(tile_rows), 1)
+    h, w, b = request.reference.cube.shape
+    return max(16, STREAM_TILE_BYTES // max(w * b * 4 * len(cubes), 1))
+
+
+def _row_reader(cube):
+    return lambda a, z: cube.region(slice(a, z), slice(None))
+
+
 def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
                    tick: Callable[[float], None] | None = None,
-                   partial: Callable[["AnalysisResult"], None] | None = None) -> Iterator[tuple[float, str]]:
+                   partial: Callable[["AnalysisResult"], None] | None = None,
+                   tile_rows: int | None = None) -> Iterator[tuple[float, str]]:
     """The job as a generator of (fraction, message); its return value (StopIteration.value) is
     the :class:`AnalysisResult`. Stop iterating to cancel between two steps; ``tick(fraction)``
     is also called during the whole-image pass (after each row tile), and an exception it raises
@@ -361,8 +389,13 @@ def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
     (``metrics.compute_all_many``: the reference's share of the work is done once, not per method).
     With ``partial``, that pass runs in two: maps and every metric but SSIM first, handed to
     ``partial(result)`` (``result.pending == ('ssim',)``, SSIM NaN) so that a viewer shows them at
-    once, then SSIM (``metrics.ssim_many``; its Gaussian filters are two thirds of the work)."""
-    from app.core.science.metrics import compute_all_many, ssim_many
+    once, then SSIM (``metrics.ssim_many``; its Gaussian filters are two thirds of the work).
+
+    Memory-mapped cubes (or any, with ``tile_rows``) are read by row tiles
+    (``metrics.compute_all_many_streamed`` / ``ssim_many_streamed``): the pass never loads a
+    whole cube, and its results equal the one-pass functions'."""
+    from app.core.science.metrics import (compute_all_many, compute_all_many_streamed, ssim_many,
+                                          ssim_many_streamed)
 
     cache = cache if cache is not None else AnalysisCache()
     ref = request.reference
@@ -383,25 +416,41 @@ def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
         two_phases = partial is not None
         first = 0.3 if two_phases else 0.9  # of the progress bar: the first pass is a third of the work
         # (bad bands of every method's file: all methods are ranked on the same bands)
-        nodata = [_pair_nodata(ref, layer) for layer in todo]
-        excluded = _excluded_bands(ref, request.methods)
-        computed = compute_all_many(
-            ref.cube.data, [layer.cube.data for layer in todo], scale=request.scale, band_index=request.band,
-            gt_wavelengths_nm=ref.cube.wavelengths_nm,
-            preds_wavelengths_nm=[layer.cube.wavelengths_nm for layer in todo], device=request.device,
-            progress=None if tick is None else (lambda f: tick(first * share * f)), ssim=not two_phases,
-            nodata=nodata, exclude_bands=excluded)
+        rows = _stream_plan(request, todo, tile_rows)
+        if rows is not None:
+            two_phases = True  # (one streamed pass for the maps and metrics, one for SSIM)
+            first = 0.3
+            readers = [_row_reader(layer.cube) for layer in todo]
+            computed = compute_all_many_streamed(
+                _row_reader(ref.cube), readers, ref.cube.shape, tile_rows=rows, scale=request.scale,
+                band_index=request.band, gt_wavelengths_nm=ref.cube.wavelengths_nm,
+                preds_wavelengths_nm=[layer.cube.wavelengths_nm for layer in todo],
+                progress=None if tick is None else (lambda f: tick(first * share * f)))
+        else:
+            nodata = [_pair_nodata(ref, layer) for layer in todo]
+            excluded = _excluded_bands(ref, request.methods)
+            computed = compute_all_many(
+                ref.cube.data, [layer.cube.data for layer in todo], scale=request.scale, band_index=request.band,
+                gt_wavelengths_nm=ref.cube.wavelengths_nm,
+                preds_wavelengths_nm=[layer.cube.wavelengths_nm for layer in todo], device=request.device,
+                progress=None if tick is None else (lambda f: tick(first * share * f)), ssim=not two_phases,
+                nodata=nodata, exclude_bands=excluded)
         if two_phases:
             early = dict(fulls)
             early.update({layer.uid: full for layer, full in zip(todo, computed)})
             # (SSIM NaN in these dicts; the maps are final, so are their colour scales)
             early_result = drain(_assemble_steps(request, cache, early, list(notes), pending=("ssim",)))
             levels = (early_result.error_levels, early_result.sam_levels)
-            partial(early_result)
+            if partial is not None:
+                partial(early_result)
             yield first * share, "SSIM"
-            scores = ssim_many(ref.cube.data, [layer.cube.data for layer in todo], device=request.device,
-                               progress=None if tick is None else (lambda f: tick(first * share + 0.6 * share * f)),
-                               nodata=nodata, exclude_bands=excluded)
+            ssim_tick = None if tick is None else (lambda f: tick(first * share + 0.6 * share * f))
+            if rows is not None:
+                scores = ssim_many_streamed(_row_reader(ref.cube), readers, ref.cube.shape, tile_rows=rows,
+                                            progress=ssim_tick)
+            else:
+                scores = ssim_many(ref.cube.data, [layer.cube.data for layer in todo], device=request.device,
+                                   progress=ssim_tick, nodata=nodata, exclude_bands=excluded)
             computed = [{**full, "ssim": mean, "per_band": {**full["per_band"], "ssim": per_band}}
                         for full, (mean, per_band) in zip(computed, scores)]
         for layer, full in zip(todo, computed):
@@ -450,8 +499,8 @@ def _assemble_steps(request: AnalysisRequest, cache: AnalysisCache, fulls: dict,
                     cache._put(cache._scoped, skey, scoped)
         if request.settings.error_kind == "abs_band":
             error = cache._get(cache._abs, key + (request.band,))
-            if error is None:
-                error = abs_error_map(ref.cube.data, layer.cube.data, request.band)
+            if error is None:  # (one band of each cube read: never the whole cube)
+                error = abs_error_map(ref.cube.band(request.band)[..., None], layer.cube.band(request.band)[..., None], 0)
                 nodata = full["maps"].get("nodata")
                 if nodata is not None:  # as in the whole-image maps: 0 where a pixel is no-data
                     error = np.where(nodata, np.float32(0.0), error)
@@ -479,7 +528,8 @@ def _assemble_steps(request: AnalysisRequest, cache: AnalysisCache, fulls: dict,
 def run_analysis(request: AnalysisRequest, cache: AnalysisCache | None = None, *,
                  progress: Callable[[float, str], None] | None = None,
                  should_cancel: Callable[[], bool] | None = None,
-                 partial: Callable[[AnalysisResult], None] | None = None) -> AnalysisResult:
+                 partial: Callable[[AnalysisResult], None] | None = None,
+                 tile_rows: int | None = None) -> AnalysisResult:
     """Run :func:`analysis_steps` to the end; raises Cancelled when ``should_cancel()`` turns true
     (checked before each step and after each row tile of the whole-image pass). ``partial``: see
     :func:`analysis_steps` (called from this thread, before SSIM)."""
@@ -489,7 +539,7 @@ def run_analysis(request: AnalysisRequest, cache: AnalysisCache | None = None, *
         if progress is not None:
             progress(fraction, "Error and SAM maps, metrics")
 
-    gen = analysis_steps(request, cache, tick, partial)
+    gen = analysis_steps(request, cache, tick, partial, **({} if tile_rows is None else {"tile_rows": tile_rows}))
     while True:
         try:
             fraction, message = next(gen)

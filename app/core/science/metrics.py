@@ -488,6 +488,11 @@ def sam_dark_pixels(gt, valid: np.ndarray | None = None) -> np.ndarray:
         means = gt.clamp(0, 1).mean(dim=2, dtype=torch.float64).cpu().numpy()
     else:
         means = np.clip(np.asarray(gt, dtype=np.float32), 0, 1).mean(axis=2, dtype=np.float64)
+    return _dark_from_means(means, valid)
+
+
+def _dark_from_means(means: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """sam_dark_pixels from the (H, W) means of the clipped GT spectra."""
     counted = means if valid is None else means[valid]
     if counted.size == 0:
         return np.zeros(means.shape, bool)
@@ -740,7 +745,12 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
     else:
         with torch.inference_mode():
             raws = _run_engine_many(g, ps, k, dev, progress, "all" if ssim else "no_ssim")
-    dark = sam_dark_pixels(g)
+    return _finish_many(raws, wls, sam_dark_pixels(g), scale, k)
+
+
+def _finish_many(raws: list, wls: list, dark: np.ndarray, scale, k: int) -> list[dict[str, Any]]:
+    """compute_all_many's dicts from the raw sums and maps of an unmasked pass (either engine,
+    whole or streamed), ``dark`` the reference's dark pixels (sam_dark_pixels)."""
     out = []
     for raw, wl in zip(raws, wls):
         notes: list[str] = []
@@ -888,6 +898,97 @@ def ssim_many(gt, preds, *, device=None, progress=None, engine: str = "auto", no
     out = []
     for raw in raws:
         per_band = raw["ssim_sum"] / raw["ssim_count"] if raw["ssim_count"] > 0 else np.full(g.shape[2], np.nan)
+        out.append((float(np.mean(per_band)), per_band))
+    return out
+
+
+# ---------------------------------------------------------------------------------- streamed
+def _streamed_inputs(shape, gt_wavelengths_nm, preds_wavelengths_nm, n: int, band_index) -> tuple[list, int]:
+    h, w, b = (int(v) for v in shape)
+    shaped = np.broadcast_to(np.float32(0.0), (h, w, b))  # (shape checks only: no memory)
+    wls = [_check_pair(shaped, shaped, gt_wavelengths_nm,
+                       None if preds_wavelengths_nm is None else preds_wavelengths_nm[j]) for j in range(n)]
+    k = b // 2 if band_index is None else int(band_index)
+    if not -b <= k < b:
+        raise MetricsError(f"band index {band_index} out of range for {b} bands")
+    return wls, k % b
+
+
+def _tiles(h: int, rows: int) -> list[tuple[int, int]]:
+    return [(a, min(h, a + rows)) for a in range(0, h, rows)]
+
+
+def streamable(device=None) -> bool:
+    """True when :func:`compute_all_many_streamed` can run (the fused CPU kernels)."""
+    return _use_fused(_resolve_device(device))
+
+
+def compute_all_many_streamed(read_gt, read_preds, shape, *, tile_rows: int = 64, scale: float | None = None,
+                              band_index: int | None = None, gt_wavelengths_nm=None, preds_wavelengths_nm=None,
+                              progress=None) -> list[dict[str, Any]]:
+    """``compute_all_many(..., ssim=False)`` over row tiles read on demand, for cubes that are not
+    in memory: ``read_gt(a, b)`` and every ``read_preds[j](a, b)`` return rows a..b-1 as
+    (b - a, W, B) float32 reflectance. Extra memory: the output maps ((N, H, W) RMSE, SAM, |error|
+    at ``band_index``, valid) plus one tile of every cube. The sums of every tile add up to those
+    of the whole image (same values as the one-pass function, to float64 rounding of the sums);
+    dark GT pixels are found from the whole image's spectrum means, as there. Fused CPU kernels
+    (``metrics_cpu``) only, no masks (check :func:`streamable`); SSIM: :func:`ssim_many_streamed`.
+    ``progress(fraction)`` after each tile; an exception it raises stops the pass."""
+    n = len(read_preds)
+    wls, k = _streamed_inputs(shape, gt_wavelengths_nm, preds_wavelengths_nm, n, band_index)
+    if not n:
+        return []
+    h, w, b = (int(v) for v in shape)
+    maps = {name: np.empty((n, h, w), np.float32) for name in ("rmse", "sam", "abs")}
+    valid = np.empty((n, h, w), np.bool_)
+    means = np.empty((h, w), np.float64)
+    ref = np.zeros((2, b))
+    sums = np.zeros((n, 3, b))
+    sam = np.zeros((n, 2))
+    tiles = _tiles(h, max(int(tile_rows), 1))
+    for t, (a, z) in enumerate(tiles):
+        g = np.ascontiguousarray(read_gt(a, z), dtype=np.float32)
+        ps = [np.ascontiguousarray(read(a, z), dtype=np.float32) for read in read_preds]
+        means[a:z] = np.clip(g, 0, 1).mean(axis=2, dtype=np.float64)
+        r, s, m, mp, v = metrics_cpu.rest_many(g, ps, k)
+        ref += r
+        sums += s
+        sam += m
+        for name in maps:
+            maps[name][:, a:z] = mp[name]
+        valid[:, a:z] = v
+        del g, ps
+        if progress is not None:
+            progress((t + 1) / len(tiles))
+    zeros = np.zeros((n, b))
+    raws = _many_raws(h, w, ref[0], ref[1], sums, sam[:, 0], sam[:, 1], zeros, 0.0, maps, valid)
+    return _finish_many(raws, wls, _dark_from_means(means), scale, k)
+
+
+def ssim_many_streamed(read_gt, read_preds, shape, *, tile_rows: int = 64, progress=None) -> list[tuple[float, np.ndarray]]:
+    """``ssim_many`` over row tiles read on demand (see :func:`compute_all_many_streamed`): each
+    tile is read with the window's extra rows below it, and every window is counted once."""
+    n = len(read_preds)
+    h, w, b = (int(v) for v in shape)
+    if not n:
+        return []
+    half = SSIM_WINDOW_PX - 1
+    starts = h - half  # windows start at rows 0 .. h - SSIM_WINDOW_PX
+    window = _gaussian_window(torch.device("cpu")).numpy()
+    total, count = np.zeros((n, b)), 0.0
+    tiles = _tiles(max(starts, 0), max(int(tile_rows), 1))
+    for t, (a, z) in enumerate(tiles):
+        g = np.ascontiguousarray(read_gt(a, z + half), dtype=np.float32)
+        ps = [np.ascontiguousarray(read(a, z + half), dtype=np.float32) for read in read_preds]
+        s, c = metrics_cpu.ssim_sums_many(g, ps, window, SSIM_K1 ** 2, SSIM_K2 ** 2)
+        total += s
+        count += c
+        del g, ps
+        if progress is not None:
+            progress((t + 1) / len(tiles))
+    out = []
+    for j in range(n):
+        per_band = total[j] / count if count > 0 else np.full(b, np.nan)
         out.append((float(np.mean(per_band)), per_band))
     return out
 
