@@ -194,3 +194,38 @@ def test_auto_corner_puts_the_crop_opposite_the_inset(scene):
         assert (crop.y1 < (outer.y0 + outer.y1) / 2 + 1e-6) == expect_lower
         box = next(p for p in panel.patches if not p.get_fill())
         assert (box.get_x(), box.get_y()) == inset[:2]
+
+
+def test_a_band_change_redraws_the_figure_without_computing_the_metrics_again(scene, monkeypatch):
+    """The builder's preview after a band (or inset) change reuses the whole-image metrics and
+    maps of the same cubes (computing them again kept every core busy and the window stuttering);
+    a replaced cube is computed afresh, and the figure equals one made from scratch."""
+    import app.core.science.metrics as M
+
+    calls = []
+    real = M.compute_all
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(M, "compute_all", counting)
+    F.FIGURE_METRICS._entries.clear()
+    methods = F.default_methods(scene)
+    spec = F.PaperFigureSpec(methods=methods, band=3, views=["band", "error", "sam"])
+    first = F.render_paper_figure(F.paper_inputs(scene, spec))
+    n = len(calls)
+    assert n == len([uid for uid in methods if scene.layer(uid).role == "recon"]) and n > 0
+    spec5 = F.PaperFigureSpec(methods=methods, band=5, views=["band", "error", "sam"])
+    second = F.render_paper_figure(F.paper_inputs(scene, spec5))
+    assert len(calls) == n  # nothing computed again
+    assert first.hsi_provenance["metrics"] == second.hsi_provenance["metrics"]
+    recon = next(l for l in scene.layers if l.role == "recon")
+    kept = recon.cube
+    recon.cube = kept.with_data(np.clip(kept.data * 0.9, 0, 1))
+    try:
+        third = F.render_paper_figure(F.paper_inputs(scene, spec5))
+    finally:
+        recon.cube = kept  # (the scene is the module's)
+    assert len(calls) == n + 1  # the replaced cube's metrics are new
+    assert third.hsi_provenance["metrics"][recon.name]["psnr_db"] != second.hsi_provenance["metrics"][recon.name]["psnr_db"]

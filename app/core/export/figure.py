@@ -445,6 +445,41 @@ def paper_figure(scene: "Scene", spec: PaperFigureSpec) -> Figure:
     return render_paper_figure(paper_inputs(scene, spec))
 
 
+class _MetricsCache:
+    """``compute_all`` of (reference, method) pairs, kept for the builder's next preview: a band or
+    inset change redraws the pictures but the whole-image metrics and maps stay the same, and
+    computing them again (seconds on big cubes, every core busy) is what made the window stutter.
+    Keyed by the layers and their cubes (held weakly: a replaced or closed cube never matches)."""
+
+    def __init__(self, size: int = 16):
+        self._entries: dict[tuple, tuple] = {}
+        self._lock = threading.Lock()
+        self.size = size
+
+    @staticmethod
+    def _key(ref, layer, scale, device) -> tuple:
+        return (ref.uid, id(ref.cube), layer.uid, id(layer.cube), scale, str(device))
+
+    def get(self, ref, layer, scale, device):
+        with self._lock:
+            found = self._entries.get(self._key(ref, layer, scale, device))
+        if found is None:
+            return None
+        ref_cube, cube, metrics = found
+        return metrics if ref_cube() is ref.cube and cube() is layer.cube else None
+
+    def put(self, ref, layer, scale, device, metrics) -> None:
+        import weakref
+
+        with self._lock:
+            if len(self._entries) >= self.size:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[self._key(ref, layer, scale, device)] = (weakref.ref(ref.cube), weakref.ref(layer.cube), metrics)
+
+
+FIGURE_METRICS = _MetricsCache()
+
+
 def render_paper_figure(inputs: PaperInputs, cancelled: Callable[[], bool] | None = None) -> Figure | None:
     """:func:`paper_figure` from frozen inputs; safe off the GUI thread (the metrics and pictures
     are computed without the matplotlib lock, which is held only while drawing). ``cancelled``
@@ -460,9 +495,12 @@ def render_paper_figure(inputs: PaperInputs, cancelled: Callable[[], bool] | Non
     for layer in inputs.layers:
         metrics = None
         if ref is not None and layer.uid != ref.uid:
-            metrics = compute_all(ref.cube.data, layer.cube.data, scale=inputs.analysis_scale, band_index=band,
-                                  gt_wavelengths_nm=ref.cube.wavelengths_nm,
-                                  pred_wavelengths_nm=layer.cube.wavelengths_nm, device=spec.device)
+            metrics = FIGURE_METRICS.get(ref, layer, inputs.analysis_scale, spec.device)
+            if metrics is None:  # (whole-image metrics and maps: the band only picks maps['abs_error'], unused here)
+                metrics = compute_all(ref.cube.data, layer.cube.data, scale=inputs.analysis_scale, band_index=band,
+                                      gt_wavelengths_nm=ref.cube.wavelengths_nm,
+                                      pred_wavelengths_nm=layer.cube.wavelengths_nm, device=spec.device)
+                FIGURE_METRICS.put(ref, layer, inputs.analysis_scale, spec.device, metrics)
         columns.append(_Column(layer, metrics))
         if stop():
             return None
