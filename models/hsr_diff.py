@@ -330,6 +330,9 @@ class HsrDiffConfig:
 CONFIGS = {
     "small": HsrDiffConfig(width=48, layers=2, heads=4, window=8, ffn=2.0, unshuffle=4, prior="guided"),
     "paper": HsrDiffConfig(width=256, layers=12, heads=8, window=8, ffn=2.66, unshuffle=1, prior="guided"),
+    # for one GPU (training/gpu/): full resolution like the paper (no pixel unshuffle), 5.4M parameters
+    # (10.3 MiB in fp16, so that weights, data pack and checkout travel together in 64 MiB)
+    "gpu": HsrDiffConfig(width=128, layers=8, heads=8, window=8, ffn=2.66, unshuffle=1, prior="guided"),
 }
 
 
