@@ -20,8 +20,9 @@ from app.core.inference.runs import execute, plan_for_cubes, simulate_inputs
 from app.core.errors import HsiError
 from app.core.io import open_cube, output_format, save_cube
 from app.core.io.jsonio import write_json
+from app.core.io.provenance import stamp
 from app.core.science.metric_table import COLUMNS, row_values
-from app.core.science.metrics import compute_all
+from app.core.science.metrics import compute_all, metric_conventions
 from models import registry
 
 METRIC_KEYS = COLUMNS
@@ -43,7 +44,9 @@ def simulate_to_dir(gt_path, protocol: str, out_dir, *, srf: str | None = None, 
     if guide is not None:
         guide_cube = Cube.from_array(guide, None, name="guide", metadata={"provenance": {**prov, "srf": meta.get("srf")}})
         written["guide"] = str(save_cube(guide_cube, out / f"guide{ext}"))
-    meta = {**meta, "gt": str(gt.source_path), "files": written}
+    meta = stamp({**meta, "gt": str(gt.source_path), "files": written}, "simulate",
+                 arguments={"gt": str(gt_path), "protocol": protocol, "srf": srf, "noise_sigma": noise_sigma,
+                            "seed": seed, "ext": ext, "read_options": read_options or {}})
     write_json(out / "protocol.json", meta)
     return meta
 
@@ -88,6 +91,17 @@ class EvalItem:
     seconds: float
     skipped: str | None = None
     run: dict | None = None  # iterative models: what their run reported (iterations, losses, options)
+    provenance: dict | None = None  # options used, weights {file, sha256}, seed, steps: written into the row
+
+
+def _row_provenance(prov: dict) -> dict:
+    """What made a row's numbers: the model's options, its weights file and sha256, seed and steps."""
+    out = {"options": dict(prov.get("options") or {}), "seed": prov.get("seed")}
+    if prov.get("steps") is not None:
+        out["steps"] = prov["steps"]
+    if prov.get("weights"):
+        out["weights"] = {"file": prov["weights"], "sha256": prov.get("weights_sha256")}
+    return out
 
 
 def gt_items(paths) -> list[Path]:
@@ -159,6 +173,7 @@ def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = 
                                 nodata=nodata, exclude_bands=excl)
                 item = EvalItem(gt.name, spec.name, {**row_values(m), "masked_pixels": m["masked_pixels"],
                                                      "excluded_bands": m["excluded_bands"]}, seconds)
+                item.provenance = _row_provenance(prov)
                 report = prov.get("report") or {}
                 if spec.iterative and report:
                     item.run = {"steps": prov.get("steps"), "options": prov.get("options", {}),
@@ -173,13 +188,19 @@ def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = 
             summary[spec.name] = {k: float(np.mean([r.metrics[k] for r in rows])) for k in METRIC_KEYS}
             summary[spec.name]["seconds"] = float(np.mean([r.seconds for r in rows]))
             summary[spec.name]["images"] = len(rows)
-    return {
+    return stamp({
         "protocol": proto.name, "device": used_device or device,
         "results": [{"image": r.image, "model": r.model, **(r.metrics or {}), "seconds": round(r.seconds, 3),
-                     **({"skipped": r.skipped} if r.skipped else {}), **({"run": r.run} if r.run else {})}
+                     **({"skipped": r.skipped} if r.skipped else {}), **({"run": r.run} if r.run else {}),
+                     # what made the numbers (a skipped row: the options it was given)
+                     **(r.provenance or {"options": {k: v for k, v in (options or {}).items()
+                                                     if k in registry.get(r.model).options}})}
                     for r in results],
         "summary": summary,
-    }
+    }, "eval", metric_conventions=metric_conventions(),
+        arguments={"gt": [str(p) for p in gt_paths], "protocol": proto.name, "models": names, "device": device,
+                   "steps": steps, "seed": seed, "options": dict(options or {}),
+                   "exclude_bands": [list(r) for r in exclude_ranges], "nonfinite": nonfinite})
 
 
 def format_table(doc: dict) -> str:

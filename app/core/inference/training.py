@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from app.core.io.datasets import CAVE_TRAIN_SPLIT, Split, SplitError, load_split, scene_folders
+from app.core.io.provenance import software
 from app.core.errors import HsiError
 from models.degradation import parse_protocol, psf_kernel
 
@@ -520,7 +521,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                 "train_scenes": [s.name for s in train_scenes],
                 "validation_scenes": [s.name for s in val_scenes],
                 "last_val_psnr_crop": state.last_val_psnr, "bicubic_val_psnr_crop": state.bicubic_val_psnr,
-                "world_size": str(ranks.world_size), "ranks": shares}
+                "world_size": str(ranks.world_size), "ranks": shares, "software": software()}
         export_weights(model, out, meta)
 
     loss_fn = getattr(model, "training_loss", None) or hsi_loss
