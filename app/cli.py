@@ -40,6 +40,22 @@ def _value_range_option(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _scheduler_option(text: str) -> str:
+    """--scheduler: tcp://HOST:PORT or local:N (argparse names the option on anything else)."""
+    from app.core.io.cluster import parse_scheduler
+
+    try:
+        return parse_scheduler(text).text
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_SCHEDULER_HELP = ("run on a dask.distributed cluster: tcp://HOST:PORT connects to a running `dask scheduler` "
+                   "(with its `dask worker`s), local:N starts N worker processes on this machine for this run. "
+                   "Workers read the files by path: they must see them at the same absolute paths (a shared "
+                   "filesystem); the rows are the same as without --scheduler")
+
+
 def _read_kwargs(args) -> dict:
     return dict(var=args.var, layout=args.layout, hw=tuple(args.hw) if args.hw else None,
                 normalise=_normalise_option(args.normalise), nonfinite=args.nonfinite)
@@ -143,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="NaN/Inf in a GT: refuse it (default), read them as 0, or mask (read as 0, their pixels "
                          "left out of the metrics)")
     ev.add_argument("--json", help="write the results as JSON here")
+    ev.add_argument("--scheduler", type=_scheduler_option, metavar="ADDRESS",
+                    help=_SCHEDULER_HELP + "; one task per image and model")
 
     cmp = sub.add_parser("compare", help="metrics of existing predictions against GT cubes (files or folders)",
                          description="Compare predictions with ground-truth cubes. PATH is a cube file or a folder "
@@ -180,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--md", metavar="OUT", help="write the table as Markdown")
     cmp.add_argument("--device", default="auto", help="where the metrics run: auto (CUDA if available), cpu, cuda")
     cmp.add_argument("--workers", type=int, help="threads reading files ahead of the metrics (default 2)")
+    cmp.add_argument("--scheduler", type=_scheduler_option, metavar="ADDRESS",
+                     help=_SCHEDULER_HELP + "; one task per GT item with its predictions (--workers unused)")
 
     browse = sub.add_parser("browse", help="open the results browser (a compare/eval JSON) with the viewer")
     browse.add_argument("json", nargs="?", help="results file written by compare --json or eval --json")
@@ -215,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "--iters only; --resume continues)")
     tr.add_argument("--stop-after", type=int, metavar="N",
                     help="checkpoint and stop after N iterations of this invocation (--resume continues)")
+    tr.add_argument("--early-stop", type=int, metavar="N",
+                    help="stop when N validations in a row did not beat the best one by 0.01 dB (default: never)")
+    tr.add_argument("--keep", choices=("last", "best"), default="last",
+                    help="weights written to --out at the end: the last step's (default) or the best validation's "
+                         "(every new best is also kept in <run dir>/best.safetensors)")
     tr.add_argument("--seed", type=int, default=3000)
     tr.add_argument("--threads", type=int,
                     help="CPU threads (default 1: on a shared 2-core machine 2 were 3-8x slower; more on one of your own)")
@@ -241,6 +266,7 @@ def cmd_info(args) -> int:
 
     from app.core.cube import parse_nm_ranges
     from app.core.io import open_cube
+    from app.core.io.georef import georef_of
 
     cube = open_cube(args.path, **_read_kwargs(args))
     wl = cube.wavelengths_nm
@@ -256,6 +282,7 @@ def cmd_info(args) -> int:
         "nodata_pixels": cube.nodata_count(),
         "warnings": cube.metadata.get("warnings", []),
         "variable": cube.metadata.get("variable"), "layout": cube.metadata.get("layout"),
+        "georef": cube.metadata.get("georef"),
     }
     if args.json:
         from app.core.io.provenance import stamp
@@ -270,6 +297,8 @@ def cmd_info(args) -> int:
         print(f"  wavelengths: {wl[0]:.2f} .. {wl[-1]:.2f} nm ({len(wl)} bands{step})")
     else:
         print("  wavelengths: unknown (bands are numbered)")
+    geo = georef_of(cube.metadata)
+    print(f"  georeference: {geo.describe()}" if geo is not None else "  georeference: none")
     if summary["bad_bands"]:
         print(f"  bad bands: {len(summary['bad_bands'])} flagged")
     if summary["excluded_bands"]:
@@ -449,13 +478,16 @@ def cmd_eval(args) -> int:
     try:
         doc = evaluate(args.gt, args.protocol, models if models != ["all"] else "all", device=args.device,
                        steps=args.steps, seed=args.seed, on_item=on_item, options=_model_options(args),
-                       exclude_bands=args.exclude_bands, nonfinite=args.nonfinite)
+                       exclude_bands=args.exclude_bands, nonfinite=args.nonfinite, scheduler=args.scheduler)
     finally:
         done.close()
     print(format_table(doc))
     if args.json:
         print(f"wrote {write_json(Path(args.json), doc)}")
-    return 0
+    failed = [r for r in doc["results"] if r.get("error")]
+    for r in failed:
+        print(f"error: {r['model']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_compare(args) -> int:
@@ -480,7 +512,7 @@ def cmd_compare(args) -> int:
                       pred_range=args.pred_range, gt_var=args.gt_var, gt_layout=args.gt_layout,
                       gt_range=args.gt_range, nonfinite=args.nonfinite, crop=args.crop, per_band=args.per_band,
                       exclude_bands=args.exclude_bands,
-                      device=args.device, workers=args.workers, on_progress=on_progress)
+                      device=args.device, workers=args.workers, on_progress=on_progress, scheduler=args.scheduler)
     finally:
         bar.close()
     print(format_table(doc))
@@ -522,7 +554,7 @@ def cmd_train(args) -> int:
                         schedule=args.schedule, device=args.device, resume=args.resume, val_every=args.val_every,
                         val_crop=args.val_crop, ckpt_every=args.ckpt_every, time_limit_min=args.time_limit,
                         stop_after=args.stop_after, split=args.split, seed=args.seed, run_dir=args.run_dir,
-                        threads=args.threads, model_options=options)
+                        threads=args.threads, model_options=options, early_stop=args.early_stop, keep=args.keep)
     summary = train(opts, log=lambda msg: print(msg, flush=True))
     val = summary["val_psnr"]
     tail = f", validation {val:.3f} dB vs bicubic {summary['bicubic_val_psnr']:.3f} dB" if val is not None else ""

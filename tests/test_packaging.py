@@ -95,7 +95,12 @@ def test_wheel_carries_every_package_and_bundled_file(installed):
             "splits/cave.json"} <= in_wheel
     assert sum(1 for n in in_wheel if n.startswith("sample/fake_and_real_food_ms/")) == 31
     assert wheel.stat().st_size < 20 * 2**20
-    metadata = zipfile.ZipFile(wheel).read(f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info/METADATA")
+    dist_info = f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"
+    # the napari reader plugin: its npe2 manifest and the entry point napari finds it by
+    assert "app/napari_plugin/napari.yaml" in names
+    entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
+    assert "[napari.manifest]\nhsi-sr-viewer = app.napari_plugin:napari.yaml" in entry_points, entry_points
+    metadata = zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA")
     requires = [line for line in metadata.decode().splitlines() if line.startswith("Requires-Dist:")]
     core = [re.match(r"Requires-Dist: *([A-Za-z0-9_.-]+)", r).group(1) for r in requires if "extra ==" not in r]
     assert "torch" in core and not set(core) & set(OPTIONAL), core

@@ -200,17 +200,22 @@ class Cube:
         order = np.argsort(np.argsort(raw_positions))  # rank of each kept axis in raw order
         return np.transpose(np.asarray(values), axes=tuple(int(o) for o in order))
 
-    def band(self, k: int) -> np.ndarray:
-        """(H, W) float32 reflectance of band ``k`` (reads only that band when lazy)."""
+    def band(self, k: int, step: int = 1) -> np.ndarray:
+        """(H, W) float32 reflectance of band ``k`` (reads only that band when lazy). ``step`` > 1:
+        every ``step``-th row and column only, (H // step, W // step) (a picture for a screen
+        smaller than the band: a memory-mapped file is read at those pixels only)."""
         k = int(k)
         if not -self.bands <= k < self.bands:
             raise IndexError(f"band {k} out of range for {self.bands} bands")
+        step = max(int(step), 1)
+        rows = slice(0, (self.height // step) * step, step) if step > 1 else slice(None)
+        cols = slice(0, (self.width // step) * step, step) if step > 1 else slice(None)
         bsq = self._bsq
         if bsq is not None:
-            return bsq[k]
+            return bsq[k][rows, cols]
         if self._cache is not None:
-            return self._cache[:, :, k]
-        return self._convert(self._read((slice(None), slice(None), k % self.bands)))
+            return self._cache[rows, cols, k]
+        return self._convert(self._read((rows, cols, k % self.bands)))
 
     @property
     def in_memory(self) -> bool:

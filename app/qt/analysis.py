@@ -157,6 +157,14 @@ class _NumberItem(QTableWidgetItem):
         return a < b
 
 
+def band_words(scene: Scene, band: int) -> str:
+    """A band as the band bar names it: '550 nm', or 'band 13 / 31' (1-based) when the reference
+    has no wavelengths."""
+    if scene.band_wavelength(band) is not None:
+        return scene.band_text(band)
+    return f"band {int(band) + 1} / {scene.n_bands}"
+
+
 def format_metric(key: str, value: float) -> str:
     if not math.isfinite(value):
         return "∞" if value == math.inf else "—"
@@ -470,6 +478,11 @@ class AnalysisView(QWidget):
         self._after.clear()
         self.message.emit("Analysis cancelled")
 
+    def settled(self) -> bool:
+        """True when nothing is computing or due: no job running, no refresh waiting, and, when
+        shown, a result for the scene as it is (an unattended screenshot waits for this)."""
+        return not self.job.is_running and not self._debounce.isActive() and not (self._stale and self.isVisible())
+
     def wait(self, timeout_s: float = 30.0) -> bool:
         """Run a pending refresh now and block until the job is done (tests, scripts)."""
         if self._debounce.isActive() or self._stale:
@@ -650,8 +663,7 @@ class AnalysisView(QWidget):
             self._map_columns = 0
             self._relayout_maps()
         kind = result.request.settings.error_kind
-        band = self.scene.band_text(result.request.band)
-        what = "RMSE" if kind == "rmse" else f"|err| {band}"
+        what = "RMSE" if kind == "rmse" else f"|err| {band_words(self.scene, result.request.band)}"
         for m in result.methods:
             ev, sv = self.error_views[m.layer.uid], self.sam_views[m.layer.uid]
             # the method's name first: a narrow map elides the numbers, never the name
@@ -766,7 +778,7 @@ class AnalysisView(QWidget):
             if k is not None:
                 self.worst_bands[m.layer.uid] = k
                 mark.setData([x[k]], [y[k]])
-                text += f": worst {self.scene.band_text(k)}"
+                text += f": worst {band_words(self.scene, k)}"
             rows.append((colour_name, "━●━", text))
         self._drop_curves(pool.values())  # methods no longer analysed
         self.curve_legend.set_rows(rows)

@@ -27,28 +27,37 @@ def get_app() -> QApplication:
 
 def build_window(files: list[tuple[str, str]] | None = None, *, open_sample: bool = True,
                  settings: QSettings | None = None, theme_name: str | None = None,
-                 background: bool = True, unattended: bool = False) -> MainWindow:
+                 background: bool = True, unattended: bool = False, offer_recovery: bool = False) -> MainWindow:
     """Apply the theme, build the main window and start opening ``files`` (role, path) or,
-    when there are none and ``open_sample`` is True, the bundled sample scene."""
+    when there are none and ``open_sample`` is True, the bundled sample scene.
+
+    With ``offer_recovery`` (the viewer and the browser commands; not ``show()`` from Python),
+    results that a viewer which did not end normally left in the recovery folder are offered
+    first (Restore / Discard / Later; never when ``unattended``); a restore takes the sample's place."""
     app = get_app()
     settings = settings if settings is not None else QSettings("hsi-sr-viewer", "viewer")
     name = theme_name or str(settings.value("theme", "dark"))
     theme.apply(app, name if name in theme.THEMES else "dark")
     window = MainWindow(settings=settings, unattended=unattended)
+    restoring = window.offer_recovery() if offer_recovery else False
     if files:
         window.open_files([(str(role), str(path)) for role, path in files], background=background)
-    elif open_sample:
+    elif open_sample and not restoring:
         window.open_sample(background=background)
     return window
 
 
 def _take_screenshot(window: MainWindow, path: str, app: QApplication, result: dict) -> None:
-    """Wait for loading and rendering to finish and one paint to happen, then save and quit."""
+    """Wait for loading, rendering and the analysis to finish and one paint to happen, then save
+    and quit."""
 
     def ready() -> bool:
-        return not window.loading and window.grid.wait_idle()
+        return not window.loading and window.grid.wait_idle() and window.analysis.settled()
 
     def shoot():
+        if not ready():  # something started in the last round (the analysis of the new layers)
+            QTimer.singleShot(50, poll)
+            return
         window.repaint()
         app.processEvents()
         pixmap = window.grab()
@@ -89,7 +98,7 @@ def run_viewer(files: list[tuple[str, str]] | None = None, *, open_sample: bool 
     """
     app = get_app()
     # Dialogs would block an unattended screenshot run: errors go to stderr instead.
-    window = build_window(files, open_sample=open_sample, unattended=bool(screenshot))
+    window = build_window(files, open_sample=open_sample, unattended=bool(screenshot), offer_recovery=True)
     result: dict = {}
     if screenshot:
         window.resize(*SCREENSHOT_SIZE)
@@ -106,7 +115,7 @@ def run_viewer(files: list[tuple[str, str]] | None = None, *, open_sample: bool 
 def run_browser(json_path: str | None = None) -> int:
     """`python main.py browse [JSON]`: the viewer (empty) with the results browser in front."""
     app = get_app()
-    window = build_window(None, open_sample=False)
+    window = build_window(None, open_sample=False, offer_recovery=True)
     window.show()
     browser = window.open_results_browser()
     if json_path:

@@ -529,6 +529,9 @@ class ResultsBrowser(QMainWindow):
         self._worker.progress.connect(lambda _key, _ticket, value: self.compare_progress.emit(*value))
         self.compare_progress.connect(self._on_compare_progress)
         self._doc_in_memory: dict | None = None  # the last comparison run here (Save JSON writes it)
+        # asked before an opened image replaces the viewer's layers (the window's unsaved-work
+        # check: (uids, action) -> proceed?)
+        self.replace_guard: Callable[[list[int], str], bool] | None = None
 
         # ---- toolbar
         bar = self.addToolBar("Results")
@@ -785,6 +788,8 @@ class ResultsBrowser(QMainWindow):
         the GT as 'gt' named after the image, each prediction as 'recon' named after its method."""
         if self.table is None:
             return
+        if not self._may_replace_layers():
+            return
         try:
             request = self.table.scene_request(image)
         except HsiError as exc:
@@ -794,8 +799,17 @@ class ResultsBrowser(QMainWindow):
         self._start(None, lambda _control: load_scene(request), self._scene_loaded,
                     lambda exc: self._report(exc, f"Cannot open {image}"))
 
+    def _may_replace_layers(self) -> bool:
+        """True when the viewer's layers may be replaced (nothing unsaved, or the user agreed)."""
+        if self.replace_guard is None or not self.scene.layers:
+            return True
+        return self.replace_guard([layer.uid for layer in self.scene.layers], "Open an image from the results browser")
+
     def _scene_loaded(self, opened: OpenedScene) -> None:
         scene = self.scene
+        if not self._may_replace_layers():  # (asked again: a run may have finished while it loaded)
+            self.statusBar().showMessage(f"{opened.image} not opened: the viewer keeps its layers", 8000)
+            return
         scene.clear()
         try:
             scene.add_layer(opened.gt, "gt", opened.image)

@@ -224,6 +224,8 @@ class ABCompareView(QWidget):
     def _set_image(self, item: pg.ImageItem, layer, rendered, first_col: int = 0) -> bool:
         """Show ``rendered`` from layer column ``first_col`` on; False when nothing is left."""
         image = rendered.image
+        step = max(int(getattr(rendered, "step", 1)), 1)  # a memory-mapped layer's picture: every step-th pixel
+        first_col = -(-first_col // step)
         if first_col >= image.shape[1]:
             item.setVisible(False)
             return False
@@ -238,7 +240,7 @@ class ABCompareView(QWidget):
         else:
             item.setColorMap(colormaps.colormap(self.scene.colormap))
         item.setImage(np.ascontiguousarray(image), levels=levels, autoLevels=False)
-        s = layer.scale
+        s = layer.scale * step
         item.setRect(QRectF(first_col * s, 0.0, image.shape[1] * s, image.shape[0] * s))
         item.setVisible(True)
         return True

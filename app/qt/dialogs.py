@@ -164,3 +164,80 @@ def confirm(parent: QWidget | None, title: str, message: str) -> bool:
                                   QMessageBox.StandardButton.Yes)
     return answer == QMessageBox.StandardButton.Yes
 
+
+
+# ---------------------------------------------------------------------------------- unsaved work
+def _bullets(lines: list[str], limit: int = 12) -> str:
+    shown = [f"  • {line}" for line in lines[:limit]]
+    if len(lines) > limit:
+        shown.append(f"  … and {len(lines) - limit} more")
+    return "\n".join(shown)
+
+
+def unsaved_box(parent: QWidget | None, action: str, labels: list[str]) -> QMessageBox:
+    """The Save / Discard / Cancel question before ``action`` ('Close all layers', 'Quit', …)
+    drops the unsaved layers ``labels``."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle(f"{action}: unsaved results")
+    n = len(labels)
+    box.setText(f"<b>{n} result{'s' if n != 1 else ''} computed here {'are' if n != 1 else 'is'} not saved.</b>")
+    box.setInformativeText(
+        f"{_bullets(labels)}\n\nSave writes {'each' if n != 1 else 'it'} as an ENVI cube (.hdr/.img, with "
+        f"wavelengths and provenance) in a folder you choose; Discard drops "
+        f"{'them' if n != 1 else 'it'} and {'their' if n != 1 else 'its'} recovery copies.")
+    box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                           | QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(QMessageBox.StandardButton.Save)
+    box.setEscapeButton(QMessageBox.StandardButton.Cancel)
+    return box
+
+
+def ask_unsaved(parent: QWidget | None, action: str, labels: list[str]) -> str:
+    """'save', 'discard' or 'cancel' (tests replace this function)."""
+    answer = unsaved_box(parent, action, labels).exec()
+    if answer == QMessageBox.StandardButton.Save:
+        return "save"
+    if answer == QMessageBox.StandardButton.Discard:
+        return "discard"
+    return "cancel"
+
+
+def ask_save_folder(parent: QWidget | None, start: str) -> str | None:
+    """The folder to save unsaved layers in (None when cancelled; tests replace this function)."""
+    from PyQt6.QtWidgets import QFileDialog
+
+    folder = QFileDialog.getExistingDirectory(parent, "Save the results in folder", start)
+    return folder or None
+
+
+def recovery_box(parent: QWidget | None, started_utc: str, labels: list[str], inputs: list[str]) -> QMessageBox:
+    """Restore / Discard / Later for the results a viewer that did not end normally left in the
+    recovery folder."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Question)
+    box.setWindowTitle("Recover unsaved results")
+    when = started_utc.replace("T", " ").replace("+00:00", " UTC") if started_utc else "an earlier session"
+    n = len(labels)
+    box.setText(f"<b>The viewer started {when} did not close normally.</b><br>"
+                f"It left {n} unsaved result{'s' if n != 1 else ''} in the recovery folder.")
+    text = _bullets(labels)
+    if inputs:
+        text += "\n\nwith the files they were computed from:\n" + _bullets(inputs, 6)
+    text += ("\n\nRestore opens them as layers (still unsaved); Discard deletes the copies; "
+             "Later asks again at the next start.")
+    box.setInformativeText(text)
+    box.addButton("Restore", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+    later = box.addButton("Later", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(box.buttons()[0])
+    box.setEscapeButton(later)
+    return box
+
+
+def ask_recover(parent: QWidget | None, started_utc: str, labels: list[str], inputs: list[str]) -> str:
+    """'restore', 'discard' or 'later' (tests replace this function)."""
+    box = recovery_box(parent, started_utc, labels, inputs)
+    box.exec()
+    clicked = box.clickedButton()
+    return {"Restore": "restore", "Discard": "discard"}.get(clicked.text() if clicked else "", "later")

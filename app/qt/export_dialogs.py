@@ -131,10 +131,15 @@ class ExportController:
         dpi, ok = QInputDialog.getInt(self.window, "PNG resolution", "Dots per inch:", DEFAULT_DPI, 50, 1200, 50)
         return dpi if ok else None
 
-    def _write(self, title: str, fn: Callable[[], Path], *, background: bool = True) -> None:
-        """Run ``fn`` (it returns the written path) with the busy bar; errors become dialogs."""
+    def _write(self, title: str, fn: Callable[[], Path], *, background: bool = True,
+               saved_uids: list[int] | None = None) -> None:
+        """Run ``fn`` (it returns the written path) with the busy bar; errors become dialogs.
+        ``saved_uids``: layers the file saves (the window's ``mark_layers_saved`` is told)."""
         def done(path):
             self.last_written = Path(path)
+            mark = getattr(self.window, "mark_layers_saved", None)
+            if saved_uids and mark is not None:
+                mark(saved_uids)
             self.window.statusBar().showMessage(f"Saved {path}", 8000)
 
         self.window.run_job(fn, done, lambda exc: self.window.report(exc, title), background=background,
@@ -278,7 +283,8 @@ class ExportController:
         safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in layer.name)
         path = path or self._ask_save(f"Export {layer.label}", f"{safe}.hdr", CUBE_FILTER)
         if path:
-            self._write("Export cube", lambda: core_export.export_cube(layer.cube, path), background=background)
+            self._write("Export cube", lambda: core_export.export_cube(layer.cube, path), background=background,
+                        saved_uids=[layer.uid])
 
     # ------------------------------------------------------------------ sessions
     def layout_state(self) -> dict:
@@ -333,7 +339,8 @@ class ExportController:
                                                compare=compare)
             return report.path
 
-        self._write("Save session", save, background=False)
+        self._write("Save session", save, background=False,
+                    saved_uids=[l.uid for l in memory] if write_computed else None)
 
     def locate(self, missing: Path) -> str | None:
         """Ask the user where a moved file is (None: skip it)."""
@@ -355,6 +362,9 @@ class ExportController:
             path, _ = QFileDialog.getOpenFileName(self.window, "Open session", str(self._last_dir()), SESSION_FILTER)
             if not path:
                 return None
+        guard = getattr(self.window, "confirm_drop", None)  # the session replaces every layer
+        if guard is not None and not guard(None, "Open a session"):
+            return None
         self.window.set_busy(True, "Restoring the session…")
         try:
             report = core_session.restore_session(path, self.scene, locate=locate or self.locate)

@@ -8,6 +8,7 @@ zoom back to the scene. Its panels never talk to each other: a pan in one panel 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from PyQt6 import sip
@@ -49,9 +50,15 @@ class ImageGrid(QWidget):
         self._columns = 0
         self._applying_range = False
         self.tool = "none"
+        # asked before a panel's close button drops its layer (the window's unsaved-work check)
+        self.close_guard: Callable[[list[int], str], bool] | None = None
         self._worker = Worker(self, name="render")
         self._worker.failed.connect(lambda _key, _ticket, exc: self.render_failed.emit(exc))
         self._worker.busy.connect(lambda b: self.busy.emit(b, "Rendering…"))
+        self._finer = QTimer(self)
+        self._finer.setSingleShot(True)
+        self._finer.setInterval(60)
+        self._finer.timeout.connect(self.refresh)
 
         self._grid_host = QWidget(self)
         self._grid = QGridLayout(self._grid_host)
@@ -155,11 +162,23 @@ class ImageGrid(QWidget):
         panel.pin_clicked.connect(lambda row, col: self.scene.add_pin(row, col))
         panel.hovered.connect(lambda row, col, uid=uid: self.scene.set_hover(uid, row, col))
         panel.left.connect(lambda uid=uid: self._on_left(uid))
-        panel.close_requested.connect(lambda uid=uid: self.scene.remove_layer(uid))
+        panel.close_requested.connect(lambda uid=uid: self.request_close(uid))
         panel.range_changed.connect(lambda xr, yr, p=panel: self._on_panel_range(p, xr, yr))
         panel.roi_drawn.connect(self._on_roi_drawn)
+        panel.finer_needed.connect(self._on_finer_needed)
         panel.set_tool(self.tool)
         return panel
+
+    def request_close(self, uid: int) -> bool:
+        """A panel's close button: remove its layer unless ``close_guard([uid], action)`` (the
+        window's unsaved-work question) says no; True when the layer was removed."""
+        guard = self.close_guard
+        if guard is not None and not guard([uid], "Close this panel"):
+            return False
+        if any(layer.uid == uid for layer in self.scene.layers):
+            self.scene.remove_layer(uid)
+            return True
+        return False
 
     # ------------------------------------------------------------------ ROI tools
     def set_tool(self, tool: str) -> None:
@@ -209,25 +228,45 @@ class ImageGrid(QWidget):
         self._relayout()
 
     # ------------------------------------------------------------------ rendering
+    def _steps(self) -> dict[int, int]:
+        """Per memory-mapped layer, the stride its panel shows now: such a layer is read at the
+        pixels the screen shows only (in-memory layers are rendered whole: cheap, and other views
+        show the same pictures)."""
+        return {p.layer.uid: p.wanted_step() for p in self.panels if p.layer.cube.is_lazy}
+
     def refresh(self) -> None:
-        """Re-render every panel for the scene's band, mode and contrast."""
+        """Re-render every panel for the scene's band, mode and contrast. The worker (or this
+        thread, for small cubes) gets a frozen snapshot; what it makes comes back here, where the
+        scene's caches are updated (the worker never writes what the GUI thread reads)."""
         if not self.panels:
             return
-        request = self.scene.snapshot()
+        self._finer.stop()
+        request = self.scene.snapshot(self._steps())
         if self.scene.render_cost() <= SYNC_RENDER_LIMIT and not self._worker.is_running:
+            made: dict = {}
             try:
-                results = render(request)
+                results = render(request, made)
             except Exception as exc:  # shown by the main window; the grid keeps working
                 self.render_failed.emit(exc)
                 return
-            self._apply_results(request, results)
+            self._apply_results(request, (results, made))
         else:
-            self._worker.submit("render", lambda _control: render(request),
-                                on_done=lambda results: self._apply_results(request, results))
+            def job(_control, request=request):
+                made: dict = {}
+                return render(request, made), made
 
-    def _apply_results(self, request: RenderRequest, results: dict[int, RenderedImage]) -> None:
-        cmap = self.scene.colormap
+            self._worker.submit("render", job, on_done=lambda out: self._apply_results(request, out))
+
+    def _on_finer_needed(self) -> None:
+        """A panel zoomed in (or grew) past the stride of its picture: render again, once the
+        zoom settles."""
+        self._finer.start()
+
+    def _apply_results(self, request: RenderRequest, out) -> None:
+        results, made = out
         scene = self.scene
+        scene.keep_render_cache(made)
+        cmap = scene.colormap
         for panel in self.panels:
             rendered = results.get(panel.layer.uid)
             if rendered is None:
@@ -322,6 +361,6 @@ class ImageGrid(QWidget):
         self._worker.shutdown(5.0)
 
     def wait_idle(self) -> bool:
-        """True when no render is in flight (tests and screenshots poll this)."""
-        return not self._worker.is_running
+        """True when no render is in flight or due (tests and screenshots poll this)."""
+        return not self._worker.is_running and not self._finer.isActive()
 

@@ -18,7 +18,9 @@ from PyQt6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMa
                              QTabWidget, QVBoxLayout, QWidget)
 
 from app.core.errors import AmbiguousCubeError, HsiError
+from app.core.export import recovery as core_recovery
 from app.core.state.scene import ROLES, DisplayMode, Scene
+from app.core.state.unsaved import UnsavedLayers
 from app.qt import dialogs, theme
 from app.qt.binding import subscribe
 from app.qt.controls import BandBar, DisplayControls
@@ -29,6 +31,7 @@ from app.qt.analysis import AnalysisView
 from app.qt.compare_ab import ABCompareView
 from app.qt.spectra import SpectraView
 from app.qt.workers import Worker
+from app.core.io.georef import map_readout
 
 APP_NAME = "HSI-SR Viewer"
 MAX_RECENT = 12
@@ -62,10 +65,16 @@ class MainWindow(QMainWindow):
     loads_finished = pyqtSignal()
 
     def __init__(self, scene: Scene | None = None, settings: QSettings | None = None, *,
-                 unattended: bool = False, parent=None):
-        """``unattended``: no modal dialogs (errors go to stderr), for screenshots and scripts."""
+                 unattended: bool = False, recovery: core_recovery.RecoveryStore | None = None, parent=None):
+        """``unattended``: no modal dialogs (errors go to stderr), for screenshots and scripts.
+        ``recovery``: where copies of the results computed here go (default: the user's recovery
+        folder, ``$HSI_VIEWER_RECOVERY_DIR`` when set)."""
         super().__init__(parent)
         self.unattended = unattended
+        # results computed here and not saved yet, and their copies in the recovery folder
+        self.unsaved = UnsavedLayers()
+        self.recovery = recovery if recovery is not None else core_recovery.RecoveryStore()
+        self._recovery_writer = Worker(self, name="recovery")
         self.errors_reported: list[str] = []  # every error message shown (or printed), in order
         self.scene = scene if scene is not None else Scene()
         self.settings = settings if settings is not None else QSettings("hsi-sr-viewer", "viewer")
@@ -99,6 +108,7 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.display_dock], [440], Qt.Orientation.Horizontal)
         self.resizeDocks([self.display_dock, self.spectra_dock], [200, 560], Qt.Orientation.Vertical)
         self.run_panel = RunPanel(self.scene, report_error=self.report)
+        self.run_panel.computed.connect(self._on_computed)
         self.run_dock = self._dock("Run model", run_dock_widget(self.run_panel), "RunDock")
         self.tabifyDockWidget(self.display_dock, self.run_dock)
         self.display_dock.raise_()
@@ -133,6 +143,8 @@ class MainWindow(QMainWindow):
         # Status labels of fixed width (long text elided, the full text in .text()): a click or a
         # hover that changes their text never re-lays out (and repaints) the whole status bar.
         self.position_label = StatusLabel(self, "selected row 0000, col 0000  (LR pixel 000, 000)")
+        self.map_label = StatusLabel(self, "E 0000000.00 m, N 0000000.00 m")  # hidden without a georeference
+        self.map_label.hide()
         self.value_label = StatusLabel(self, "GT · fake_and_real_food_ms  ·  000.0 nm: 0.00000")
         self.note_label = StatusLabel(self)  # (elided: the values beside it keep their room)
         self.note_label.setObjectName("DimLabel")
@@ -145,6 +157,7 @@ class MainWindow(QMainWindow):
         self.values_label = StatusLabel(self)  # the value under the cursor in every panel (stretches)
         self.values_label.setObjectName("DimLabel")
         status.addWidget(self.position_label)
+        status.addWidget(self.map_label)
         status.addWidget(self.value_label)
         status.addWidget(self.values_label, 3)
         status.addPermanentWidget(self.note_label, 1)
@@ -158,6 +171,8 @@ class MainWindow(QMainWindow):
         subscribe(self, ev.band, lambda *_: self._update_status())
         subscribe(self, ev.pixel, lambda *_: self._update_status())
         subscribe(self, ev.layers, lambda *_: self._on_layers())
+        subscribe(self, ev.layers, lambda *_: self._forget_closed_layers())
+        self.grid.close_guard = self.confirm_drop
         subscribe(self, ev.mode, lambda *_: self._sync_mode_actions())
         subscribe(self, ev.contrast, lambda *_: self._sync_mode_actions())
         subscribe(self, ev.colormap, lambda *_: self._update_levels_bar())
@@ -222,7 +237,7 @@ class MainWindow(QMainWindow):
         self.export_action = self._action("Save &screen grab as PNG…", self.export_png_dialog, None,
                                           "Save the image panels as they appear on screen (figures: Export menu)")
         file_menu.addAction(self.export_action)
-        self.close_all_action = self._action("&Close all layers", self.scene.clear, "Ctrl+Shift+W")
+        self.close_all_action = self._action("&Close all layers", self.close_all_layers, "Ctrl+Shift+W")
         file_menu.addAction(self.close_all_action)
         file_menu.addSeparator()
         self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
@@ -362,6 +377,8 @@ class MainWindow(QMainWindow):
             self.results_browser = ResultsBrowser(self.scene, report_error=self.report, settings=self.settings,
                                                   parent=self)
             self.results_browser.scene_opened.connect(self._results_scene_opened)
+            self.results_browser.replace_guard = lambda uids, action: self.confirm_drop(
+                uids, action, parent=self.results_browser)
         self.results_browser.show()
         self.results_browser.raise_()
         self.results_browser.activateWindow()
@@ -595,6 +612,169 @@ class MainWindow(QMainWindow):
         else:
             dialogs.show_error(self, title, message)
 
+    # ------------------------------------------------------------------ unsaved results and recovery
+    def _on_computed(self, layers, kind: str) -> None:
+        """A run or a simulation added ``layers``: they are unsaved, and a copy of each goes to
+        the recovery folder (on a worker thread)."""
+        inputs = core_recovery.RecoveryStore.scene_inputs(self.scene.layers)
+        for layer in layers:
+            problem = self.recovery.too_big(layer.cube)
+            if problem:
+                self.unsaved.add(layer, kind)
+                self.statusBar().showMessage(problem, 10000)
+                continue
+            key = self.recovery.new_key()
+            self.unsaved.add(layer, kind, key)
+            cube, role, name = layer.cube, layer.role, layer.name
+            self._recovery_writer.submit(
+                None, lambda _control, k=key, c=cube, r=role, n=name: self.recovery.write(k, c, role=r, name=n,
+                                                                                          inputs=inputs),
+                on_error=lambda exc, n=name: self.statusBar().showMessage(
+                    f"{n}: no recovery copy ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+                    10000))
+
+    @property
+    def recovery_busy(self) -> bool:
+        """A recovery copy is being written."""
+        return self._recovery_writer.is_running
+
+    def _forget_closed_layers(self) -> None:
+        """Unsaved layers that left the scene without a question (replaced by a new simulation)
+        lose their recovery copies."""
+        gone = self.unsaved.prune(self.scene.layers)
+        if gone:
+            self.recovery.discard([e.key for e in gone])
+
+    def mark_layers_saved(self, uids: Iterable[int]) -> None:
+        """Layers written to files (an export, a session that wrote them): no longer unsaved."""
+        gone = self.unsaved.forget(uids)
+        if gone:
+            self.recovery.discard([e.key for e in gone])
+
+    def unsaved_labels(self, uids: Iterable[int] | None = None) -> list[str]:
+        layers = self.scene.layers if uids is None else [l for l in self.scene.layers if l.uid in set(uids)]
+        return [e.label for e in self.unsaved.among(layers)]
+
+    def confirm_drop(self, uids: Iterable[int] | None, action: str, *, parent: QWidget | None = None) -> bool:
+        """Before ``action`` drops the layers ``uids`` (None: all): True to go on. Unsaved ones
+        among them get the Save / Discard / Cancel question; Save writes them (a folder choice)
+        and goes on only when they were written, Discard drops them and their recovery copies."""
+        wanted = None if uids is None else set(uids)
+        if self.unattended:
+            return True
+        # asked again when a run finished while the question was open (its result is unsaved too)
+        while entries := self.unsaved.among(l for l in self.scene.layers if wanted is None or l.uid in wanted):
+            answer = dialogs.ask_unsaved(parent or self, action, [e.label for e in entries])
+            if answer == "save":
+                if not self.save_unsaved([e.uid for e in entries], parent=parent):
+                    return False
+            elif answer == "discard":
+                self.mark_layers_saved([e.uid for e in entries])  # (their copies go the same way)
+            else:
+                return False
+        return True
+
+    def save_unsaved(self, uids: Iterable[int], *, parent: QWidget | None = None) -> bool:
+        """Ask for a folder and write the layers ``uids`` there as ENVI cubes; True when written."""
+        wanted = set(uids)
+        layers = [l for l in self.scene.layers if l.uid in wanted]
+        start = str(self.settings.value("last_dir", str(Path.home())))
+        folder = dialogs.ask_save_folder(parent or self, start)
+        if not folder:
+            return False
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            written = core_recovery.save_layers(layers, folder)
+        except Exception as exc:  # noqa: BLE001 - shown; the action does not go on
+            QApplication.restoreOverrideCursor()
+            self.report(exc, "Cannot save the results")
+            return False
+        QApplication.restoreOverrideCursor()
+        self.settings.setValue("last_dir", str(folder))
+        self.mark_layers_saved(written)
+        self.statusBar().showMessage(f"Saved {', '.join(p.name for p in written.values())} in {folder}", 10000)
+        return True
+
+    def close_all_layers(self) -> bool:
+        """File ▸ Close all layers (asks about unsaved results); True when closed."""
+        if not self.confirm_drop(None, "Close all layers"):
+            return False
+        self.scene.clear()
+        return True
+
+    def offer_recovery(self) -> bool:
+        """Offer the results of sessions that did not end normally (newest first): Restore,
+        Discard or Later. True when a restore was started."""
+        if self.unattended:
+            return False
+        for session in self.recovery.stale_sessions():
+            inputs = [f"{str(i.get('role', '')).upper()} {i['path']}" for i in session.existing_inputs()]
+            answer = dialogs.ask_recover(self, session.started_utc, session.describe(), inputs)
+            if answer == "restore":
+                self.restore_recovered(session)
+                return True
+            if answer == "discard":
+                self.recovery.remove_session(session)
+                continue
+            return False
+        return False
+
+    def restore_recovered(self, session: core_recovery.RecoveredSession, *, background: bool = True) -> None:
+        """Open a stale session's copies as layers (unsaved here now), with the files they were
+        computed from where those still exist."""
+        def load():
+            inputs, copies, problems = [], [], []
+            for item in session.existing_inputs():
+                try:
+                    inputs.append((item, load_cube(item["path"], dict(item.get("open_options") or {}))))
+                except HsiError as exc:
+                    problems.append(str(exc))
+            for entry in session.entries:
+                try:
+                    copies.append((entry, core_recovery.load_entry(entry)))
+                except HsiError as exc:
+                    problems.append(str(exc))
+            return inputs, copies, problems
+
+        self.run_job(load, lambda result: self._on_recovered(session, *result),
+                     lambda exc: self.report(exc, "Cannot restore the unsaved results"), background=background,
+                     message="Restoring unsaved results…")
+
+    def _on_recovered(self, session, inputs, copies, problems) -> None:
+        for item, cube in inputs:
+            options = dict(item.get("open_options") or {})
+            if options:
+                cube.metadata["open_options"] = options
+            try:
+                self.scene.add_layer(cube, str(item.get("role", "gt")), str(item.get("name") or Path(item["path"]).stem))
+            except HsiError as exc:
+                problems.append(str(exc))
+        left = 0
+        for entry, cube in copies:
+            try:
+                layer = self.scene.add_layer(cube, entry.role, entry.name)
+            except HsiError as exc:
+                problems.append(f"{entry.name}: {exc}")
+                left += 1
+                continue
+            try:
+                moved = self.recovery.adopt(entry, core_recovery.RecoveryStore.scene_inputs(self.scene.layers))
+            except (OSError, HsiError) as exc:  # the layer is open; its copy stays where it was
+                problems.append(f"{entry.name}: its recovery copy cannot be moved ({exc})")
+                self.unsaved.add(layer, "restored")
+                left += 1
+                continue
+            self.unsaved.add(layer, "restored", moved.key)
+        left += len(session.entries) - len(copies)
+        if not left:
+            self.recovery.remove_session(session)
+        self._ensure_pixel()
+        if problems:
+            self.report(HsiError("Not everything could be restored (what was not stays in the recovery folder):\n"
+                                 + "\n".join(problems)), "Results restored in part")
+        else:
+            self.statusBar().showMessage(f"Restored {len(copies)} unsaved result(s)", 8000)
+
     # ------------------------------------------------------------------ recent files
     def recent_files(self) -> list[dict]:
         raw = self.settings.value("recent_files", [])
@@ -677,6 +857,7 @@ class MainWindow(QMainWindow):
             pixel = scene.pixel
             if pixel is None or not scene.layers:
                 self.position_label.setText("")
+                self.map_label.setText("")
                 self.value_label.setText("")
                 self.values_label.setText("")
                 return
@@ -693,6 +874,9 @@ class MainWindow(QMainWindow):
         if layer.scale > 1:
             text += f"  ({layer.title} pixel {ly}, {lx})"
         self.position_label.setText(text)
+        where = map_readout(layer.cube.metadata, row, col, layer.scale)  # '' without a georeference
+        self.map_label.setText(where)
+        self.map_label.setVisible(bool(where))
         values = scene.value_at(layer, row, col)
         band = scene.band_for(layer)
         if band is None:
@@ -793,6 +977,13 @@ class MainWindow(QMainWindow):
             "input, guide and reconstructions with linked views and per-pixel spectra."))
 
     def closeEvent(self, event):  # noqa: N802
+        if not self.confirm_drop(None, "Quit"):
+            event.ignore()
+            return
+        if self.unsaved:  # unattended: nobody was asked; the copies stay and are offered next time
+            self._recovery_writer.wait(30.0)
+        self.recovery.close()
+        self._recovery_writer.shutdown(5.0)
         self.run_panel.shutdown()
         self.analysis.shutdown()
         self.exporter.shutdown()

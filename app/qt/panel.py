@@ -46,6 +46,7 @@ class ImagePanel(PointerMixin, QFrame):
     close_requested = pyqtSignal()
     range_changed = pyqtSignal(object, object)
     roi_drawn = pyqtSignal(object)      # app.core.evaluation.analysis.Roi, when a drawing tool finishes
+    finer_needed = pyqtSignal()         # the view shows more pixels than its (strided) picture has
 
     def __init__(self, layer: Layer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -168,15 +169,24 @@ class ImagePanel(PointerMixin, QFrame):
             self.image_item.setColorMap(colormaps.colormap(colormap))
         self._levels = levels
         self._show_image()
+        if rendered.step > self.decimation:
+            self.finer_needed.emit()  # the view changed while it was being read: read it finer
         self._info = info
         self._fit_info()
 
     def _decimation(self) -> int:
         return display_stride(self.view, self.layer.scale)
 
+    def wanted_step(self) -> int:
+        """The stride (in layer pixels) the view can show now: 1 when zoomed in (or not laid out)."""
+        return self._decimation()
+
     def _show_image(self) -> None:
         self._shown_k = self._decimation()
-        show_strided(self.image_item, self._rendered.image, self._levels, self.layer.scale, self._shown_k)
+        step = max(int(getattr(self._rendered, "step", 1)), 1)  # the picture's own stride
+        # the picture holds every step-th pixel: show every (k // step)-th of those
+        show_strided(self.image_item, self._rendered.image, self._levels, self.layer.scale * step,
+                     max(self._shown_k // step, 1))
 
     @property
     def decimation(self) -> int:
@@ -325,6 +335,8 @@ class ImagePanel(PointerMixin, QFrame):
     def _on_range_changed(self, _view, view_range, *_):
         if self._rendered is not None and self._decimation() != self.decimation:
             self._show_image()  # zoomed in or out: show the picture at the stride that fits
+            if self._rendered.step > self.decimation:
+                self.finer_needed.emit()  # a picture read at a coarser stride than the view shows
         if self.view.resizing or self.view.width() < 8 or self.view.height() < 8:
             return  # layout, not the user: every panel keeps the shared target range itself
         self.range_changed.emit(tuple(view_range[0]), tuple(view_range[1]))

@@ -63,11 +63,14 @@ class RunPanel(QWidget):
         running_changed(bool): a run or a simulation started / ended.
         job_finished(str): 'done', 'cancelled' or 'failed' after a run or simulation.
         layer_added(object): the reconstruction layer a run added.
+        computed(object, str): the layers a job added (a list) and 'run' or 'simulation': work
+            that exists only in memory (the window keeps a recovery copy and asks before dropping it).
     """
 
     running_changed = pyqtSignal(bool)
     job_finished = pyqtSignal(str)
     layer_added = pyqtSignal(object)
+    computed = pyqtSignal(object, str)
 
     def __init__(self, scene: Scene, report_error: Callable[[BaseException, str], None] | None = None,
                  parent: QWidget | None = None):
@@ -554,11 +557,13 @@ class RunPanel(QWidget):
         try:
             if kind == "simulate":
                 lr, guide = value
-                runs.replace_inputs(self.scene, lr, guide, self._remove_on_simulated)
+                added = runs.replace_inputs(self.scene, lr, guide, self._remove_on_simulated)
+                self.computed.emit(added, "simulation")
                 message = f"simulated {lr.name}" + (f" and {guide.name}" if guide is not None else "")
             else:
                 layer = self.scene.add_layer(value, "recon", value.name)
                 self.layer_added.emit(layer)
+                self.computed.emit([layer], "run")
                 seconds = value.metadata.get("provenance", {}).get("seconds")
                 message = f"added {layer.name}" + (f" ({seconds:.1f} s)" if isinstance(seconds, (int, float)) else "")
                 stopped = (value.metadata.get("provenance", {}).get("report") or {}).get("stopped")

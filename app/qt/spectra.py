@@ -202,6 +202,12 @@ class CurveLayer(pg.GraphicsObject):
             painter.setBrush(c.symbol_brush if c.symbol_brush is not None else Qt.BrushStyle.NoBrush)
             r = 0.5 * c.symbol_size
             finite = np.isfinite(xd) & np.isfinite(yd)
+            if c.pen is not None and np.count_nonzero(finite) > 1:
+                # markers on a line only where they stay apart: with hundreds of bands they would
+                # merge into a thick line (and cost one shape per band at every click)
+                xs = xd[finite]
+                if (xs.max() - xs.min()) / (xs.size - 1) < 2.0 * r + 2.0:
+                    continue
             for x, y in zip(xd[finite].tolist(), yd[finite].tolist()):
                 if c.symbol == "t1":  # a triangle pointing up
                     painter.drawPolygon(QPolygonF([QPointF(x - r, y + 0.8 * r), QPointF(x + r, y + 0.8 * r),

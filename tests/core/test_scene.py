@@ -323,12 +323,16 @@ def test_render_rgb_mode_per_channel_levels(full_scene):
 def test_render_true_colour_is_cached_and_in_unit_range(full_scene):
     full_scene.set_mode("true")
     snapshot = full_scene.snapshot()
-    out = render(snapshot)
+    made: dict = {}
+    out = render(snapshot, made)
     gt = full_scene.layers[0]
     rgb = out[gt.uid].image
     assert rgb.shape == (16, 16, 3) and rgb.min() >= 0 and rgb.max() <= 1 and out[gt.uid].note
-    assert gt.uid in snapshot.true_colour_cache
-    assert full_scene.render_cost() < 16 * 16 * 31 * 5  # cached layers are cheap now
+    assert ("true", gt.uid, id(gt.cube), 1) in made
+    assert len(snapshot.render_cache) == 0  # the request is never written (a worker renders it)
+    uncached = full_scene.render_cost()
+    full_scene.keep_render_cache(made)  # the GUI thread keeps what the render made
+    assert full_scene.render_cost() < uncached  # cached layers are cheap now
 
 
 @pytest.mark.parametrize("name, existing, role", [

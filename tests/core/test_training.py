@@ -179,6 +179,39 @@ def test_a_run_resumed_in_pieces_equals_one_run_and_the_seed_decides(scenes, tmp
     assert any(not torch.allclose(other["model"][k], v) for k, v in straight["model"].items())
 
 
+def test_early_stopping_keeps_the_best_validation_and_resumes_with_it(scenes, tmp_path, monkeypatch, capsys):
+    """Validation after every step, scripted: the best is step 2 (31.0 dB); 31.005 at step 5 is not a
+    gain of 0.01 dB, so with --early-stop 3 the run stops after step 5, and --keep best writes step 2's
+    weights (equal to a run stopped after 2 steps); best.safetensors says which step it holds."""
+    from safetensors.torch import load_file
+
+    scores = iter([30.0, 31.0, 30.5, 30.9, 31.005, 40.0, 40.0])
+    monkeypatch.setattr(training, "validate", lambda *a, **k: (next(scores), 29.0))
+    run = _run(scenes, tmp_path, "early", 20, "--val-every", "1", "--early-stop", "3", "--keep", "best")
+    out = capsys.readouterr().out
+    assert run["step"] == 5 and run["best_step"] == 2 and run["since_best"] == 3
+    assert "early stop: 3 validations without a gain" in out and "best validation's weights (step 2" in out
+    best_meta = training.read_weights_metadata(tmp_path / "early" / "run" / "best.safetensors")
+    assert best_meta["best_step"] == "2" and best_meta["step"] == "2"
+    kept = load_file(str(tmp_path / "early" / "w" / "cst.safetensors"))
+    monkeypatch.setattr(training, "validate", lambda *a, **k: (30.0, 29.0))
+    two = _run(scenes, tmp_path, "two", 20, "--stop-after", "2")
+    two_w = load_file(str(tmp_path / "two" / "w" / "cst.safetensors"))
+    assert kept.keys() == two_w.keys() and all(torch.equal(kept[k], two_w[k]) for k in kept)
+    # resuming an early-stopped run stops at once (the count is in the checkpoint) and keeps the best
+    again = _run(scenes, tmp_path, "early", 20, "--val-every", "1", "--early-stop", "3", "--keep", "best", "--resume")
+    assert again["step"] == 5 and again["best_step"] == 2
+    # --keep last (the default) leaves the last step's weights in --out
+    scores = iter([30.0, 29.0, 29.0, 29.0])
+    monkeypatch.setattr(training, "validate", lambda *a, **k: (next(scores), 29.0))
+    last = _run(scenes, tmp_path, "last", 20, "--val-every", "1", "--early-stop", "2")
+    assert last["step"] == 3 and last["best_step"] == 1
+    assert training.read_weights_metadata(tmp_path / "last" / "w" / "cst.safetensors")["step"] == "3"
+    capsys.readouterr()
+    assert main(_argv(scenes, tmp_path / "bad", 3, "--early-stop", "0")) == 2
+    assert capsys.readouterr().err.strip() == "error: --early-stop 0: give a positive number of validations"
+
+
 def test_a_model_with_its_own_random_training_step_resumes_exactly(scenes, tmp_path, monkeypatch):
     """MulSR draws bands, random degradations and noise in training_step: from the trainer's seeded,
     checkpointed generator (every batch re-simulated here, so the degradations are exercised)."""

@@ -46,6 +46,21 @@ def scene_cubes() -> list[tuple[str, Cube]]:
             ("recon", Cube.from_array(recon, WL, name="nearest+noise"))]
 
 
+@pytest.fixture(autouse=True)
+def recovery_dir(tmp_path, monkeypatch) -> Path:
+    """Every window of a test keeps its recovery copies in the test's folder, and the unsaved-work
+    questions get an answer instead of blocking: Discard and Later (tests that check them
+    replace these)."""
+    from app.core.export.recovery import RECOVERY_ENV
+    from app.qt import dialogs
+
+    folder = tmp_path / "recovery"
+    monkeypatch.setenv(RECOVERY_ENV, str(folder))
+    monkeypatch.setattr(dialogs, "ask_unsaved", lambda *args, **kwargs: "discard")
+    monkeypatch.setattr(dialogs, "ask_recover", lambda *args, **kwargs: "later")
+    return folder
+
+
 @pytest.fixture
 def scene() -> Scene:
     scene = Scene()

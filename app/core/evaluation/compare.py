@@ -46,6 +46,7 @@ from app.core.io import open_cube
 from app.core.science.metric_table import COLUMNS, HIGHER_IS_BETTER, METRICS
 from app.core.io._common import atomic_path, zero_nonfinite
 from app.core.io.envi import header_for
+from app.core.io.cluster import SINGLE_PROCESS, compute_threads, threads_as
 from app.core.io.value_range import RangeUndecided, ValueRange, decide, decide_prediction, parse_user_range
 from app.core.science.metrics import CONVENTIONS, compute_all, metric_conventions
 from app.core.io.provenance import file_fingerprint, stamp
@@ -463,13 +464,70 @@ def _finite_or_none(value):
     return float(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else None
 
 
+def _load_group(g: Item, entries: list[tuple[str, Item]], opts: dict) -> tuple[Item, _Loaded | str, list]:
+    """Read one GT item and its methods' predictions (fitted to it): (g, the GT or its one-line
+    problem, [(method, item, prediction, GT view, crop, problem or None)])."""
+    try:
+        gt_loaded = _read(g.path, var=opts["gt_var"], layout=opts["gt_layout"], mode=opts["gt_range"],
+                          nonfinite=opts["nonfinite"])
+    except Exception as exc:  # noqa: BLE001 - every problem of a file becomes one error line
+        text = _one_line(g.path, exc)
+        if isinstance(exc, AmbiguousCubeError):  # the GT's own flags
+            text = text.replace("(choose with --var", "(choose with --gt-var").replace(
+                "(choose with --layout", "(choose with --gt-layout")
+        return g, text, []
+    out = []
+    for name, item in entries:
+        try:
+            pred = _read(item.path, gt_shape=gt_loaded.data.shape, ref_mean=gt_loaded.mean,
+                         gt_range=gt_loaded.value_range, var=opts["var"], layout=opts["layout"],
+                         mode=opts["pred_range"], nonfinite=opts["nonfinite"])
+            gt_view, crop_info = _fit_size(gt_loaded.data, pred.data, opts["scale"], opts["crop"])
+            out.append((name, item, pred, gt_view, crop_info, None))
+        except Exception as exc:  # noqa: BLE001
+            out.append((name, item, None, None, None, _one_line(item.path, exc)))
+    return g, gt_loaded, out
+
+
+def _score_group(g: Item, gt_loaded, loaded: list, entries: list[tuple[str, Item]], opts: dict):
+    """The rows of one GT item, method by method: a metrics row, or an error row ({"image", "model",
+    "file", "error"}) when the GT (every method's entry fails with it) or the prediction failed."""
+    if isinstance(gt_loaded, str):
+        for name, _ in entries:
+            yield {"image": g.name, "model": name, "file": str(g.path), "error": gt_loaded}
+        return
+    for name, item, pred, gt_view, crop_info, problem in loaded:
+        if problem is None:
+            try:
+                row = _metrics_row(g, name, item, pred, gt_view, gt_loaded, crop_info, opts["scale"], opts["device"],
+                                   opts["per_band"], opts["exclude_ranges"])
+            except Exception as exc:  # noqa: BLE001
+                problem = _one_line(item.path, exc)
+        if problem is not None:
+            row = {"image": g.name, "model": name, "file": str(item.path), "error": problem}
+        yield row
+
+
+def compare_group(g: Item, entries: list[tuple[str, Item]], opts: dict) -> list[dict]:
+    """One GT item and its matched predictions, read from their paths and scored: the task a cluster
+    worker runs for ``compare(..., scheduler=...)``, the same code as the single-process loop.
+    Returns the rows (metrics or error rows) in method order; never raises for a file's problem."""
+    with threads_as(opts.get("threads")):
+        g, gt_loaded, loaded = _load_group(g, entries, opts)
+        return list(_score_group(g, gt_loaded, loaded, entries, opts))
+
+
+def _absolute(item: Item) -> Item:
+    return Item(item.name, item.path.absolute(), item.stem)
+
+
 def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None = None,
             gt_var: str | None = None, layout: str | None = None, gt_layout: str | None = None,
             pred_range: str = "auto", gt_range: str = "auto", nonfinite: str = "error", crop: bool = False,
             per_band: bool = False, exclude_bands=None,
             device: str = "auto", workers: int | None = None,
             on_progress: Callable[[int, int, dict], None] | None = None,
-            should_cancel: Callable[[], bool] | None = None) -> dict:
+            should_cancel: Callable[[], bool] | None = None, scheduler: str | None = None) -> dict:
     """Compare predictions (one file or folder per method) with the GT cubes; see the module docstring.
 
     Args:
@@ -492,14 +550,18 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         on_progress: called with (done, total, row) after each image/method pair.
         should_cancel: polled before each image and after each pair; when it returns True the reading
             threads stop and CompareCancelled is raised.
+        scheduler: 'tcp://HOST:PORT' or 'local:N': one dask task per GT item (its GT and matched
+            predictions, read by path on the worker; see :mod:`app.core.io.cluster`), results taken
+            as they complete (``workers`` unused); the rows are the same, in the same order.
 
     Returns:
         {"command": "compare", "gt", "device", "scale", "methods", "images", "results", "summary",
-        "errors", "unmatched", "ignored", "notes", "conventions", "seconds", "options"} after the header
-        of app.core.io.provenance (schema_version, kind, software, created, arguments, metric_conventions);
-        each result row also holds ``gt_path`` and ``pred`` (absolute paths) so that a viewer can open the
-        pair as read here, ``pred_file`` / ``gt_file`` (size, mtime, sha256 up to 64 MiB) and, when the
-        prediction records it, ``pred_provenance``.
+        "errors", "unmatched", "ignored", "notes", "conventions", "seconds", "execution", "options"} after the
+        header of app.core.io.provenance (schema_version, kind, software, created, arguments,
+        metric_conventions); each result row also holds ``pred_file`` / ``gt_file`` (size, mtime, sha256 up
+        to 64 MiB) and, when the prediction records it, ``pred_provenance``
+        (``execution``: {"scheduler": the address or None, "workers": N}); each result row
+        also holds ``gt_path`` and ``pred`` (absolute paths) so that a viewer can open the pair as read here.
 
     Raises:
         HsiError when nothing can be compared at all (a missing path, no GT cube, bad arguments);
@@ -563,81 +625,63 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
     total = sum(len(grp[2]) for grp in groups)
     if nonfinite not in ("error", "zero", "mask"):
         raise HsiError(f"nonfinite must be 'error', 'zero' or 'mask', not {nonfinite!r}")
-    read_opts = dict(var=var, layout=layout, mode=pred_range, nonfinite=nonfinite)
-
-    def load_group(group):
-        _, g, entries = group
-        try:
-            gt_loaded = _read(g.path, var=gt_var, layout=gt_layout, mode=gt_range, nonfinite=nonfinite)
-        except Exception as exc:  # noqa: BLE001 - every problem of a file becomes one error line
-            text = _one_line(g.path, exc)
-            if isinstance(exc, AmbiguousCubeError):  # the GT's own flags
-                text = text.replace("(choose with --var", "(choose with --gt-var").replace(
-                    "(choose with --layout", "(choose with --gt-layout")
-            return g, text, []
-        out = []
-        for m, item in entries:
-            try:
-                pred = _read(item.path, gt_shape=gt_loaded.data.shape, ref_mean=gt_loaded.mean,
-                             gt_range=gt_loaded.value_range, **read_opts)
-                gt_view, crop_info = _fit_size(gt_loaded.data, pred.data, scale, crop)
-                out.append((m, item, pred, gt_view, crop_info, None))
-            except Exception as exc:  # noqa: BLE001
-                out.append((m, item, None, None, None, _one_line(item.path, exc)))
-        return g, gt_loaded, out
+    opts = {"var": var, "layout": layout, "pred_range": pred_range, "gt_var": gt_var, "gt_layout": gt_layout,
+            "gt_range": gt_range, "nonfinite": nonfinite, "scale": scale, "crop": crop, "device": dev,
+            "per_band": per_band, "exclude_ranges": exclude_ranges}
 
     results: list[dict] = []
     errors: list[dict] = []
     done = 0
-    n_workers = max(1, int(workers if workers is not None else min(2, os.cpu_count() or 1)))
-    ahead = n_workers + 1
 
     def report(row):
         nonlocal done
         done += 1
+        (errors if "error" in row else results).append(row)
         if on_progress is not None:
             on_progress(done, total, row)
 
     if on_progress is not None:
         on_progress(0, total, {})
-    pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="compare-read")
-    try:
-        queue: deque = deque()
-        pending = iter(groups)
-        for group in itertools.islice(pending, ahead):
-            queue.append(pool.submit(load_group, group))
-        while queue:
-            if should_cancel is not None and should_cancel():
-                raise CompareCancelled("comparison cancelled by the user")
-            g, gt_loaded, entries = queue.popleft().result()
-            nxt = next(pending, None)
-            if nxt is not None:
-                queue.append(pool.submit(load_group, nxt))
-            if isinstance(gt_loaded, str):  # the GT itself failed: every method's entry fails with it
-                grp = next(grp for grp in groups if grp[1] is g)
-                for m, item in grp[2]:
-                    err = {"image": g.name, "model": m.name, "file": str(g.path), "error": gt_loaded}
-                    errors.append(err)
-                    report(err)
-                continue
-            for m, item, pred, gt_view, crop_info, problem in entries:
-                if problem is None:
-                    try:
-                        row = _metrics_row(g, m.name, item, pred, gt_view, gt_loaded, crop_info, scale, dev, per_band,
-                                           exclude_ranges)
-                    except Exception as exc:  # noqa: BLE001
-                        problem = _one_line(item.path, exc)
-                if problem is not None:
-                    row = {"image": g.name, "model": m.name, "file": str(item.path), "error": problem}
-                    errors.append(row)
-                else:
-                    results.append(row)
-                report(row)
+    execution = dict(SINGLE_PROCESS)
+    if scheduler is not None:
+        from app.core.io.cluster import connect
+
+        # absolute paths: a worker may run in another directory (the files are on a shared filesystem)
+        remote = {**opts, "threads": compute_threads()}
+        tasks = [(_absolute(g), [(m.name, _absolute(item)) for m, item in entries], remote) for _, g, entries in groups]
+        with connect(scheduler) as session:
+            execution = session.execution
+            for k, rows, problem in session.run(compare_group, tasks, name="compare", should_cancel=should_cancel):
+                _, g, entries = groups[k]
+                if problem is not None:  # the worker died, or the task could not run there
+                    rows = [{"image": g.name, "model": m.name, "file": str(g.path),
+                             "error": f"{g.path}: the task failed on the cluster: {problem}"} for m, _ in entries]
+                for row in rows:
+                    report(row)
+    else:
+        n_workers = max(1, int(workers if workers is not None else min(2, os.cpu_count() or 1)))
+        ahead = n_workers + 1
+        pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="compare-read")
+        try:
+            queue: deque = deque()
+            pending = ((g, [(m.name, item) for m, item in entries]) for _, g, entries in groups)
+            for g, entries in itertools.islice(pending, ahead):
+                queue.append((entries, pool.submit(_load_group, g, entries, opts)))
+            while queue:
                 if should_cancel is not None and should_cancel():
                     raise CompareCancelled("comparison cancelled by the user")
-            del gt_loaded, entries
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+                entries, future = queue.popleft()
+                g, gt_loaded, loaded = future.result()
+                nxt = next(pending, None)
+                if nxt is not None:
+                    queue.append((nxt[1], pool.submit(_load_group, *nxt, opts)))
+                for row in _score_group(g, gt_loaded, loaded, entries, opts):
+                    report(row)
+                    if should_cancel is not None and should_cancel():
+                        raise CompareCancelled("comparison cancelled by the user")
+                del gt_loaded, loaded
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     order = {(g.name, m.name): (i, k) for i, g in enumerate(gt_items) for k, m in enumerate(methods)}
     results.sort(key=lambda r: order[(r["image"], r["model"])])
@@ -676,6 +720,7 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         "notes": notes,
         "conventions": CONVENTIONS,
         "seconds": round(time.perf_counter() - started, 3),
+        "execution": execution,
         # how the files were read, so that a viewer opens each pair the same way
         "options": {"var": var, "layout": layout, "pred_range": pred_range, "gt_var": gt_var,
                     "gt_layout": gt_layout, "gt_range": gt_range, "nonfinite": nonfinite, "crop": bool(crop),

@@ -278,6 +278,7 @@ def export_cube(cube: Cube, path: str | Path, *, extra: dict | None = None, **op
     data = cube.data
     out = Cube.from_array(data, cube.wavelengths_nm, name=cube.name, check_finite=False,
                           fwhm_nm=cube.fwhm_nm, bad_bands=cube.bad_bands,
-                          metadata={"provenance": jsonable(prov)})
+                          metadata={"provenance": jsonable(prov),
+                                    **({"georef": cube.metadata["georef"]} if cube.metadata.get("georef") else {})})
     with write_errors(path):
         return save_cube(out, path, **options)

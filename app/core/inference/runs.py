@@ -35,6 +35,7 @@ from app.core.science import srf as srf_mod
 from app.core.cube import Cube
 from app.core.science.degrade import PROTOCOL_SCALES, ProtocolError, parse_protocol, psf_kernel, simulate
 from app.core.inference.engine import Progress, run_model
+from app.core.io.georef import georef_of
 from app.core.errors import HsiError
 from app.core.state.scene import Layer, Scene
 from models import registry
@@ -287,6 +288,7 @@ class RunPlan:
     name: str = ""
     details: dict = field(default_factory=dict)  # inputs, SRF/PSF sources: copied into provenance
     options: dict = field(default_factory=dict)  # the model's build options (ModelSpec.options), e.g. blind
+    georef: dict | None = None  # the output's georeference (the LR's, pixel size / scale), or None
 
 
 def unique_name(scene: Scene, base: str) -> str:
@@ -350,6 +352,8 @@ def make_plan(scene: Scene, model: str, *, scale: int | None = None, device: str
         "psf_assumed": inputs.psf_assumed if "psf" in needs else None,
         "protocol": lr_protocol(lr_layer.cube),
     }
+    geo = georef_of(lr_layer.cube.metadata)
+    geo = geo.scaled(s) if geo is not None else (georef_of(inputs.guide.cube.metadata) if inputs.guide is not None else None)
     chosen = {k: options[k] for k in spec.options if (options or {}).get(k)}  # in the spec's order
     base = f"{spec.name} ×{s}" + "".join(f" {k}" if v is True else f" {k}={v}" for k, v in chosen.items()) \
         + (" (view)" if roi is not None else "")
@@ -360,7 +364,7 @@ def make_plan(scene: Scene, model: str, *, scale: int | None = None, device: str
         if (spec.iterative or spec.stochastic) else None,
         seed=int(seed), wavelengths_nm=lr_layer.cube.wavelengths_nm, out_hw=(h * s, w * s), roi=roi,
         context=context, name=unique_name(scene, base), details=details,
-        options=chosen)
+        options=chosen, georef=None if geo is None else geo.to_dict())
 
 
 def plan_for_cubes(model: str, lr: Cube, guide: Cube | None = None, *, scale: int | None = None,
@@ -417,7 +421,8 @@ def execute(plan: RunPlan, *, preview_every: int = 1) -> Generator[Progress, Non
         provenance["messages"] = list(result.messages)
     where = "" if plan.roi is None else (f", rows {plan.roi['rows'][0]}–{plan.roi['rows'][1]}, "
                                          f"cols {plan.roi['cols'][0]}–{plan.roi['cols'][1]} only (zero elsewhere)")
-    return Cube.from_array(data, plan.wavelengths_nm, name=plan.name, metadata={"provenance": provenance},
+    metadata = {"provenance": provenance, **({"georef": plan.georef} if plan.georef else {})}
+    return Cube.from_array(data, plan.wavelengths_nm, name=plan.name, metadata=metadata,
                            normalisation=f"{plan.title} ×{s} output clipped to [0, 1]{where}")
 
 
@@ -447,8 +452,9 @@ def simulate_inputs(gt: Cube, protocol: str, seed: int = 0) -> tuple[Cube, Cube 
     lr, guide, meta = simulate(gt.data, protocol, wavelengths_nm=gt.wavelengths_nm, seed=seed)
     scale = int(meta["scale"])
     provenance = {"protocol": meta["protocol"], "scale": scale, "seed": int(seed), "source": gt.name}
+    lr_geo, guide_geo = simulated_georefs(gt.metadata, meta)
     lr_cube = Cube.from_array(lr, gt.wavelengths_nm, name=f"LR ({meta['protocol']})",
-                              metadata={"scale": scale, "provenance": provenance, "simulation": meta})
+                              metadata={"scale": scale, "provenance": provenance, "simulation": meta, **lr_geo})
     guide_cube = None
     if guide is not None:
         kind = "RGB" if guide.shape[2] == 3 else "MSI"
@@ -456,8 +462,22 @@ def simulate_inputs(gt: Cube, protocol: str, seed: int = 0) -> tuple[Cube, Cube 
         guide_cube = Cube.from_array(guide, None if centres is None else np.asarray(centres),
                                      name=f"{kind} ({meta['srf']})",
                                      metadata={"scale": 1, "srf": meta["srf"], "srf_bands": meta["srf_bands"],
-                                               "provenance": dict(provenance)})
+                                               "provenance": dict(provenance), **guide_geo})
     return lr_cube, guide_cube
+
+
+def simulated_georefs(gt_metadata: dict | None, meta: dict) -> tuple[dict, dict]:
+    """({'georef': ...} of the simulated LR, the same of the guide), each {} when the GT has no
+    georeference: the GT's grid moved to the simulator's crop (``meta['crop']``), then for the LR
+    the pixel size multiplied by the scale (one LR pixel per s x s block from the upper-left corner)."""
+    geo = georef_of(gt_metadata)
+    if geo is None:
+        return {}, {}
+    crop = meta.get("crop") or {}
+    rows, cols = crop.get("rows") or (0, 0), crop.get("cols") or (0, 0)
+    if rows[0] or cols[0]:
+        geo = geo.cropped(int(rows[0]), int(cols[0]))
+    return {"georef": geo.coarsened(int(meta["scale"])).to_dict()}, {"georef": geo.to_dict()}
 
 
 def simulate_job(gt: Cube, protocol: str, seed: int = 0) -> Generator[Progress, None, tuple[Cube, Cube | None]]:

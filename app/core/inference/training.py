@@ -34,6 +34,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,6 +79,9 @@ class TrainOptions:
     run_dir: str | None = None
     threads: int | None = None
     model_options: dict = field(default_factory=dict)
+    # stop when this many validations in a row did not beat the best one by MIN_VAL_GAIN_DB (None: never)
+    early_stop: int | None = None
+    keep: str = "last"              # weights written to --out at the end: 'last' step or 'best' validation
 
 
 @dataclass
@@ -307,6 +311,14 @@ class TrainState:
     last_val_psnr: float | None = None
     bicubic_val_psnr: float | None = None
     history: list = field(default_factory=list)
+    best_val_psnr: float | None = None   # the best validation so far and its step (weights in best.safetensors)
+    best_step: int | None = None
+    since_best: int = 0                  # validations since the best one (early stopping)
+
+
+# a validation must beat the best one by this much to count as progress (early stopping)
+MIN_VAL_GAIN_DB = 0.01
+BEST_FILE = "best.safetensors"
 
 
 def lr_factor(schedule: str, step: int, iters: int) -> float:
@@ -396,6 +408,10 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         raise TrainingError(f"--patch {opts.patch} must be a positive multiple of the scale {scale}")
     if opts.stop_after is not None and opts.stop_after < 1:
         raise TrainingError(f"--stop-after {opts.stop_after}: give a positive number of iterations")
+    if opts.early_stop is not None and opts.early_stop < 1:
+        raise TrainingError(f"--early-stop {opts.early_stop}: give a positive number of validations")
+    if opts.keep not in ("last", "best"):
+        raise TrainingError(f"--keep {opts.keep!r}: 'last' or 'best'")
     out = Path(opts.out)
     if out.suffix.lower() != ".safetensors":
         raise TrainingError(f"{out}: --out must be a .safetensors file")
@@ -456,7 +472,12 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             state = TrainState(step=int(ck["step"]), elapsed_s=float(ck["elapsed_s"]),
                                earlier_s=float(ck.get("earlier_s", 0.0)),
                                last_val_psnr=ck.get("last_val_psnr"), bicubic_val_psnr=ck.get("bicubic_val_psnr"),
-                               history=json.loads(ck.get("history", "[]")))
+                               history=json.loads(ck.get("history", "[]")),
+                               best_val_psnr=ck.get("best_val_psnr"), best_step=ck.get("best_step"),
+                               since_best=int(ck.get("since_best", 0)))
+            if state.best_step is not None and not (run_dir / BEST_FILE).is_file():
+                log(f"note: {run_dir / BEST_FILE} is missing: the best weights are tracked again from here")
+                state.best_val_psnr = state.best_step = None
             if "model_gen_state" not in ck:
                 raise TrainingError(f"{ckpt_path}: a checkpoint of the trainer before reproducible runs (no RNG "
                                     f"streams); resume from its weights instead (delete the checkpoint)")
@@ -511,18 +532,22 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
               "elapsed_s": state.elapsed_s, "earlier_s": state.earlier_s, **_rng_states(gens, dev),
               "model_name": spec.name, "protocol": proto.name, "last_val_psnr": state.last_val_psnr,
               "bicubic_val_psnr": state.bicubic_val_psnr, "history": json.dumps(state.history),
+              "best_val_psnr": state.best_val_psnr, "best_step": state.best_step, "since_best": state.since_best,
               "run": json.dumps(defining), "options": json.dumps({k: v for k, v in asdict(opts).items()}),
               **({"rank_rng": rank_rng} if ranks.active else {})}
         _atomic_write(ckpt_path, lambda tmp: torch.save(ck, tmp))
-        meta = {"model": spec.name, "protocol": proto.name, "scale": str(scale), "bands": str(bands),
+        export_weights(model, out, weights_meta(shares))
+
+    def weights_meta(shares) -> dict:
+        return {"model": spec.name, "protocol": proto.name, "scale": str(scale), "bands": str(bands),
                 "config": config, "step": str(state.step),
                 "elapsed_s": f"{state.earlier_s + state.elapsed_s:.1f}",  # all the optimisation in these weights
                 "device": str(dev), "data": str(Path(opts.data).name), "run": defining,
                 "train_scenes": [s.name for s in train_scenes],
                 "validation_scenes": [s.name for s in val_scenes],
                 "last_val_psnr_crop": state.last_val_psnr, "bicubic_val_psnr_crop": state.bicubic_val_psnr,
-                "world_size": str(ranks.world_size), "ranks": shares, "software": software()}
-        export_weights(model, out, meta)
+                "world_size": str(ranks.world_size), "ranks": shares,
+                "best_val_psnr_crop": state.best_val_psnr, "best_step": state.best_step, "software": software()}
 
     loss_fn = getattr(model, "training_loss", None) or hsi_loss
     # a model with its own objective (e.g. diffusion: noise the target, predict x0) defines
@@ -550,8 +575,12 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     running = None
     try:
         while state.step < opts.iters:
-            if distributed.any_rank(bool(opts.time_limit_min and this_run_s >= 60.0 * opts.time_limit_min), ranks):
-                stop_reason = "time limit"
+            # rank 0 validates, so it alone knows about early stopping; any rank may reach the time limit
+            early = ranks.is_main and opts.early_stop is not None and state.since_best >= opts.early_stop
+            if distributed.any_rank(early or bool(opts.time_limit_min and this_run_s >= 60.0 * opts.time_limit_min),
+                                    ranks):
+                stop_reason = (f"early stop: {state.since_best} validations without a gain of {MIN_VAL_GAIN_DB} dB "
+                               f"over step {state.best_step}'s {state.best_val_psnr:.3f} dB") if early else "time limit"
                 break
             if stop_at is not None and state.step >= stop_at:
                 stop_reason = f"stopped after {opts.stop_after} iterations"
@@ -593,6 +622,11 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                 log(f"step {state.step} ({state.elapsed_s / 60:.1f} min): loss {running:.4f}, validation "
                     f"{state.last_val_psnr:.3f} dB vs bicubic {state.bicubic_val_psnr:.3f} dB, "
                     f"lr {optim.param_groups[0]['lr']:.2e}")
+                if state.best_val_psnr is None or state.last_val_psnr > state.best_val_psnr + MIN_VAL_GAIN_DB:
+                    state.best_val_psnr, state.best_step, state.since_best = state.last_val_psnr, state.step, 0
+                    export_weights(model, run_dir / BEST_FILE, weights_meta(None))
+                else:
+                    state.since_best += 1
                 t_last = time.perf_counter()  # validation time is not training time
             if state.step % opts.ckpt_every == 0:
                 save()
@@ -605,11 +639,18 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         # the ranks save together (save gathers their RNG states): rank 0's view decides for all
         if distributed.any_rank(ranks.is_main and (state.step > start_step or not out.exists()), ranks):
             save()
-            log(f"step {state.step}: wrote {ckpt_path} and {out} ({stop_reason})")
+            best = run_dir / BEST_FILE
+            if ranks.is_main and opts.keep == "best" and state.best_step is not None and best.is_file():
+                _atomic_write(out, lambda tmp: shutil.copyfile(best, tmp))
+                log(f"step {state.step}: wrote {ckpt_path}, and {out} with the best validation's weights (step "
+                    f"{state.best_step}, {state.best_val_psnr:.3f} dB) ({stop_reason})")
+            else:
+                log(f"step {state.step}: wrote {ckpt_path} and {out} ({stop_reason})")
         distributed.teardown(ranks)
     return {"model": spec.name, "protocol": proto.name, "step": state.step, "elapsed_s": state.elapsed_s,
             "total_elapsed_s": state.earlier_s + state.elapsed_s, "wall_s": time.perf_counter() - t_start,
             "checkpoint": str(ckpt_path), "weights": str(out), "device": str(dev),
             "val_psnr": state.last_val_psnr, "bicubic_val_psnr": state.bicubic_val_psnr,
             "train_scenes": [s.name for s in train_scenes], "val_scenes": [s.name for s in val_scenes],
-            "split": defining["split"], "stop_reason": stop_reason}
+            "split": defining["split"], "stop_reason": stop_reason,
+            "best_val_psnr": state.best_val_psnr, "best_step": state.best_step}

@@ -26,6 +26,7 @@ from app.core.errors import (
     TruncatedFileError,
     UnsafeFileError,
 )
+from app.core.io.georef import georef_of
 from app.core.io._common import (
     ReadOptions,
     atomic_path,
@@ -614,6 +615,12 @@ def _apply_sidecar(cube: Cube, meta, source: str = "metadata") -> None:
         cube.name = str(meta["name"])
     if meta.get("provenance"):
         cube.metadata["provenance"] = meta["provenance"]
+    if meta.get("georef") is not None:
+        geo = georef_of(meta)
+        if geo is None:
+            warnings.append(f"{source}: 'georef' is not a valid geotransform: ignored")
+        else:
+            cube.metadata["georef"] = geo.to_dict()
 
 
 def _apply_sidecar_attrs(cube: Cube, attrs: dict, path: Path) -> None:
@@ -637,6 +644,9 @@ def _metadata_json(cube: Cube) -> str:
         "layout": "HWB",
         "provenance": cube.metadata.get("provenance"),
     }
+    geo = georef_of(cube.metadata)
+    if geo is not None:
+        meta["georef"] = geo.to_dict()
     return json.dumps(stamp(meta, "cube-metadata", run_details=False))  # (no time: the same cube, the same bytes)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.cube import Cube
+from app.core.io import georef as georef_mod
 from app.core.io.value_range import ValueRange
 from app.core.errors import CubeError, MissingFileError, NonNumericError, TruncatedFileError
 from app.core.io._common import (
@@ -232,6 +233,8 @@ def read(path: Path, options: ReadOptions) -> Cube:
         fwhm = None
     bbl = _float_list(meta, "bbl")
     bad = (bbl == 0) if bbl is not None and bbl.size == bands else None
+    geo, geo_notes = georef_mod.from_envi(meta)
+    warnings.extend(geo_notes)
 
     return Cube(
         raw=raw, axes=axes, scale=chosen.multiplier, offset=chosen.offset, ignore_value=ignore_value,
@@ -239,7 +242,8 @@ def read(path: Path, options: ReadOptions) -> Cube:
         name=header.stem, source_path=header, normalisation=chosen.text,
         metadata={"format": "envi", "interleave": interleave, "byte_order": "big" if dtype.byteorder == ">" else "little",
                   "data_file": str(data_path), "header": {k: v for k, v in meta.items() if k not in ("wavelength", "fwhm", "bbl")},
-                  "warnings": warnings, "value_rule": chosen.rule, **_provenance_of(meta)},
+                  "warnings": warnings, "value_rule": chosen.rule, **_provenance_of(meta),
+                  **({"georef": geo.to_dict()} if geo is not None else {})},
     )
 
 
@@ -259,7 +263,8 @@ def _provenance_of(meta: dict) -> dict:
 
 
 def write(cube: Cube, path: Path, *, interleave: str = "bsq", byteorder: str = "little") -> Path:
-    """Write float32 ENVI (header + .img) with wavelengths in nm, FWHM, bbl and provenance.
+    """Write float32 ENVI (header + .img) with wavelengths in nm, FWHM, bbl, provenance and the
+    georeference (``map info``, ``coordinate system string``).
 
     ``path`` may name the header (.hdr) or the data file; both files appear together or not at all.
     """
@@ -282,6 +287,9 @@ def write(cube: Cube, path: Path, *, interleave: str = "bsq", byteorder: str = "
         md["bbl"] = [0 if b else 1 for b in meta["bad_bands"]]
     for key, value in (cube.metadata.get("provenance") or {}).items():
         md[f"provenance {key}".replace("_", " ")] = str(value).replace("{", "(").replace("}", ")")
+    geo = georef_mod.georef_of(cube.metadata)
+    if geo is not None:  # map info, coordinate system string (and the transform to the last bit)
+        md.update(georef_mod.to_envi(geo))
     if cube.metadata.get("provenance"):  # the exact provenance, read back by ``read``
         md[_PROVENANCE_KEY] = base64.b64encode(json.dumps(cube.metadata["provenance"], default=str)
                                                .encode("utf-8")).decode("ascii")

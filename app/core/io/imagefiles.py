@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.cube import Cube
+from app.core.io import georef as georef_mod
 from app.core.io.provenance import stamp
 from app.core.io.value_range import ValueRange
 from app.core.errors import CubeError, InconsistentBandsError, NoCubeError, TruncatedFileError
@@ -225,11 +226,45 @@ def _tiff_cube(tif, series, path: Path, options: ReadOptions) -> Cube:
                           "value_rule": chosen.rule})
     if meta.get("provenance"):
         cube.metadata["provenance"] = meta["provenance"]
+    geo = _tiff_georef(tif, path, meta.get("georef"), warnings)
+    if geo is not None:
+        cube.metadata["georef"] = geo.to_dict()
     if not lazy:
         tif.close()
     else:
         cube.metadata["_tifffile"] = tif
     return cube
+
+
+def _tiff_georef(tif, path: Path, described, warnings: list[str]):
+    """The GeoTIFF's georeference (geokeys through rasterio where installed, else tifffile); the
+    fuller copy of our own JSON description (WKT, ENVI fields) when it describes the same grid."""
+    page = tif.pages[0]
+    tags = page.tags
+    if not any(code in tags for code in (georef_mod.TAG_TIEPOINT, georef_mod.TAG_TRANSFORMATION,
+                                         georef_mod.TAG_GEOKEYS)):
+        return None
+    notes: list[str] = []
+    geo = None
+    if georef_mod.geotiff_backend() == "rasterio":
+        try:
+            geo, notes = georef_mod.read_rasterio(path)
+        except Exception as exc:  # GDAL refuses a file tifffile reads: fall back to the tags
+            notes = [f"rasterio cannot read the georeference ({' '.join(str(exc).split())}); read from the tags"]
+            geo = None
+            more_geo, more = georef_mod.from_geotiff_tags(tags)
+            geo, notes = more_geo, notes + more
+    else:
+        geo, notes = georef_mod.from_geotiff_tags(tags)
+    warnings.extend(notes)
+    ours = georef_mod.georef_of({"georef": described}) if isinstance(described, dict) else None
+    if geo is not None and ours is not None:
+        tol = 1e-9 * min(geo.pixel_size)
+        same_grid = all(abs(a - b) <= tol for a, b in zip(geo.transform, ours.transform))
+        if same_grid and (geo.epsg is None or ours.epsg is None or geo.epsg == ours.epsg):
+            return georef_mod.Georef(ours.transform, ours.crs_wkt, ours.epsg if ours.epsg is not None else geo.epsg,
+                                     ours.envi)
+    return geo
 
 
 def _numbers(value, key: str, warnings: list[str]):
@@ -247,17 +282,26 @@ def _numbers(value, key: str, warnings: list[str]):
 
 
 def write_tiff(cube: Cube, path: Path) -> Path:
-    """Float32 TIFF, one band per page (B, H, W), wavelengths and provenance in the JSON description."""
+    """Float32 (Geo)TIFF: one image of B planar bands (B, H, W), which GIS software reads as a
+    B-band raster; wavelengths, provenance and the georeference in the JSON description, and the
+    georeference as GeoTIFF tags (set by rasterio where installed, else written by tifffile)."""
     import tifffile
 
     data, meta = reflectance_for_writing(cube)
+    geo = georef_mod.georef_of(cube.metadata)
     description = {
         "layout": "BHW", "wavelengths_nm": meta["wavelengths_nm"], "fwhm_nm": meta["fwhm_nm"],
         "name": meta["name"], "provenance": cube.metadata.get("provenance"),
+        "georef": None if geo is None else geo.to_dict(),
     }
+    backend = georef_mod.geotiff_backend() if geo is not None else "tifffile"
+    extratags = georef_mod.geotiff_extratags(geo) if geo is not None and backend == "tifffile" else ()
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, np.ascontiguousarray(np.moveaxis(data, 2, 0)), photometric="minisblack",
+                         planarconfig="separate", extratags=extratags,
                          metadata={k: v for k, v in description.items() if v is not None})
+        if geo is not None and backend == "rasterio":
+            georef_mod.write_rasterio(tmp, geo)
     return path
 
 

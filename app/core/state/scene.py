@@ -11,17 +11,22 @@ footprint: its pixel (ly, lx) spans HR rows ly*s .. ly*s+s-1 and columns lx*s ..
 LR pixel covering HR pixel (y, x) is (y // s, x // s).
 
 Rendering (:func:`render`) turns a frozen :class:`RenderRequest` into display images and levels;
-it is a pure function so that a worker thread can run it on big cubes.
+it is a pure function so that a worker thread can run it on big cubes. A request holds a read-only
+copy of the scene's render cache; what :func:`render` computes anew goes into a dict of its own
+that the GUI thread hands back with :meth:`Scene.keep_render_cache`, so a worker never writes
+anything the GUI thread reads. A request can ask for every ``step``-th pixel of a layer
+(``steps``): a memory-mapped cube larger than its panel on screen is read at those pixels only.
 """
 from __future__ import annotations
 
 import math
 import re
 import threading
+import types
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -268,7 +273,9 @@ class Scene:
         self._percentiles: tuple[float, float] = (1.0, 99.0)
         self._colormap = "gray"
         self._view_range: tuple[tuple[float, float], tuple[float, float]] | None = None
-        self._true_colour_cache: dict[int, tuple[np.ndarray, str]] = {}
+        # what render() made that does not change with the band (colour pictures), by
+        # (kind, uid, id(cube), ...): written on the GUI thread only (keep_render_cache)
+        self._render_cache: dict[tuple, Any] = {}
         self._roi: Roi | None = None
         self._analysis_settings = AnalysisSettings()
         self._follows_cache: dict[tuple, bool] = {}
@@ -409,9 +416,7 @@ class Scene:
         layer = self.layer(uid)
         old_reference = self.reference
         self._layers.remove(layer)
-        self._true_colour_cache.pop(uid, None)
-        for key in [k for k in self._true_colour_cache if isinstance(k, tuple) and k[1] == uid]:
-            del self._true_colour_cache[key]
+        self._forget_render_cache(uid)
         if self._layers:
             shapes = [l.cube.shape[:2] for l in self._layers]
             grid = self._grid_of(shapes)
@@ -426,7 +431,7 @@ class Scene:
         old_reference = self.reference
         self._layers.clear()
         self._grid = None
-        self._true_colour_cache.clear()
+        self._render_cache.clear()
         self._after_layers_changed(True, old_reference)
 
     def _set_grid(self, grid: tuple[int, int]) -> None:
@@ -995,8 +1000,28 @@ class Scene:
         self.events.analysis_result.emit(result, self._analysis_stale)
 
     # ------------------------------------------------------------------ rendering
-    def snapshot(self) -> "RenderRequest":
-        """Everything :func:`render` needs, frozen (safe to hand to a worker thread)."""
+    def _forget_render_cache(self, uid: int | None = None) -> None:
+        if uid is None:
+            self._render_cache.clear()
+        else:
+            for key in [k for k in self._render_cache if k[1] == uid]:
+                del self._render_cache[key]
+
+    def keep_render_cache(self, entries: Mapping[tuple, Any]) -> None:
+        """Keep what a :func:`render` computed anew (its ``new_entries``), for the layers still
+        open with the same cube. Call it on the thread that owns the scene (the GUI thread)."""
+        live = {(l.uid, id(l.cube)) for l in self._layers}
+        for key, value in entries.items():
+            if (key[1], key[2]) in live:
+                self._render_cache[key] = value
+        if len(self._render_cache) > 256:  # (colour pictures at many contrast settings)
+            for key in list(self._render_cache)[: len(self._render_cache) - 256]:
+                del self._render_cache[key]
+
+    def snapshot(self, steps: Mapping[int, int] | None = None) -> "RenderRequest":
+        """Everything :func:`render` needs, frozen (safe to hand to a worker thread): the layers,
+        choices and a read-only copy of the render cache. ``steps``: per layer uid, show every
+        step-th pixel (default 1)."""
         layers = tuple(self._layers)
         ref = self.reference
         return RenderRequest(
@@ -1010,17 +1035,20 @@ class Scene:
                              for l in layers},
             reference_uid=None if ref is None else ref.uid,
             percentiles=self._percentiles,
-            true_colour_cache=self._true_colour_cache,
+            render_cache=types.MappingProxyType(dict(self._render_cache)),
+            steps=types.MappingProxyType({int(k): max(int(v), 1) for k, v in (steps or {}).items()}),
         )
 
     def render_cost(self) -> int:
         """Rough number of values :func:`render` reads now (to decide on a worker thread).
-        A lazy cube counts whole: one band of a band-interleaved file touches every page."""
+        A lazy cube counts whole: one band of a band-interleaved file touches every page, and
+        a file not in the page cache is read from the disk."""
         total = 0
+        cached = {k[1] for k in self._render_cache if k[0] == "true"}
         for layer in self._layers:
             h, w, b = layer.cube.shape
             if layer.cube.is_lazy or (self._mode == DisplayMode.TRUE_COLOUR and not self.is_colour_image(layer)
-                                      and layer.uid not in self._true_colour_cache):
+                                      and layer.uid not in cached):
                 total += h * w * b
             else:
                 total += h * w * 3
@@ -1038,14 +1066,22 @@ class RenderRequest:
     shares_contrast: dict[int, bool]
     reference_uid: int | None
     percentiles: tuple[float, float]
-    # shared with the scene on purpose: true colour of a layer does not depend on the band
-    true_colour_cache: dict[int, tuple[np.ndarray, str]] = field(default_factory=dict, compare=False)
+    # a read-only copy of the scene's render cache (colour pictures do not depend on the band);
+    # render() never writes it: what it makes anew goes to its ``new_entries``
+    render_cache: Mapping[tuple, Any] = field(default_factory=lambda: types.MappingProxyType({}), compare=False)
+    # per layer uid: show every step-th row and column (missing: 1)
+    steps: Mapping[int, int] = field(default_factory=lambda: types.MappingProxyType({}), compare=False)
+
+    def step(self, uid: int) -> int:
+        return int(self.steps.get(uid, 1))
 
 
 @dataclass
 class RenderedImage:
     """What a panel shows: ``image`` (h, w) float32 or (h, w, 3); ``levels`` (low, high) or a
-    (3, 2) array; ``is_rgb``; ``band`` (None for colour pictures); ``note`` says how it was made."""
+    (3, 2) array; ``is_rgb``; ``band`` (None for colour pictures); ``note`` says how it was made;
+    ``step``: the image holds every step-th row and column of the layer (rows and columns
+    ``0, step, ...`` up to ``(H // step) * step``), so it covers ``step`` layer pixels per pixel."""
 
     uid: int
     image: np.ndarray
@@ -1053,12 +1089,17 @@ class RenderedImage:
     is_rgb: bool
     band: int | None
     note: str = ""
+    step: int = 1
 
 
-def _true_colour(layer: Layer, cache: dict) -> tuple[np.ndarray, str]:
-    """sRGB picture of a whole layer (cached per layer: it does not depend on the band)."""
-    if layer.uid in cache:
-        return cache[layer.uid]
+def _strided(cube: Cube, step: int) -> tuple[slice, slice]:
+    if step <= 1:
+        return slice(None), slice(None)
+    return slice(0, (cube.height // step) * step, step), slice(0, (cube.width // step) * step, step)
+
+
+def _true_colour(layer: Layer, step: int = 1) -> tuple[np.ndarray, str]:
+    """sRGB picture of a whole layer (every ``step``-th pixel): it does not depend on the band."""
     cube = layer.cube
     wl = cube.wavelengths_nm
     result: tuple[np.ndarray, str] | None = None
@@ -1069,60 +1110,76 @@ def _true_colour(layer: Layer, cache: dict) -> tuple[np.ndarray, str]:
         cube_to_srgb = None
     if cube_to_srgb is not None:
         try:
-            rgb, note = cube_to_srgb(cube.data, wl)
+            data = cube.data if step <= 1 else cube.region(*_strided(cube, step))
+            rgb, note = cube_to_srgb(data, wl)
             result = (np.asarray(rgb, dtype=np.float32), str(note) or "true colour: CIE 1931 2°, D65, sRGB")
         except HsiError as exc:  # shown as a note; the panel still gets a picture
             problem = str(exc)
     if result is None:
         bands = [nearest_band(wl, cube.bands, nm) for nm in NOMINAL_RGB_NM] if wl is not None \
             else [cube.bands - 1, cube.bands // 2, 0]
-        rgb = np.stack([cube.band(k) for k in bands], axis=-1).astype(np.float32)
+        rgb = np.stack([cube.band(k, step) for k in bands], axis=-1).astype(np.float32)
         hi = percentile_levels(rgb, 0.0, 99.5)[1]
         rgb = np.clip(rgb / (hi if hi > 0 else 1.0), 0.0, 1.0)
         result = (rgb, f"approximate colour ({problem}): bands {bands} as R, G, B")
-    cache[layer.uid] = result
     return result
 
 
-def render(request: RenderRequest) -> dict[int, RenderedImage]:
+def render(request: RenderRequest, new_entries: dict | None = None) -> dict[int, RenderedImage]:
     """Display image and levels for every layer of ``request`` (pure; runs in any thread).
 
     Shared contrast: layers on the reference's band axis use the levels of the reference layer
     (GT when present), so equal reflectance looks equal in every panel; colour images (an RGB
     guide) always use their own levels, one pair for all three channels to keep their balance.
+    Levels come from the picture (a strided sample of it when big: ``percentile_levels``).
+
+    ``request.render_cache`` is only read; colour pictures made anew are put in ``new_entries``
+    (when given) for the caller to keep (:meth:`Scene.keep_render_cache`, on the GUI thread).
     """
     low, high = request.percentiles
     images: dict[int, np.ndarray] = {}
     out: dict[int, RenderedImage] = {}
+    made: dict = new_entries if new_entries is not None else {}
+
+    def cached(key):
+        value = request.render_cache.get(key)
+        return made.get(key) if value is None else value
+
     for layer in request.layers:
         cube = layer.cube
+        step = request.step(layer.uid)
         if request.colour_image[layer.uid]:
             channels = request.colour_channels.get(layer.uid, (0, 1, 2))
             # A colour image does not change with the band: cached with its levels, so that a band
             # switch neither restacks it nor repaints its panel (the grid skips identical images).
-            key = ("colour", layer.uid, id(cube), channels, low, high)
-            cached = request.true_colour_cache.get(key)
-            if cached is None:
-                rgb = np.stack([cube.band(k) for k in channels], axis=-1).astype(np.float32)
-                cached = (rgb, percentile_levels(rgb, low, high))
-                request.true_colour_cache[key] = cached
-            rgb, levels = cached
+            key = ("colour", layer.uid, id(cube), channels, low, high, step)
+            found = cached(key)
+            if found is None:
+                rgb = np.stack([cube.band(k, step) for k in channels], axis=-1).astype(np.float32)
+                found = made[key] = (rgb, percentile_levels(rgb, low, high))
+            rgb, levels = found
             how = "channels as stored" if channels == (0, 1, 2) else f"channels {channels} as R, G, B"
-            out[layer.uid] = RenderedImage(layer.uid, rgb, levels, True, None, f"colour image ({how})")
+            out[layer.uid] = RenderedImage(layer.uid, rgb, levels, True, None, f"colour image ({how})", step)
         elif request.mode == DisplayMode.TRUE_COLOUR:
-            rgb, note = _true_colour(layer, request.true_colour_cache)
-            out[layer.uid] = RenderedImage(layer.uid, rgb, (0.0, 1.0), True, None, note)
+            key = ("true", layer.uid, id(cube), step)
+            found = cached(key)
+            if found is None:
+                found = made[key] = _true_colour(layer, step)
+            rgb, note = found
+            out[layer.uid] = RenderedImage(layer.uid, rgb, (0.0, 1.0), True, None, note, step)
         elif request.mode == DisplayMode.RGB:
             kr, kg, kb = request.rgb_bands[layer.uid]
-            rgb = np.stack([cube.band(kr), cube.band(kg), cube.band(kb)], axis=-1)
+            rgb = np.stack([cube.band(kr, step), cube.band(kg, step), cube.band(kb, step)], axis=-1)
             images[layer.uid] = rgb
             out[layer.uid] = RenderedImage(layer.uid, rgb, None, True, None,
-                                           f"bands {kr}, {kg}, {kb} as R, G, B")
+                                           f"bands {kr}, {kg}, {kb} as R, G, B", step)
         else:
             band = request.bands[layer.uid]
-            image = cube.band(band)
+            image = cube.band(band, step)
+            if step > 1:
+                image = np.ascontiguousarray(image)  # (a strided view of a loaded cube: one copy)
             images[layer.uid] = image
-            out[layer.uid] = RenderedImage(layer.uid, image, None, False, band, cube.band_label(band))
+            out[layer.uid] = RenderedImage(layer.uid, image, None, False, band, cube.band_label(band), step)
 
     def levels_of(image: np.ndarray):
         if image.ndim == 3:

@@ -1,0 +1,126 @@
+"""The shipped networks earn their place (issue 23): on a held-out real crop (the bundled sample,
+fake_and_real_food, one of the split's report scenes, never trained on) each network's gain over its
+own classical starting point must reach EARN of the gain its model card states. The margin is chosen
+so that a network whose contribution is halved fails (checked here on the real output, not assumed),
+and a network whose last layer is zeroed (the weights not used) fails too.
+
+The starting points: CST starts at the bicubic upsampling of its input (the skip of its tail);
+MulSR at its guided-filter base and HSR-Diff at FUSE with the guided prior: for those two, zeroing
+the last layer gives exactly the base (the residual heads are initialised at zero), which is how the
+base is computed here."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import models.spec as spec_module
+from app.core.inference.engine import run_model, run_to_end
+from app.core.io import open_cube
+from app.core.science.degrade import simulate
+from app.core.science.metrics import mpsnr
+from models import registry
+from tests.conftest import SAMPLE
+
+# The measured gain must reach 70 % of the card's. Halving a residual that removes a fraction k of
+# the base's error keeps 1 - k/2 of it: for the small k of these networks the halved gain is about
+# 50 % of the full one (the test below checks that it is under the margin on the real outputs).
+EARN = 0.7
+
+
+def _zero_last_layer(name: str):
+    """A load_weights that loads the shipped file and then zeroes the network's last layer."""
+    original = spec_module.load_weights
+    last = {"cst": "tail", "mulsr": "tail.1", "hsrdiff": "net.out"}[name]
+
+    def load(model, wf):
+        original(model, wf)
+        layer = model.get_submodule(last)
+        with torch.no_grad():
+            for n, p in layer.named_parameters():
+                # a weight-normalised convolution: the magnitude (original0) at zero, not the direction
+                # (original1), whose norm it is divided by
+                if not n.endswith("original1"):
+                    p.zero_()
+    return load
+
+
+def _card(name: str) -> str:
+    return registry.get(name).weights[0].card_path.read_text(encoding="utf-8")
+
+
+def _run(name: str, lr, guide=None, scale: int = 4, **kw) -> np.ndarray:
+    return run_to_end(run_model(name, lr, guide=guide, scale=scale, device="cpu", **kw)).data
+
+
+def _psnr(gt, x) -> float:
+    return float(mpsnr(gt, np.clip(x, 0, 1)))
+
+
+def earns(gain: float, card_gain: float) -> bool:
+    return card_gain > 0 and gain >= EARN * card_gain
+
+
+def _check(gt, pred, base, card_psnr: float, zeroed):
+    """The three assertions every network gets, with the figures in the failure message."""
+    base_psnr = _psnr(gt, base)
+    gain, card_gain = _psnr(gt, pred) - base_psnr, card_psnr - base_psnr
+    assert earns(gain, card_gain), f"gain {gain:.3f} dB over the base, the card states {card_gain:.3f} dB"
+    halved = base + 0.5 * (pred - base)
+    half_gain = _psnr(gt, halved) - base_psnr
+    assert not earns(half_gain, card_gain), f"a halved network still gains {half_gain:.3f} dB of {card_gain:.3f}"
+    zero_gain = _psnr(gt, zeroed) - base_psnr
+    assert not earns(zero_gain, card_gain), f"with its last layer zeroed the network gains {zero_gain:.3f} dB"
+    return gain, half_gain, zero_gain
+
+
+@pytest.fixture
+def gt() -> np.ndarray:
+    return open_cube(SAMPLE).data.astype(np.float32)
+
+
+def test_cst_earns_its_gain_over_bicubic(gt, monkeypatch):
+    m = re.search(r"crop-psnr resources/sample/fake_and_real_food_ms: ([0-9.]+) dB", _card("cst"))
+    assert m, "the CST card has no crop-psnr line for the sample"
+    lr, _, _ = simulate(gt, "bicubic-x4", seed=0)
+    pred, base = _run("cst", lr), _run("bicubic", lr)
+    monkeypatch.setattr(spec_module, "load_weights", _zero_last_layer("cst"))
+    zeroed = _run("cst", lr)
+    _check(gt, pred, base, float(m.group(1)), zeroed)
+
+
+def test_mulsr_earns_its_gain_over_its_guided_base(gt, monkeypatch):
+    m = re.search(r"gain-crop resources/sample/fake_and_real_food_ms\[:128, :128\]: ([0-9.]+) dB", _card("mulsr"))
+    assert m, "the MulSR card has no gain-crop line for the 128 px crop of the sample"
+    g = gt[:128, :128]
+    lr, rgb, _ = simulate(g, "mulsr-x8", seed=0)
+    pred = _run("mulsr", lr, rgb, scale=8)
+    monkeypatch.setattr(spec_module, "load_weights", _zero_last_layer("mulsr"))
+    base = _run("mulsr", lr, rgb, scale=8)   # the residual head at zero: the guided base alone
+    assert float(np.abs(pred - base).max()) > 1e-3, "the weights change nothing"
+    _check(g, pred, base, float(m.group(1)), base)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "issue 23, open: the shipped HSR-Diff denoiser does not earn its place. On the sample it adds 0.070 dB "
+    "over FUSE with the guided prior, and half of its correction adds 0.076 dB: the residual is mostly "
+    "noise. Strict: a retrained denoiser that passes turns this into a failure until the mark is removed."))
+def test_hsr_diff_earns_its_gain_over_fuse_with_the_guided_prior(monkeypatch):
+    m = re.search(r"REPRO: steps=(\d+) seed=(\d+) mpsnr=([\d.]+)", _card("hsrdiff"))
+    assert m, "the HSR-Diff card has no REPRO line"
+    steps, seed, figure = int(m.group(1)), int(m.group(2)), float(m.group(3))
+    # the card's figure comes from the inputs of tests/models/test_hsr_diff.py (the same sample)
+    from tests.models.test_hsr_diff import sample_inputs
+
+    z, lr_t, msi_t, srf_t, psf_t = sample_inputs(256)
+    to_np = lambda t: t[0].permute(1, 2, 0).numpy()  # noqa: E731
+    g, lr, msi = to_np(z), to_np(lr_t), to_np(msi_t)
+    kw = dict(srf=srf_t.numpy(), psf=psf_t.numpy(), steps=steps, seed=seed)
+    pred = _run("hsrdiff", lr, msi, scale=32, **kw)
+    monkeypatch.setattr(spec_module, "load_weights", _zero_last_layer("hsrdiff"))
+    base = _run("hsrdiff", lr, msi, scale=32, **kw)   # the denoiser at zero: FUSE with the guided prior
+    fuse = _run("fuse", lr, msi, scale=32, srf=srf_t.numpy(), psf=psf_t.numpy(), options={"prior": "guided"})
+    assert float(np.abs(base - fuse).max()) < 1e-4, "a zeroed denoiser must return the FUSE estimate"
+    _check(g, pred, base, figure, base)
