@@ -285,7 +285,9 @@ def cmd_info(args) -> int:
         "georef": cube.metadata.get("georef"),
     }
     if args.json:
-        print(json.dumps(summary, indent=2))
+        from app.core.io.provenance import stamp
+
+        print(json.dumps(stamp(summary, "info", arguments={"path": str(args.path)}), indent=2))
         return 0
     print(cube.describe())
     print(f"  format: {summary['format']}" + (f", variable {summary['variable']}" if summary["variable"] else "")
@@ -652,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] not in commands and not argv[0].startswith("-"):
         argv = ["view", *argv]  # `python main.py cube.hdr` opens the viewer on that file
     args = parser.parse_args(argv)
+    from app.core.io.provenance import set_command_line
+
+    set_command_line(argv)  # every JSON document this run writes records it
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     if args.command is None:
         args = parser.parse_args(["view", *argv])

@@ -372,7 +372,9 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, 
                       f"~{r['seconds_at_default_steps']:.0f} s at its default {r['default_steps']} steps")
     if json_out:
         from app.core.inference.batch import write_json
+        from app.core.io.provenance import stamp
 
-        write_json(Path(json_out), report)
+        write_json(Path(json_out), stamp(report, "bench", arguments={
+            "only": chosen, "envi_gb": envi_gb, "quick": quick, "device": device}))
         print(f"wrote {json_out}")
     return 0

@@ -187,6 +187,7 @@ class ResultsModel(QAbstractTableModel):
                 if e.range or e.layout:
                     lines.append(f"read as {e.layout or '?'} layout, {e.range or '?'} range")
                 lines += list(e.notes)
+                lines += e.provenance_lines()
                 if t.can_open() is None:
                     lines.append("double-click to open this image in the viewer")
                 return "\n".join(lines)
@@ -696,6 +697,9 @@ class ResultsBrowser(QMainWindow):
             parts.append(f"scale ×{t.scale}")
         if t.device:
             parts.append(f"device {t.device}")
+        sw = t.software
+        parts.append(f"written by {sw.get('name', '?')} {sw.get('version', '?')} (schema {t.schema_version})"
+                     if sw.get("version") else "schema 1 (no software version)")
         if t.problems:
             parts.append(f"<span style='color:{WORST_HTML}'>{len(t.problems)} pair(s) without metrics</span>")
         why = t.can_open()

@@ -12,6 +12,7 @@ from app.cli import main
 from app.core.cube import Cube
 from app.core.io import save_cube
 from app.core.io.jsonio import dumps, jsonable, write_json
+from app.core.io.provenance import stamp
 from app.core.inference.sample import load_sample_gt
 
 
@@ -28,8 +29,11 @@ def test_jsonable_turns_numpy_and_non_finite_values_into_json_types(tmp_path):
     assert jsonable(value) == {"a": 1.5, "b": [1.0, None, None], "c": None, "d": [3, None], "path": str(tmp_path),
                                "4": None, "big": [0.0] * 100}
     assert "big" not in jsonable(value, max_array_size=64)
-    out = write_json(tmp_path / "x.json", value)
-    assert strict_load(out)["c"] is None
+    with pytest.raises(ValueError, match="without its header"):  # every document says what wrote it
+        write_json(tmp_path / "x.json", value)
+    assert not (tmp_path / "x.json").exists()
+    out = write_json(tmp_path / "x.json", stamp(value, "bench"))
+    assert strict_load(out)["c"] is None and strict_load(out)["schema_version"] == 2
     with pytest.raises(ValueError):
         json.dumps({"x": math.nan}, allow_nan=False)  # what dumps() guards against
     assert dumps({"x": math.nan}) == '{"x": null}'

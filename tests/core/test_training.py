@@ -42,6 +42,8 @@ def test_three_iterations_write_checkpoint_and_weights(scenes, tmp_path, capsys)
     assert set(ck) >= {"model", "optimizer", "gen_state", "torch_rng"}
     meta = training.read_weights_metadata(tmp_path / "w" / "cst.safetensors")
     assert meta["step"] == "3" and meta["validation_scenes"] == '["b_ms"]'
+    import app
+    assert json.loads(meta["software"])["version"] == app.__version__  # which version trained these weights
     from safetensors.torch import load_file
     w = load_file(str(tmp_path / "w" / "cst.safetensors"))
     assert all(v.dtype == torch.float16 for v in w.values() if v.is_floating_point())

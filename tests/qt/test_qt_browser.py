@@ -237,3 +237,22 @@ def test_mean_rows_follow_the_sort_and_the_chart_starts_at_a_round_floor(browser
     label = chart.getAxis("left").labelText
     assert floor == 0 or f"axis from {floor:g}" in label
     assert chart_floor(31.2, 45.7) == 30.0 and chart_floor(0.01, 0.05) == 0.0 and chart_floor(2.1, 2.3) == 2.05
+
+
+def test_versions_and_row_provenance_are_shown_and_a_newer_file_refused(browser, compare_json, tmp_path, errors):
+    import app
+    from tests.core.test_json_schema import OLD_EVAL
+
+    assert browser.open_json(compare_json)
+    assert f"written by hsi-sr-viewer {app.__version__} (schema 2)" in browser.info_label.text()
+    row = next(r for r in range(browser.model.rowCount()) if browser.model.row_kind(r)[0] == "entry")
+    tip = browser.model.index(row, 0).data(Qt.ItemDataRole.ToolTipRole)
+    entry = browser.model.row_kind(row)[1]
+    assert f"prediction file: {entry.pred_path.stat().st_size} bytes, sha256 " in tip
+    assert browser.open_json(OLD_EVAL)  # a committed version 1 file
+    assert "schema 1 (no software version)" in browser.info_label.text()
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({**json.loads(compare_json.read_text()), "schema_version": 3}))
+    assert not browser.open_json(future)
+    assert len(errors) == 1 and f"{future}: written by a newer version (hsi-sr-viewer" in errors[0][1]
+    assert browser.table.source == OLD_EVAL  # the table shown stays

@@ -48,7 +48,8 @@ from app.core.io._common import atomic_path, zero_nonfinite
 from app.core.io.envi import header_for
 from app.core.io.cluster import SINGLE_PROCESS, compute_threads, threads_as
 from app.core.io.value_range import RangeUndecided, ValueRange, decide, decide_prediction, parse_user_range
-from app.core.science.metrics import CONVENTIONS, compute_all
+from app.core.science.metrics import CONVENTIONS, compute_all, metric_conventions
+from app.core.io.provenance import file_fingerprint, stamp
 
 __all__ = ["compare", "list_items", "match_items", "format_table", "to_csv", "to_markdown", "write_csv",
            "write_markdown", "exit_status", "RANGES", "METRIC_KEYS", "Item", "CompareCancelled"]
@@ -255,6 +256,7 @@ class _Loaded:
     value_range: ValueRange | None = None
     nodata: np.ndarray | None = None      # (H, W) bool no-data pixels, None when there are none
     bad_bands: np.ndarray | None = None   # (B,) bool, the file's bad-band list
+    provenance: dict | None = None        # what the file says made it (this tool's SR outputs: model, weights...)
 
 
 def _close_handles(cube) -> None:
@@ -395,8 +397,9 @@ def _read(path: Path, *, var: str | None, layout: str | None, mode: str, nonfini
         mean = math.nan
         if gt_shape is None and raw.size:  # GT only
             mean = float((raw if nodata is None else raw[~nodata]).mean(dtype=np.float64))
+        prov = cube.metadata.get("provenance")
         return _Loaded(raw, cube.wavelengths_nm, name, rule, _layout_letters(cube), cube.metadata.get("format"),
-                       notes, mean, chosen, nodata, cube.bad_bands)
+                       notes, mean, chosen, nodata, cube.bad_bands, prov if isinstance(prov, dict) and prov else None)
     finally:
         _close_handles(cube)
 
@@ -553,7 +556,10 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
 
     Returns:
         {"command": "compare", "gt", "device", "scale", "methods", "images", "results", "summary",
-        "errors", "unmatched", "ignored", "notes", "conventions", "seconds", "execution", "options"}
+        "errors", "unmatched", "ignored", "notes", "conventions", "seconds", "execution", "options"} after the
+        header of app.core.io.provenance (schema_version, kind, software, created, arguments,
+        metric_conventions); each result row also holds ``pred_file`` / ``gt_file`` (size, mtime, sha256 up
+        to 64 MiB) and, when the prediction records it, ``pred_provenance``
         (``execution``: {"scheduler": the address or None, "workers": N}); each result row
         also holds ``gt_path`` and ``pred`` (absolute paths) so that a viewer can open the pair as read here.
 
@@ -699,7 +705,7 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         notes.append("prediction value ranges: " + ", ".join(ranges))
     if ignored:
         notes.append(f"{len(ignored)} file(s) or folder(s) that hold no cube were ignored (listed under 'ignored')")
-    return {
+    return stamp({
         "command": "compare",
         "gt": str(gt_side.path),
         "device": dev,
@@ -720,7 +726,9 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
                     "gt_layout": gt_layout, "gt_range": gt_range, "nonfinite": nonfinite, "crop": bool(crop),
                     # (only when given: a viewer reading an older document sees the same keys)
                     **({"exclude_bands": [list(r) for r in exclude_ranges]} if exclude_ranges else {})},
-    }
+    }, "compare", metric_conventions=metric_conventions(),
+        arguments={"gt": str(gt), "preds": [str(p) for p in preds], "names": names, "scale": scale,
+                   "per_band": bool(per_band), "device": device})
 
 
 def _masks(pred: _Loaded, gt: _Loaded, crop_info: dict | None, exclude_ranges) -> tuple:
@@ -752,7 +760,11 @@ def _metrics_row(g: Item, model: str, item: Item, pred: _Loaded, gt_view: np.nda
            "ergas": _finite_or_none(m["ergas"]) if scale is not None else None, "rmse": m["rmse"],
            "gt_path": str(g.path.absolute()), "pred": str(item.path.absolute()), "range": pred.range,
            "range_rule": pred.range_note, "layout": pred.layout,
-           "masked_pixels": m["masked_pixels"], "excluded_bands": m["excluded_bands"]}
+           "masked_pixels": m["masked_pixels"], "excluded_bands": m["excluded_bands"],
+           # which files these numbers came from: size, mtime and (up to 64 MiB) sha256
+           "pred_file": file_fingerprint(item.path), "gt_file": file_fingerprint(g.path)}
+    if pred.provenance:  # the prediction's own record (this tool's SR outputs: model, weights sha256, options)
+        row["pred_provenance"] = pred.provenance
     notes = list(pred.notes) + [n for n in m["notes"] if not n.startswith("ERGAS needs")]
     if gt.range != "unit" or gt.notes:
         row["gt_range_rule"] = gt.range_note

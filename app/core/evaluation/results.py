@@ -1,6 +1,10 @@
 """The dataset browser's state, free of Qt: a compare/eval results file as a table you can sort and
 colour, the best method per image, the mean per method, and what to open for an image.
 
+Files of every schema version up to this program's (``app.core.io.provenance.SCHEMA_VERSIONS``)
+are read: a file without ``schema_version`` is version 1 (no header, no per-row provenance); a newer
+one is refused with one line naming the file.
+
 >>> table = load_results("results.json")          # written by `compare --json` or `eval --json`
 >>> [e.method for e in table.sorted_entries("sam_deg")][:3]   # best (lowest SAM) first
 >>> table.best_methods("beads_ms", "psnr")        # ['mynet'] (ties share it)
@@ -26,6 +30,7 @@ from app.core.science.metric_table import METRICS as _TABLE
 from app.core.evaluation.compare import METRIC_KEYS, _fit_size, _read, list_items  # the very readers compare used
 from app.core.cube import Cube
 from app.core.errors import HsiError, MissingFileError
+from app.core.io.provenance import SchemaError, check_schema
 
 __all__ = ["ResultsError", "Entry", "ResultsTable", "SceneRequest", "OpenedScene", "load_results", "parse_results",
            "load_scene", "METRICS", "METRIC_TITLES", "HIGHER_IS_BETTER", "METRIC_FORMATS"]
@@ -35,6 +40,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {**_COMPARE_HIGHER, "seconds": False}
 METRIC_TITLES: dict[str, str] = {**{m.column: m.label for m in _TABLE}, "seconds": "Time (s)"}
 METRIC_FORMATS: dict[str, str] = {**{m.column: m.fmt for m in _TABLE}, "seconds": "{:.2f}"}
 OPTION_KEYS = ("var", "layout", "pred_range", "gt_var", "gt_layout", "gt_range", "nonfinite", "crop")
+_ROW_PROVENANCE = ("options", "weights", "seed", "steps", "pred_provenance", "pred_file", "gt_file")  # schema 2
 
 
 class ResultsError(HsiError):
@@ -62,9 +68,34 @@ class Entry:
     layout: str | None = None
     crop: dict | None = None
     notes: tuple[str, ...] = ()
+    provenance: dict = field(default_factory=dict)  # what made the row (schema 2): options, weights, files
 
     def value(self, metric: str) -> float | None:
         return self.values.get(metric)
+
+    def provenance_lines(self) -> list[str]:
+        """The row's provenance as short 'key: value' lines (empty for version 1 files)."""
+        p = self.provenance
+        lines = []
+        weights = p.get("weights")
+        if isinstance(weights, dict) and weights.get("file"):
+            lines.append(f"weights: {weights['file']} (sha256 {str(weights.get('sha256'))[:12]}…)")
+        if isinstance(p.get("options"), dict) and p["options"]:
+            lines.append("options: " + ", ".join(f"{k}={v}" for k, v in p["options"].items()))
+        for key in ("steps", "seed"):
+            if p.get(key) is not None:
+                lines.append(f"{key}: {p[key]}")
+        made = p.get("pred_provenance")
+        if isinstance(made, dict) and made.get("model"):
+            sha = made.get("weights_sha256")
+            lines.append(f"prediction made by: {made['model']}" + (f" (weights sha256 {str(sha)[:12]}…)" if sha else "")
+                         + (f", options {made['options']}" if made.get("options") else ""))
+        pred_file = p.get("pred_file")
+        if isinstance(pred_file, dict):
+            what = (f"sha256 {str(pred_file['sha256'])[:12]}…" if pred_file.get("sha256")
+                    else f"modified {pred_file.get('mtime')}")
+            lines.append(f"prediction file: {pred_file.get('bytes')} bytes, {what}")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -118,6 +149,8 @@ class ResultsTable:
     protocol: str | None = None
     gt_root: str | None = None
     notes: list[str] = field(default_factory=list)
+    schema_version: int = 1
+    software: dict = field(default_factory=dict)   # who wrote the file ({} for version 1 files)
 
     def __post_init__(self):
         self._by_key = {(e.image, e.method): e for e in self.entries}
@@ -342,13 +375,23 @@ def parse_results(doc, source: Path | None = None) -> ResultsTable:
     where = f"{source}: " if source is not None else ""
     foreign = (f"{where}not compare/eval results: expected a JSON object with a 'results' list of "
                f"{{\"image\", \"model\", \"psnr\", ...}} rows")
+    version = 1
+    if isinstance(doc, dict):  # the version first: a newer file may have another shape
+        declared_kind = doc.get("kind")
+        if declared_kind is not None and declared_kind not in ("compare", "eval"):
+            raise ResultsError(f"{where}a {str(declared_kind)[:40]!r} document, not compare/eval results")
+        try:
+            version = check_schema(doc, declared_kind or ("compare" if doc.get("command") == "compare" else "eval"),
+                                   str(source) if source is not None else "")
+        except SchemaError as exc:
+            raise ResultsError(str(exc)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
         raise ResultsError(foreign)
     rows = doc["results"]
     for k, row in enumerate(rows):
         if not isinstance(row, dict) or not isinstance(row.get("image"), str) or not isinstance(row.get("model"), str):
             raise ResultsError(f"{foreign} (row {k + 1} has no 'image' and 'model' names)")
-    kind = "compare" if doc.get("command") == "compare" else "eval"
+    kind = doc.get("kind") or ("compare" if doc.get("command") == "compare" else "eval")
 
     images = _names(doc.get("images"), [r["image"] for r in rows])
     method_list = doc.get("methods")
@@ -371,7 +414,8 @@ def parse_results(doc, source: Path | None = None) -> ResultsTable:
             range=row.get("range") if isinstance(row.get("range"), str) else None,
             layout=row.get("layout") if isinstance(row.get("layout"), str) else None,
             crop=row.get("crop") if isinstance(row.get("crop"), dict) else None,
-            notes=tuple(str(n) for n in notes) if isinstance(notes, list) else ()))
+            notes=tuple(str(n) for n in notes) if isinstance(notes, list) else (),
+            provenance={k: row[k] for k in _ROW_PROVENANCE if row.get(k) is not None}))
     if rows and not entries and not problems:
         raise ResultsError(foreign)
     seen = set()
@@ -401,7 +445,9 @@ def parse_results(doc, source: Path | None = None) -> ResultsTable:
                         methods=methods, entries=entries, problems=problems, options=options, scale=scale,
                         device=doc.get("device") if isinstance(doc.get("device"), str) else None,
                         protocol=doc.get("protocol") if isinstance(doc.get("protocol"), str) else None,
-                        gt_root=doc.get("gt") if isinstance(doc.get("gt"), str) else None, notes=notes)
+                        gt_root=doc.get("gt") if isinstance(doc.get("gt"), str) else None, notes=notes,
+                        schema_version=version,
+                        software=doc["software"] if isinstance(doc.get("software"), dict) else {})
 
 
 def _names(declared, found) -> list[str]:

@@ -21,8 +21,9 @@ from app.core.errors import HsiError
 from app.core.io import open_cube, output_format, save_cube
 from app.core.io.cluster import SINGLE_PROCESS, compute_threads, threads_as
 from app.core.io.jsonio import write_json
+from app.core.io.provenance import stamp
 from app.core.science.metric_table import COLUMNS, row_values
-from app.core.science.metrics import compute_all
+from app.core.science.metrics import compute_all, metric_conventions
 from models import registry
 
 METRIC_KEYS = COLUMNS
@@ -46,7 +47,9 @@ def simulate_to_dir(gt_path, protocol: str, out_dir, *, srf: str | None = None, 
         guide_cube = Cube.from_array(guide, None, name="guide",
                                      metadata={"provenance": {**prov, "srf": meta.get("srf")}, **guide_geo})
         written["guide"] = str(save_cube(guide_cube, out / f"guide{ext}"))
-    meta = {**meta, "gt": str(gt.source_path), "files": written}
+    meta = stamp({**meta, "gt": str(gt.source_path), "files": written}, "simulate",
+                 arguments={"gt": str(gt_path), "protocol": protocol, "srf": srf, "noise_sigma": noise_sigma,
+                            "seed": seed, "ext": ext, "read_options": read_options or {}})
     write_json(out / "protocol.json", meta)
     return meta
 
@@ -93,6 +96,17 @@ class EvalItem:
     skipped: str | None = None
     run: dict | None = None  # iterative models: what their run reported (iterations, losses, options)
     error: str | None = None  # the pair failed (an unreadable GT, a model that raised): one line naming the file
+    provenance: dict | None = None  # options used, weights {file, sha256}, seed, steps: written into the row
+
+
+def _row_provenance(prov: dict) -> dict:
+    """What made a row's numbers: the model's options, its weights file and sha256, seed and steps."""
+    out = {"options": dict(prov.get("options") or {}), "seed": prov.get("seed")}
+    if prov.get("steps") is not None:
+        out["steps"] = prov["steps"]
+    if prov.get("weights"):
+        out["weights"] = {"file": prov["weights"], "sha256": prov.get("weights_sha256")}
+    return out
 
 
 def gt_items(paths) -> list[Path]:
@@ -158,6 +172,7 @@ def _run_pair(inputs: _Inputs, spec, proto, *, device: str, steps: int | None, s
                     nodata=inputs.nodata, exclude_bands=inputs.excl)
     item = EvalItem(inputs.name, spec.name, {**row_values(m), "masked_pixels": m["masked_pixels"],
                                              "excluded_bands": m["excluded_bands"]}, seconds)
+    item.provenance = _row_provenance(prov)
     report = prov.get("report") or {}
     if spec.iterative and report:
         item.run = {"steps": prov.get("steps"), "options": prov.get("options", {}),
@@ -276,15 +291,22 @@ def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = 
             summary[spec.name] = {k: float(np.mean([r.metrics[k] for r in rows])) for k in METRIC_KEYS}
             summary[spec.name]["seconds"] = float(np.mean([r.seconds for r in rows]))
             summary[spec.name]["images"] = len(rows)
-    return {
+    return stamp({
         "protocol": proto.name, "device": used_device or device,
         "results": [{"image": r.image, "model": r.model, **(r.metrics or {}), "seconds": round(r.seconds, 3),
                      **({"skipped": r.skipped} if r.skipped else {}), **({"run": r.run} if r.run else {}),
-                     **({"error": r.error} if r.error else {})}
+                     **({"error": r.error} if r.error else {}),
+                     # what made the numbers (a skipped or failed row: the options it was given)
+                     **(r.provenance or {"options": {k: v for k, v in (options or {}).items()
+                                                     if k in registry.get(r.model).options}})}
                     for r in results],
         "summary": summary,
         "execution": execution,
-    }
+    }, "eval", metric_conventions=metric_conventions(),
+        arguments={"gt": [str(p) for p in gt_paths], "protocol": proto.name, "models": names, "device": device,
+                   "steps": steps, "seed": seed, "options": dict(options or {}),
+                   "exclude_bands": [list(r) for r in exclude_ranges], "nonfinite": nonfinite,
+                   "scheduler": scheduler})
 
 
 def format_table(doc: dict) -> str:

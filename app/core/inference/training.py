@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from app.core.io.datasets import CAVE_TRAIN_SPLIT, Split, SplitError, load_split, scene_folders
+from app.core.io.provenance import software
 from app.core.errors import HsiError
 from models.degradation import parse_protocol, psf_kernel
 
@@ -546,7 +547,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                 "validation_scenes": [s.name for s in val_scenes],
                 "last_val_psnr_crop": state.last_val_psnr, "bicubic_val_psnr_crop": state.bicubic_val_psnr,
                 "world_size": str(ranks.world_size), "ranks": shares,
-                "best_val_psnr_crop": state.best_val_psnr, "best_step": state.best_step}
+                "best_val_psnr_crop": state.best_val_psnr, "best_step": state.best_step, "software": software()}
 
     loss_fn = getattr(model, "training_loss", None) or hsi_loss
     # a model with its own objective (e.g. diffusion: noise the target, predict x0) defines

@@ -41,6 +41,7 @@ from app.core.io._common import (
     reflectance_for_writing,
     wavelengths_to_nm,
 )
+from app.core.io.provenance import stamp
 from app.core.io.value_range import ValueRange
 
 _WAVELENGTH_NAME = re.compile(r"(wave|wavelength|wvl|^wl|lambda|band_?cent|centers?$|centres?$)", re.I)
@@ -646,7 +647,7 @@ def _metadata_json(cube: Cube) -> str:
     geo = georef_of(cube.metadata)
     if geo is not None:
         meta["georef"] = geo.to_dict()
-    return json.dumps(meta)
+    return json.dumps(stamp(meta, "cube-metadata", run_details=False))  # (no time: the same cube, the same bytes)
 
 
 # ------------------------------------------------------------------------------ writers

@@ -15,6 +15,7 @@ import numpy as np
 
 from app.core.cube import Cube
 from app.core.io import georef as georef_mod
+from app.core.io.provenance import stamp
 from app.core.io.value_range import ValueRange
 from app.core.errors import CubeError, InconsistentBandsError, NoCubeError, TruncatedFileError
 from app.core.io._common import (
@@ -437,9 +438,10 @@ def write_png_folder(cube: Cube, path: Path) -> Path:
         for k in range(data.shape[2]):
             band = np.round(np.clip(data[:, :, k], 0.0, 1.0) * 65535.0).astype(np.uint16)
             Image.fromarray(band).save(tmp / f"{folder.name}_{k + 1:0{digits}d}.png")
-        (tmp / "metadata.json").write_text(json.dumps({
+        (tmp / "metadata.json").write_text(json.dumps(stamp({
             "wavelengths_nm": meta["wavelengths_nm"], "name": meta["name"],
-            "provenance": cube.metadata.get("provenance"), "encoding": "uint16 / 65535"}), encoding="utf-8")
+            "provenance": cube.metadata.get("provenance"), "encoding": "uint16 / 65535"},
+            "cube-metadata", run_details=False)), encoding="utf-8")
         if folder.exists():
             folder.rmdir()
         tmp.rename(folder)

@@ -3,6 +3,9 @@ reject), numpy values as plain numbers and lists, paths as strings, written atom
 
 A non-finite number becomes ``null``; the row or record that holds it says why in its notes (for
 example "ERGAS needs the scale factor"), so nothing is lost but the unparseable token.
+
+:func:`write_json` writes documents only: dicts stamped with the header of
+:mod:`app.core.io.provenance` (schema_version, kind, software, created...).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.core.io._common import atomic_path
+from app.core.io.provenance import is_stamped
 
 
 def jsonable(value: Any, *, max_array_size: int | None = None) -> Any:
@@ -47,7 +51,13 @@ def dumps(value: Any, **kwargs) -> str:
 
 
 def write_json(path, payload: dict, *, max_array_size: int | None = 64) -> Path:
-    """Write ``payload`` as indented strict JSON through a temporary file (nothing half-written)."""
+    """Write ``payload`` as indented strict JSON through a temporary file (nothing half-written).
+
+    ``payload`` must carry the document header (:func:`app.core.io.provenance.stamp`): a ValueError
+    otherwise (a programming error: every results file says what wrote it and in which schema)."""
+    if not is_stamped(payload):
+        raise ValueError(f"{path}: refusing to write a JSON document without its header "
+                         f"(stamp it with app.core.io.provenance.stamp)")
     with atomic_path(Path(path)) as tmp:
         text = json.dumps(jsonable(payload, max_array_size=max_array_size), indent=2, allow_nan=False)
         tmp.write_text(text + "\n", encoding="utf-8")

@@ -17,21 +17,28 @@ class Metric:
     short: str               # narrow column title (plain-text tables)
     higher_is_better: bool
     fmt: str                 # str.format spec for one value
+    unit: str = ""           # "" for unitless metrics
 
     def format(self, value) -> str:
         return "" if value is None else self.fmt.format(value)
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("psnr_db", "psnr", "PSNR (dB)", "PSNR", True, "{:.2f}"),
+    Metric("psnr_db", "psnr", "PSNR (dB)", "PSNR", True, "{:.2f}", "dB"),
     Metric("ssim", "ssim", "SSIM", "SSIM", True, "{:.4f}"),
-    Metric("sam_deg", "sam_deg", "SAM (°)", "SAM°", False, "{:.3f}"),
+    Metric("sam_deg", "sam_deg", "SAM (°)", "SAM°", False, "{:.3f}", "degrees"),
     Metric("ergas", "ergas", "ERGAS", "ERGAS", False, "{:.3f}"),
     Metric("rmse", "rmse", "RMSE", "RMSE", False, "{:.5f}"),
 )
 BY_COLUMN = {m.column: m for m in METRICS}
 COLUMNS: tuple[str, ...] = tuple(m.column for m in METRICS)
 HIGHER_IS_BETTER: dict[str, bool] = {m.column: m.higher_is_better for m in METRICS}
+
+
+def table_description() -> list[dict]:
+    """The table as results files describe it: [{column, key, label, unit, better}] ('higher'/'lower')."""
+    return [{"column": m.column, "key": m.key, "label": m.label, "unit": m.unit,
+             "better": "higher" if m.higher_is_better else "lower"} for m in METRICS]
 
 
 def row_values(result: dict) -> dict:

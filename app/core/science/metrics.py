@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from app.core.cube import hwb_view
 from app.core.device import select_device
 from app.core.science import metrics_cpu
+from app.core.science.metric_table import table_description
 from app.core.errors import HsiError, ShapeMismatchError
 
 SSIM_WINDOW_PX = 11
@@ -477,6 +478,22 @@ def _run_engine(gt: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor | None,
 PSNR_CEILING_DB = 100.0
 SAM_DARK_FRACTION = 0.01
 SAM_DARK_PERCENTILE = 99.0
+
+
+def metric_conventions() -> dict:
+    """The metric part of a results document's header (app.core.io.provenance.stamp adds the
+    value-range rule): the metric table, how each value is computed and what is left out."""
+    return {
+        "metrics": table_description(),
+        "computed": CONVENTIONS,
+        "psnr_cap": f"PSNR per band capped at {PSNR_CEILING_DB:g} dB (a band reproduced exactly counts as "
+                    f"{PSNR_CEILING_DB:g} dB instead of making the mean infinite)",
+        "sam_left_out": f"SAM leaves out pixels where either spectrum is zero and GT pixels darker than "
+                        f"{SAM_DARK_FRACTION:.0%} of the {SAM_DARK_PERCENTILE:g}th percentile of the GT's pixel means",
+        "masks": "no-data pixels (GT or prediction) leave every pixel statistic and bad bands every band mean; "
+                 "each row counts them (masked_pixels, excluded_bands)",
+        "json": "no NaN or Infinity: a value that cannot be computed is null and the row's notes say why",
+    }
 
 
 def sam_dark_pixels(gt, valid: np.ndarray | None = None) -> np.ndarray:
