@@ -61,7 +61,8 @@ def test_a_strided_band_read_equals_the_band_strided(tmp_path, sample):
             np.testing.assert_array_equal(part, cube.band(12)[: (250 // step) * step: step, : (230 // step) * step: step])
 
 
-def test_memory_mapped_layers_are_read_at_the_screen_s_pixels_and_finer_when_zoomed(qtbot, mapped_scene, settings):
+def test_memory_mapped_layers_are_read_at_the_screen_s_pixels_and_finer_when_zoomed(qtbot, mapped_scene, settings,
+                                                                                    monkeypatch):
     from app.qt.main_window import MainWindow
 
     win = MainWindow(mapped_scene, settings=settings)
@@ -81,6 +82,21 @@ def test_memory_mapped_layers_are_read_at_the_screen_s_pixels_and_finer_when_zoo
         # the picture still covers the layer on the HR grid (to within one stride)
         rect = panel.image_item.mapRectToParent(panel.image_item.boundingRect())
         assert 768 - step < rect.width() <= 768 and 768 - step < rect.height() <= 768
+    # a contrast change (or a band seen before) does not read the files again: planes are kept per band
+    reads: list[int] = []
+    band = Cube.band
+
+    def counting(self, k, step=1):
+        reads.append(int(k))
+        return band(self, k, step)
+
+    monkeypatch.setattr(Cube, "band", counting)
+    before = [p.rendered for p in grid.panels]
+    mapped_scene.set_percentiles(5.0, 95.0)
+    qtbot.waitUntil(lambda: grid.wait_idle() and all(p.rendered is not r for p, r in zip(grid.panels, before)),
+                    timeout=30_000)
+    assert reads == []
+    monkeypatch.undo()
     # zoomed in: the visible part needs every pixel, so the band is read again at stride 1
     mapped_scene.set_view_range((100.0, 180.0), (200.0, 280.0))
     qtbot.waitUntil(lambda: grid.wait_idle() and all(p.rendered.step == 1 for p in grid.panels), timeout=30_000)

@@ -44,6 +44,8 @@ ROLE_DESCRIPTIONS: dict[str, str] = {
     "recon": "reconstruction",
 }
 MAX_PINS = 8
+# band planes of memory-mapped cubes kept for the next render (a contrast change, a band revisited)
+RENDER_CACHE_PLANE_BYTES = 96 * 1024 * 1024
 COLORMAPS: tuple[str, ...] = ("gray", "viridis", "inferno", "magma", "plasma", "cividis", "turbo")
 DEFAULT_RGB_NM: tuple[float, float, float] = (640.0, 550.0, 460.0)
 # Where an RGB guide's channels sit on the wavelength axis when the file does not say: the
@@ -1013,8 +1015,16 @@ class Scene:
         live = {(l.uid, id(l.cube)) for l in self._layers}
         for key, value in entries.items():
             if (key[1], key[2]) in live:
-                self._render_cache[key] = value
-        if len(self._render_cache) > 256:  # (colour pictures at many contrast settings)
+                self._render_cache.pop(key, None)
+                self._render_cache[key] = value  # (the newest last: dropped last)
+        # bounded: colour pictures at many contrast settings, band planes of memory-mapped cubes
+        planes = [k for k in self._render_cache if k[0] == "band"]
+        size = sum(self._render_cache[k].nbytes for k in planes)
+        for key in planes:
+            if size <= RENDER_CACHE_PLANE_BYTES:
+                break
+            size -= self._render_cache.pop(key).nbytes
+        if len(self._render_cache) > 256:
             for key in list(self._render_cache)[: len(self._render_cache) - 256]:
                 del self._render_cache[key]
 
@@ -1110,7 +1120,8 @@ def _true_colour(layer: Layer, step: int = 1) -> tuple[np.ndarray, str]:
         cube_to_srgb = None
     if cube_to_srgb is not None:
         try:
-            data = cube.data if step <= 1 else cube.region(*_strided(cube, step))
+            # (a memory-mapped cube is read for the picture, never loaded and kept whole)
+            data = cube.data if step <= 1 and cube.in_memory else cube.region(*_strided(cube, step))
             rgb, note = cube_to_srgb(data, wl)
             result = (np.asarray(rgb, dtype=np.float32), str(note) or "true colour: CIE 1931 2°, D65, sRGB")
         except HsiError as exc:  # shown as a note; the panel still gets a picture
@@ -1145,6 +1156,17 @@ def render(request: RenderRequest, new_entries: dict | None = None) -> dict[int,
         value = request.render_cache.get(key)
         return made.get(key) if value is None else value
 
+    def plane(cube: Cube, uid: int, band: int, step: int) -> np.ndarray:
+        """One band at ``step``; a memory-mapped cube's planes are cached per band (a contrast
+        change or a return to a band does not read the file again)."""
+        if not cube.is_lazy:
+            return cube.band(band, step)
+        key = ("band", uid, id(cube), int(band), step)
+        found = cached(key)
+        if found is None:
+            found = made[key] = cube.band(band, step)
+        return found
+
     for layer in request.layers:
         cube = layer.cube
         step = request.step(layer.uid)
@@ -1169,14 +1191,14 @@ def render(request: RenderRequest, new_entries: dict | None = None) -> dict[int,
             out[layer.uid] = RenderedImage(layer.uid, rgb, (0.0, 1.0), True, None, note, step)
         elif request.mode == DisplayMode.RGB:
             kr, kg, kb = request.rgb_bands[layer.uid]
-            rgb = np.stack([cube.band(kr, step), cube.band(kg, step), cube.band(kb, step)], axis=-1)
+            rgb = np.stack([plane(cube, layer.uid, k, step) for k in (kr, kg, kb)], axis=-1)
             images[layer.uid] = rgb
             out[layer.uid] = RenderedImage(layer.uid, rgb, None, True, None,
                                            f"bands {kr}, {kg}, {kb} as R, G, B", step)
         else:
             band = request.bands[layer.uid]
-            image = cube.band(band, step)
-            if step > 1:
+            image = plane(cube, layer.uid, band, step)
+            if step > 1 and not image.flags.c_contiguous:
                 image = np.ascontiguousarray(image)  # (a strided view of a loaded cube: one copy)
             images[layer.uid] = image
             out[layer.uid] = RenderedImage(layer.uid, image, None, False, band, cube.band_label(band), step)
