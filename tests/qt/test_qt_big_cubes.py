@@ -225,3 +225,34 @@ def test_abs_error_map_titles_name_the_band_like_the_band_bar(qtbot, settings, e
         expected = "|err| 520 nm" if with_wl else "|err| band 13 / 31"
         assert all(expected in t for t in titles), titles
         win.close()
+
+
+def test_line_markers_only_where_they_stay_apart(qapp):
+    """A 31-band LR curve keeps its point markers; a 224-band one over the same width draws the
+    line alone (224 markers per click merged into a thick line and cost a shape each)."""
+    from PyQt6.QtGui import QImage, QPainter, QTransform
+
+    from app.qt.graphics import curve_pen
+    from app.qt.spectra import Curve, CurveLayer
+
+    class Counting(QPainter):
+        ellipses = 0
+
+        def drawEllipse(self, *args):  # noqa: N802 (Qt's name)
+            Counting.ellipses += 1
+            return super().drawEllipse(*args)
+
+    counts = {}
+    for bands in (31, 224):
+        x = np.linspace(400.0, 700.0, bands)
+        layer = CurveLayer()
+        layer.set_curves([Curve(x, np.sin(x / 50.0), pen=curve_pen("#ff8800", 1.0), symbol="o", symbolSize=4,
+                                symbolBrush="#ff8800")])
+        target = QImage(400, 200, QImage.Format.Format_ARGB32)
+        painter = Counting(target)
+        painter.setTransform(QTransform(1.2, 0.0, 0.0, 50.0, -480.0, 100.0))  # 300 nm over 360 px
+        Counting.ellipses = 0
+        layer.paint(painter)
+        painter.end()
+        counts[bands] = Counting.ellipses
+    assert counts == {31: 31, 224: 0}
