@@ -41,7 +41,7 @@ def build_window(files: list[tuple[str, str]] | None = None, *, open_sample: boo
     window = MainWindow(settings=settings, unattended=unattended)
     restoring = window.offer_recovery() if offer_recovery else False
     if files:
-        window.open_files([(str(role), str(path)) for role, path in files], background=background)
+        window.open_files([(str(f[0]), str(f[1]), *f[2:]) for f in files], background=background)
     elif open_sample and not restoring:
         window.open_sample(background=background)
     return window
@@ -77,7 +77,7 @@ def _take_screenshot(window: MainWindow, path: str, app: QApplication, result: d
 
     def give_up():
         if "code" not in result:
-            print("screenshot: timed out waiting for the scene to load", file=sys.stderr)
+            print("screenshot: timed out waiting for the scene to load, render and be analysed", file=sys.stderr)
             result["code"] = 1
             app.quit()
 
@@ -90,7 +90,8 @@ def run_viewer(files: list[tuple[str, str]] | None = None, *, open_sample: bool 
     """Open the viewer and run the event loop; returns the exit code.
 
     Args:
-        files: (role, path) pairs, role in {'gt', 'lr', 'guide', 'recon'}.
+        files: (role, path) pairs, role in {'gt', 'lr', 'guide', 'recon'}, or (role, path, options)
+            with ``open_cube`` keywords (``var``, ``layout``, ``wavelengths``) for that file.
         open_sample: with no files, open the bundled sample scene.
         screenshot: render the window at 1400x900 once everything is loaded, save it as PNG
             there and quit — for checks without a human. No dialogs are shown: errors go to

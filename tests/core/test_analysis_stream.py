@@ -116,3 +116,25 @@ def test_memory_mapped_cubes_stream_without_loading_and_within_a_tile_of_memory(
     loaded = scene_of([(role, name, cube.load()) for role, name, cube in cubes])
     loaded.set_analysis_settings(AnalysisSettings(error_kind="abs_band"))
     compare(streamed, run_analysis(make_request(loaded)))
+
+
+def test_visible_view_metrics_of_memory_mapped_cubes_read_the_view_only(tmp_path, sample):
+    gt = np.ascontiguousarray(sample[:160, :176])
+    methods = real_methods(gt)
+    cubes = [("gt", "gt", open_cube(write_bip_uint16(tmp_path / "gt", gt)))]
+    cubes += [("recon", f"m{j}", open_cube(write_bip_uint16(tmp_path / f"m{j}", m))) for j, m in enumerate(methods)]
+    results = []
+    for scene in (scene_of(cubes), scene_of([(role, name, open_cube(cube.source_path.with_suffix(".hdr")).load())
+                                             for role, name, cube in cubes])):
+        scene.set_view_range((30.0, 110.0), (20.0, 90.0))
+        scene.set_analysis_settings(AnalysisSettings(scope="view"))
+        results.append(run_analysis(make_request(scene)))
+        if scene.layers[0].cube.is_lazy:
+            assert all(layer.cube.is_lazy for layer in scene.layers)
+    mapped, loaded = results
+    assert mapped.scope_note == loaded.scope_note and "rows 20" in mapped.scope_note
+    for ma, mb in zip(mapped.methods, loaded.methods):
+        assert ma.scope["region"] == mb.scope["region"]
+        for key in ("psnr_db", "ssim", "sam_deg", "rmse", "cc", "uiqi"):
+            assert ma.scope[key] == pytest.approx(mb.scope[key], rel=1e-6, abs=1e-6), key
+        assert ma.scope["psnr_db"] != pytest.approx(ma.full["psnr_db"], abs=1e-3)  # the view, not the image

@@ -484,14 +484,24 @@ def _assemble_steps(request: AnalysisRequest, cache: AnalysisCache, fulls: dict,
             scoped = cache._get(cache._scoped, skey)
             if scoped is None:
                 kwargs: dict[str, Any] = {}
+                nodata = full["maps"].get("nodata")
+                mapped = not (ref.cube.in_memory and layer.cube.in_memory)
+                g = p = None
                 if scope_kind == "roi":
                     kwargs["mask"] = request.roi.mask(*ref.cube.shape[:2])
+                elif mapped:  # a memory-mapped cube: read the visible rectangle only (the same metrics)
+                    y0, y1, x0, x1 = request.region
+                    g, p = (c.region(slice(y0, y1), slice(x0, x1)) for c in (ref.cube, layer.cube))
+                    nodata = None if nodata is None else nodata[y0:y1, x0:x1]
                 else:
                     kwargs["region"] = request.region
+                if g is None:  # (a memory-mapped cube is read for this pass, not kept in memory)
+                    g, p = ((c.region(slice(None), slice(None)) if mapped else c.data) for c in (ref.cube, layer.cube))
                 try:
-                    scoped = compute_all(ref.cube.data, layer.cube.data, scale=request.scale,
-                                         device=request.device, nodata=full["maps"].get("nodata"),
+                    scoped = compute_all(g, p, scale=request.scale, device=request.device, nodata=nodata,
                                          exclude_bands=_excluded_bands(ref, request.methods), **kwargs)
+                    if scope_kind == "view" and "region" not in kwargs:
+                        scoped["region"] = tuple(request.region)
                 except HsiError as exc:  # an empty ROI: say so, show the whole image
                     notes.append(f"{SCOPE_TITLES[scope_kind]}: {exc}")
                     scoped = full
