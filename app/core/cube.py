@@ -69,6 +69,10 @@ class Cube:
         axes: positions in ``raw`` of the (H, W, B) axes; (0, 1, 2) when raw is already H, W, B.
         scale: reflectance = raw * scale + offset (e.g. 1/65535 for CAVE uint16).
         offset: see ``scale``.
+        band_gain, band_offset: (B,) a per-band calibration the file states (ENVI ``data gain
+            values`` that differ between bands, GeoTIFF per-band SCALE/OFFSET, a product's
+            VNIR/SWIR scales), applied to the stored values before ``scale``/``offset``:
+            reflectance = (raw * band_gain + band_offset) * scale + offset. None: 1 and 0.
         wavelengths_nm: (B,) band centres in nanometres, or None when unknown.
         fwhm_nm: (B,) full width at half maximum in nanometres, or None.
         bad_bands: (B,) bool, True where the band is flagged bad (ENVI ``bbl`` == 0), or None.
@@ -87,6 +91,8 @@ class Cube:
     axes: tuple[int, int, int] = (0, 1, 2)
     scale: float = 1.0
     offset: float = 0.0
+    band_gain: np.ndarray | None = None
+    band_offset: np.ndarray | None = None
     wavelengths_nm: np.ndarray | None = None
     fwhm_nm: np.ndarray | None = None
     bad_bands: np.ndarray | None = None
@@ -111,6 +117,8 @@ class Cube:
         bands = self.shape[2]
         self.wavelengths_nm = _as_float_vector(self.wavelengths_nm, bands, "the wavelength list", self.source_path)
         self.fwhm_nm = _as_float_vector(self.fwhm_nm, bands, "the FWHM list", self.source_path)
+        self.band_gain = _as_float_vector(self.band_gain, bands, "the per-band gain list", self.source_path)
+        self.band_offset = _as_float_vector(self.band_offset, bands, "the per-band offset list", self.source_path)
         if self.bad_bands is not None:
             bb = np.asarray(self.bad_bands, dtype=bool).reshape(-1)
             if bb.size != bands:
@@ -173,13 +181,18 @@ class Cube:
         return h * w * b * 4
 
     # ------------------------------------------------------------------ access
-    def _convert(self, values: np.ndarray) -> np.ndarray:
-        """Stored values -> native-endian float32 reflectance (ignore value -> 0)."""
+    def _convert(self, values: np.ndarray, band: int | None = None) -> np.ndarray:
+        """Stored values -> native-endian float32 reflectance (ignore value -> 0). ``band``: the
+        band ``values`` hold (one band read), else the bands are the last axis, all of them."""
         out = np.asarray(values)  # astype below also turns big-endian data into native floats
         ignore = None
         if self.ignore_value is not None:
             ignore = out == self.ignore_value
         out = out.astype(np.float32, copy=True)
+        if self.band_gain is not None:
+            out *= (self.band_gain if band is None else self.band_gain[band]).astype(np.float32)
+        if self.band_offset is not None:
+            out += (self.band_offset if band is None else self.band_offset[band]).astype(np.float32)
         if self.scale != 1.0:
             out *= np.float32(self.scale)
         if self.offset != 0.0:
@@ -215,7 +228,7 @@ class Cube:
             return bsq[k][rows, cols]
         if self._cache is not None:
             return self._cache[rows, cols, k]
-        return self._convert(self._read((rows, cols, k % self.bands)))
+        return self._convert(self._read((rows, cols, k % self.bands)), band=k % self.bands)
 
     @property
     def in_memory(self) -> bool:
@@ -266,7 +279,8 @@ class Cube:
         if self._cache is None:
             if isinstance(self.raw, np.ndarray) and not isinstance(self.raw, np.memmap) \
                     and self.raw.dtype == np.float32 and self.axes == (0, 1, 2) \
-                    and self.scale == 1.0 and self.offset == 0.0 and self.ignore_value is None:
+                    and self.scale == 1.0 and self.offset == 0.0 and self.ignore_value is None \
+                    and self.band_gain is None and self.band_offset is None:
                 self._cache = self.raw
             else:
                 stored = self._read((slice(None),) * 3)
@@ -383,7 +397,7 @@ class Cube:
         # dataclasses.replace copies every field, the caches too: they stay valid only when the
         # stored values and their mapping to reflectance are unchanged
         cube._bsq = None
-        if changes.keys() & {"raw", "axes", "scale", "offset", "ignore_value"}:
+        if changes.keys() & {"raw", "axes", "scale", "offset", "ignore_value", "band_gain", "band_offset"}:
             cube._cache = None
         if changes.keys() & {"raw", "axes", "ignore_value", "nonfinite_nodata"}:
             cube._nodata = None

@@ -40,7 +40,7 @@ ANALYSIS_DOCK_PX = 320
 # changes and clicks never touch the disk; bigger ones stay memory-mapped.
 PRELOAD_BYTES = 768 * 1024 * 1024
 FILE_FILTER = ("Hyperspectral cubes (*.hdr *.img *.dat *.raw *.bsq *.bil *.bip *.mat *.npy *.npz *.tif *.tiff "
-               "*.h5 *.hdf5 *.he5 *.hdf);;All files (*)")
+               "*.h5 *.hdf5 *.he5 *.nc);;All files (*)")
 
 
 def load_cube(path: str, options: dict):

@@ -1,10 +1,12 @@
 """One registry of cube readers and writers; the format is sniffed from the content.
 
 >>> cube = open_cube("scene.hdr")             # ENVI, .mat v5/v7.3, .npy/.npz, TIFF, HDF5, PNG folder
+>>> cube = open_cube("PRS_L2D_STD_....he5")    # sensor products: EnMAP, PRISMA, EMIT (app.core.io.products)
 >>> save_cube(cube, "out.mat")                 # format from the extension (or fmt=...)
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +23,8 @@ from app.core.errors import (
 from app.core.io import containers, envi, imagefiles
 from app.core.io._common import ReadOptions
 from app.core.io.atomic import write_errors
+from app.core.io.products import emit, enmap, hdf5_product, prisma
+from app.core.io.value_range import LOUD
 
 __all__ = ["open_cube", "save_cube", "output_format", "sniff", "ReadOptions", "FORMATS", "WRITE_FORMATS", "list_variables"]
 
@@ -41,17 +45,24 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            lambda c, p: containers.write_mat(c, p, "5")),
     Format("mat-v7.3", "MATLAB v7.3 .mat (HDF5)", (".mat",), containers.read_mat73,
            lambda c, p: containers.write_mat(c, p, "7.3")),
-    Format("hdf5", "HDF5 (.h5/.hdf5/.he5)", (".h5", ".hdf5", ".he5", ".hdf"), containers.read_hdf5, containers.write_hdf5),
+    Format("hdf5", "HDF5 / NetCDF4 (.h5/.hdf5/.he5/.nc)", (".h5", ".hdf5", ".he5", ".nc"), containers.read_hdf5,
+           containers.write_hdf5),
     Format("npy", "NumPy .npy", (".npy",), containers.read_npy, containers.write_npy),
     Format("npz", "NumPy .npz", (".npz",), containers.read_npz, containers.write_npz),
     Format("tiff", "TIFF / GeoTIFF", (".tif", ".tiff"), imagefiles.read_tiff, imagefiles.write_tiff),
     Format("png-folder", "Folder of per-band PNG images (CAVE)", ("",), imagefiles.read_png_folder,
            imagefiles.write_png_folder),
+    Format("enmap", "EnMAP product (folder, *-SPECTRAL_IMAGE.TIF or *-METADATA.XML)", (".tif", ".tiff", ""),
+           enmap.read, None),
+    Format("prisma", "PRISMA L1/L2 HDF-EOS5 (.he5)", (".he5",), prisma.read, None),
+    Format("emit", "EMIT / NetCDF4 reflectance or radiance (.nc)", (".nc",), emit.read, None),
 )}
 WRITE_FORMATS = {".hdr": "envi", ".img": "envi", ".mat": "mat", ".h5": "hdf5", ".hdf5": "hdf5",
                  ".npy": "npy", ".npz": "npz", ".tif": "tiff", ".tiff": "tiff", "": "png-folder"}
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_HDF4_MAGIC = b"\x0e\x03\x13\x01"
+log = logging.getLogger("hsi.io")
 
 
 def sniff(path: str | Path) -> str:
@@ -62,7 +73,7 @@ def sniff(path: str | Path) -> str:
             raise MissingFileError(path, "is a broken symbolic link")
         raise MissingFileError(path, "no such file or folder")
     if path.is_dir():
-        return "png-folder"
+        return "enmap" if enmap.in_folder(path) is not None else "png-folder"
     try:
         with open(path, "rb") as fh:
             head = fh.read(1032)
@@ -77,13 +88,23 @@ def sniff(path: str | Path) -> str:
     if head.startswith(b"MATLAB 5.0 MAT-file") or head[:116].startswith(b"MATLAB"):
         return "mat-v5"
     if any(head[off:off + 8] == _HDF5_MAGIC for off in (0, 512, 1024)):
-        return "hdf5"
+        return hdf5_product(path) or "hdf5"
+    if head.startswith(_HDF4_MAGIC):
+        raise UnknownFormatError(path, "is an HDF4 file (e.g. Hyperion L1R, MODIS): no library here reads HDF4; "
+                                       "convert it to GeoTIFF first, e.g. gdal_translate -of GTiff "
+                                       "HDF4_SDS:UNKNOWN:\"FILE.hdf\":0 out.tif (gdalinfo FILE.hdf lists the "
+                                       "datasets), then open the .tif")
+    if head[:3] == b"CDF" and head[3:4] in (b"\x01", b"\x02", b"\x05"):
+        raise UnknownFormatError(path, "is a NetCDF classic file (CDF-1/2/5), which this program cannot read (only "
+                                       "NetCDF4, which is HDF5); convert it with nccopy -k nc4 FILE.nc out.nc")
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return "npz"
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
+        return "enmap" if enmap.metadata_beside(path) is not None else "tiff"
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<") and enmap.is_metadata(path):
+        return "enmap"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         raise UnsafeFileError(path, "is a Python pickle (whatever its extension says); pickles can run "
                                     "code when loaded, so it is not opened. Save the array with numpy.save")
@@ -92,7 +113,8 @@ def sniff(path: str | Path) -> str:
     if envi.header_for(path) is not None:
         return "envi"
     raise UnknownFormatError(path, f"is not a cube format this program reads (ENVI, MATLAB .mat, .npy/.npz, TIFF, "
-                                   f"HDF5, PNG band folder); it starts with bytes {head[:8]!r}")
+                                   f"HDF5/NetCDF4, PNG band folder, EnMAP, PRISMA, EMIT); it starts with bytes "
+                                   f"{head[:8]!r}")
 
 
 def open_cube(path: str | Path, *, var: str | None = None, layout: str | None = None,
@@ -117,6 +139,9 @@ def open_cube(path: str | Path, *, var: str | None = None, layout: str | None = 
         raise OutOfMemoryError(path, memory_needed(exc), "a memory-mapped format (ENVI, .npy, uncompressed "
                                                          "TIFF, HDF5) opens without loading it") from None
     cube.metadata.setdefault("format", name)
+    for note in cube.metadata.get("warnings", []):  # assumptions that change the values: said on stderr too
+        if str(note).startswith(LOUD):
+            log.warning("%s: %s", path, note)
     if nonfinite == "mask" and not cube.nonfinite_nodata:
         cube = cube.replace(nonfinite_nodata=True)
     return cube
@@ -128,7 +153,7 @@ def list_variables(path: str | Path) -> list[str]:
     name = sniff(path)
     if name == "mat-v5":
         return [v.describe() for v in containers.list_mat5(path)]
-    if name in ("mat-v7.3", "hdf5"):
+    if name in ("mat-v7.3", "hdf5", "prisma", "emit"):
         with containers._open_h5(path) as handle:
             return [v.describe() for v in containers.list_h5(handle, path, matlab=name == "mat-v7.3")]
     if name == "npz":

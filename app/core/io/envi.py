@@ -13,7 +13,7 @@ import numpy as np
 
 from app.core.cube import Cube
 from app.core.io import georef as georef_mod
-from app.core.io.value_range import ValueRange
+from app.core.io.value_range import ValueRange, product_convention
 from app.core.errors import CubeError, MissingFileError, NonNumericError, TruncatedFileError
 from app.core.io._common import (
     ReadOptions,
@@ -201,6 +201,7 @@ def read(path: Path, options: ReadOptions) -> Cube:
         else:
             warnings.append(f"reflectance scale factor {rsf:g} is not a positive number: ignored")
     gains, offsets = _float_list(meta, "data gain values"), _float_list(meta, "data offset values")
+    band_gain = band_offset = None
     if stated is None and (gains is not None or offsets is not None):
         g = gains if gains is not None and gains.size == bands else None
         o = offsets if offsets is not None and offsets.size == bands else None
@@ -211,11 +212,17 @@ def read(path: Path, options: ReadOptions) -> Cube:
             if gain != 0.0:
                 stated = ValueRange(gain, offset, "stated", f"stored values x the header's data gain {gain:g} + "
                                                             f"data offset {offset:g}")
-        else:
-            warnings.append("the header's data gain/offset values differ between bands: not applied (one "
-                            "gain and offset per cube only); --normalise NUMBER divides by a number")
-    chosen = decide_range(dtype, options, raw, stated=stated, axes=axes, ignore=ignore_value)
+        elif not (np.isfinite(g if g is not None else 0).all() and np.isfinite(o if o is not None else 0).all()):
+            warnings.append("the header's data gain/offset values are not all finite numbers: ignored")
+        else:  # one gain and offset per band, applied band by band as the values are read
+            band_gain, band_offset = g, o
+            stated = ValueRange(1.0, 0.0, "stated", "stored values x the header's per-band data gain values "
+                                f"({_span(g)}) + data offset values ({_span(o)})")
+    convention = _product_convention(meta, dtype) if stated is None else None
+    chosen = decide_range(dtype, options, raw, stated=stated, convention=convention, axes=axes, ignore=ignore_value)
     warnings.extend(chosen.warnings)
+    if chosen.rule != "stated":  # the user's rule replaces the header's, per-band gains included
+        band_gain = band_offset = None
 
     raw_wavelengths = _float_list(meta, "wavelength")
     if raw_wavelengths is None and meta.get("wavelength") not in (None, "", []):
@@ -238,13 +245,39 @@ def read(path: Path, options: ReadOptions) -> Cube:
 
     return Cube(
         raw=raw, axes=axes, scale=chosen.multiplier, offset=chosen.offset, ignore_value=ignore_value,
-        wavelengths_nm=wavelengths, fwhm_nm=fwhm, bad_bands=bad,
+        band_gain=band_gain, band_offset=band_offset, wavelengths_nm=wavelengths, fwhm_nm=fwhm, bad_bands=bad,
         name=header.stem, source_path=header, normalisation=chosen.text,
         metadata={"format": "envi", "interleave": interleave, "byte_order": "big" if dtype.byteorder == ">" else "little",
                   "data_file": str(data_path), "header": {k: v for k, v in meta.items() if k not in ("wavelength", "fwhm", "bbl")},
                   "warnings": warnings, "value_rule": chosen.rule, **_provenance_of(meta),
                   **({"georef": geo.to_dict()} if geo is not None else {})},
     )
+
+
+def _span(values) -> str:
+    if values is None:
+        return "none"
+    return f"{values.min():g} to {values.max():g}" if np.ptp(values) else f"{values[0]:g}"
+
+
+_AVIRIS = re.compile(r"\baviris", re.I)
+_REFLECTANCE_WORDS = re.compile(r"reflectance|\brfl\b|_rfl|rfl_|_corr_|\bcorr\b", re.I)
+_RADIANCE_WORDS = re.compile(r"radiance|\brdn\b|_rdn|rdn_", re.I)
+
+
+def _product_convention(meta: dict, dtype: np.dtype):
+    """AVIRIS / AVIRIS-NG reflectance stored as int16/uint16 without a stated factor: x 10000, as
+    JPL distributes it. Recognised from the header's ``sensor type`` and ``description`` (never the
+    file name); radiance products (``rdn``) and floats (already reflectance) are left alone."""
+    if dtype.newbyteorder("=") not in (np.dtype(np.int16), np.dtype(np.uint16)):
+        return None
+    sensor, description = str(meta.get("sensor type", "")), str(meta.get("description", ""))
+    if not (_AVIRIS.search(sensor) or _AVIRIS.search(description)):
+        return None
+    text = f"{sensor} {description}"
+    if _RADIANCE_WORDS.search(text) or not _REFLECTANCE_WORDS.search(text):
+        return None
+    return product_convention("AVIRIS reflectance", evidence="the header's sensor type / description")
 
 
 _PROVENANCE_KEY = "provenance json base64"

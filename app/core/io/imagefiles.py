@@ -70,6 +70,48 @@ def _gdal_wavelengths(tif) -> tuple[list | None, str | None]:
     return [by_band[k] for k in sorted(by_band)], units
 
 
+def _gdal_scale_offset(tif, bands: int, warnings: list[str]):
+    """(stated ValueRange or None, per-band gain or None, per-band offset or None) from a GeoTIFF's
+    GDAL_METADATA XML: the per-band ``<Item name="SCALE" sample="k" role="scale">`` and
+    ``OFFSET`` items that GDAL (rasterio's ``scales`` / ``offsets``) writes; value = stored x
+    SCALE + OFFSET, a band without an item has 1 and 0."""
+    tag = tif.pages[0].tags.get("GDAL_METADATA")
+    if tag is None:
+        return None, None, None
+    try:
+        root = ET.fromstring(tag.value)
+    except ET.ParseError:
+        return None, None, None
+    gain, offset = np.ones(bands), np.zeros(bands)
+    found = False
+    for item in root.iter("Item"):
+        role = (item.get("role") or item.get("name") or "").lower()
+        if role not in ("scale", "offset") or item.get("sample") is None:
+            continue
+        try:
+            k, value = int(item.get("sample")), float(item.text)
+        except (TypeError, ValueError):
+            warnings.append(f"GDAL metadata {role.upper()} {item.text!r} of band {item.get('sample')} is not a "
+                            f"number: ignored")
+            continue
+        if not (0 <= k < bands and np.isfinite(value)):
+            warnings.append(f"GDAL metadata {role.upper()} for band {k} ({value:g}) does not fit {bands} bands: ignored")
+            continue
+        (gain if role == "scale" else offset)[k] = value
+        found = True
+    if not found or (np.all(gain == 1.0) and np.all(offset == 0.0)):
+        return None, None, None
+    if np.any(gain == 0.0):
+        warnings.append("GDAL metadata states a SCALE of 0 for some band: the stated scales are ignored")
+        return None, None, None
+    if np.ptp(gain) == 0 and np.ptp(offset) == 0:
+        return ValueRange(float(gain[0]), float(offset[0]), "stated", f"stored values x the GDAL metadata's SCALE "
+                                                                      f"{gain[0]:g} + OFFSET {offset[0]:g}"), None, None
+    text = (f"stored values x the GDAL metadata's per-band SCALE ({gain.min():g} to {gain.max():g}) + OFFSET "
+            f"({offset.min():g} to {offset.max():g})")
+    return ValueRange(1.0, 0.0, "stated", text), gain, offset
+
+
 def _gdal_nodata(tif, warnings: list[str]) -> tuple[float | None, bool]:
     """(no-data value, NaN marks no-data) from a GeoTIFF's GDAL_NODATA tag (42113, ASCII)."""
     tag = tif.pages[0].tags.get(42113)
@@ -133,7 +175,11 @@ def _check_tiff_extent(tif, series, path: Path, logged: list[str]) -> None:
         raise TruncatedFileError(path, f"is truncated or damaged (tifffile: {damage[0]})")
 
 
-def read_tiff(path: Path, options: ReadOptions) -> Cube:
+def read_tiff(path: Path, options: ReadOptions, product=None) -> Cube:
+    """A TIFF / GeoTIFF cube. ``product`` (for sensor products, e.g. EnMAP): a function
+    ``(bands, warnings) -> dict`` called before the value rule is decided, whose keys override what
+    the TIFF itself says: ``stated`` / ``convention`` (ValueRange), ``band_gain`` / ``band_offset``,
+    ``ignore_value``, ``wavelengths_nm``, ``fwhm_nm``, ``bad_bands``, ``name``, ``metadata``."""
     import tifffile
 
     with _tiff_log() as logged:
@@ -155,13 +201,13 @@ def read_tiff(path: Path, options: ReadOptions) -> Cube:
             raise CubeError(path, f"not a readable TIFF ({' '.join(str(exc).split()) or type(exc).__name__}); "
                                   f"the file is truncated or damaged") from None
     try:
-        return _tiff_cube(tif, series, path, options)
+        return _tiff_cube(tif, series, path, options, product)
     except BaseException:
         tif.close()
         raise
 
 
-def _tiff_cube(tif, series, path: Path, options: ReadOptions) -> Cube:
+def _tiff_cube(tif, series, path: Path, options: ReadOptions, product=None) -> Cube:
     import tifffile
 
     shape = tuple(series.shape)
@@ -205,10 +251,18 @@ def _tiff_cube(tif, series, path: Path, options: ReadOptions) -> Cube:
         # GDAL_NODATA 'nan' states that NaN is the no-data value: masked, not an error
         options = dataclasses.replace(options, nonfinite="mask")
     raw = honour_nonfinite(raw, path, options, warnings, lazy=lazy)
-    chosen = decide_range(series.dtype, options, raw, axes=axes, ignore=nodata)
-    warnings.extend(chosen.warnings)
-    wavelengths = _numbers(meta.get("wavelengths_nm"), "wavelengths_nm", warnings)
     bands = raw.shape[axes[2]]
+    stated, band_gain, band_offset = _gdal_scale_offset(tif, bands, warnings)
+    extra = product(bands, warnings) if product is not None else {}
+    if "stated" in extra or "convention" in extra:  # the product's own metadata outranks the TIFF's tags
+        stated, band_gain, band_offset = extra.get("stated"), extra.get("band_gain"), extra.get("band_offset")
+    nodata = extra.get("ignore_value", nodata)
+    chosen = decide_range(series.dtype, options, raw, stated=stated, convention=extra.get("convention"), axes=axes,
+                          ignore=nodata)
+    warnings.extend(chosen.warnings)
+    if chosen.rule != "stated":  # the user's rule (or a convention) replaces stated per-band scales
+        band_gain = band_offset = None
+    wavelengths = _numbers(meta.get("wavelengths_nm"), "wavelengths_nm", warnings)
     if wavelengths is None:
         gdal_wl, units = _gdal_wavelengths(tif)
         wavelengths, note = wavelengths_to_nm(gdal_wl, units, path)
@@ -220,10 +274,16 @@ def _tiff_cube(tif, series, path: Path, options: ReadOptions) -> Cube:
     fwhm = _numbers(meta.get("fwhm_nm"), "fwhm_nm", warnings)
     if fwhm is not None and len(fwhm) != bands:
         fwhm = None
+    if extra.get("wavelengths_nm") is not None:
+        wavelengths = extra["wavelengths_nm"]
+    if extra.get("fwhm_nm") is not None:
+        fwhm = extra["fwhm_nm"]
     cube = Cube(raw=raw, axes=axes, scale=chosen.multiplier, offset=chosen.offset, wavelengths_nm=wavelengths,
-                ignore_value=nodata, nonfinite_nodata=options.nonfinite == "mask", fwhm_nm=fwhm, name=str(meta.get("name") or path.stem), source_path=path, normalisation=chosen.text,
+                band_gain=band_gain, band_offset=band_offset, bad_bands=extra.get("bad_bands"),
+                ignore_value=nodata, nonfinite_nodata=options.nonfinite == "mask", fwhm_nm=fwhm,
+                name=str(extra.get("name") or meta.get("name") or path.stem), source_path=path, normalisation=chosen.text,
                 metadata={"format": "tiff", "layout": layout, "tiff_axes": series.axes, "warnings": warnings,
-                          "value_rule": chosen.rule})
+                          "value_rule": chosen.rule, **extra.get("metadata", {})})
     if meta.get("provenance"):
         cube.metadata["provenance"] = meta["provenance"]
     geo = _tiff_georef(tif, path, meta.get("georef"), warnings)

@@ -5,10 +5,15 @@ Order of evidence (design/protocols.md, "Metric conventions"):
 1. what the file states: ENVI ``reflectance scale factor`` / ``data gain values`` / ``data offset
    values``, a ``maxValue`` / ``max_value`` scalar stored beside the cube, HDF5/NetCDF
    ``scale_factor`` / ``add_offset``, the project's own sidecar;
-2. a known dataset convention: CAVE 16-bit PNG bands / 65535, 8-bit bands / 255;
+2. a known dataset convention: CAVE 16-bit PNG bands / 65535, 8-bit bands / 255; sensor
+   products known to store reflectance x 10000 (EnMAP L2A, AVIRIS(-NG) reflectance, PRISMA L2
+   without its scale attributes: :func:`product_convention`), recognised from the file's own
+   metadata, never from its path;
 3. otherwise, for integer data or floats far outside [0, 1] (above ``FLOAT_UNIT_LIMIT``): the
    literature's rule for real scenes, divide by the maximum of the cube (a GT's own maximum), and
    say so. Floats up to that limit are reflectance already (reconstructions overshoot a little).
+   int16/uint16 data whose maximum lies in ``SCALED_REFLECTANCE_MAX`` look like a reflectance
+   product stored x 10000: the rule stays, with a loud warning (``LOUD``) that says how to override.
 
 A prediction goes onto its GT's scale (:func:`decide_prediction`): it may be stored as float in
 [0, 1] (overshoot allowed), in the GT's own units (the GT's divisor applies), or as 0-255 / 0-65535
@@ -30,6 +35,9 @@ FIT_TOLERANCE = 1.5         # a standard range (0-255, 0-65535, a stated scale) 
 DARK_LIMIT = 0.2            # warn when the maximum after the rule is below this
 MEAN_RATIO_LIMIT = 2.0      # warn when a prediction's mean is this many times away from its GT's
 STANDARD_DIVISORS = {"8bit": 255.0, "16bit": 65535.0}
+REFLECTANCE_PRODUCT_DIVISOR = 10000.0   # EnMAP L2A, AVIRIS(-NG) L2, PRISMA L2 without a stated scale
+SCALED_REFLECTANCE_MAX = (2000.0, 10000.0)  # int16/uint16 maxima that look like reflectance x 10000
+LOUD = "ASSUMPTION"  # warnings starting with this word are also logged when the file is opened
 RULES = ("user", "stated", "convention", "unit", "max", "gt-scale", "8bit", "16bit")
 
 
@@ -133,9 +141,31 @@ def decide(dtype, *, max_of: Callable[[], float], stated: ValueRange | None = No
     vmax = float(max_of())
     if not (vmax > 0 and math.isfinite(vmax)):
         return ValueRange(1.0, 0.0, "unit", f"{what} values used as they are (maximum {vmax:g}; nothing to scale)")
-    return ValueRange(1.0 / vmax, 0.0, "max",
-                      f"{what} values divided by their maximum {vmax:g} (the file states no scale: the literature's "
-                      f"rule for real scenes; {flag} NUMBER overrides)")
+    chosen = ValueRange(1.0 / vmax, 0.0, "max",
+                        f"{what} values divided by their maximum {vmax:g} (the file states no scale: the literature's "
+                        f"rule for real scenes; {flag} NUMBER overrides)")
+    return chosen.with_warnings(scaled_reflectance_warning(dtype, vmax, flag))
+
+
+def scaled_reflectance_warning(dtype, vmax: float, flag: str = "--normalise") -> list[str]:
+    """The loud one-line warning for int16/uint16 data without a stated scale whose maximum lies in
+    ``SCALED_REFLECTANCE_MAX`` (below 10000: at 10000 both rules agree): such files are usually a
+    reflectance product stored x 10000 (EnMAP, AVIRIS, PRISMA exports) whose metadata was lost,
+    and dividing by the maximum would brighten them by 10000 / maximum."""
+    low, high = SCALED_REFLECTANCE_MAX
+    if np.dtype(dtype).newbyteorder("=") not in (np.dtype(np.int16), np.dtype(np.uint16)) or not low <= vmax < high:
+        return []
+    d = REFLECTANCE_PRODUCT_DIVISOR
+    return [f"{LOUD}: {_dtype_words(dtype)} without a stated scale, maximum {vmax:g} (between {low:g} and {d:g}): "
+            f"this looks like reflectance x {d:g}, but it is divided by its maximum as the literature does "
+            f"(values {d / vmax:.3g}x higher than /{d:g}); if it is reflectance x {d:g}, open it with {flag} {d:g}"]
+
+
+def product_convention(product: str, divisor: float = REFLECTANCE_PRODUCT_DIVISOR, evidence: str = "") -> ValueRange:
+    """The rule of a sensor product known to store reflectance x ``divisor`` (step 2: a convention)."""
+    return ValueRange(1.0 / divisor, 0.0, "convention",
+                      f"stored values divided by {divisor:g} ({product} stores reflectance x {divisor:g}"
+                      + (f"; recognised from {evidence}" if evidence else "") + ")")
 
 
 def _dark_warning(chosen: ValueRange, max_of: Callable[[], float] | None) -> ValueRange:
