@@ -138,3 +138,25 @@ def test_visible_view_metrics_of_memory_mapped_cubes_read_the_view_only(tmp_path
         for key in ("psnr_db", "ssim", "sam_deg", "rmse", "cc", "uiqi"):
             assert ma.scope[key] == pytest.approx(mb.scope[key], rel=1e-6, abs=1e-6), key
         assert ma.scope["psnr_db"] != pytest.approx(ma.full["psnr_db"], abs=1e-3)  # the view, not the image
+
+
+def test_paper_figure_of_memory_mapped_cubes_never_loads_them(tmp_path, sample):
+    from app.core.export import figure as F
+
+    gt = np.ascontiguousarray(sample[:128, :144])
+    methods = real_methods(gt)
+    cubes = [("gt", "gt", open_cube(write_bip_uint16(tmp_path / "gt", gt)))]
+    cubes += [("recon", f"m{j}", open_cube(write_bip_uint16(tmp_path / f"m{j}", m))) for j, m in enumerate(methods)]
+    figures = []
+    for scene in (scene_of(cubes), scene_of([(role, name, open_cube(cube.source_path.with_suffix(".hdr")).load())
+                                             for role, name, cube in cubes])):
+        spec = F.PaperFigureSpec(methods=F.default_methods(scene), band=11, views=["true", "band", "error", "sam"],
+                                 error_kind="abs_band")
+        figures.append(F.paper_figure(scene, spec).hsi_provenance["metrics"])
+        if scene.layers[0].cube.is_lazy:
+            assert all(layer.cube.is_lazy for layer in scene.layers)
+    mapped, loaded = figures
+    assert mapped.keys() == loaded.keys() == {"m0", "m1"}
+    for name in mapped:
+        for key in ("psnr_db", "sam_deg", "ssim"):
+            assert mapped[name][key] == pytest.approx(loaded[name][key], rel=1e-5), (name, key)

@@ -480,6 +480,30 @@ class _MetricsCache:
 FIGURE_METRICS = _MetricsCache()
 
 
+def _streamed_metrics(ref, layer, scale, band: int, device) -> dict | None:
+    """The metrics and maps of a pair of which a cube is memory-mapped, by row tiles
+    (``metrics.compute_all_many_streamed``: the cubes are never loaded; every metric the figure
+    shows, equal to ``compute_all``'s to float32 rounding), kept in FIGURE_METRICS; None when the
+    pair is in memory or has no-data pixels or bad bands (then ``compute_all``)."""
+    from app.core.evaluation.analysis import STREAM_TILE_BYTES
+    from app.core.science.metrics import compute_all_many_streamed, ssim_many_streamed, streamable
+
+    cubes = (ref.cube, layer.cube)
+    if all(c.in_memory for c in cubes) or any(c.has_nodata_rule or c.bad_bands is not None for c in cubes) \
+            or not streamable(device):
+        return None
+    h, w, b = ref.cube.shape
+    rows = max(16, STREAM_TILE_BYTES // max(w * b * 4 * 2, 1))
+    readers = [(lambda a, z, c=c: c.region(slice(a, z), slice(None))) for c in cubes]
+    metrics = compute_all_many_streamed(readers[0], readers[1:], ref.cube.shape, tile_rows=rows, scale=scale,
+                                        band_index=band, gt_wavelengths_nm=ref.cube.wavelengths_nm,
+                                        preds_wavelengths_nm=[layer.cube.wavelengths_nm])[0]
+    mean, per_band = ssim_many_streamed(readers[0], readers[1:], ref.cube.shape, tile_rows=rows)[0]
+    metrics = {**metrics, "ssim": mean, "per_band": {**metrics["per_band"], "ssim": per_band}}
+    FIGURE_METRICS.put(ref, layer, scale, device, metrics)
+    return metrics
+
+
 def render_paper_figure(inputs: PaperInputs, cancelled: Callable[[], bool] | None = None) -> Figure | None:
     """:func:`paper_figure` from frozen inputs; safe off the GUI thread (the metrics and pictures
     are computed without the matplotlib lock, which is held only while drawing). ``cancelled``
@@ -497,6 +521,8 @@ def render_paper_figure(inputs: PaperInputs, cancelled: Callable[[], bool] | Non
         if ref is not None and layer.uid != ref.uid:
             metrics = FIGURE_METRICS.get(ref, layer, inputs.analysis_scale, spec.device)
             if metrics is None:  # (whole-image metrics and maps: the band only picks maps['abs_error'], unused here)
+                metrics = _streamed_metrics(ref, layer, inputs.analysis_scale, band, spec.device)
+            if metrics is None:
                 metrics = compute_all(ref.cube.data, layer.cube.data, scale=inputs.analysis_scale, band_index=band,
                                       gt_wavelengths_nm=ref.cube.wavelengths_nm,
                                       pred_wavelengths_nm=layer.cube.wavelengths_nm, device=spec.device)
@@ -522,7 +548,8 @@ def render_paper_figure(inputs: PaperInputs, cancelled: Callable[[], bool] | Non
         levels["band"] = percentile_levels(base, *inputs.percentiles)
     if "error" in spec.views:
         if spec.error_kind == "abs_band":
-            images["error"] = [None if c.metrics is None else abs_error_map(ref.cube.data, c.layer.cube.data, band)
+            images["error"] = [None if c.metrics is None else  # (one band of each cube read)
+                               abs_error_map(ref.cube.band(band)[..., None], c.layer.cube.band(band)[..., None], 0)
                                for c in columns]
         else:
             images["error"] = [None if c.metrics is None else c.metrics["maps"]["rmse"] for c in columns]
