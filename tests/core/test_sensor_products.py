@@ -393,3 +393,27 @@ def test_main_info_on_products(tmp_path):
     assert "Traceback" not in done.stderr
     loud = [line for line in done.stderr.splitlines() if line.startswith("WARNING:") and "--normalise 10000" in line]
     assert len(loud) == 1 and str(bare) in loud[0]
+
+
+def test_product_metadata_that_does_not_fit_is_a_one_line_error_naming_the_file(tmp_path):
+    import h5py
+
+    from app.core.errors import CubeError
+    from app.core.io import FORMATS
+
+    dn = _reflectance_dn(8)
+    tif, xml, _, _ = _enmap_product(tmp_path / "e", dn)
+    xml.write_text(_enmap_xml(range(400, 407), [7.0] * 7, [1.0] * 7, [0.0] * 7), encoding="utf-8")  # 7 of 8 bands
+    with pytest.raises(CubeError) as err:
+        open_cube(tif)
+    assert str(xml) in str(err.value) and "7 bands" in str(err.value) and "holds 8" in str(err.value)
+    he5 = tmp_path / "p.he5"
+    _prisma(he5)
+    with h5py.File(he5, "a") as f:
+        f.attrs["List_Cw_Swir"] = np.arange(5, dtype=np.float32)  # the SWIR cube has 6 bands
+    with pytest.raises(CubeError) as err:
+        open_cube(he5)
+    assert str(he5) in str(err.value) and "List_Cw_Swir lists 5 values for 6 bands" in str(err.value)
+    with pytest.raises(CubeError, match="--var and --layout do not apply"):
+        open_cube(tmp_path / "p.he5", var="VNIR_Cube")
+    assert not any(".hdf" in f.extensions for f in FORMATS.values())  # HDF4 is not advertised
