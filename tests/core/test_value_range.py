@@ -99,6 +99,35 @@ def test_compare_real_counts_with_predictions_as_unit_floats_and_as_counts(tmp_p
     assert 30 < expected_unit < 50  # a realistic figure (the old /65535 rule gave ~ 60 dB here)
 
 
+def test_compare_reads_a_gt_with_its_stated_scale_factor_as_every_reader_does(tmp_path, jasper_counts):
+    """A NetCDF-style HDF5 GT (real counts, scale_factor 1e-4 and add_offset 0.002 as attributes): compare
+    takes the file's own scale like open_cube, not the GT's maximum; predictions as reflectance floats
+    and as counts in the GT's units both give the MPSNR of numpy on the stated reflectance."""
+    import h5py
+
+    from app.core.io import open_cube
+
+    gt = jasper_counts
+    refl = gt * 1e-4 + 0.002
+    rng = np.random.default_rng(11)
+    pred_counts = np.clip(gt.astype(np.float64) * rng.normal(1.0, 0.03, gt.shape), 0, None)
+    with h5py.File(tmp_path / "jasper.h5", "w") as f:
+        d = f.create_dataset("reflectance", data=gt)
+        d.attrs["scale_factor"], d.attrs["add_offset"] = 1e-4, 0.002
+    (tmp_path / "refl").mkdir()
+    (tmp_path / "counts").mkdir()
+    np.save(tmp_path / "refl" / "jasper.npy", (pred_counts * 1e-4 + 0.002).astype(np.float32))
+    np.save(tmp_path / "counts" / "jasper.npy", np.round(pred_counts).astype(np.uint16))
+    assert open_cube(tmp_path / "jasper.h5", layout="HWB").data == pytest.approx(refl.astype(np.float32), abs=1e-6)
+    doc = compare(tmp_path / "jasper.h5", [tmp_path / "refl", tmp_path / "counts"], gt_layout="HWB", layout="HWB",
+                  device="cpu")
+    assert not doc["errors"], doc["errors"]
+    rows = {r["model"]: r for r in doc["results"]}
+    assert rows["refl"]["psnr"] == pytest.approx(mpsnr(refl, pred_counts * 1e-4 + 0.002), abs=0.01)
+    assert rows["counts"]["psnr"] == pytest.approx(mpsnr(refl, np.round(pred_counts) * 1e-4 + 0.002), abs=0.01)
+    assert "scale_factor" in rows["refl"]["gt_range_rule"] or "stated" in rows["refl"]["gt_range_rule"]
+
+
 def test_a_float_prediction_overshooting_to_1_9_is_read_as_unit_data(tmp_path):
     gt = load_sample_gt().data[:96, :96].copy()     # real CAVE reflectance in [0, 1]
     rng = np.random.default_rng(3)

@@ -47,7 +47,7 @@ from app.core.science.metric_table import COLUMNS, HIGHER_IS_BETTER, METRICS
 from app.core.io._common import atomic_path, zero_nonfinite
 from app.core.io.envi import header_for
 from app.core.io.cluster import SINGLE_PROCESS, compute_threads, threads_as
-from app.core.io.value_range import RangeUndecided, ValueRange, decide, decide_prediction, parse_user_range
+from app.core.io.value_range import LOUD, RangeUndecided, ValueRange, decide, decide_prediction, parse_user_range
 from app.core.science.metrics import CONVENTIONS, compute_all, metric_conventions
 from app.core.io.provenance import file_fingerprint, stamp
 
@@ -61,7 +61,7 @@ _RANGE_TITLES = {"unit": "[0, 1]", "8bit": "0-255", "16bit": "0-65535"}
 RANGE_TOLERANCE = 1.5  # a range still fits when the maximum overshoots it by up to 50 % (unclipped outputs)
 MEAN_WARNING_RATIO = 3.0  # warn when the prediction's mean is this far from the GT's after scaling
 
-CUBE_EXTENSIONS = {".mat", ".npy", ".npz", ".h5", ".hdf5", ".he5", ".hdf", ".tif", ".tiff", ".hdr"}
+CUBE_EXTENSIONS = {".mat", ".npy", ".npz", ".h5", ".hdf5", ".he5", ".nc", ".hdf", ".tif", ".tiff", ".hdr"}
 ENVI_DATA_EXTENSIONS = {".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin"}
 MATCH_SUFFIXES = ("pred", "preds", "prediction", "predicted", "sr", "out", "output", "outputs", "result", "results",
                   "res", "recon", "rec", "reconstruction", "reconstructed", "fused", "fusion", "est", "estimate",
@@ -267,13 +267,14 @@ def _close_handles(cube) -> None:
                 handle.close()
 
 
-def _stated_scale(cube) -> tuple[float, str] | None:
-    """The value rule a file states itself (ENVI reflectance scale factor, PNG bit depth)."""
-    fmt = cube.metadata.get("format")
-    if fmt == "png-folder":
-        return cube.scale, cube.normalisation
-    if fmt == "envi" and str(cube.metadata.get("header", {}).get("reflectance scale factor", "")).strip():
-        return cube.scale, cube.normalisation
+def _stated_scale(cube) -> tuple[float, float, str] | None:
+    """(multiplier, offset, rule in words) when the reader took the scale from the file itself or from
+    its product's convention (ENVI reflectance scale factor or data gain, HDF5/NetCDF scale_factor and
+    add_offset, a maxValue beside the cube, GeoTIFF SCALE/OFFSET, PNG bit depth, EnMAP/AVIRIS
+    reflectance x 10000): compare then reads the file as every other command does. A per-band gain
+    stays in the stored values (``Cube.band_gain``), this is the scale on top of it."""
+    if (cube.metadata or {}).get("value_rule") in ("stated", "convention"):
+        return cube.scale, cube.offset, cube.normalisation
     return None
 
 
@@ -291,7 +292,7 @@ def _decide_range(raw: np.ndarray, mode, *, stated: tuple[float, str] | None, re
     vmean = float(finite.mean(dtype=np.float64)) if finite.size else 0.0
     stated_range = None
     if stated is not None and stated[0] > 0:
-        stated_range = ValueRange(float(stated[0]), 0.0, "stated", stated[1])
+        stated_range = ValueRange(float(stated[0]), float(stated[1]), "stated", stated[2])
     try:
         if gt_range is None:
             chosen = decide(np.dtype(what), max_of=lambda: vmax, stated=stated_range, user=mode, flag=flag)
@@ -393,7 +394,9 @@ def _read(path: Path, *, var: str | None, layout: str | None, mode: str, nonfini
             np.multiply(raw, np.float32(chosen.multiplier), out=raw)
         if chosen.offset:
             np.add(raw, np.float32(chosen.offset), out=raw)
-        notes.extend(w for w in cube.metadata.get("warnings", []) if "CAVE-style folder" not in w)
+        # (the reader's loud assumption about the scale is compare's own decision here, said once above)
+        notes.extend(w for w in cube.metadata.get("warnings", [])
+                     if "CAVE-style folder" not in w and not w.startswith(LOUD))
         mean = math.nan
         if gt_shape is None and raw.size:  # GT only
             mean = float((raw if nodata is None else raw[~nodata]).mean(dtype=np.float64))
