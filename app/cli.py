@@ -14,16 +14,23 @@ from pathlib import Path
 ROLES = ("gt", "lr", "guide", "recon")
 
 
-def _add_read_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("reading files")
+_WAVELENGTHS_HELP = ("band centres from a side file (.txt/.csv): one value per band, or two columns (band index, "
+                     "wavelength), header lines allowed; nm, or micrometres when the file says so or the values "
+                     "are below 30 (converted); they replace the file's own")
+
+
+def _add_read_options(p: argparse.ArgumentParser, *, nonfinite: bool = True, each: str = "") -> None:
+    g = p.add_argument_group("reading files" + (f" ({each})" if each else ""))
     g.add_argument("--var", help="variable/dataset holding the cube (.mat, .npz, .h5)")
     g.add_argument("--layout", help="stored axis order, e.g. HWB or BHW (MATLAB order for .mat); BP/PB for 2-D")
     g.add_argument("--hw", nargs=2, type=int, metavar=("H", "W"), help="height and width of a 2-D bands x pixels matrix")
     g.add_argument("--normalise", default="auto",
                    help="how stored values become reflectance: auto (stated rule), none, max, or a number to divide by")
-    g.add_argument("--nonfinite", choices=("error", "zero", "mask"), default="error",
-                   help="NaN/Inf values: refuse the file (default), read them as 0, or read them as 0 and mark "
-                        "their pixels as no-data (mask: left out of the metrics)")
+    if nonfinite:
+        g.add_argument("--nonfinite", choices=("error", "zero", "mask"), default="error",
+                       help="NaN/Inf values: refuse the file (default), read them as 0, or read them as 0 and mark "
+                            "their pixels as no-data (mask: left out of the metrics)")
+    g.add_argument("--wavelengths", metavar="FILE", help=_WAVELENGTHS_HELP)
 
 
 _EXCLUDE_HELP = ("bands left out of the metrics, by centre wavelength in nm: ranges and single values, e.g. "
@@ -58,7 +65,8 @@ _SCHEDULER_HELP = ("run on a dask.distributed cluster: tcp://HOST:PORT connects 
 
 def _read_kwargs(args) -> dict:
     return dict(var=args.var, layout=args.layout, hw=tuple(args.hw) if args.hw else None,
-                normalise=_normalise_option(args.normalise), nonfinite=args.nonfinite)
+                normalise=_normalise_option(args.normalise), nonfinite=getattr(args, "nonfinite", "error"),
+                wavelengths=getattr(args, "wavelengths", None))
 
 
 def _normalise_option(text: str) -> str | float:
@@ -99,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
                               help="open every PATH as a reconstruction, in this order (the flag may repeat)")
         else:
             view.add_argument(f"--{role}", action="append", default=[], metavar="PATH", help=f"open PATH as {role}")
+    view.add_argument("--var", help="variable/dataset holding the cube in every file (.mat, .npz, .h5), e.g. HSim")
+    for role in ROLES:
+        view.add_argument(f"--{role}-var", metavar="NAME",
+                          help=f"variable holding the {role} cube (instead of --var), e.g. --guide-var MSim to "
+                               f"take the guide from the same .mat")
+    view.add_argument("--layout", help="stored axis order of the files, e.g. HWB or BHW (MATLAB order for .mat)")
+    view.add_argument("--wavelengths", metavar="FILE",
+                      help=_WAVELENGTHS_HELP + "; for the hyperspectral files (GT, LR, reconstructions), not the "
+                                               "guide (File > Attach wavelengths… does it for one layer)")
     view.add_argument("--no-sample", action="store_true", help="start empty when no file is given")
     view.add_argument("--screenshot", metavar="PNG", help="render the window, save it as PNG and quit")
 
@@ -144,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_read_options(sr)
 
     ev = sub.add_parser("eval", help="simulate inputs from GT cubes, run models, compute the metrics")
-    ev.add_argument("--gt", nargs="+", required=True, help="GT cubes, CAVE scene folders, or a folder of them")
+    ev.add_argument("--gt", nargs="+", required=True,
+                    help="GT cubes, CAVE scene folders, or a dataset folder of them (cube files of any supported "
+                         "format: .mat, .h5, .npy, .tif, ENVI .hdr, ...; --var and --layout apply to each)")
     ev.add_argument("--protocol", required=True)
     ev.add_argument("--models", default="all", help="comma-separated model names, or all")
     ev.add_argument("--device", default="auto")
@@ -161,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write the results as JSON here")
     ev.add_argument("--scheduler", type=_scheduler_option, metavar="ADDRESS",
                     help=_SCHEDULER_HELP + "; one task per image and model")
+    _add_read_options(ev, nonfinite=False, each="applied to every GT file")
 
     cmp = sub.add_parser("compare", help="metrics of existing predictions against GT cubes (files or folders)",
                          description="Compare predictions with ground-truth cubes. PATH is a cube file or a folder "
@@ -189,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="NaN/Inf values: the file is an error entry (default), they read as 0, or mask (read as "
                           "0, their pixels left out of the metrics and counted)")
     cmp.add_argument("--exclude-bands", metavar="NM", help=_EXCLUDE_HELP)
+    cmp.add_argument("--wavelengths", metavar="FILE",
+                     help=_WAVELENGTHS_HELP + "; applied to every GT file; the predictions are compared band by "
+                                              "band with their GT, and one without wavelengths takes the GT's")
     cmp.add_argument("--crop", action="store_true",
                      help="compare a prediction smaller than the GT (a border, or a multiple of the scale) "
                           "with the matching part of the GT")
@@ -206,19 +229,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the registered models and what they need")
 
-    tr = sub.add_parser("train", help="train a registered model on a folder of CAVE scene folders",
+    tr = sub.add_parser("train", help="train a registered model on a dataset folder (CAVE scene folders, cube files)",
                         description="Train a model with a named degradation protocol on the train scenes of a split "
                                     "file (resources/splits/), validating on its val scenes; checkpoints go to "
                                     "runs/<out name>/ in the current folder, weights to --out. Same options and "
                                     "--seed, same weights.")
     tr.add_argument("--model", required=True, help="registered model name, e.g. cst")
-    tr.add_argument("--data", required=True, help="folder of CAVE-style scene folders (PNG bands)")
+    tr.add_argument("--data", required=True,
+                    help="dataset folder: CAVE-style scene folders (PNG bands) and/or cube files of any supported "
+                         "format (.mat, .h5, .npy, .tif, ENVI .hdr, ...; a file's scene name is its stem)")
     tr.add_argument("--protocol", required=True, help="degradation protocol, e.g. bicubic-x4")
     tr.add_argument("--split", default="auto",
-                    help="split file: a name in resources/splits (cave) or a JSON path; 'none' holds out the last "
-                         "--val scenes; 'auto' (default): cave when --data holds its scenes, else none")
+                    help="split file: a name in resources/splits (cave) or a JSON path naming scenes (folder names, "
+                         "file stems); 'none' holds out the last --val scenes; 'auto' (default): cave when --data "
+                         "holds its scenes, else none")
     tr.add_argument("--val", type=int, default=4,
-                    help="without a split file: scenes held out for validation (default 4)")
+                    help="without a split file: scenes (the last by name) held out for validation (default 4)")
     tr.add_argument("--iters", type=int, default=10000, help="training iterations (default 10000)")
     tr.add_argument("--batch", type=int, default=8, help="patches per batch (default 8)")
     tr.add_argument("--patch", type=int, default=64, help="HR patch size in px, a multiple of the scale (default 64)")
@@ -249,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue from the checkpoint, or from the --out weights when there is none (then with "
                          "a fresh optimizer, schedule and --time-limit budget)")
     tr.add_argument("--out", required=True, help="weights file to write (.safetensors)")
+    _add_read_options(tr, nonfinite=False, each="applied to every scene file")
 
     bench = sub.add_parser("bench", help="measure speed and memory; prints ratios measured in one run")
     bench.add_argument("--only", action="append", choices=("io", "load", "redraw", "spectra", "metrics", "compare", "viewer", "models"),
@@ -344,12 +371,34 @@ def _gui_app():
     return qt_app
 
 
-def cmd_view(args) -> int:
-    run_viewer = _gui_app().run_viewer
-
+def view_files(args) -> list[tuple]:
+    """(role, path) of every file the view command names, with a third item, the ``open_cube``
+    options, when there are any: ``--<role>-var`` (else ``--var``) and ``--layout`` for each,
+    ``--wavelengths`` for the hyperspectral roles (not the guide)."""
     files = [("recon", f) for f in args.files]
     for role in ROLES:
         files += [(role, f) for f in getattr(args, role)]
+    out = []
+    for role, path in files:
+        options = {}
+        var = getattr(args, f"{role}_var", None) or args.var
+        if var:
+            options["var"] = var
+        if args.layout:
+            options["layout"] = args.layout
+        if args.wavelengths and role != "guide":
+            options["wavelengths"] = args.wavelengths
+        out.append((role, path, options) if options else (role, path))
+    return out
+
+
+def cmd_view(args) -> int:
+    files = view_files(args)
+    if args.wavelengths:  # a bad list is said at once, before the window opens
+        from app.core.io.wavelengths import read_wavelength_file
+
+        read_wavelength_file(args.wavelengths)
+    run_viewer = _gui_app().run_viewer
     return run_viewer(files, open_sample=not args.no_sample, screenshot=args.screenshot)
 
 
@@ -478,7 +527,8 @@ def cmd_eval(args) -> int:
     try:
         doc = evaluate(args.gt, args.protocol, models if models != ["all"] else "all", device=args.device,
                        steps=args.steps, seed=args.seed, on_item=on_item, options=_model_options(args),
-                       exclude_bands=args.exclude_bands, nonfinite=args.nonfinite, scheduler=args.scheduler)
+                       exclude_bands=args.exclude_bands, nonfinite=args.nonfinite, scheduler=args.scheduler,
+                       read_options=_read_kwargs(args))
     finally:
         done.close()
     print(format_table(doc))
@@ -511,7 +561,7 @@ def cmd_compare(args) -> int:
         doc = compare(args.gt, args.pred, names=args.name, scale=args.scale, var=args.var, layout=args.layout,
                       pred_range=args.pred_range, gt_var=args.gt_var, gt_layout=args.gt_layout,
                       gt_range=args.gt_range, nonfinite=args.nonfinite, crop=args.crop, per_band=args.per_band,
-                      exclude_bands=args.exclude_bands,
+                      exclude_bands=args.exclude_bands, gt_wavelengths=args.wavelengths,
                       device=args.device, workers=args.workers, on_progress=on_progress, scheduler=args.scheduler)
     finally:
         bar.close()
@@ -554,7 +604,8 @@ def cmd_train(args) -> int:
                         schedule=args.schedule, device=args.device, resume=args.resume, val_every=args.val_every,
                         val_crop=args.val_crop, ckpt_every=args.ckpt_every, time_limit_min=args.time_limit,
                         stop_after=args.stop_after, split=args.split, seed=args.seed, run_dir=args.run_dir,
-                        threads=args.threads, model_options=options, early_stop=args.early_stop, keep=args.keep)
+                        threads=args.threads, model_options=options, early_stop=args.early_stop, keep=args.keep,
+                        read_options=_read_kwargs(args))
     summary = train(opts, log=lambda msg: print(msg, flush=True))
     val = summary["val_psnr"]
     tail = f", validation {val:.3f} dB vs bicubic {summary['bicubic_val_psnr']:.3f} dB" if val is not None else ""

@@ -226,6 +226,11 @@ class MainWindow(QMainWindow):
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         file_menu.addMenu(self.recent_menu)
         file_menu.addAction(self.sample_action)
+        self.attach_wavelengths_action = self._action(
+            "Attach &wavelengths…", self.attach_wavelengths_dialog, None,
+            "Read the band centres of a layer from a .txt/.csv side file (one value per band, nm or µm)")
+        self.attach_wavelengths_action.setEnabled(False)
+        file_menu.addAction(self.attach_wavelengths_action)
         file_menu.addSeparator()
         self.browser_action = self._action("Open results &browser…", self.open_results_browser, "Ctrl+B",
                                            "Browse compare/eval results: sortable table, chart, open an image")
@@ -507,14 +512,15 @@ class MainWindow(QMainWindow):
             self.settings.setValue("last_dir", str(Path(paths[0]).parent))
             self.open_files(items)
 
-    def open_files(self, items: Iterable[tuple[str, str]], *, background: bool = True) -> None:
-        """Open each (role, path); errors become dialogs, ambiguity becomes a picker."""
-        for role, path in items:
+    def open_files(self, items: Iterable[tuple], *, background: bool = True) -> None:
+        """Open each (role, path) or (role, path, open_cube options such as {'var': 'MSim'}); errors
+        become dialogs, ambiguity becomes a picker."""
+        for role, path, *rest in items:
             if role not in ROLES:
                 self.report(HsiError(f"{path}: unknown role {role!r}; use one of {', '.join(ROLES)}"),
                              f"Cannot open {Path(path).name}")
                 continue
-            self._start_load(role, str(path), {}, background)
+            self._start_load(role, str(path), dict(rest[0]) if rest and rest[0] else {}, background)
 
     def open_sample(self, *, background: bool = True) -> None:
         self.run_job(load_sample, self._on_sample_loaded,
@@ -575,7 +581,57 @@ class MainWindow(QMainWindow):
             return
         self._remember(role, path, options)
         self._ensure_pixel()
-        self.statusBar().showMessage(f"Opened {cube.describe()}", 6000)
+        # how the file was read when the file did not say it (an assumed layout, a side file's wavelengths)
+        notes = [w for w in cube.metadata.get("warnings", []) if w.startswith(("layout:", "wavelengths from"))]
+        self.statusBar().showMessage("  ·  ".join([f"Opened {cube.describe()}", *notes]), 12000 if notes else 6000)
+
+    def attach_wavelengths_dialog(self) -> None:
+        """File ▸ Attach wavelengths…: pick the layer (the reference unless told), then the side file."""
+        from PyQt6.QtWidgets import QInputDialog
+
+        from app.core.io.wavelengths import WAVELENGTH_FILE_FILTER
+
+        layers = list(self.scene.layers)
+        if not layers:
+            return
+        layer = self.scene.reference
+        if len(layers) > 1:
+            labels = [f"{l.label} ({l.cube.bands} bands)" for l in layers]
+            choice, ok = QInputDialog.getItem(self, "Attach wavelengths", "Layer:", labels,
+                                              layers.index(layer), False)
+            if not ok:
+                return
+            layer = layers[labels.index(choice)]
+        source = layer.cube.source_path
+        start = str(Path(source).parent if source else self.settings.value("last_dir", str(Path.home())))
+        path, _ = QFileDialog.getOpenFileName(self, f"Wavelengths for {layer.label} ({layer.cube.bands} bands)",
+                                              start, WAVELENGTH_FILE_FILTER)
+        if path:
+            self.attach_wavelengths(layer, path)
+
+    def attach_wavelengths(self, layer, path: str) -> bool:
+        """Give ``layer`` the band centres of the side file ``path``; the panels, true colour and
+        spectra are drawn again. (The viewer has no undo stack: attaching another file, or opening
+        the cube again, replaces them.) False, with the error shown, when the file does not fit."""
+        from app.core.io.wavelengths import attach_wavelengths, read_wavelength_file
+
+        try:
+            parsed = read_wavelength_file(path, layer.cube.bands)
+        except HsiError as exc:
+            self.report(exc, "Cannot attach the wavelengths")
+            return False
+        old = layer.cube
+        # a new cube object (the pictures are cached per cube): same values, same loaded data
+        cube = old.replace(metadata={**old.metadata, "warnings": list(old.metadata.get("warnings", []))})
+        cube._bsq = old._bsq  # the band-sequential copy holds the same values
+        attach_wavelengths(cube, path, parsed)
+        options = dict(old.metadata.get("open_options") or {})
+        options["wavelengths"] = str(Path(path).resolve())
+        cube.metadata["open_options"] = options  # how the file is to be opened again
+        layer.cube = cube
+        self.scene.events.layers.emit(self.scene.layers)
+        self.statusBar().showMessage(f"{layer.label}: {parsed[1]}", 12000)
+        return True
 
     def _on_sample_loaded(self, pairs) -> None:
         for role, cube in pairs:
@@ -847,6 +903,7 @@ class MainWindow(QMainWindow):
         has_layers = bool(self.scene.layers)
         self.export_action.setEnabled(has_layers)
         self.close_all_action.setEnabled(has_layers)
+        self.attach_wavelengths_action.setEnabled(has_layers)
         self._update_status()
         self._update_note()
 

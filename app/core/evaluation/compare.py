@@ -350,10 +350,12 @@ def _stored_dtype(cube) -> str:
 
 
 def _read(path: Path, *, var: str | None, layout: str | None, mode: str, nonfinite: str = "error",
-          gt_shape=None, ref_mean: float | None = None, gt_range: ValueRange | None = None) -> _Loaded:
-    """Open a cube, fit its axes to ``gt_shape`` (predictions), decide its value range, load it."""
+          gt_shape=None, ref_mean: float | None = None, gt_range: ValueRange | None = None,
+          wavelengths: str | None = None) -> _Loaded:
+    """Open a cube, fit its axes to ``gt_shape`` (predictions), decide its value range, load it
+    (``wavelengths``: a side file of band centres, for the GT)."""
     notes: list[str] = []
-    kwargs = dict(var=var, layout=layout, nonfinite=nonfinite)
+    kwargs = dict(var=var, layout=layout, nonfinite=nonfinite, wavelengths=wavelengths)
     reader_guess = True
     try:
         cube = open_cube(path, **kwargs)
@@ -472,7 +474,7 @@ def _load_group(g: Item, entries: list[tuple[str, Item]], opts: dict) -> tuple[I
     problem, [(method, item, prediction, GT view, crop, problem or None)])."""
     try:
         gt_loaded = _read(g.path, var=opts["gt_var"], layout=opts["gt_layout"], mode=opts["gt_range"],
-                          nonfinite=opts["nonfinite"])
+                          nonfinite=opts["nonfinite"], wavelengths=opts.get("gt_wavelengths"))
     except Exception as exc:  # noqa: BLE001 - every problem of a file becomes one error line
         text = _one_line(g.path, exc)
         if isinstance(exc, AmbiguousCubeError):  # the GT's own flags
@@ -527,7 +529,7 @@ def _absolute(item: Item) -> Item:
 def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None = None,
             gt_var: str | None = None, layout: str | None = None, gt_layout: str | None = None,
             pred_range: str = "auto", gt_range: str = "auto", nonfinite: str = "error", crop: bool = False,
-            per_band: bool = False, exclude_bands=None,
+            per_band: bool = False, exclude_bands=None, gt_wavelengths: str | Path | None = None,
             device: str = "auto", workers: int | None = None,
             on_progress: Callable[[int, int, dict], None] | None = None,
             should_cancel: Callable[[], bool] | None = None, scheduler: str | None = None) -> dict:
@@ -541,6 +543,9 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         var / layout / pred_range: how prediction files are read (``var``: variable in .mat/.npz/.h5;
             ``layout``: forced stored axis order; ``pred_range``: auto, unit, 8bit, 16bit or max).
         gt_var / gt_layout / gt_range: the same for the GT files.
+        gt_wavelengths: a side file (.txt/.csv, one value per band, nm or µm) with the band centres of
+            every GT file (replacing a file's own); predictions are compared on the GT's bands, so
+            a prediction without wavelengths takes the GT's (the per-band curves and --exclude-bands).
         nonfinite: 'error' (a file with NaN/Inf is an error entry), 'zero' (read them as 0, said) or
             'mask' (read as 0 and their pixels left out of the metrics, counted).
         exclude_bands: wavelength ranges in nm ('1340-1460,1790-1960', or (low, high) pairs) whose
@@ -630,7 +635,8 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         raise HsiError(f"nonfinite must be 'error', 'zero' or 'mask', not {nonfinite!r}")
     opts = {"var": var, "layout": layout, "pred_range": pred_range, "gt_var": gt_var, "gt_layout": gt_layout,
             "gt_range": gt_range, "nonfinite": nonfinite, "scale": scale, "crop": crop, "device": dev,
-            "per_band": per_band, "exclude_ranges": exclude_ranges}
+            "per_band": per_band, "exclude_ranges": exclude_ranges,
+            "gt_wavelengths": None if gt_wavelengths is None else str(Path(gt_wavelengths).expanduser().absolute())}
 
     results: list[dict] = []
     errors: list[dict] = []
@@ -728,7 +734,8 @@ def compare(gt, preds, *, names=None, scale: int | None = None, var: str | None 
         "options": {"var": var, "layout": layout, "pred_range": pred_range, "gt_var": gt_var,
                     "gt_layout": gt_layout, "gt_range": gt_range, "nonfinite": nonfinite, "crop": bool(crop),
                     # (only when given: a viewer reading an older document sees the same keys)
-                    **({"exclude_bands": [list(r) for r in exclude_ranges]} if exclude_ranges else {})},
+                    **({"exclude_bands": [list(r) for r in exclude_ranges]} if exclude_ranges else {}),
+                    **({"gt_wavelengths": opts["gt_wavelengths"]} if gt_wavelengths is not None else {})},
     }, "compare", metric_conventions=metric_conventions(),
         arguments={"gt": str(gt), "preds": [str(p) for p in preds], "names": names, "scale": scale,
                    "per_band": bool(per_band), "device": device})

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from app.core.cube import Cube, parse_nm_ranges
-from app.core.io.datasets import scene_folders
+from app.core.io.datasets import dataset_items, scene_name
 from app.core.science.degrade import parse_protocol, simulate
 from app.core.inference.engine import Progress, run_to_end
 from app.core.inference.runs import execute, plan_for_cubes, simulate_inputs, simulated_georefs
@@ -110,11 +110,16 @@ def _row_provenance(prov: dict) -> dict:
 
 
 def gt_items(paths) -> list[Path]:
-    """GT files/folders: a cube file, a CAVE scene folder, or a folder of CAVE scene folders."""
+    """GT files/folders: a cube file, a CAVE scene folder, or a dataset folder of cube files of any
+    supported format (.mat, .h5, .npy, .tif, ENVI, ...) and/or CAVE scene folders."""
     items: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            items.extend(scene_folders(p))
+            found = dataset_items(p)
+            if not found:
+                raise HsiError(f"{p}: no ground-truth cube in this folder (cube files such as .mat, .h5, .npy, "
+                               f".tif, ENVI .hdr, or CAVE scene folders of PNG bands)")
+            items.extend(found)
         elif p.exists():
             items.append(p)
         else:
@@ -122,6 +127,13 @@ def gt_items(paths) -> list[Path]:
     if not items:
         raise HsiError("no ground-truth cube found in " + ", ".join(map(str, paths)))
     return items
+
+
+def _absolute_options(read_options: dict | None) -> dict | None:
+    """Read options for a cluster worker: a wavelength side file by its absolute path."""
+    if not read_options or not read_options.get("wavelengths"):
+        return read_options
+    return {**read_options, "wavelengths": str(Path(read_options["wavelengths"]).expanduser().absolute())}
 
 
 def _reason(message: str) -> str:
@@ -140,8 +152,8 @@ class _Inputs:
     excl: np.ndarray | None
 
 
-def _prepare(gt_path, proto, *, seed: int, nonfinite: str, exclude_ranges) -> _Inputs:
-    gt = open_cube(gt_path, nonfinite=nonfinite).load()
+def _prepare(gt_path, proto, *, seed: int, nonfinite: str, exclude_ranges, read_options: dict | None = None) -> _Inputs:
+    gt = open_cube(gt_path, **{**(read_options or {}), "nonfinite": nonfinite}).load()
     excl = gt.excluded_bands(exclude_ranges)
     excl = excl if excl.any() else None
     lr, guide = simulate_inputs(gt, proto.name, seed=seed)
@@ -152,7 +164,7 @@ def _prepare(gt_path, proto, *, seed: int, nonfinite: str, exclude_ranges) -> _I
         (r0, r1), (c0, c1) = crop["rows"], crop["cols"]
         hr = hr[r0:r1, c0:c1]
         nodata = None if nodata is None else nodata[r0:r1, c0:c1]
-    return _Inputs(gt.name, lr, guide, hr, nodata, excl)
+    return _Inputs(scene_name(gt_path), lr, guide, hr, nodata, excl)
 
 
 def _run_pair(inputs: _Inputs, spec, proto, *, device: str, steps: int | None, seed: int, options: dict | None,
@@ -208,7 +220,7 @@ def eval_pair(gt_path: str, model: str, settings: dict) -> dict:
         spec = registry.get(model)
         with threads_as(settings.get("threads")):
             inputs = _prepare(gt_path, proto, seed=settings["seed"], nonfinite=settings["nonfinite"],
-                              exclude_ranges=settings["exclude_ranges"])
+                              exclude_ranges=settings["exclude_ranges"], read_options=settings.get("read_options"))
             item, used = _run_pair(inputs, spec, proto, device=settings["device"], steps=settings["steps"],
                                    seed=settings["seed"], options=settings["options"])
     except Exception as exc:  # noqa: BLE001 - every problem of a pair becomes its error row
@@ -219,7 +231,8 @@ def eval_pair(gt_path: str, model: str, settings: dict) -> dict:
 def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = "auto", steps: int | None = None,
              seed: int = 0, on_item: Callable[[EvalItem], None] | None = None,
              on_progress: Callable[[Progress], None] | None = None, options: dict | None = None,
-             exclude_bands=None, nonfinite: str = "error", scheduler: str | None = None) -> dict:
+             exclude_bands=None, nonfinite: str = "error", scheduler: str | None = None,
+             read_options: dict | None = None) -> dict:
     """Simulate each GT's inputs with ``protocol``, run every model that fits, compute the metrics.
     ``options``: model build options (e.g. {'blind': True}), each given only to the models that have it.
     ``exclude_bands``: nm ranges ('1340-1460,1790-1960') left out of the band means, with the GT's
@@ -230,6 +243,9 @@ def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = 
     ``scheduler``: 'tcp://HOST:PORT' or 'local:N' runs one dask task per (image, model) pair (see
     :mod:`app.core.io.cluster`; ``on_item`` is then called in completion order and ``on_progress``
     not at all); the rows are the same, in the same order.
+    ``read_options``: ``open_cube`` keywords for every GT file (``var``, ``layout``, ``hw``,
+    ``normalise``, ``wavelengths``: a side file of band centres), e.g. {'var': 'ref'} for a folder
+    of Harvard .mat files. Rows are named by the file's stem (a scene folder's name).
 
     Returns the JSON document described by the CLI's ``eval`` command."""
     proto = parse_protocol(protocol)
@@ -246,7 +262,8 @@ def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = 
     if scheduler is None:
         for gt_path in images:
             try:
-                inputs = _prepare(gt_path, proto, seed=seed, nonfinite=nonfinite, exclude_ranges=exclude_ranges)
+                inputs = _prepare(gt_path, proto, seed=seed, nonfinite=nonfinite, exclude_ranges=exclude_ranges,
+                                  read_options=read_options)
             except Exception as exc:  # noqa: BLE001 - an unreadable GT: an error row per model
                 inputs = exc
             for spec in specs:
@@ -267,7 +284,8 @@ def evaluate(gt_paths, protocol: str, models: list[str] | str, *, device: str = 
         from app.core.io.cluster import connect
 
         settings = {"protocol": proto.name, "device": device, "steps": steps, "seed": seed, "options": options,
-                    "exclude_ranges": exclude_ranges, "nonfinite": nonfinite, "threads": compute_threads()}
+                    "exclude_ranges": exclude_ranges, "nonfinite": nonfinite, "threads": compute_threads(),
+                    "read_options": _absolute_options(read_options)}
         # absolute paths: a worker may run in another directory (the files are on a shared filesystem)
         pairs = [(str(Path(p).absolute()), spec.name) for p in images for spec in specs]
         found: list[tuple[EvalItem, str | None] | None] = [None] * len(pairs)

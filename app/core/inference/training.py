@@ -1,4 +1,4 @@
-"""Generic, Qt-free training of a registered model on a folder of CAVE-style scene folders.
+"""Generic, Qt-free training of a registered model on a dataset folder (CAVE scene folders and/or cube files).
 
 ``python main.py train --model NAME --data DIR --protocol NAME ... --out WEIGHTS`` lands here.
 
@@ -7,7 +7,9 @@
   never loaded (model cards report on them), and any other scene folder under ``--data`` is
   ignored with a note, so the 20-scene and the full 32-scene CAVE folders give the same run. Data
   that names none of the default split's scenes (``--split auto``), or ``--split none``, falls back
-  to holding out the last ``val`` scenes by name. Each scene is read once through app.core.io as
+  to holding out the last ``val`` scenes by name. A scene is a CAVE scene folder or a cube file of any
+  supported format (named by its stem; ``read_options`` such as ``var`` apply to every file). Each
+  scene is read once through app.core.io as
   float32; the protocol's inputs (LR-HSI, and the guide for fusion protocols) are simulated once per
   whole scene with app.core.science.degrade.simulate, so a training patch sees exactly the
   degradation a full image does.
@@ -43,7 +45,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from app.core.io.datasets import CAVE_TRAIN_SPLIT, Split, SplitError, load_split, scene_folders
+from app.core.io.datasets import CAVE_TRAIN_SPLIT, Split, SplitError, dataset_items, load_split, scene_name
 from app.core.io.provenance import software
 from app.core.errors import HsiError
 from models.degradation import parse_protocol, psf_kernel
@@ -82,6 +84,8 @@ class TrainOptions:
     # stop when this many validations in a row did not beat the best one by MIN_VAL_GAIN_DB (None: never)
     early_stop: int | None = None
     keep: str = "last"              # weights written to --out at the end: 'last' step or 'best' validation
+    # open_cube keywords for every scene file (var, layout, hw, normalise, wavelengths): e.g. {'var': 'rad'}
+    read_options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -138,9 +142,9 @@ def psnr_db(pred: torch.Tensor, gt: torch.Tensor) -> float:
 
 
 def _ordered_scenes(folders: list[Path]) -> list[Path]:
-    """Scene folders with the CAVE-split ones last, in split order (unknown names first, by name)."""
+    """Scenes (folders or files) with the CAVE-split ones last, in split order (unknown names first, by name)."""
     index = {name: i for i, name in enumerate(CAVE_TRAIN_SPLIT)}
-    return sorted(folders, key=lambda p: (index.get(p.name, -1), p.name))
+    return sorted(folders, key=lambda p: (index.get(scene_name(p), -1), scene_name(p)))
 
 
 DEFAULT_SPLIT = "cave"
@@ -156,7 +160,7 @@ def resolve_split(split: str | None, folders: list[Path]) -> Split | None:
             return None
         if key.lower() == "auto":
             sp = load_split(DEFAULT_SPLIT)
-            names = {p.name for p in folders}
+            names = {scene_name(p) for p in folders}
             return sp if names & set(sp.train + sp.val + sp.report) else None
         return load_split(key)
     except SplitError as exc:
@@ -165,27 +169,35 @@ def resolve_split(split: str | None, folders: list[Path]) -> Split | None:
 
 def split_data(data: str | Path, val: int, split: str | None = "none",
                log: Callable[[str], None] | None = None) -> tuple[list[Path], list[Path]]:
-    """(training folders, validation folders). With a split file: its ``train`` and ``val`` scenes in
-    the file's order (every one of them must be in ``data``; other folders are ignored with a note).
-    Without one: the last ``val`` scene folders (CAVE order, then by name) are held out."""
+    """(training scenes, validation scenes): paths of CAVE scene folders and/or cube files of any
+    supported format (.mat, .h5, .npy, ...) in ``data``; a scene is named by its folder's name or its
+    file's stem. With a split file: its ``train`` and ``val`` scenes in the file's order (every one of
+    them must be in ``data``; other scenes are ignored with a note). Without one: the last ``val``
+    scenes (CAVE order, then by name) are held out."""
     root = Path(data)
     if not root.exists():
         raise TrainingError(f"{root}: no such folder")
     if not root.is_dir():
-        raise TrainingError(f"{root}: --data must be a folder of scene folders (CAVE layout)")
-    folders = _ordered_scenes(scene_folders(root))
+        raise TrainingError(f"{root}: --data must be a folder of scenes (CAVE scene folders or cube files)")
+    folders = _ordered_scenes(dataset_items(root))
     if not folders:
-        raise TrainingError(f"{root}: no scene folders (folders of PNG bands) found")
+        raise TrainingError(f"{root}: no scene folders (folders of PNG bands) or cube files (.mat, .h5, .npy, "
+                            f".tif, ENVI .hdr, ...) found")
+    names = [scene_name(p) for p in folders]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TrainingError(f"{root}: scene name(s) {', '.join(twice)} stand for several files; keep one file per "
+                            f"scene name (the split file names scenes by file stem)")
     sp = resolve_split(split, folders)
     if sp is not None:
-        by_name = {p.name: p for p in folders}
+        by_name = {scene_name(p): p for p in folders}
         missing = [n for n in sp.train + sp.val if n not in by_name]
         if missing:
             raise TrainingError(f"{root}: split {sp.name} ({sp.path.name}) needs scene(s) {', '.join(missing)}, "
                                 f"not found (train on other data with --split none or a split file of your own)")
         if log is not None:
-            report = [p.name for p in folders if sp.role_of(p.name) == "report"]
-            other = [p.name for p in folders if sp.role_of(p.name) is None]
+            report = [scene_name(p) for p in folders if sp.role_of(scene_name(p)) == "report"]
+            other = [scene_name(p) for p in folders if sp.role_of(scene_name(p)) is None]
             log(f"split {sp.name} ({sp.path}): {len(sp.train)} train, {len(sp.val)} val scenes")
             if report:
                 log(f"  held out for reporting, not loaded: {', '.join(report)}")
@@ -202,11 +214,14 @@ def split_data(data: str | Path, val: int, split: str | None = "none",
     return [p for p in folders if p not in held], held
 
 
-def load_scene(folder: Path, protocol: str, srf=None) -> Scene:
+def load_scene(folder: Path, protocol: str, srf=None, read_options: dict | None = None) -> Scene:
+    """One scene (a CAVE scene folder or a cube file, read by ``open_cube`` with ``read_options``:
+    the value-range rule applies) in memory as float32, with its protocol inputs simulated."""
     from app.core.science.degrade import simulate
     from app.core.io import open_cube
 
-    cube = open_cube(folder)
+    folder = Path(folder)
+    cube = open_cube(folder, **(read_options or {}))
     proto = parse_protocol(protocol)
     s = proto.scale
     data = np.asarray(cube.data, dtype=np.float32)
@@ -223,7 +238,7 @@ def load_scene(folder: Path, protocol: str, srf=None) -> Scene:
         wl = np.asarray(meta["wavelengths_nm"], dtype=np.float64)
         matrix = srf_mod.srf_for_cube(srf, wl, data.shape[2]).matrix
         srf_t = torch.from_numpy(np.asarray(matrix, dtype=np.float32))
-    return Scene(folder.name, to_t(data), to_t(lr), None if guide is None else to_t(guide), srf_t)
+    return Scene(scene_name(folder), to_t(data), to_t(lr), None if guide is None else to_t(guide), srf_t)
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -418,15 +433,15 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     run_dir = Path(opts.run_dir) if opts.run_dir else RUNS_DIR / out.stem
     ckpt_path = run_dir / "checkpoint.pt"
     train_dirs, val_dirs = split_data(opts.data, opts.val, opts.split, log=log)
-    split_used = resolve_split(opts.split, scene_folders(Path(opts.data)))
+    split_used = resolve_split(opts.split, dataset_items(Path(opts.data)))
     ranks, dev = distributed.setup(opts.device)
     if not ranks.is_main:  # rank 0 speaks for the run; the others only report their share at the end
         log = lambda *_: None  # noqa: E731
         progress = False
 
     log(f"loading {len(train_dirs)} training + {len(val_dirs)} validation scenes from {opts.data} ({proto.name})")
-    train_scenes = [load_scene(p, proto.name) for p in train_dirs]
-    val_scenes = [load_scene(p, proto.name) for p in val_dirs]
+    train_scenes = [load_scene(p, proto.name, read_options=opts.read_options) for p in train_dirs]
+    val_scenes = [load_scene(p, proto.name, read_options=opts.read_options) for p in val_dirs]
     bands = train_scenes[0].gt.shape[0]
     bad = [s.name for s in train_scenes + val_scenes if s.gt.shape[0] != bands]
     if bad:

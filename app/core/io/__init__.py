@@ -119,8 +119,12 @@ def sniff(path: str | Path) -> str:
 
 def open_cube(path: str | Path, *, var: str | None = None, layout: str | None = None,
               hw: tuple[int, int] | None = None, normalise: str | float = "auto",
-              nonfinite: str = "error", fmt: str | None = None) -> Cube:
+              nonfinite: str = "error", fmt: str | None = None, wavelengths: str | Path | None = None) -> Cube:
     """Read a cube from any supported file or folder.
+
+    ``wavelengths``: a side file (.txt/.csv, one value per band, nm or µm) whose band centres replace
+    the file's own (:mod:`app.core.io.wavelengths`); a count that is not the cube's bands is an error
+    naming that file.
 
     Raises HsiError subclasses whose message names the file and the problem;
     AmbiguousCubeError (``.option``, ``.choices``) when the user must pick a variable/layout.
@@ -130,6 +134,11 @@ def open_cube(path: str | Path, *, var: str | None = None, layout: str | None = 
                           normalise=normalise, nonfinite=nonfinite)
     if nonfinite not in ("error", "zero", "mask"):
         raise ValueError(f"nonfinite must be 'error', 'zero' or 'mask', not {nonfinite!r}")
+    side = None
+    if wavelengths is not None:  # a bad list fails before the cube is opened
+        from app.core.io.wavelengths import attach_wavelengths, read_wavelength_file
+
+        side = read_wavelength_file(wavelengths)
     name = fmt or sniff(path)
     if name not in FORMATS:
         raise UnknownFormatError(path, f"unknown format '{name}' (known: {', '.join(FORMATS)})")
@@ -142,6 +151,15 @@ def open_cube(path: str | Path, *, var: str | None = None, layout: str | None = 
     for note in cube.metadata.get("warnings", []):  # assumptions that change the values: said on stderr too
         if str(note).startswith(LOUD):
             log.warning("%s: %s", path, note)
+    if side is not None:
+        try:
+            attach_wavelengths(cube, wavelengths, side)
+        except BaseException:
+            for key in ("_h5file", "_tifffile"):  # the lazy reader's open file
+                handle = cube.metadata.get(key)
+                if handle is not None:
+                    handle.close()
+            raise
     if nonfinite == "mask" and not cube.nonfinite_nodata:
         cube = cube.replace(nonfinite_nodata=True)
     return cube

@@ -270,7 +270,7 @@ def cube_from_variable(var: Variable, variables: list[Variable], hw, options: Re
             if v is not var and v.numeric and len(v.shape) <= 2 and _WAVELENGTH_NAME.search(v.name) and v.size in var.shape:
                 n_wl = v.size
                 break
-        layout = (options.layout or detect_layout(var.shape, path, n_wl)).upper()
+        layout = (options.layout or _detect_layout(var.shape, path, n_wl, fmt, var.name, warnings)).upper()
         logical_axes = axes_from_layout(layout, path)
         raw = var.load()
         if var.reversed_axes:  # h5py gives MATLAB's axes reversed
@@ -369,6 +369,21 @@ class _H5Data:
     def __array__(self, dtype=None, copy=None):
         values = np.asarray(self[()])
         return values if dtype is None else values.astype(dtype, copy=False)
+
+
+def _detect_layout(shape, path: Path, n_wl, fmt: str, name: str, warnings: list[str]) -> str:
+    """``detect_layout``; for a .mat file whose band axis cannot be told from the shape, MATLAB's
+    own order H x W x B (how MATLAB users store cubes, the common case) with a note."""
+    try:
+        return detect_layout(shape, path, n_wl)
+    except AmbiguousCubeError as exc:
+        if not fmt.startswith("mat") or exc.option != "layout":
+            raise
+    h, w, b = shape
+    warnings.append(f"layout: the band axis of '{name}' {h}x{w}x{b} cannot be told from its shape; read in "
+                    f"MATLAB order H x W x B ({b} bands): give --layout (e.g. --layout BHW) if the bands lie "
+                    f"on another axis")
+    return "HWB"
 
 
 def _unflatten(mat: np.ndarray, var: Variable, hw, options, path, pixel_order: str) -> np.ndarray:

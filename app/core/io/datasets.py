@@ -1,4 +1,4 @@
-"""CAVE scene lists, the project's split files and scene-folder discovery.
+"""CAVE scene lists, the project's split files and dataset-folder discovery (scene folders, cube files).
 
 The 12-scene standard CAVE test split is not available here, so the held-out scenes are carved
 out of the 20-scene standard training split (the last four in CMHF-Net order: ``VALIDATION_SCENES``,
@@ -79,6 +79,67 @@ def load_split(name_or_path: str | Path) -> Split:
     if not roles["train"]:
         raise SplitError(f"{path}: 'train' is empty")
     return Split(str(raw.get("name") or path.stem), path, **roles)
+
+
+def scene_name(path: str | Path) -> str:
+    """The name a dataset item goes by (split files, result rows): a scene folder's name, a file's stem."""
+    path = Path(path)
+    return path.name if path.is_dir() else path.stem
+
+
+def _has_png(folder: Path) -> bool:
+    try:
+        return any(p.suffix.lower() == ".png" and p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _scene_in(folder: Path) -> Path | None:
+    """The PNG scene folder a subfolder stands for: itself, or its only subfolder (CAVE's
+    ``beads_ms/beads_ms/*.png`` nesting)."""
+    if _has_png(folder):
+        return folder
+    try:
+        subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return None
+    return subs[0] if len(subs) == 1 and _has_png(subs[0]) else None
+
+
+def cube_file_extensions() -> tuple[set[str], set[str]]:
+    """(extensions of files that are cubes by themselves, ENVI data-file extensions), from the
+    format registry: a format registered there is a dataset file here too."""
+    from app.core.io import FORMATS
+
+    envi_data = {e for e in FORMATS["envi"].extensions if e != ".hdr"} | {".bin"}
+    cubes = {e for f in FORMATS.values() for e in f.extensions if e} - envi_data
+    return cubes, envi_data
+
+
+def dataset_items(root: str | Path) -> list[Path]:
+    """The cubes of a dataset folder, sorted by name: CAVE scene folders (PNG bands; a folder whose
+    only subfolder holds them counts as that subfolder) and cube files of any supported format
+    (.mat, .h5, .npy, .npz, .tif, ENVI .hdr, ...; an ENVI data file counts only without its header).
+    ``root`` may itself be a scene folder (one item). Hidden files and sidecars are not items."""
+    from app.core.io.envi import header_for
+
+    root = Path(root)
+    if _has_png(root):
+        return [root]
+    cubes, envi_data = cube_file_extensions()
+    items: list[Path] = []
+    for entry in sorted(root.iterdir(), key=lambda p: p.name.lower()):
+        if entry.name.startswith("."):
+            continue  # hidden files and the writers' temporary *.part files
+        if entry.is_dir():
+            scene = _scene_in(entry)
+            if scene is not None:
+                items.append(scene)
+            continue
+        ext = entry.suffix.lower()
+        if ext in cubes or (ext in envi_data and header_for(entry) is None):
+            items.append(entry)
+    return items
 
 
 def scene_folders(root: str | Path) -> list[Path]:
