@@ -11,13 +11,15 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QGuiApplication
-from PyQt6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
+from PyQt6.QtWidgets import (QComboBox, QDoubleSpinBox, QFrame, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
+                             QProgressBar,
                              QPushButton, QScrollArea, QSizePolicy, QTableWidget, QTableWidgetItem, QTabWidget,
                              QToolButton, QVBoxLayout, QWidget)
 
 from app.core.evaluation.analysis import (CURVE_METRICS, CURVE_TITLES, ERROR_KIND_TITLES, ERROR_KINDS, METRIC_COLUMNS,
                                SCOPE_TITLES, SCOPES, AnalysisCache, AnalysisError, AnalysisResult,
                                make_request, run_analysis, worst_band)
+from app.core.evaluation.analysis import SCALE_MODE_TITLES, SCALE_MODES, MapLevels, map_levels
 from app.core.state.scene import Scene
 from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
@@ -270,8 +272,34 @@ class AnalysisView(QWidget):
         bars = QHBoxLayout()
         self.error_bar = LevelsBar(maps)
         self.sam_bar = LevelsBar(maps)
-        bars.addWidget(self.error_bar)
-        bars.addWidget(self.sam_bar)
+        # colour scales: all methods' valid pixels (default), each map its own, or the user's
+        self.scale_mode = "shared"
+        self.user_levels: dict[str, tuple[float, float] | None] = {"error": None, "sam": None}
+        self.levels: MapLevels | None = None  # the scales on screen
+        self.scale_combo = QComboBox(maps)
+        for mode in SCALE_MODES:
+            self.scale_combo.addItem(SCALE_MODE_TITLES[mode], mode)
+        self.scale_combo.setToolTip("Colour scales of the maps: one for all methods (0 to the 99th percentile of "
+                                    "the valid pixels of every method), each map its own, or numbers you set")
+        self.scale_combo.currentIndexChanged.connect(lambda: self.set_scale_mode(self.scale_combo.currentData()))
+        self.scale_fields: dict[str, tuple[QDoubleSpinBox, QDoubleSpinBox]] = {}
+        bars.addWidget(self.scale_combo, 0, Qt.AlignmentFlag.AlignTop)
+        for kind, bar, decimals, unit in (("error", self.error_bar, 5, ""), ("sam", self.sam_bar, 2, "°")):
+            bars.addWidget(bar)
+            pair = []
+            for end in ("min", "max"):
+                field = QDoubleSpinBox(maps)
+                field.setDecimals(decimals)
+                field.setRange(0.0, 1e6)
+                field.setSingleStep(10.0 ** -(decimals - 2))
+                field.setSuffix(unit)
+                field.setKeyboardTracking(False)
+                field.setToolTip(f"{'Error' if kind == 'error' else 'SAM'} colour scale: {end}imum")
+                field.valueChanged.connect(lambda _v, k=kind: self._on_scale_field(k))
+                field.hide()
+                bars.addWidget(field, 0, Qt.AlignmentFlag.AlignTop)
+                pair.append(field)
+            self.scale_fields[kind] = (pair[0], pair[1])
         ml.addLayout(bars)
         self.placeholder = QLabel("", self.maps_host)
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -664,23 +692,84 @@ class AnalysisView(QWidget):
             self._relayout_maps()
         kind = result.request.settings.error_kind
         what = "RMSE" if kind == "rmse" else f"|err| {band_words(self.scene, result.request.band)}"
+        levels = self._levels_for(result)
+        own = not levels.shared
         for m in result.methods:
             ev, sv = self.error_views[m.layer.uid], self.sam_views[m.layer.uid]
-            # the method's name first: a narrow map elides the numbers, never the name
-            ev.title.set_full_text(f"{m.name} · {what} {float(np.mean(m.error_map)):.4f}")
-            sv.title.set_full_text(f"{m.name} · SAM {m.full['sam_deg']:.2f}°")
-            ev.title.setToolTip(f"{m.name}: {ERROR_KIND_TITLES[kind]}, mean {float(np.mean(m.error_map)):.5g}")
-            sv.title.setToolTip(f"{m.name}: spectral angle per pixel, mean {m.full['sam_deg']:.4g}°")
-            ev.set_map(m.error_map, result.error_levels, ERROR_CMAP)
-            sv.set_map(m.sam_map, result.sam_levels, SAM_CMAP)
+            elv, slv = levels.error[m.layer.uid], levels.sam[m.layer.uid]
+            # the method's name first: a narrow map elides the numbers, never the name; then, on
+            # a scale of its own, that scale (before the means, which the table has)
+            psnr = f"{format_metric('psnr_db', m.full['psnr_db'])} dB"
+            error = f"{what} {float(np.mean(m.error_map)):.4f}"
+            # (the image's PSNR before its RMSE; the band's |error| before the image's PSNR)
+            numbers = f"{psnr} · {error}" if kind == "rmse" else f"{error} · {psnr}"
+            ev.title.set_full_text(f"{m.name} · " + (f"scale 0–{elv[1]:.2g} · " if own else "") + numbers)
+            sv.title.set_full_text(f"{m.name} · " + (f"scale 0–{slv[1]:.2g}° · " if own else "")
+                                   + f"SAM {m.full['sam_deg']:.2f}°")
+            ev.title.setToolTip(f"{m.name}: PSNR {format_metric('psnr_db', m.full['psnr_db'])} dB (whole image); "
+                                f"{ERROR_KIND_TITLES[kind]}, mean {float(np.mean(m.error_map)):.5g}; "
+                                f"colours {elv[0]:.4g} – {elv[1]:.4g}")
+            sv.title.setToolTip(f"{m.name}: spectral angle per pixel, mean {m.full['sam_deg']:.4g}°; "
+                                f"colours {slv[0]:.4g} – {slv[1]:.4g}°")
+            ev.set_map(m.error_map, elv, ERROR_CMAP)
+            sv.set_map(m.sam_map, slv, SAM_CMAP)
             for view in (ev, sv):
                 view.set_crosshair(self.scene.pixel)
                 if self.scene.view_range is not None:
                     view.set_range(*self.scene.view_range)
-        lo, hi = result.error_levels
-        self.error_bar.set_levels(ERROR_CMAP, lo, hi, f"error ({ERROR_KIND_TITLES[kind]}), all methods")
-        lo, hi = result.sam_levels
-        self.sam_bar.set_levels(SAM_CMAP, lo, hi, "SAM (degrees), all methods")
+        first = result.methods[0].layer.uid
+        for bar, cmap, shown, caption in ((self.error_bar, ERROR_CMAP, levels.error, levels.error_caption),
+                                          (self.sam_bar, SAM_CMAP, levels.sam, levels.sam_caption)):
+            lo, hi = shown[first] if levels.shared else (None, None)  # per method: in each map's title
+            bar.set_levels(cmap, lo, hi, caption)
+
+    # ------------------------------------------------------------------ colour scales
+    def _levels_for(self, result: AnalysisResult) -> MapLevels:
+        """The scales of ``result``'s maps in the chosen mode (a bad user range: the shared scales)."""
+        try:
+            levels = map_levels(result, self.scale_mode, self.user_levels["error"], self.user_levels["sam"])
+        except ValueError as exc:
+            self.message.emit(f"Colour scale: {exc}")
+            levels = map_levels(result, "shared")
+        self.levels = levels
+        return levels
+
+    def set_scale_mode(self, mode: str, error: tuple[float, float] | None = None,
+                       sam: tuple[float, float] | None = None) -> None:
+        """'shared' (all methods' valid pixels), 'per_method' or 'user' (``error`` / ``sam`` (low, high);
+        by default the scales on screen, to edit in the fields). The maps are shown again, not recomputed."""
+        if mode not in SCALE_MODES:
+            raise ValueError(f"a colour-scale mode is one of {', '.join(SCALE_MODES)}, not {mode!r}")
+        self.scale_mode = mode
+        if mode == "user":
+            for kind, given in (("error", error), ("sam", sam)):
+                if given is not None:
+                    self.user_levels[kind] = (float(given[0]), float(given[1]))
+                elif self.user_levels[kind] is None and self.result is not None and self.result.methods:
+                    self.user_levels[kind] = (self.result.error_levels if kind == "error" else self.result.sam_levels)
+        i = self.scale_combo.findData(mode)
+        if i != self.scale_combo.currentIndex():
+            self.scale_combo.blockSignals(True)
+            self.scale_combo.setCurrentIndex(i)
+            self.scale_combo.blockSignals(False)
+        for kind, (low, high) in self.scale_fields.items():
+            shown = self.user_levels[kind]
+            for field, value in ((low, shown[0] if shown else 0.0), (high, shown[1] if shown else 0.0)):
+                field.blockSignals(True)
+                field.setValue(value)
+                field.blockSignals(False)
+                field.setVisible(mode == "user")
+        if self.result is not None and self.result.methods:
+            self._show_maps(self.result)
+
+    def _on_scale_field(self, kind: str) -> None:
+        low, high = (f.value() for f in self.scale_fields[kind])
+        if not high > low:
+            self.message.emit("Colour scale: the maximum must be above the minimum")
+            return
+        self.user_levels[kind] = (low, high)
+        if self.result is not None and self.result.methods:
+            self._show_maps(self.result)
 
     # ------------------------------------------------------------------ table
     def _show_table(self, result: AnalysisResult) -> None:

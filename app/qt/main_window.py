@@ -25,6 +25,7 @@ from app.qt import dialogs, theme
 from app.qt.binding import subscribe
 from app.qt.controls import BandBar, DisplayControls
 from app.qt.image_grid import ImageGrid
+from app.qt.layer_range import LayerRanges
 from app.qt.graphics import StatusLabel
 from app.qt.run_panel import RunPanel, run_dock_widget
 from app.qt.analysis import AnalysisView
@@ -165,6 +166,9 @@ class MainWindow(QMainWindow):
         self.note_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
         self._build_menus()
+        # the panels' value-range badges and Layer ▸ Value range (auto / stated / max / a number)
+        self.layer_ranges = LayerRanges(self)
+        self.layer_ranges.install(self.menuBar())
 
         ev = self.scene.events
         subscribe(self, ev.hover, lambda *_: self._update_status())

@@ -23,6 +23,7 @@ from app.qt.graphics import (CrossLine, ElidedLabel, ImageView, PanelViewBox, Po
 
 
 NARROW_PANEL_PX = 200
+RANGE_WARN_BG = "#d62828"   # the value-range badge when its rule looks wrong (values far below 1, mean off the GT's)
 SHORT_ROLE_TITLES = {"gt": "GT", "lr": "LR", "guide": "G", "recon": "R"}
 
 
@@ -47,6 +48,7 @@ class ImagePanel(PointerMixin, QFrame):
     range_changed = pyqtSignal(object, object)
     roi_drawn = pyqtSignal(object)      # app.core.evaluation.analysis.Roi, when a drawing tool finishes
     finer_needed = pyqtSignal()         # the view shows more pixels than its (strided) picture has
+    range_menu_requested = pyqtSignal()  # the value-range badge was clicked (the window offers the choices)
 
     def __init__(self, layer: Layer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -69,6 +71,14 @@ class ImagePanel(PointerMixin, QFrame):
         self.name_label.setObjectName("PanelName")
         self.info_label = QLabel("", header)
         self.info_label.setObjectName("PanelInfo")
+        # the value-range rule of the layer ('stated ÷5000', 'GT scale ÷5000'); loud when it looks wrong
+        self.range_badge = QToolButton(header)
+        self.range_badge.setObjectName("RangeBadge")
+        self.range_badge.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.range_badge.clicked.connect(self.range_menu_requested)
+        self.range_badge.hide()  # until the window tells its rule
+        self.range_loud = False
+        self._range_text = ("", "")  # (full, compact) text of the badge
         self.close_button = QToolButton(header)
         self.close_button.setObjectName("PanelClose")
         self.close_button.setText("✕")
@@ -77,6 +87,7 @@ class ImagePanel(PointerMixin, QFrame):
         self.close_button.clicked.connect(self.close_requested)
         hl.addWidget(self.badge)
         hl.addWidget(self.name_label, 1)
+        hl.addWidget(self.range_badge)
         hl.addWidget(self.info_label)
         hl.addWidget(self.close_button)
 
@@ -155,6 +166,29 @@ class ImagePanel(PointerMixin, QFrame):
             lines.append(f"shown at its footprint on the HR grid (×{self.layer.scale}, nearest neighbour)")
         self.name_label.setToolTip("\n".join(lines))
 
+    def set_range_badge(self, text: str, tooltip: str, loud: bool) -> None:
+        """Show the layer's value-range rule (``text``), its words in the tooltip; ``loud`` turns the
+        badge red with a warning sign (the values stay far below 1, or the mean is far off the GT's)."""
+        th = theme.current()
+        self.range_loud = bool(loud)
+        sign = "⚠ " if loud else ""
+        factor = next((w for w in text.split() if w[:1] in "÷×"), text)  # 'GT scale ÷5000' -> '÷5000'
+        self._range_text = (sign + text, sign + factor)
+        self.range_badge.setToolTip(tooltip)
+        if loud:
+            style = (f"QToolButton#RangeBadge {{ background: {RANGE_WARN_BG}; color: #ffffff; font-weight: 700; "
+                     "font-size: 11px; border: none; border-radius: 3px; padding: 0 4px; }")
+        else:
+            style = (f"QToolButton#RangeBadge {{ color: {th.dim_text}; border: 1px solid {th.border}; "
+                     "font-size: 11px; border-radius: 3px; padding: 0 4px; }")
+        self.range_badge.setStyleSheet(style)
+        self._fit_info()
+
+    @property
+    def range_text(self) -> str:
+        """The badge's whole text (a narrow panel shows only its factor)."""
+        return self._range_text[0]
+
     def set_rendered(self, rendered: RenderedImage, colormap: str, info: str) -> None:
         """Show ``rendered`` (mono images through ``colormap``); ``info`` goes in the header."""
         self._rendered = rendered
@@ -198,13 +232,28 @@ class ImagePanel(PointerMixin, QFrame):
         so that the layer's name stays readable."""
         info = getattr(self, "_info", "")
         short = info.split("  ·  ")[0] + (f"  ×{self.layer.scale}" if self.layer.scale > 1 else "")
-        self.info_label.setText(info if self.width() >= 420 else short)
-        self.info_label.setToolTip(info)
+        width = self.width()
         # a narrow panel (many methods): the name before the band (which the band bar shows
         # too) and before the role's full title (the badge's colour and tooltip say it)
-        narrow = self.width() < NARROW_PANEL_PX
-        self.info_label.setVisible(not narrow)
-        badge = SHORT_ROLE_TITLES.get(self.layer.role, self.layer.title) if narrow else self.layer.title
+        narrow = width < NARROW_PANEL_PX
+        # with the value-range badge, a panel under 420 px does the same (keeping an LR's '×4'),
+        # and where the name would not fit beside it the badge says its factor only (its tooltip says the rule)
+        full, compact = self._range_text
+        tight = bool(full) and width < 420
+        keep_scale = tight and not narrow and self.layer.scale > 1
+        self.info_label.setText(f"×{self.layer.scale}" if keep_scale else info if width >= 420 else short)
+        self.info_label.setToolTip(info)
+        self.info_label.setVisible(not narrow and (not tight or keep_scale))
+        # the whole rule when the name fits beside it, else the factor only
+        room = width - self.badge.sizeHint().width() - self.close_button.sizeHint().width() - 40  # margins, gaps
+        need = self.name_label.fontMetrics().horizontalAdvance(self.layer.name) \
+            + self.range_badge.fontMetrics().horizontalAdvance(full) + 16  # (the badge's padding and border)
+        range_text = full if need <= room else compact
+        if self.range_badge.text() != range_text:
+            self.range_badge.setText(range_text)
+        # (a narrow panel keeps the badge only when it warns; its tooltip and the status bar say the rule)
+        self.range_badge.setVisible(bool(full) and (not narrow or self.range_loud))
+        badge = SHORT_ROLE_TITLES.get(self.layer.role, self.layer.title) if narrow or tight else self.layer.title
         if self.badge.text() != badge:
             self.badge.setText(badge)
 

@@ -103,11 +103,11 @@ def test_worst_pixels_and_band():
     assert worst_band(np.array([np.nan, np.nan]), "ssim") is None
 
 
-def test_locked_levels_is_the_largest_percentile():
+def test_locked_levels_is_the_percentile_of_all_maps_pooled():
     a = np.linspace(0, 1, 1001, dtype=np.float32).reshape(7, 143)
     b = a * 3
     lo, hi = locked_levels([a, b], percentile=99.5)
-    assert lo == 0.0 and hi == pytest.approx(np.percentile(b, 99.5))
+    assert lo == 0.0 and hi == pytest.approx(np.percentile(np.concatenate([a.ravel(), b.ravel()]), 99.5))
     valid = np.zeros_like(a, bool)
     valid[0, :10] = True
     assert locked_levels([b], [valid], percentile=100)[1] == pytest.approx(b[0, 9])

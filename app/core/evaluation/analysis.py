@@ -33,7 +33,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # (key in compute_all's result, column title, True when higher is better)
 METRIC_COLUMNS: tuple[tuple[str, str, bool], ...] = tuple((m.key, m.label, m.higher_is_better) for m in METRICS)
-LEVELS_PERCENTILE = 99.5   # the locked colour scale runs from 0 to this percentile (max over methods)
+# Colour scales of the error and SAM maps run from 0 to this percentile of the valid pixels (no-data
+# pixels, and for SAM the dark pixels, left out): by default of all methods' pixels pooled (one
+# scale, so that the maps compare), per method on request (each map its own scale), or the user's.
+LEVELS_PERCENTILE = 99.0
+LEVELS_MAX_VALUES = 1 << 22  # pooled values a scale is computed from (a regular subsample beyond)
+SCALE_MODES: tuple[str, ...] = ("shared", "per_method", "user")
+SCALE_MODE_TITLES = {"shared": "Scale: all methods", "per_method": "Scale: per method", "user": "Scale: set…"}
 # Cubes not in memory (memory-mapped files) are analysed by row tiles read on demand, about this
 # many bytes of every cube at a time (at least 16 rows): the memory a pass adds is its output maps
 # plus one tile, whatever the number of pixels.
@@ -75,21 +81,92 @@ def worst_band(per_band: np.ndarray, metric: str, exclude: np.ndarray | None = N
     return int(np.argmax(np.where(finite, values, -np.inf)))
 
 
-def locked_levels(maps: Sequence[np.ndarray], valid: Sequence[np.ndarray | None] | None = None,
-                  percentile: float = LEVELS_PERCENTILE) -> tuple[float, float]:
-    """One (0, high) colour scale for all ``maps``: the largest of their ``percentile``s."""
-    high = 0.0
+def _valid_values(maps: Sequence[np.ndarray], valid: Sequence[np.ndarray | None] | None) -> np.ndarray:
+    """The finite values of ``maps`` where ``valid`` (per map, None: everywhere), pooled; every map
+    subsampled with one regular stride when there are more than LEVELS_MAX_VALUES pixels."""
+    step = max(1, int(math.ceil(sum(int(np.size(m)) for m in maps) / LEVELS_MAX_VALUES)))
+    parts = []
     for i, m in enumerate(maps):
-        values = np.asarray(m, dtype=np.float32)
+        values = np.asarray(m, dtype=np.float32).reshape(-1)[::step]
         sel = np.isfinite(values)
         if valid is not None and valid[i] is not None:
-            sel &= np.asarray(valid[i], dtype=bool)
-        values = values[sel]
-        if values.size:
-            if values.size > 1 << 20:
-                values = values[:: int(math.ceil(values.size / (1 << 20)))]
-            high = max(high, float(np.percentile(values, percentile)))
+            sel &= np.asarray(valid[i], dtype=bool).reshape(-1)[::step]
+        parts.append(values[sel])
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def locked_levels(maps: Sequence[np.ndarray], valid: Sequence[np.ndarray | None] | None = None,
+                  percentile: float = LEVELS_PERCENTILE) -> tuple[float, float]:
+    """One (0, high) colour scale for all ``maps``: the ``percentile`` of their valid finite values
+    pooled (every method's pixels count alike, so the worst method alone does not set it)."""
+    values = _valid_values(maps, valid)
+    high = float(np.percentile(values, percentile)) if values.size else 0.0
     return 0.0, (high if high > 0 else 1e-6)
+
+
+@dataclass(frozen=True)
+class MapLevels:
+    """The colour scales of the maps on screen: (low, high) per method uid, and what each bar says."""
+
+    mode: str
+    error: dict
+    sam: dict
+    error_caption: str
+    sam_caption: str
+
+    @property
+    def shared(self) -> bool:
+        return self.mode != "per_method"
+
+
+def check_user_levels(levels, what: str) -> tuple[float, float]:
+    """A user's (low, high) colour scale, checked: finite numbers with low < high."""
+    try:
+        low, high = (float(v) for v in levels)
+    except (TypeError, ValueError):
+        raise ValueError(f"the {what} scale needs two numbers (low, high), got {levels!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"the {what} scale needs finite low < high, got {low:g} – {high:g}")
+    return low, high
+
+
+def map_levels(result: "AnalysisResult", mode: str = "shared", user_error=None, user_sam=None,
+               percentile: float = LEVELS_PERCENTILE) -> MapLevels:
+    """The colour scales of ``result``'s maps in ``mode``: 'shared' (the result's scales: the
+    ``percentile`` of all methods' valid pixels), 'per_method' (each map the ``percentile`` of its
+    own valid pixels; computed once per result) or 'user' (``user_error`` / ``user_sam`` (low,
+    high); one not given keeps the shared scale)."""
+    if mode not in SCALE_MODES:
+        raise ValueError(f"a colour-scale mode is one of {', '.join(SCALE_MODES)}, not {mode!r}")
+    uids = [m.layer.uid for m in result.methods]
+    what = "RMSE" if result.request.settings.error_kind == "rmse" else "|error| at the band"
+    pct = f"p{percentile:g} of valid pixels"
+    if mode == "per_method":
+        key = ("per_method", percentile)
+        own = result.own_levels.get(key)
+        if own is None:
+            own = ({m.layer.uid: locked_levels([m.error_map], [_counted(m)], percentile) for m in result.methods},
+                   {m.layer.uid: locked_levels([m.sam_map], [m.sam_valid], percentile) for m in result.methods})
+            result.own_levels[key] = own
+        return MapLevels(mode, dict(own[0]), dict(own[1]), f"{what} · each map its own 0 – {pct} (in its title)",
+                         f"SAM (°) · each map its own 0 – {pct} (in its title)")
+    error, sam = result.error_levels, result.sam_levels
+    error_caption = f"{what} · all methods · 0 – {pct}"
+    sam_caption = f"SAM (°) · all methods · 0 – {pct}"
+    if mode == "user":
+        if user_error is not None:
+            error = check_user_levels(user_error, "error")
+            error_caption = f"{what} · all methods · set by you"
+        if user_sam is not None:
+            sam = check_user_levels(user_sam, "SAM")
+            sam_caption = "SAM (°) · all methods · set by you"
+    return MapLevels(mode, {u: error for u in uids}, {u: sam for u in uids}, error_caption, sam_caption)
+
+
+def _counted(m: "MethodResult") -> np.ndarray | None:
+    """The pixels of a method's error map that count (not no-data)."""
+    nodata = m.full["maps"].get("nodata")
+    return None if nodata is None else ~nodata
 
 
 # ---------------------------------------------------------------------------------- spectra
@@ -237,6 +314,7 @@ class AnalysisResult:
     scope_note: str = ""
     notes: list[str] = field(default_factory=list)
     pending: tuple[str, ...] = ()  # metrics still being computed (a partial result: ('ssim',))
+    own_levels: dict = field(default_factory=dict, repr=False)  # map_levels' per-method scales, kept
 
     def method(self, uid: int) -> MethodResult:
         for m in self.methods:

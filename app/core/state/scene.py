@@ -33,6 +33,7 @@ import numpy as np
 from app.core.state.selection import ABChoice, AnalysisSettings, Roi, SpectraChoice
 from app.core.cube import Cube
 from app.core.io.value_range import RangeUndecided, put_on_gt_scale
+from app.core.io.value_range import DARK_LIMIT, LOUD, MEAN_RATIO_LIMIT
 from app.core.errors import HsiError, ShapeMismatchError
 
 ROLES: tuple[str, ...] = ("gt", "lr", "guide", "recon")
@@ -122,6 +123,7 @@ class SceneEvents:
         self.ab = Event("ab")                      # (choice: app.core.state.selection.ABChoice)
         self.spectra = Event("spectra")            # (choice: app.core.state.selection.SpectraChoice)
         self.analysis_result = Event("analysis_result")  # (result: AnalysisResult | None, stale: bool)
+        self.layer_range = Event("layer_range")    # (uid: int, choice: 'auto' | 'stated' | 'max' | float)
 
     def all(self) -> list[Event]:
         return [v for v in vars(self).values() if isinstance(v, Event)]
@@ -257,6 +259,125 @@ def _on_gt_scale(pred: Cube, gt: Cube) -> Cube:
         return pred
 
 
+# ---------------------------------------------------------------------------------- value range of a layer
+RANGE_CHOICES: tuple[str, ...] = ("auto", "stated", "max")   # or a positive number: divide by it
+RANGE_CHOICE_TITLES: dict[str, str] = {
+    "auto": "Auto (the file, then the GT's scale)",
+    "stated": "As the file states",
+    "max": "Divide by the maximum",
+}
+# sampled statistics of a cube for the badge's warnings: this many bands, about this many pixels each
+RANGE_SAMPLE_BANDS = 16
+RANGE_SAMPLE_PIXELS = 1 << 16
+
+
+def parse_range_choice(value) -> str | float:
+    """A layer's value range: 'auto', 'stated', 'max' or a positive finite divisor."""
+    if isinstance(value, str) and value.strip().lower() in RANGE_CHOICES:
+        return value.strip().lower()
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"a value range is auto, stated, max or a positive number, not {value!r}") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"the divisor must be a positive finite number, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class _ReadRange:
+    """How the reader turned a file's stored values into reflectance (the layer's 'auto')."""
+
+    scale: float
+    offset: float
+    rule: str
+    text: str
+    warnings: tuple[str, ...]
+    band_gain: np.ndarray | None = None
+    band_offset: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, cube: Cube) -> "_ReadRange | None":
+        if cube.source_path is None:
+            return None  # computed in the app: reflectance, nothing was decided
+        meta = cube.metadata or {}
+        return cls(float(cube.scale), float(cube.offset), str(meta.get("value_rule") or "unit"), cube.normalisation,
+                   tuple(meta.get("warnings", ())), getattr(cube, "band_gain", None), getattr(cube, "band_offset", None))
+
+    def apply(self, cube: Cube) -> Cube:
+        """``cube`` (same stored values) read with this decision again."""
+        meta = {k: v for k, v in (cube.metadata or {}).items() if k != "range_override"}
+        meta.update(value_rule=self.rule, warnings=list(self.warnings))
+        options = dict(meta.get("open_options") or {})
+        if options.pop("normalise", None) is not None:
+            meta["open_options"] = options
+        return cube.replace(scale=self.scale, offset=self.offset, normalisation=self.text, metadata=meta,
+                            **_band_gains(cube, self.band_gain, self.band_offset))
+
+
+def _band_gains(cube: Cube, gain, offset) -> dict:
+    """replace() keywords setting a cube's per-band calibration (cubes without one: none)."""
+    return {"band_gain": gain, "band_offset": offset} if hasattr(cube, "band_gain") else {}
+
+
+def _factor_text(multiplier: float) -> str:
+    """'÷5000' for a multiplier of 1/5000, '×0.37' otherwise."""
+    if multiplier == 1.0:
+        return "×1"
+    if multiplier > 0:
+        d = 1.0 / multiplier
+        if d >= 2 and abs(d - round(d)) <= 1e-6 * d:
+            return f"÷{round(d)}"
+        if d >= 2:
+            return f"÷{d:.4g}"
+    return f"×{multiplier:.3g}"
+
+
+def range_badge_text(cube: Cube) -> str:
+    """The value-range rule of ``cube`` in a few characters ('stated ÷5000', '÷4091 max', 'GT scale
+    ÷5000', 'PNG ÷65535', 'unit', '÷2500 set' for a choice made in the viewer)."""
+    meta = cube.metadata or {}
+    rule = meta.get("value_rule")
+    f = _factor_text(float(cube.scale))
+    if getattr(cube, "band_gain", None) is not None:
+        f = "per band" if cube.scale == 1.0 else f"per band {f}"
+    if cube.offset:
+        f += f" {cube.offset:+.3g}"
+    override = meta.get("range_override")
+    if override == "max":
+        return f"{f} max (set)"
+    if override is not None and override != "stated":
+        return f"{f} set"
+    if rule is None or (f == "×1" and (rule == "unit" or cube.source_path is None)):
+        return "unit"
+    if rule == "stated":
+        return f"stated {f}"
+    if rule == "convention":
+        return f"PNG {f}" if meta.get("format") == "png-folder" else f"{f} convention"
+    if rule == "gt-scale":
+        return f"GT scale {f}"
+    if rule in ("8bit", "16bit"):
+        return f"{f} {rule[:-3]}-bit"
+    return f"{f} {rule}"
+
+
+@dataclass(frozen=True)
+class RangeBadge:
+    """What a layer's value-range badge shows: ``text`` (short), ``tooltip`` (the rule in words,
+    what was chosen, what looks wrong), ``warnings`` (non-empty: the badge is shown loud),
+    ``choice`` (the layer's range choice), ``can_choose`` (False for cubes computed in the app)."""
+
+    text: str
+    tooltip: str
+    warnings: tuple[str, ...]
+    choice: str | float
+    can_choose: bool
+
+    @property
+    def loud(self) -> bool:
+        return bool(self.warnings)
+
+
 class Scene:
     """Ordered layers plus everything the views share. See the module docstring."""
 
@@ -291,6 +412,10 @@ class Scene:
         self._spectra = SpectraChoice()
         self._analysis_result: Any = None   # app.core.evaluation.analysis.AnalysisResult (a higher floor)
         self._analysis_stale = True
+        # value range per layer: the reader's decision ('auto'), the user's choice, sampled statistics
+        self._read_ranges: dict[int, _ReadRange] = {}
+        self._range_choices: dict[int, str | float] = {}
+        self._range_kept: dict[int, tuple[Cube, float, float]] = {}
 
     # ------------------------------------------------------------------ method colours
     @property
@@ -386,6 +511,7 @@ class Scene:
                 f"{grid[0]}x{grid[1]} pixel grid: every size must divide the largest evenly by the "
                 f"same integer factor ({listed}). Open a matching crop, or close the other layers first.")
         gts = [l for l in self._layers if l.role == "gt"]
+        read_range = _ReadRange.of(cube)  # the reader's decision, before a GT's scale: 'auto' of the layer's range
         if role == "recon" and gts:
             cube = _on_gt_scale(cube, gts[0].cube)
         elif role == "gt" and not gts:
@@ -394,6 +520,8 @@ class Scene:
                     other.cube = _on_gt_scale(other.cube, cube)
         layer = Layer(cube=cube, role=role, name=name or cube.name, uid=self._next_uid)
         self._next_uid += 1
+        if read_range is not None:
+            self._read_ranges[layer.uid] = read_range
         rank = ROLES.index(role)
         position = len(self._layers)
         for i, other in enumerate(self._layers):
@@ -419,6 +547,8 @@ class Scene:
         old_reference = self.reference
         self._layers.remove(layer)
         self._forget_render_cache(uid)
+        for kept in (self._read_ranges, self._range_choices, self._range_kept):
+            kept.pop(uid, None)
         if self._layers:
             shapes = [l.cube.shape[:2] for l in self._layers]
             grid = self._grid_of(shapes)
@@ -434,6 +564,8 @@ class Scene:
         self._layers.clear()
         self._grid = None
         self._render_cache.clear()
+        for kept in (self._read_ranges, self._range_choices, self._range_kept):
+            kept.clear()
         self._after_layers_changed(True, old_reference)
 
     def _set_grid(self, grid: tuple[int, int]) -> None:
@@ -450,6 +582,134 @@ class Scene:
                 self._method_colours[name] = self._method_colours[layer.name]  # a rename keeps the colour
             layer.name = name
             self.events.layers.emit(self.layers)
+
+    # ------------------------------------------------------------------ value range of a layer
+    def layer_range(self, layer_or_uid: Layer | int) -> str | float:
+        """The layer's value-range choice: 'auto' (the reader's decision, a reconstruction put on
+        its GT's scale), 'stated', 'max' or a divisor."""
+        uid = layer_or_uid.uid if isinstance(layer_or_uid, Layer) else int(layer_or_uid)
+        return self._range_choices.get(uid, "auto")
+
+    def stated_range_available(self, layer_or_uid: Layer | int) -> bool:
+        """True when the layer's file states its range (or follows a known convention)."""
+        uid = layer_or_uid.uid if isinstance(layer_or_uid, Layer) else int(layer_or_uid)
+        read = self._read_ranges.get(uid)
+        return read is not None and read.rule in ("stated", "convention")
+
+    def set_layer_range(self, layer_or_uid: Layer | int, choice) -> None:
+        """Read the layer's stored values with another range: 'auto', 'stated' (what the file
+        states), 'max' (divide by the stored maximum) or a number (divide by it). The cube is
+        rescaled (its stored values, memory-mapped or not, are shared: nothing is copied); a GT's
+        change puts the reconstructions on 'auto' onto its new scale. Emits ``layer_range`` and
+        ``layers`` (the pictures, spectra and analysis follow). Raises ValueError for a bad choice
+        and HsiError (naming the file) for a choice the layer cannot take."""
+        uid = layer_or_uid.uid if isinstance(layer_or_uid, Layer) else int(layer_or_uid)
+        layer = self.layer(uid)
+        choice = parse_range_choice(choice)
+        if uid not in self._read_ranges:
+            raise HsiError(f"{layer.label} was computed in the viewer: its values are reflectance already, "
+                           "there is no stored range to choose")
+        layer.cube = self._ranged_cube(layer, choice)
+        changed = [uid]
+        if choice == "auto":
+            self._range_choices.pop(uid, None)
+        else:
+            self._range_choices[uid] = choice
+        gts = self.layers_with_role("gt")
+        if gts and gts[0] is layer:
+            for other in self.layers_with_role("recon"):
+                if other.uid in self._read_ranges and self.layer_range(other) == "auto":
+                    other.cube = self._ranged_cube(other, "auto")
+                    changed.append(other.uid)
+        for u in changed:
+            self._forget_render_cache(u)
+        self._follows_cache.clear()
+        self.events.layer_range.emit(uid, choice)
+        self.events.layers.emit(self.layers)
+
+    def _ranged_cube(self, layer: Layer, choice: str | float) -> Cube:
+        read = self._read_ranges[layer.uid]
+        base = read.apply(layer.cube)
+        where = f"{layer.cube.source_path}: " if layer.cube.source_path else f"{layer.label}: "
+        if choice == "auto":
+            gts = self.layers_with_role("gt")
+            if layer.role == "recon" and gts and gts[0] is not layer:
+                return _on_gt_scale(base, gts[0].cube)
+            return base
+        if choice == "stated":
+            if read.rule not in ("stated", "convention"):
+                raise HsiError(f"{where}the file states no value range (it was read as: {read.text}); "
+                               "choose the maximum or a number")
+            return base.replace(metadata={**base.metadata, "range_override": "stated"})
+        from app.core.io._common import exact_max
+
+        what = np.dtype(layer.cube.raw.dtype).name
+        if choice == "max":
+            divisor = float(exact_max(layer.cube.raw, layer.cube.ignore_value))
+            if not (divisor > 0 and math.isfinite(divisor)):
+                raise HsiError(f"{where}the stored maximum is {divisor:g}: nothing to divide by; choose a number")
+            text = f"{what} values divided by their maximum {divisor:g} (chosen in the viewer)"
+            option: str | float = "max"
+        else:
+            divisor = float(choice)
+            text = f"{what} values divided by {divisor:g} (chosen in the viewer)"
+            option = divisor
+        meta = {**base.metadata, "value_rule": "user", "range_override": choice,
+                "open_options": {**dict(base.metadata.get("open_options") or {}), "normalise": option}}
+        # the user's divisor replaces the file's per-band gains, as --normalise NUMBER does
+        return base.replace(scale=1.0 / divisor, offset=0.0, normalisation=text, metadata=meta,
+                            **_band_gains(base, None, None))
+
+    def _range_sample(self, cube: Cube) -> tuple[float, float]:
+        """(max, mean) of the finite values of a sample of ``cube`` (RANGE_SAMPLE_BANDS bands at a
+        stride giving about RANGE_SAMPLE_PIXELS pixels; the same pixels for cubes of one shape)."""
+        h, w, b = cube.shape
+        step = max(1, int(math.ceil(math.sqrt(h * w / RANGE_SAMPLE_PIXELS))))
+        bands = np.unique(np.linspace(0, b - 1, min(b, RANGE_SAMPLE_BANDS)).round().astype(int))
+        values = np.stack([np.asarray(cube.band(int(k), step), dtype=np.float64) for k in bands])
+        finite = values[np.isfinite(values)]
+        if not finite.size:
+            return math.nan, math.nan
+        return float(finite.max()), float(finite.mean())
+
+    def _range_stats(self, layer: Layer) -> tuple[float, float]:
+        kept = self._range_kept.get(layer.uid)
+        if kept is None or kept[0] is not layer.cube:
+            kept = (layer.cube, *self._range_sample(layer.cube))
+            self._range_kept[layer.uid] = kept
+        return kept[1], kept[2]
+
+    def range_badge(self, layer_or_uid: Layer | int) -> RangeBadge:
+        """The layer's value-range badge: its rule in short and in words, and loud warnings when
+        the values stay far below 1 (a sampled maximum under DARK_LIMIT) or a reconstruction's
+        mean is more than MEAN_RATIO_LIMIT times away from its GT's (on the same sampled pixels),
+        plus the reader's own loud assumptions."""
+        uid = layer_or_uid.uid if isinstance(layer_or_uid, Layer) else int(layer_or_uid)
+        layer = self.layer(uid)
+        cube = layer.cube
+        meta = cube.metadata or {}
+        read = self._read_ranges.get(uid)
+        # the reader's loud assumptions hold while its rule does (not once on the GT's scale or overridden)
+        own_rule = read is None or (meta.get("value_rule") == read.rule and "range_override" not in meta)
+        warnings = [w for w in meta.get("warnings", ()) if own_rule and str(w).startswith(LOUD)]
+        vmax, mean = self._range_stats(layer)
+        if math.isfinite(vmax) and 0 < vmax < DARK_LIMIT:
+            warnings.append(f"after this rule the values reach only {vmax:.3g}: far below 1, check the range")
+        gts = self.layers_with_role("gt")
+        if layer.role == "recon" and gts and gts[0].cube.shape == cube.shape:
+            gt_mean = self._range_stats(gts[0])[1]
+            if gt_mean > 0 and mean > 0 and not 1.0 / MEAN_RATIO_LIMIT <= mean / gt_mean <= MEAN_RATIO_LIMIT:
+                warnings.append(f"after this rule the mean is {mean / gt_mean:.3g} x the GT's: check the value range")
+        choice = self.layer_range(uid)
+        can_choose = uid in self._read_ranges
+        lines = [f"Value range: {cube.normalisation}"]
+        if not can_choose:
+            lines.append("computed in the viewer: reflectance, nothing to choose")
+        else:
+            lines.append(f"choice: {choice if isinstance(choice, str) else f'divide by {choice:g}'} "
+                         "(click to change: auto / as the file states / maximum / a number)")
+        lines += [f"⚠ {w}" for w in warnings]
+        return RangeBadge(range_badge_text(cube), "\n".join(lines), tuple(warnings), choice, can_choose)
 
     def _after_layers_changed(self, had_reference: bool, old_reference: Layer | None) -> None:
         self._follows_cache.clear()
