@@ -205,6 +205,8 @@ NOT_DOCUMENTS = {
     "app/core/io/envi.py": "provenance base64 inside the ENVI header",
     "app/core/inference/training.py": "values of the safetensors metadata (with the software block) and of the checkpoint",
     "app/core/export/session.py": "the session file: its own format and version (format, version, software)",
+    "app/core/export/recovery.py": "the recovery folder's lock and manifest (internal state with their own format "
+                                   "and version; the copies are cube files whose sidecars are stamped)",
 }
 
 

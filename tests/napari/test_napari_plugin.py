@@ -69,7 +69,8 @@ def test_manifest_is_discovered_from_the_entry_point_and_valid():
     # from an old build may sit beside the install; napari, like npe2, looks at all of them)
     declared = [ep.value for dist in metadata.distributions() if dist.metadata["Name"] == PLUGIN
                 for ep in dist.entry_points if ep.group == "napari.manifest" and ep.name == PLUGIN]
-    assert declared == ["app.napari_plugin:napari.yaml"]
+    # (an editable install and the egg-info pip leaves in the checkout both declare it: one value)
+    assert declared and set(declared) == {"app.napari_plugin:napari.yaml"}
 
     pm = npe2.PluginManager()  # a fresh manager: only what discovery finds
     pm.discover(include_npe1=False)
