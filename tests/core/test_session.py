@@ -118,6 +118,27 @@ def test_files_opened_with_options_are_reopened_the_same_way(tmp_path):
     assert restored.band == 3
 
 
+def test_a_wavelength_side_file_is_kept_by_the_session(tmp_path):
+    """The same real crop without wavelengths, given them from a side file: the session reopens the
+    file with the side file, so the band centres come back."""
+    src = tmp_path / "data" / "cave_crop_bhw.npy"
+    src.parent.mkdir()
+    shutil.copy(DATA / "cave_crop_bhw.npy", src)
+    side = tmp_path / "data" / "bands.txt"
+    centres = np.linspace(400.0, 700.0, 31)
+    side.write_text("\n".join(f"{w:.1f}" for w in centres) + "\n", encoding="utf-8")
+    cube = open_cube(src, layout="BHW", wavelengths=side)
+    cube.metadata["open_options"] = {"layout": "BHW", "wavelengths": str(side)}
+    scene = Scene()
+    scene.add_layer(cube, "gt", "crop")
+    path = tmp_path / "s.json"
+    save_session(scene, path)
+    assert load_session(path)["layers"][0]["open_options"]["wavelengths"] == str(side)
+    restored = Scene()
+    restore_session(path, restored)
+    assert np.allclose(restored.layers[0].cube.wavelengths_nm, centres)
+
+
 def test_moved_files_go_through_the_locate_hook(tmp_path):
     scene = styled(food_scene(with_computed=False))
     session = tmp_path / "a" / "s.json"

@@ -50,7 +50,8 @@ if TYPE_CHECKING:  # pragma: no cover
 SESSION_FORMAT = "hsi-sr-viewer session"
 SESSION_VERSION = 1
 SESSION_SUFFIX = ".hsisession.json"
-OPEN_OPTION_KEYS = ("var", "layout", "hw", "normalise", "nonfinite")
+# (wavelengths: a side file of band centres attached to the file, File > Attach wavelengths)
+OPEN_OPTION_KEYS = ("var", "layout", "hw", "normalise", "nonfinite", "wavelengths")
 
 Locate = Callable[[Path], "str | Path | None"]
 
