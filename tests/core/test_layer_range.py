@@ -114,3 +114,18 @@ def test_cave_counts_read_as_16bit_warn_when_dark(tmp_path):
     assert badge.loud and badge.text == "÷655350 set" and "reach only" in badge.tooltip
     png = open_cube(DATA / "cave_beads_crop_ms")
     assert range_badge_text(png) == "PNG ÷65535"
+
+
+def test_a_session_reopens_the_layer_with_its_range(counts_pred, tmp_path):
+    from app.core.export.session import restore_session, save_session
+
+    scene = jasper_scene(counts_pred)
+    gt, pred = scene.layers
+    scene.set_layer_range(pred, 2500)
+    scene.set_layer_range(gt, "max")
+    save_session(scene, tmp_path / "s.hsisession")
+    again = Scene()
+    restore_session(tmp_path / "s.hsisession", again)
+    gt2, pred2 = again.layers
+    assert pred2.cube.scale == pytest.approx(1 / 2500) and gt2.cube.scale == pytest.approx(1 / 4091)
+    assert again.range_badge(pred2).text == "÷2500 user" and again.range_badge(gt2).text == "÷4091 max"

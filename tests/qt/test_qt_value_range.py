@@ -201,3 +201,25 @@ def test_colour_scales_follow_the_mode(qtbot, empty_window, jasper_files):
     view.scale_combo.setCurrentIndex(view.scale_combo.findData("shared"))
     assert view.error_bar.text() == f"{err[0]:.4g} – {err[1]:.4g}"
     assert not any(f.isVisible() for pair in view.scale_fields.values() for f in pair)
+
+
+def test_clicking_the_badge_offers_the_choices(qtbot, empty_window, jasper_files):
+    from PyQt6.QtCore import Qt
+    from PyQt6.QtWidgets import QApplication
+
+    gt_path, good_path, _ = jasper_files
+    window = empty_window
+    open_and_analyse(qtbot, window, [("gt", str(gt_path)), ("recon", str(good_path))])
+    pred = window.scene.layers_with_role("recon")[0]
+    panel = window.grid.panel_for(pred.uid)
+    qtbot.mouseClick(panel.range_badge, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: QApplication.activePopupWidget() is not None, timeout=5000)
+    menu = QApplication.activePopupWidget()
+    titles = [a.text() for a in menu.actions()]
+    assert titles[:3] == ["Auto (the file, then the GT's scale)", "As the file states", "Divide by the maximum"]
+    before = window.analysis.result
+    next(a for a in menu.actions() if a.data() == "max").trigger()
+    assert "divided by their maximum" in window.statusBar().currentMessage()  # what was chosen, said
+    menu.close()
+    reanalysed(qtbot, window, before)
+    assert window.scene.layer_range(pred) == "max" and panel.range_text.endswith("max (set)")
