@@ -822,7 +822,8 @@ class AnalysisView(QWidget):
     # ------------------------------------------------------------------ curves
     def _x_axis(self) -> np.ndarray:
         wl = self.scene.wavelengths_nm
-        return np.asarray(wl, dtype=np.float64) if wl is not None else np.arange(self.scene.n_bands, dtype=np.float64)
+        # (band numbers from 1 without wavelengths, as in the band bar and the titles)
+        return np.asarray(wl, dtype=np.float64) if wl is not None else np.arange(1, self.scene.n_bands + 1, dtype=np.float64)
 
     def _show_curves(self, result: AnalysisResult) -> None:
         """Per-band curves of the chosen metric, one per method, with the worst band marked. The

@@ -287,7 +287,7 @@ class ImageGrid(QWidget):
             size += f"  ×{layer.scale}"
         if rendered.band is not None:
             nm = layer.cube.wavelengths_nm
-            what = f"{nm[rendered.band]:.0f} nm" if nm is not None else f"band {rendered.band}"
+            what = f"{nm[rendered.band]:.0f} nm" if nm is not None else f"band {rendered.band + 1}"
         elif request.colour_image.get(layer.uid):
             what = "RGB"
         elif request.mode == DisplayMode.TRUE_COLOUR:

@@ -642,7 +642,7 @@ class SpectraView(QWidget):
 
     def _place_band_line(self) -> None:
         nm = self.scene.band_wavelength()
-        x = nm if nm is not None else float(self.scene.band)
+        x = nm if nm is not None else float(self.scene.band + 1)  # (band numbers from 1 on the axis)
         self.band_line.setVisible(self.scene.n_bands > 0)
         fmt = "{value:.0f} nm" if nm is not None else "band {value:.0f}"
         if self.band_line.label.format != fmt:
@@ -662,7 +662,7 @@ class SpectraView(QWidget):
         if self.scene.wavelengths_nm is not None:
             self.scene.set_band_by_wavelength(line.value())
         else:
-            self.scene.set_band(int(round(line.value())))
+            self.scene.set_band(int(round(line.value())) - 1)
 
     def apply_theme(self) -> None:
         th = theme.current()

@@ -164,7 +164,7 @@ def test_msi_guide_follows_by_nearest_wavelength():
 def test_no_wavelengths_uses_indices():
     scene = Scene()
     scene.add_layer(ramp_cube(bands=8, wl=None), "gt")
-    assert scene.band == 4 and scene.band_text() == "band 4" and scene.band_wavelength() is None
+    assert scene.band == 4 and scene.band_text() == "band 5" and scene.band_wavelength() is None
 
 
 def test_band_kept_by_wavelength_when_reference_changes():

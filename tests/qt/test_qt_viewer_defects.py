@@ -52,6 +52,26 @@ def test_band_slider_end_labels_count_from_one_without_wavelengths(bare_window):
     assert bar.index_label.text() == "22 / 31" and bar.spin.text() == "band 22"
 
 
+def test_every_view_numbers_bands_from_one_without_wavelengths(bare_window, qtbot):
+    """The band bar said 'band 22' while the spectra's band line, the levels bar, the panel header and
+    the per-band plot's axis said 21 (0-based): one numbering everywhere, and moving the spectra's
+    band line or clicking the per-band axis at 22 selects index 21."""
+    win = bare_window
+    win.scene.set_band(21)
+    assert win.scene.band_text() == "band 22"
+    line = win.spectra.band_line
+    assert line.value() == 22.0 and "band 22" in line.label.textItem.toPlainText()
+    assert win.analysis._x_axis()[21] == 22.0
+    win.scene.set_band(3)
+    line.setValue(22.0)  # as a drag of the line does
+    assert win.scene.band == 21
+    win.scene.set_band(3)
+    win.analysis.jump_to_x(22.2)
+    assert win.scene.band == 21
+    assert win.grid.wait_idle()
+    assert "band 22" in win.grid.panels[0]._info
+
+
 def test_rgb_boxes_show_the_bands_used_without_wavelengths(bare_window):
     win = bare_window
     win.scene.set_mode(DisplayMode.RGB)

@@ -313,7 +313,7 @@ def band_curves_figure(result: "AnalysisResult", metric: str = "psnr_db", *, ban
     ax = fig.add_subplot()
     for m in result.methods:
         y = m.per_band(metric)
-        x = wl if wl is not None else np.arange(len(y))
+        x = wl if wl is not None else np.arange(1, len(y) + 1)  # band numbers from 1
         ax.plot(x, y, marker="o", markersize=2.5, linewidth=1.2, label=m.name)
     if band is not None:
         ax.axvline(wl[band] if wl is not None else band, color="0.5", linewidth=0.8, linestyle=":")

@@ -806,11 +806,12 @@ class Scene:
         return float(wl[self._band if band is None else int(band)])
 
     def band_text(self, band: int | None = None) -> str:
-        """'550 nm' (or 'band 12' when the wavelengths are unknown)."""
+        """'550 nm' (or 'band 12' when the wavelengths are unknown: bands are numbered from 1, as in
+        the band bar, the titles and the exports; ``band`` is the 0-based index)."""
         band = self._band if band is None else int(band)
         nm = self.band_wavelength(band)
         if nm is None:
-            return f"band {band}"
+            return f"band {band + 1}"
         return f"{nm:.0f} nm" if abs(nm - round(nm)) < 0.05 else f"{nm:.1f} nm"
 
     @property
@@ -895,7 +896,7 @@ class Scene:
                 pass
         if layer.cube.bands == 3 and ref_wl is not None:
             return np.asarray(NOMINAL_RGB_NM, dtype=np.float64), True, True
-        return np.arange(layer.cube.bands, dtype=np.float64), False, False
+        return np.arange(1, layer.cube.bands + 1, dtype=np.float64), False, False  # band numbers, from 1
 
     # ------------------------------------------------------------------ display mode
     @property
