@@ -24,9 +24,8 @@ from app.core.state.scene import Scene
 from app.qt.fast_image import FastImageItem
 from app.qt import colormaps, theme
 from app.qt.binding import subscribe
-from app.qt.controls import LevelsBar
 from app.qt.workers import Worker
-from app.qt.graphics import (CrossLine, ElidedLabel, ImageView, LegendTable, PanelViewBox, PointerMixin,
+from app.qt.graphics import (CrossLine, ElidedLabel, ImageView, LegendTable, LevelsBar, PanelViewBox, PointerMixin,
                              best_columns, crosshair_pen, display_stride, place_crosshair, show_strided)
 
 ERROR_CMAP = "inferno"

@@ -12,29 +12,8 @@ from PyQt6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox,
 from app.core.state.scene import COLORMAPS, DisplayMode, Scene
 from app.qt import colormaps
 from app.qt.binding import subscribe
-
-_NAV_KEYS = {Qt.Key.Key_Up, Qt.Key.Key_Down, Qt.Key.Key_PageUp, Qt.Key.Key_PageDown}
-
-
-class _KeepsArrowKeys:
-    """Mixin for editors: Up/Down/PageUp/PageDown act on the focused editor, not on the window's
-    band shortcuts."""
-
-    def event(self, event):
-        if event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent) \
-                and event.key() in _NAV_KEYS:
-            event.accept()
-            return True
-        return super().event(event)
-
-
-class SpinBox(_KeepsArrowKeys, QDoubleSpinBox):
-    pass
-
-
-class ComboBox(_KeepsArrowKeys, QComboBox):
-    pass
-
+# (editors that keep the arrow keys, and the colorbar, are shared with other views: graphics.py)
+from app.qt.graphics import ComboBox, LevelsBar, SpinBox, _KeepsArrowKeys  # noqa: F401
 
 def band_number_text(scene: Scene, band: int) -> str:
     """'550 nm', or 'band 22' (counted from 1, like '22 / 31' and the status bar) without
@@ -146,55 +125,6 @@ class BandBar(QWidget):
         tip = "" if self.scene.mode == DisplayMode.BAND else \
             " (the panels show a colour composite; the band drives the spectra marker and status bar)"
         self.slider.setToolTip("Band (Up/Down: ±1, PageUp/PageDown: ±5, Home/End)" + tip)
-
-
-class LevelsBar(QWidget):
-    """A horizontal colorbar: the colormap (or a grey ramp for colour modes) with the levels the
-    reference panel is shown with, so the user can read values off the colours."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setMinimumHeight(34)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self._cmap = "gray"
-        self._low: float | None = None
-        self._high: float | None = None
-        self._caption = ""
-
-    def set_levels(self, cmap: str, low: float | None, high: float | None, caption: str = "") -> None:
-        self._cmap, self._low, self._high, self._caption = cmap, low, high, caption
-        self.setToolTip(f"{caption}: {self.text()}" if self.text() else caption)
-        self.update()
-
-    def text(self) -> str:
-        if self._low is None or self._high is None:
-            return ""
-        return f"{self._low:.4g} – {self._high:.4g}"  # more digits than painted (tooltip, tests)
-
-    def paintEvent(self, event):  # noqa: N802
-        from PyQt6.QtGui import QColor, QLinearGradient, QPainter
-
-        painter = QPainter(self)
-        rect = self.rect().adjusted(1, 1, -1, -17)
-        gradient = QLinearGradient(rect.left(), 0, rect.right(), 0)
-        lut = colormaps.lookup_table(self._cmap, 16)
-        for i, (r, g, b) in enumerate(lut):
-            gradient.setColorAt(i / (len(lut) - 1), QColor(int(r), int(g), int(b)))
-        painter.fillRect(rect, gradient)
-        painter.setPen(self.palette().mid().color())
-        painter.drawRect(rect)
-        y = rect.bottom() + 14
-        if self._low is not None and self._high is not None:
-            painter.setPen(self.palette().windowText().color())
-            painter.drawText(rect.left(), y, f"{self._low:.3g}")
-            right = f"{self._high:.3g}"
-            width = painter.fontMetrics().horizontalAdvance(right)
-            painter.drawText(rect.right() - width, y, right)
-        if self._caption:
-            cap_w = painter.fontMetrics().horizontalAdvance(self._caption)
-            painter.setPen(self.palette().placeholderText().color())
-            painter.drawText(rect.center().x() - cap_w // 2, y, self._caption)
-        painter.end()
 
 
 class DisplayControls(QWidget):

@@ -11,8 +11,11 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, pyqtSignal
-from PyQt6.QtGui import QColor, QPainter, QPen
-from PyQt6.QtWidgets import QGraphicsLineItem, QLabel, QSizePolicy, QToolTip, QWidget
+from PyQt6.QtGui import QColor, QKeyEvent, QPainter, QPen
+from PyQt6.QtWidgets import (QComboBox, QDoubleSpinBox, QGraphicsLineItem, QLabel, QSizePolicy, QToolTip,
+                             QWidget)
+
+from app.qt import colormaps
 
 
 def display_stride(view: pg.ViewBox, scale: int = 1) -> int:
@@ -463,4 +466,78 @@ class LegendTable(QWidget):
             painter.setPen(dim if hidden else text_colour)
             room = max(int(cell.width()) - glyph_w - 2 * self.GLYPH_GAP, 20)
             painter.drawText(x0 + glyph_w + self.GLYPH_GAP, base, self._fit(text, room))
+        painter.end()
+
+
+# ------------------------------------------------------------------ shared editors and the colorbar
+_NAV_KEYS = {Qt.Key.Key_Up, Qt.Key.Key_Down, Qt.Key.Key_PageUp, Qt.Key.Key_PageDown}
+
+
+class _KeepsArrowKeys:
+    """Mixin for editors: Up/Down/PageUp/PageDown act on the focused editor, not on the window's
+    band shortcuts."""
+
+    def event(self, event):
+        if event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent) \
+                and event.key() in _NAV_KEYS:
+            event.accept()
+            return True
+        return super().event(event)
+
+
+class SpinBox(_KeepsArrowKeys, QDoubleSpinBox):
+    pass
+
+
+class ComboBox(_KeepsArrowKeys, QComboBox):
+    pass
+
+
+
+class LevelsBar(QWidget):
+    """A horizontal colorbar: the colormap (or a grey ramp for colour modes) with the levels the
+    reference panel is shown with, so the user can read values off the colours."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumHeight(34)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self._cmap = "gray"
+        self._low: float | None = None
+        self._high: float | None = None
+        self._caption = ""
+
+    def set_levels(self, cmap: str, low: float | None, high: float | None, caption: str = "") -> None:
+        self._cmap, self._low, self._high, self._caption = cmap, low, high, caption
+        self.setToolTip(f"{caption}: {self.text()}" if self.text() else caption)
+        self.update()
+
+    def text(self) -> str:
+        if self._low is None or self._high is None:
+            return ""
+        return f"{self._low:.4g} – {self._high:.4g}"  # more digits than painted (tooltip, tests)
+
+    def paintEvent(self, event):  # noqa: N802
+        from PyQt6.QtGui import QColor, QLinearGradient, QPainter
+
+        painter = QPainter(self)
+        rect = self.rect().adjusted(1, 1, -1, -17)
+        gradient = QLinearGradient(rect.left(), 0, rect.right(), 0)
+        lut = colormaps.lookup_table(self._cmap, 16)
+        for i, (r, g, b) in enumerate(lut):
+            gradient.setColorAt(i / (len(lut) - 1), QColor(int(r), int(g), int(b)))
+        painter.fillRect(rect, gradient)
+        painter.setPen(self.palette().mid().color())
+        painter.drawRect(rect)
+        y = rect.bottom() + 14
+        if self._low is not None and self._high is not None:
+            painter.setPen(self.palette().windowText().color())
+            painter.drawText(rect.left(), y, f"{self._low:.3g}")
+            right = f"{self._high:.3g}"
+            width = painter.fontMetrics().horizontalAdvance(right)
+            painter.drawText(rect.right() - width, y, right)
+        if self._caption:
+            cap_w = painter.fontMetrics().horizontalAdvance(self._caption)
+            painter.setPen(self.palette().placeholderText().color())
+            painter.drawText(rect.center().x() - cap_w // 2, y, self._caption)
         painter.end()

@@ -25,7 +25,7 @@ from app.core.errors import HsiError
 from app.core.state.scene import Scene, percentile_levels
 from app.qt import dialogs, theme
 from app.qt.binding import subscribe
-from app.qt.controls import ComboBox
+from app.qt.graphics import ComboBox
 from app.qt.workers import Worker
 from models.registry import StopRequested
 
