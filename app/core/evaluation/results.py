@@ -27,7 +27,7 @@ import numpy as np
 
 from app.core.science.metric_table import HIGHER_IS_BETTER as _COMPARE_HIGHER
 from app.core.science.metric_table import METRICS as _TABLE
-from app.core.evaluation.compare import METRIC_KEYS, _fit_size, _read, list_items  # the very readers compare used
+from app.core.evaluation.compare import METRIC_KEYS, fit_size, list_items, read_cube  # the very readers compare used
 from app.core.cube import Cube
 from app.core.errors import HsiError, MissingFileError
 from app.core.io.provenance import SchemaError, check_schema
@@ -465,8 +465,8 @@ def load_scene(request: SceneRequest) -> OpenedScene:
     axis order (fitted to the GT), value range and crop as the metrics. A prediction that cannot be
     read becomes a line of ``problems``; the GT failing raises (there is nothing to show)."""
     opts = request.options
-    gt = _read(request.gt_path, var=opts.get("gt_var"), layout=opts.get("gt_layout"),
-               mode=opts.get("gt_range") or "auto", nonfinite=opts.get("nonfinite") or "error")
+    gt = read_cube(request.gt_path, var=opts.get("gt_var"), layout=opts.get("gt_layout"),
+                   mode=opts.get("gt_range") or "auto", nonfinite=opts.get("nonfinite") or "error")
     problems = list(request.problems)
     notes: list[str] = []
     recons: list[tuple[str, Cube]] = []
@@ -474,10 +474,10 @@ def load_scene(request: SceneRequest) -> OpenedScene:
     gt_view = gt.data
     for method, path in request.preds:
         try:
-            pred = _read(path, gt_shape=gt.data.shape, ref_mean=gt.mean, gt_range=gt.value_range, var=opts.get("var"),
-                         layout=opts.get("layout"), mode=opts.get("pred_range") or "auto",
-                         nonfinite=opts.get("nonfinite") or "error")
-            view, crop = _fit_size(gt.data, pred.data, request.scale, bool(opts.get("crop")))
+            pred = read_cube(path, gt_shape=gt.data.shape, ref_mean=gt.mean, gt_range=gt.value_range,
+                             var=opts.get("var"), layout=opts.get("layout"), mode=opts.get("pred_range") or "auto",
+                             nonfinite=opts.get("nonfinite") or "error")
+            view, crop = fit_size(gt.data, pred.data, request.scale, bool(opts.get("crop")))
         except HsiError as exc:
             problems.append(f"{method}: {exc}")
             continue

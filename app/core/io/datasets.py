@@ -87,23 +87,24 @@ def scene_name(path: str | Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
-def _has_png(folder: Path) -> bool:
+def has_png_bands(folder: Path) -> bool:
+    """Whether a folder holds PNG band files (a CAVE-style scene folder)."""
     try:
         return any(p.suffix.lower() == ".png" and p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
     except OSError:
         return False
 
 
-def _scene_in(folder: Path) -> Path | None:
+def scene_in(folder: Path) -> Path | None:
     """The PNG scene folder a subfolder stands for: itself, or its only subfolder (CAVE's
     ``beads_ms/beads_ms/*.png`` nesting)."""
-    if _has_png(folder):
+    if has_png_bands(folder):
         return folder
     try:
         subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     except OSError:
         return None
-    return subs[0] if len(subs) == 1 and _has_png(subs[0]) else None
+    return subs[0] if len(subs) == 1 and has_png_bands(subs[0]) else None
 
 
 def cube_file_extensions() -> tuple[set[str], set[str]]:
@@ -116,30 +117,53 @@ def cube_file_extensions() -> tuple[set[str], set[str]]:
     return cubes, envi_data
 
 
+def scan_folder(root: Path, cubes: set[str], envi_data: set[str]) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """The entries of a dataset folder, sorted by name: ([(entry, the cube it stands for)], [entries
+    that hold no cube]). A subfolder is a cube when it is a scene folder (or its only subfolder is);
+    a file when its extension is in ``cubes``, or in ``envi_data`` (or it has none) without an ENVI
+    header beside it. Not listed at all: hidden files (and the writers' temporary *.part files),
+    ENVI data files beside their header, and JSON sidecars (``x.json`` beside ``x``,
+    ``metadata.json``, ``protocol.json``)."""
+    from app.core.io.envi import header_for
+
+    items: list[tuple[Path, Path]] = []
+    ignored: list[Path] = []
+    for entry in sorted(root.iterdir(), key=lambda p: p.name.lower()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            scene = scene_in(entry)
+            if scene is not None:
+                items.append((entry, scene))
+            else:
+                ignored.append(entry)
+            continue
+        ext = entry.suffix.lower()
+        if ext in cubes:
+            items.append((entry, entry))
+        elif ext in envi_data or ext == "":
+            if header_for(entry) is None:
+                if ext:
+                    items.append((entry, entry))  # ENVI data without a header: reading says so
+                else:
+                    ignored.append(entry)
+        elif ext == ".json" and (entry.with_suffix("").exists() or entry.name in ("metadata.json", "protocol.json")):
+            continue  # sidecar metadata of a cube
+        else:
+            ignored.append(entry)
+    return items, ignored
+
+
 def dataset_items(root: str | Path) -> list[Path]:
     """The cubes of a dataset folder, sorted by name: CAVE scene folders (PNG bands; a folder whose
     only subfolder holds them counts as that subfolder) and cube files of any supported format
     (.mat, .h5, .npy, .npz, .tif, ENVI .hdr, ...; an ENVI data file counts only without its header).
     ``root`` may itself be a scene folder (one item). Hidden files and sidecars are not items."""
-    from app.core.io.envi import header_for
-
     root = Path(root)
-    if _has_png(root):
+    if has_png_bands(root):
         return [root]
-    cubes, envi_data = cube_file_extensions()
-    items: list[Path] = []
-    for entry in sorted(root.iterdir(), key=lambda p: p.name.lower()):
-        if entry.name.startswith("."):
-            continue  # hidden files and the writers' temporary *.part files
-        if entry.is_dir():
-            scene = _scene_in(entry)
-            if scene is not None:
-                items.append(scene)
-            continue
-        ext = entry.suffix.lower()
-        if ext in cubes or (ext in envi_data and header_for(entry) is None):
-            items.append(entry)
-    return items
+    items, _ = scan_folder(root, *cube_file_extensions())
+    return [cube for _, cube in items]
 
 
 def scene_folders(root: str | Path) -> list[Path]:
