@@ -260,6 +260,11 @@ def bench_models(quick: bool = False, device: str = "auto") -> list[dict]:
     return rows
 
 
+def _given(value, text) -> str:
+    """``text(value)``, or "" when the report has no such value (an optional part of a line)."""
+    return "" if value is None else text(value)
+
+
 def print_viewer(report: dict | list) -> None:
     """Print the figures of the 'viewer' section (measured by app.bench.viewer through the real
     widgets: this layer cannot import Qt, so the CLI hands the measuring function in).
@@ -284,16 +289,15 @@ def print_viewer(report: dict | list) -> None:
             print(f"    click -> whole window     {r['click_window_s'] * 1e3:7.1f} ms (the crosshairs of every panel "
                   f"and map and the status bar, painted after the spectra)")
         if "analysis_cold_s" in r:
-            first = r.get("analysis_cold_first_s")
-            first_text = f"maps + metrics but SSIM shown {first * 1e3:.1f} ms, " if first is not None else ""
+            first_text = _given(r.get("analysis_cold_first_s"),
+                                lambda v: f"maps + metrics but SSIM shown {v * 1e3:.1f} ms, ")
             print(f"    analysis off-thread, cold: {first_text}complete {r['analysis_cold_s'] * 1e3:.1f} ms; "
                   f"refresh after a band change {r['analysis_warm_s'] * 1e3:.1f} ms   numpy pass per method "
                   f"{r['analysis_numpy_s'] * 1e3:.1f} ms   ratio {r['analysis_ratio']:.1f}   (target < 0.5 s)")
             print(f"    longest GUI event-loop stall while analysing: {r['gui_stall_cold_s'] * 1e3:.1f} ms cold, "
                   f"{r['gui_stall_warm_s'] * 1e3:.1f} ms refresh")
         if "analysis_first_s" in r:
-            growth = r.get("analysis_rss_growth_mb")
-            grown = f", anonymous memory +{growth:.0f} MiB at its peak" if growth is not None else ""
+            grown = _given(r.get("analysis_rss_growth_mb"), lambda v: f", anonymous memory +{v:.0f} MiB at its peak")
             print(f"    analysis (streamed by row tiles, off-thread): {r['analysis_first_s']:.1f} s{grown}; "
                   f"scene written in {r['build_s']:.1f} s")
         if "figure_builder_stall_s" in r:
@@ -302,8 +306,8 @@ def print_viewer(report: dict | list) -> None:
                   f"{r['figure_builder_change_stall_s'] * 1e3:.1f} ms after a band change (preview after "
                   f"{r['figure_builder_change_s']:.2f} s, 0.4 s debounce included)   (target < 250 ms)")
         if "click_cpu_s" in r:
-            cold = f", cold analysis {r['analysis_cold_cpu_s'] * 1e3:.0f} ms (process, all threads)" \
-                if "analysis_cold_cpu_s" in r else ""
+            cold = _given(r.get("analysis_cold_cpu_s"),
+                          lambda v: f", cold analysis {v * 1e3:.0f} ms (process, all threads)")
             print(f"    CPU time: click {r['click_cpu_s'] * 1e3:.1f} ms (GUI thread, median){cold}")
     if isinstance(report, dict) and report.get("big_vs_small"):
         q = report["big_vs_small"]
@@ -336,18 +340,20 @@ def run_benchmarks(only: list[str] | None = None, envi_gb: float | None = None, 
               f"{r['rss_after_access_mb']:.1f} MiB = {r['rss_vs_file']:.4f} of the file")
         print(f"  band read {r['band_s'] * 1e3:.1f} ms; spectrum read {r['spectrum_s'] * 1e3:.2f} ms from a cold file "
               f"(one page per band), {r['spectrum_warm_s'] * 1e3:.3f} ms once its pages are cached")
-    if "load" in chosen:
-        r = report["load"] = bench_loading()
-        print(f"[load] CAVE PNG folder 256x256x31: open_cube {r['open_s'] * 1e3:.1f} ms, plain PIL decode "
-              f"{r['pil_decode_s'] * 1e3:.1f} ms, ratio {r['ratio']:.2f}")
-    if "redraw" in chosen:
-        r = report["redraw"] = bench_redraw()
-        print(f"[redraw] band change, 4 panels 512x512x31 with shared contrast: {r['redraw_s'] * 1e3:.1f} ms, "
-              f"numpy copy of 4 bands {r['numpy_copy_s'] * 1e3:.2f} ms, ratio {r['ratio']:.1f}")
-    if "spectra" in chosen:
-        r = report["spectra"] = bench_spectra()
-        print(f"[spectra] click -> spectra of 4 layers: {r['click_s'] * 1e6:.0f} us, numpy indexing "
-              f"{r['numpy_index_s'] * 1e6:.1f} us, ratio {r['ratio']:.1f}")
+    against_numpy = (  # the sections measured against a plain-numpy baseline: one line each
+        ("load", bench_loading,
+         lambda r: f"[load] CAVE PNG folder 256x256x31: open_cube {r['open_s'] * 1e3:.1f} ms, plain PIL decode "
+                   f"{r['pil_decode_s'] * 1e3:.1f} ms, ratio {r['ratio']:.2f}"),
+        ("redraw", bench_redraw,
+         lambda r: f"[redraw] band change, 4 panels 512x512x31 with shared contrast: {r['redraw_s'] * 1e3:.1f} ms, "
+                   f"numpy copy of 4 bands {r['numpy_copy_s'] * 1e3:.2f} ms, ratio {r['ratio']:.1f}"),
+        ("spectra", bench_spectra,
+         lambda r: f"[spectra] click -> spectra of 4 layers: {r['click_s'] * 1e6:.0f} us, numpy indexing "
+                   f"{r['numpy_index_s'] * 1e6:.1f} us, ratio {r['ratio']:.1f}"))
+    for name, bench, line in against_numpy:
+        if name in chosen:
+            r = report[name] = bench()
+            print(line(r))
     if "metrics" in chosen:
         from app.bench.metrics import bench_metrics
 
