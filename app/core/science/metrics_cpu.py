@@ -61,7 +61,7 @@ def _kernels() -> tuple:
     """(rest, ssim_ref, ssim_pred), compiled on first use: without the GIL and cached on disk;
     fastmath only as far as reordering sums ('reassoc') or fusing multiply-adds ('contract'), NaN
     and infinity keep their meaning."""
-    global _KERNELS
+    global _KERNELS, _window_buffers
     with _KERNELS_LOCK:
         if _KERNELS is None:
             import numba
@@ -69,6 +69,7 @@ def _kernels() -> tuple:
             def jit(fn, fastmath):
                 return numba.njit(nogil=True, cache=True, error_model="numpy", fastmath=fastmath)(fn)
 
+            _window_buffers = jit(_window_buffers, False)  # the SSIM kernels call it compiled
             # reordered sums: the per-pixel sums over bands vectorise; no fused multiply-adds in the
             # first, which would round x * ig - y * ip unevenly and give identical spectra an angle
             _KERNELS = (jit(_rest_rows, {"reassoc"}), jit(_ssim_ref_rows, {"contract"}),
@@ -140,18 +141,23 @@ def _rest_rows(g, p, r0, r1, k, want_ref, ref_sums, sums, rmse, sam, absd, valid
                 valid[i, j] = False
 
 
+def _window_buffers(g, win, k):
+    """The sizes and work rows of the separable SSIM window over an (H, W, B) cube: (window length n,
+    values per input row W*B, values per output row (W - n + 1)*B, output row width W - n + 1,
+    (k, W*B) float32 rows for the vertical pass, (k, (W - n + 1)*B) for the horizontal one)."""
+    w, b = g.shape[1], g.shape[2]
+    n = win.shape[0]
+    wo = w - n + 1
+    return n, w * b, wo * b, wo, np.empty((k, w * b), np.float32), np.empty((k, wo * b), np.float32)
+
+
 def _ssim_ref_rows(g, r0, r1, win, mu, var):
     """Local mean and variance of g (clipped) under the separable window for output rows r0..r1
     (valid windows): mu, var are (r1 - r0, W - n + 1, B) float32."""
-    h, w, b = g.shape
-    n = win.shape[0]
-    m_all = w * b
-    wo = w - n + 1
-    m_out = wo * b
-    v1 = np.empty(m_all, np.float32)
-    v2 = np.empty(m_all, np.float32)
-    h1 = np.empty(m_out, np.float32)
-    h2 = np.empty(m_out, np.float32)
+    n, m_all, m_out, _, v, hz = _window_buffers(g, win, 2)
+    v1, v2 = v[0], v[1]
+    h1, h2 = hz[0], hz[1]
+    b = g.shape[2]
     for i in range(r0, r1):  # vertical pass over the n input rows of output row i, then horizontal
         v1[:] = 0.0
         v2[:] = 0.0
@@ -182,17 +188,10 @@ def _ssim_pred_rows(g, p, r0, r1, win, mu_g, var_g, c1, c2, acc, keep, masked):
     """SSIM of p against g for output rows r0..r1 (valid windows), g's local moments given
     (``_ssim_ref_rows``): the SSIM values summed per band into acc ((B,) float64). When
     ``masked``, windows centred on a pixel where ``keep`` ((H, W) uint8) is 0 are left out."""
-    h, w, b = g.shape
-    n = win.shape[0]
-    m_all = w * b
-    wo = w - n + 1
-    m_out = wo * b
-    v1 = np.empty(m_all, np.float32)
-    v2 = np.empty(m_all, np.float32)
-    v3 = np.empty(m_all, np.float32)
-    h1 = np.empty(m_out, np.float32)
-    h2 = np.empty(m_out, np.float32)
-    h3 = np.empty(m_out, np.float32)
+    n, m_all, m_out, wo, v, hz = _window_buffers(g, win, 3)
+    v1, v2, v3 = v[0], v[1], v[2]
+    h1, h2, h3 = hz[0], hz[1], hz[2]
+    b = g.shape[2]
     for i in range(r0, r1):
         v1[:] = 0.0
         v2[:] = 0.0
