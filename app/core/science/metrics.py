@@ -267,6 +267,23 @@ def _mask_keys(res: dict[str, Any], masked_px: int, excl: np.ndarray | None, nod
     res["maps"]["nodata"] = nodata
 
 
+def _complete(res: dict[str, Any], raw: dict[str, Any], notes: list[str], *, keep_b, bands: int, masked_px: int,
+              excl: np.ndarray | None, wl, nodata: np.ndarray | None, band_index: int, scale, region,
+              masked: bool) -> dict[str, Any]:
+    """The finished result of one output (``compute_all`` and ``compute_all_many`` alike): the
+    left-out bands back in place, the mask notes and keys, the wavelengths, the maps, and what was
+    computed how."""
+    _expand_bands(res, keep_b, bands)
+    _mask_notes(notes, masked_px, excl, wl)
+    res["per_band"]["wavelengths_nm"] = wl
+    res["maps"] = {"rmse": raw["rmse_map"], "abs_error": raw["abs_map"], "sam_deg": raw["sam_map"],
+                   "sam_valid": raw["valid_map"]}
+    _mask_keys(res, masked_px, excl, nodata)
+    res.update(band_index=band_index, scale=scale, n_pixels=int(raw["n_pixels"]), region=region, masked=masked,
+               notes=notes, conventions=CONVENTIONS)
+    return res
+
+
 # ---------------------------------------------------------------------------------- SAM helper
 def _sam_rad(g: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Spectral angle (radians) and validity between spectra along the last axis of g and p.
@@ -683,16 +700,8 @@ def compute_all(gt, pred, *, scale: float | None = None, region=None, mask=None,
     if nd is not None:
         _blank_nodata(raw, nd)
     raw = _leave_out_dark(raw, sam_dark_pixels(ge, None if nd is None else ~nd), None if m is None else m.cpu().numpy())
-    out = _finish(raw, scale, notes)
-    _expand_bands(out, keep_b, b)
-    _mask_notes(notes, masked_px, excl, wl)
-    out["per_band"]["wavelengths_nm"] = wl
-    out["maps"] = {"rmse": raw["rmse_map"], "abs_error": raw["abs_map"], "sam_deg": raw["sam_map"],
-                   "sam_valid": raw["valid_map"]}
-    _mask_keys(out, masked_px, excl, nd)
-    out.update(band_index=k, scale=scale, n_pixels=int(raw["n_pixels"]), region=region, masked=roi,
-               notes=notes, conventions=CONVENTIONS)
-    return out
+    return _complete(_finish(raw, scale, notes), raw, notes, keep_b=keep_b, bands=b, masked_px=masked_px, excl=excl,
+                     wl=wl, nodata=nd, band_index=k, scale=scale, region=region, masked=roi)
 
 
 def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int | None = None,
@@ -850,16 +859,9 @@ def _compute_all_many_masked(g: torch.Tensor, ps: list, wls: list, nds: list, ex
         del res["uiqi"], res["per_band"]["uiqi"]
         if not ssim:
             res["ssim"] = math.nan
-        _expand_bands(res, keep_b, b)
         masked_px = 0 if nd is None else int(np.count_nonzero(nd))
-        _mask_notes(notes, masked_px, excl, wl)
-        res["per_band"]["wavelengths_nm"] = wl
-        res["maps"] = {"rmse": raw["rmse_map"], "abs_error": raw["abs_map"], "sam_deg": raw["sam_map"],
-                       "sam_valid": raw["valid_map"]}
-        _mask_keys(res, masked_px, excl, nd)
-        res.update(band_index=k, scale=scale, n_pixels=int(raw["n_pixels"]), region=None, masked=False,
-                   notes=notes, conventions=CONVENTIONS)
-        out.append(res)
+        out.append(_complete(res, raw, notes, keep_b=keep_b, bands=b, masked_px=masked_px, excl=excl, wl=wl,
+                             nodata=nd, band_index=k, scale=scale, region=None, masked=False))
     return out
 
 
@@ -1171,39 +1173,27 @@ def _many_raws(h: int, w: int, sg: np.ndarray, sg2: np.ndarray, sums: np.ndarray
     return raws
 
 # ---------------------------------------------------------------------------------- single metrics
-def mpsnr(gt, pred, **kwargs) -> float:
-    """Mean over bands of the per-band PSNR in dB (data range 1, clipped). See ``compute_all``."""
-    return compute_all(gt, pred, **kwargs)["psnr_db"]
+def _single(name: str, key: str, doc: str):
+    """A function ``name(gt, pred, **kwargs) -> float``: ``compute_all``'s value ``key``."""
+    def metric(gt, pred, **kwargs) -> float:
+        return compute_all(gt, pred, **kwargs)[key]
+
+    metric.__name__ = metric.__qualname__ = name
+    metric.__doc__ = doc + " See ``compute_all``."
+    return metric
 
 
-def ssim(gt, pred, **kwargs) -> float:
-    """Mean over bands of SSIM (11x11 Gaussian window, sigma 1.5). See ``compute_all``."""
-    return compute_all(gt, pred, **kwargs)["ssim"]
-
-
-def sam_deg(gt, pred, **kwargs) -> float:
-    """Mean spectral angle in degrees over pixels with non-zero spectra. See ``compute_all``."""
-    return compute_all(gt, pred, **kwargs)["sam_deg"]
+mpsnr = _single("mpsnr", "psnr_db", "Mean over bands of the per-band PSNR in dB (data range 1, clipped).")
+ssim = _single("ssim", "ssim", "Mean over bands of SSIM (11x11 Gaussian window, sigma 1.5).")
+sam_deg = _single("sam_deg", "sam_deg", "Mean spectral angle in degrees over pixels with non-zero spectra.")
+rmse = _single("rmse", "rmse", "RMSE over all values (clipped cubes).")
+cc = _single("cc", "cc", "Mean over bands of the Pearson correlation.")
+uiqi = _single("uiqi", "uiqi", "Mean over bands of the Q index on 32x32 blocks.")
 
 
 def ergas(gt, pred, scale: float, **kwargs) -> float:
     """ERGAS with ratio = ``scale`` (HR/LR). See ``compute_all``."""
     return compute_all(gt, pred, scale=scale, **kwargs)["ergas"]
-
-
-def rmse(gt, pred, **kwargs) -> float:
-    """RMSE over all values (clipped cubes). See ``compute_all``."""
-    return compute_all(gt, pred, **kwargs)["rmse"]
-
-
-def cc(gt, pred, **kwargs) -> float:
-    """Mean over bands of the Pearson correlation. See ``compute_all``."""
-    return compute_all(gt, pred, **kwargs)["cc"]
-
-
-def uiqi(gt, pred, **kwargs) -> float:
-    """Mean over bands of the Q index on 32x32 blocks. See ``compute_all``."""
-    return compute_all(gt, pred, **kwargs)["uiqi"]
 
 
 def _pair_numpy(gt, pred, gt_wl=None, pred_wl=None) -> tuple[np.ndarray, np.ndarray]:
