@@ -54,6 +54,21 @@ class ReadOptions:
 _LAYOUT_RE = re.compile(r"^(?=.*H)(?=.*W)(?=.*B)[HWB]{3}$")
 
 
+def read_text(path: Path, binary: str) -> str:
+    """A small text file (a header, a side list) as text: UTF-8 (a BOM dropped), else Latin-1.
+    CubeError naming ``path`` when it cannot be read, or saying ``binary`` when it holds NUL bytes."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CubeError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if b"\x00" in raw[:4096]:
+        raise CubeError(path, binary)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def axes_from_layout(layout: str, path) -> tuple[int, int, int]:
     """'BHW' -> positions of (H, W, B) in the stored array: (1, 2, 0)."""
     lay = layout.upper()

@@ -20,6 +20,7 @@ from app.core.io._common import (
     atomic_dir,
     honour_nonfinite,
     decide_range,
+    read_text,
     reflectance_for_writing,
     wavelengths_to_nm,
 )
@@ -63,16 +64,7 @@ def data_for(header: Path, meta: dict) -> Path:
 def _header_text(header: Path) -> str:
     """The header as text: UTF-8, else Latin-1 (ENVI itself writes the system's 8-bit code page,
     so one accented letter in a description is common and harmless)."""
-    try:
-        raw = header.read_bytes()
-    except OSError as exc:
-        raise CubeError(header, f"cannot be read ({exc.strerror or exc})") from None
-    if b"\x00" in raw[:4096]:
-        raise CubeError(header, "is a binary file, not an ENVI header (a text file starting with 'ENVI')")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+    text = read_text(header, "is a binary file, not an ENVI header (a text file starting with 'ENVI')")
     if not text.lstrip("\ufeff").startswith("ENVI"):
         raise CubeError(header, "is not an ENVI header: its first line does not start with 'ENVI'")
     return text.lstrip("\ufeff")

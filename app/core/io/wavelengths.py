@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.errors import CubeError, MissingFileError
+from app.core.io._common import read_text
 
 __all__ = ["read_wavelength_file", "attach_wavelengths", "WAVELENGTH_FILE_FILTER"]
 
@@ -52,18 +53,12 @@ def read_wavelength_file(path: str | Path, bands: int | None = None) -> tuple[np
         raise MissingFileError(path, "no such wavelength file" if not path.exists() else
                                "is a folder, not a wavelength file (.txt/.csv)")
     try:
-        if path.stat().st_size > _MAX_BYTES:
-            raise CubeError(path, f"is {path.stat().st_size} bytes: too large for a wavelength list "
-                                  f"(one value per band, .txt/.csv)")
-        blob = path.read_bytes()
+        size = path.stat().st_size
     except OSError as exc:
         raise CubeError(path, f"cannot be read ({exc.strerror or exc})") from None
-    if b"\x00" in blob[:4096]:
-        raise CubeError(path, "is a binary file, not a wavelength list (.txt/.csv, one value per band)")
-    try:
-        text = blob.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = blob.decode("latin-1")
+    if size > _MAX_BYTES:
+        raise CubeError(path, f"is {size} bytes: too large for a wavelength list (one value per band, .txt/.csv)")
+    text = read_text(path, "is a binary file, not a wavelength list (.txt/.csv, one value per band)")
 
     header: list[str] = []          # column names from the last text line before the numbers
     unit_words = ""                 # header and comment text, searched for units
