@@ -430,6 +430,19 @@ def _open_h5(path: Path):
         raise CubeError(path, f"cannot open as HDF5 ({text}); the file may be truncated or damaged") from None
 
 
+def read_h5_cube(path: Path, options: ReadOptions, read: Callable[[Any, Path, ReadOptions], Cube]) -> Cube:
+    """The cube ``read(handle, path, options)`` makes of an open HDF5 file (a product's reader), the
+    file kept open for its lazy dataset (``metadata['_h5file']``); closed again when reading fails."""
+    handle = _open_h5(path)
+    try:
+        cube = read(handle, path, options)
+    except BaseException:
+        handle.close()
+        raise
+    cube.metadata["_h5file"] = handle
+    return cube
+
+
 def _check_h5_storage(var: Variable, path: Path) -> None:
     """Refuse a dataset whose stored bytes lie past the end of the file (a cut copy): HDF5 opens
     such files and fails, or returns fill values, only when the missing part is read."""
@@ -463,17 +476,14 @@ def _check_h5_storage(var: Variable, path: Path) -> None:
 
 
 def read_mat73(path: Path, options: ReadOptions) -> Cube:
-    handle = _open_h5(path)
-    try:
-        variables = list_h5(handle, path, matlab=True)
-        var, hw = choose_cube(variables, options, path)
-        _check_h5_storage(var, path)
-        cube = cube_from_variable(var, variables, hw, options, path, "mat-v7.3", "F")
-    except BaseException:
-        handle.close()
-        raise
-    cube.metadata["_h5file"] = handle  # keeps the lazy dataset's file open
-    return cube
+    return read_h5_cube(path, options, _read_mat73)
+
+
+def _read_mat73(handle, path: Path, options: ReadOptions) -> Cube:
+    variables = list_h5(handle, path, matlab=True)
+    var, hw = choose_cube(variables, options, path)
+    _check_h5_storage(var, path)
+    return cube_from_variable(var, variables, hw, options, path, "mat-v7.3", "F")
 
 
 def read_hdf5(path: Path, options: ReadOptions) -> Cube:

@@ -49,17 +49,9 @@ def _text(value) -> str:
 
 
 def read(path: Path, options: ReadOptions) -> Cube:
-    from app.core.io.containers import _open_h5
+    from app.core.io.containers import read_h5_cube
 
-    path = Path(path)
-    handle = _open_h5(path)
-    try:
-        cube = _read(handle, path, options)
-    except BaseException:
-        handle.close()
-        raise
-    cube.metadata["_h5file"] = handle
-    return cube
+    return read_h5_cube(Path(path), options, _read)
 
 
 def _read(handle, path: Path, options: ReadOptions) -> Cube:

@@ -150,16 +150,9 @@ class MergedBands:
 
 
 def read(path: Path, options: ReadOptions) -> Cube:
-    from app.core.io.containers import _open_h5
+    from app.core.io.containers import read_h5_cube
 
-    handle = _open_h5(path)
-    try:
-        cube = _read(handle, Path(path), options)
-    except BaseException:
-        handle.close()
-        raise
-    cube.metadata["_h5file"] = handle
-    return cube
+    return read_h5_cube(Path(path), options, _read)
 
 
 def _read(handle, path: Path, options: ReadOptions) -> Cube:
