@@ -10,11 +10,17 @@ pytestmark = pytest.mark.gui
 
 
 def hover(qtbot, window, role, row, col):
+    """Move the pointer over pixel (row, col) of the panel of ``role`` until the scene reports it (the
+    position is mapped again at every try: under load the panels may still be laid out)."""
     panel = next(p for p in window.grid.panels if p.layer.role == role)
-    pos = panel.graphics.mapFromScene(panel.view.mapViewToScene(QPointF(col + 0.5, row + 0.5)))
-    qtbot.mouseMove(panel.graphics.viewport(), pos)
-    qtbot.waitUntil(lambda: window.scene.hover is not None and window.scene.hover.uid == panel.layer.uid
-                    and (window.scene.hover.row, window.scene.hover.col) == (row, col), timeout=2000)
+
+    def arrived() -> bool:
+        pos = panel.graphics.mapFromScene(panel.view.mapViewToScene(QPointF(col + 0.5, row + 0.5)))
+        qtbot.mouseMove(panel.graphics.viewport(), pos)
+        hov = window.scene.hover
+        return hov is not None and hov.uid == panel.layer.uid and (hov.row, hov.col) == (row, col)
+
+    qtbot.waitUntil(arrived, timeout=15000)
 
 
 def test_status_bar_shows_map_coordinates_of_georeferenced_layers(window, qtbot):
