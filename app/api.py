@@ -100,12 +100,14 @@ def run_model(model: str, lr: CubeLike, guide: CubeLike | None = None, *, scale:
     return run_to_end(execute(plan), on_progress)
 
 
-def metrics(gt: CubeLike, pred: CubeLike, *, scale: float | None = None, **options) -> dict[str, Any]:
+def metrics(gt: CubeLike, pred: CubeLike, *, scale: float | None = None, **options) -> Mapping[str, Any]:
     """Every full-reference metric of ``pred`` against ``gt`` with the conventions of ``eval`` and
     ``compare`` (cubes clipped to [0, 1]; MPSNR per band then mean, SSIM Gaussian 11x11, SAM in
     degrees, ERGAS with ratio = ``scale``): ``psnr_db``, ``ssim``, ``sam_deg``, ``ergas``, ``rmse``,
     ``cc``, ``uiqi``, the per-band curves (``per_band``), the maps (``maps``, see :func:`maps`) and
-    ``notes``. ``options`` go to :func:`app.core.science.metrics.compute_all` (``region``,
+    ``notes``, as a :class:`~app.core.science.metric_result.MetricResult`: typed fields
+    (``result.psnr_db``) that also read as a read-only mapping (``result["psnr_db"]``; ``dict(result)``
+    for a plain dict). ``options`` go to :func:`app.core.science.metrics.compute_all` (``region``,
     ``mask``, ``band_index``, ``device`` ...)."""
     from app.core.science.metrics import compute_all
 

@@ -29,6 +29,7 @@ from app.core.state.selection import (  # noqa: F401  (the analysis' vocabulary,
 from models.registry import drain
 
 if TYPE_CHECKING:  # pragma: no cover
+    from app.core.science.metric_result import MetricResult
     from app.core.state.scene import Layer, Scene
 
 # (key in compute_all's result, column title, True when higher is better)
@@ -288,8 +289,8 @@ class MethodResult:
     """The analysis of one reconstruction."""
 
     layer: "Layer"
-    full: dict            # compute_all on the whole image (maps, per_band, scalars, notes)
-    scope: dict           # compute_all on the chosen scope (the same dict as ``full`` for 'image')
+    full: "MetricResult"   # compute_all on the whole image (maps, per_band, scalars, notes)
+    scope: "MetricResult"  # compute_all on the chosen scope (the same result as ``full`` for 'image')
     error_map: np.ndarray  # the map shown: RMSE over bands, or |error| at ``band``
     sam_map: np.ndarray
     sam_valid: np.ndarray
@@ -359,8 +360,8 @@ class AnalysisCache:
     Thread-safe for one writer (the job) and readers."""
 
     def __init__(self, max_entries: int = 64):
-        self._full: dict[tuple, dict] = {}
-        self._scoped: dict[tuple, dict] = {}
+        self._full: dict[tuple, MetricResult] = {}
+        self._scoped: dict[tuple, MetricResult] = {}
         self._abs: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
         self.max_entries = max_entries
@@ -481,7 +482,7 @@ def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
     notes: list[str] = []
     if request.settings.scope == "roi" and request.roi is None:
         notes.append("no ROI drawn: metrics of the whole image (draw one with O or P)")
-    fulls: dict[int, dict] = {}
+    fulls: dict[int, MetricResult] = {}
     for layer in request.methods:
         found = cache._get(cache._full, AnalysisCache.pair_key(ref, layer) + (request.scale,))
         if found is not None:
@@ -529,12 +530,11 @@ def analysis_steps(request: AnalysisRequest, cache: AnalysisCache | None = None,
             else:
                 scores = ssim_many(ref.cube.data, [layer.cube.data for layer in todo], device=request.device,
                                    progress=ssim_tick, nodata=nodata, exclude_bands=excluded)
-            computed = [{**full, "ssim": mean, "per_band": {**full["per_band"], "ssim": per_band}}
-                        for full, (mean, per_band) in zip(computed, scores)]
+            computed = [full.with_ssim(mean, per_band) for full, (mean, per_band) in zip(computed, scores)]
         for layer, full in zip(todo, computed):
             key = AnalysisCache.pair_key(ref, layer)
             cache._put(cache._full, key + (request.scale,), full)
-            cache._put(cache._abs, key + (request.band,), full["maps"]["abs_error"])
+            cache._put(cache._abs, key + (request.band,), full.maps.abs_error)
             fulls[layer.uid] = full
     base = 0.9 * len(todo) / max(n, 1)  # of the progress bar, reached by the whole-image pass
     return (yield from _assemble_steps(request, cache, fulls, notes, base=base, levels=levels))
@@ -562,7 +562,7 @@ def _assemble_steps(request: AnalysisRequest, cache: AnalysisCache, fulls: dict,
             scoped = cache._get(cache._scoped, skey)
             if scoped is None:
                 kwargs: dict[str, Any] = {}
-                nodata = full["maps"].get("nodata")
+                nodata = full.maps.nodata
                 mapped = not (ref.cube.in_memory and layer.cube.in_memory)
                 g = p = None
                 if scope_kind == "roi":
@@ -579,7 +579,7 @@ def _assemble_steps(request: AnalysisRequest, cache: AnalysisCache, fulls: dict,
                     scoped = compute_all(g, p, scale=request.scale, device=request.device, nodata=nodata,
                                          exclude_bands=_excluded_bands(ref, request.methods), **kwargs)
                     if scope_kind == "view" and "region" not in kwargs:
-                        scoped["region"] = tuple(request.region)
+                        scoped = scoped.replace(region=tuple(request.region))
                 except HsiError as exc:  # an empty ROI: say so, show the whole image
                     notes.append(f"{SCOPE_TITLES[scope_kind]}: {exc}")
                     scoped = full
@@ -589,18 +589,18 @@ def _assemble_steps(request: AnalysisRequest, cache: AnalysisCache, fulls: dict,
             error = cache._get(cache._abs, key + (request.band,))
             if error is None:  # (one band of each cube read: never the whole cube)
                 error = abs_error_map(ref.cube.band(request.band)[..., None], layer.cube.band(request.band)[..., None], 0)
-                nodata = full["maps"].get("nodata")
+                nodata = full.maps.nodata
                 if nodata is not None:  # as in the whole-image maps: 0 where a pixel is no-data
                     error = np.where(nodata, np.float32(0.0), error)
                 cache._put(cache._abs, key + (request.band,), error)
         else:
-            error = full["maps"]["rmse"]
-        results.append(MethodResult(layer, full, scoped, error, full["maps"]["sam_deg"], full["maps"]["sam_valid"]))
+            error = full.maps.rmse
+        results.append(MethodResult(layer, full, scoped, error, full.maps.sam_deg, full.maps.sam_valid))
     yield 1.0, "Colour scales"
     if levels is not None:
         error_levels, sam_levels = levels
     else:
-        counted = [None if m.full["maps"].get("nodata") is None else ~m.full["maps"]["nodata"] for m in results]
+        counted = [None if m.full.maps.nodata is None else ~m.full.maps.nodata for m in results]
         error_levels = locked_levels([m.error_map for m in results], counted)
         sam_levels = locked_levels([m.sam_map for m in results], [m.sam_valid for m in results])
     if scope_kind == "roi":

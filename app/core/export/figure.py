@@ -32,6 +32,7 @@ from app.core.export.data import (APP_NAME, APP_VERSION, collect_spectra, export
 
 if TYPE_CHECKING:  # pragma: no cover
     from app.core.evaluation.analysis import AnalysisResult
+    from app.core.science.metric_result import MetricResult
     from app.core.state.scene import Layer, Scene
 
 FIGURE_FORMATS: dict[str, str] = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -358,7 +359,7 @@ class PaperFigureSpec:
 @dataclass
 class _Column:
     layer: "Layer"
-    metrics: dict | None  # compute_all against the reference (None for the reference itself)
+    metrics: "MetricResult | None"  # compute_all against the reference (None for the reference itself)
 
 
 def _check_spec(scene: "Scene", spec: PaperFigureSpec) -> tuple[list["Layer"], "Layer | None"]:
@@ -480,7 +481,7 @@ class _MetricsCache:
 FIGURE_METRICS = _MetricsCache()
 
 
-def _streamed_metrics(ref, layer, scale, band: int, device) -> dict | None:
+def _streamed_metrics(ref, layer, scale, band: int, device) -> "MetricResult | None":
     """The metrics and maps of a pair of which a cube is memory-mapped, by row tiles
     (``metrics.compute_all_many_streamed``: the cubes are never loaded; every metric the figure
     shows, equal to ``compute_all``'s to float32 rounding), kept in FIGURE_METRICS; None when the
@@ -499,7 +500,7 @@ def _streamed_metrics(ref, layer, scale, band: int, device) -> dict | None:
                                         band_index=band, gt_wavelengths_nm=ref.cube.wavelengths_nm,
                                         preds_wavelengths_nm=[layer.cube.wavelengths_nm])[0]
     mean, per_band = ssim_many_streamed(readers[0], readers[1:], ref.cube.shape, tile_rows=rows)[0]
-    metrics = {**metrics, "ssim": mean, "per_band": {**metrics["per_band"], "ssim": per_band}}
+    metrics = metrics.with_ssim(mean, per_band)
     FIGURE_METRICS.put(ref, layer, scale, device, metrics)
     return metrics
 
@@ -552,12 +553,12 @@ def render_paper_figure(inputs: PaperInputs, cancelled: Callable[[], bool] | Non
                                abs_error_map(ref.cube.band(band)[..., None], c.layer.cube.band(band)[..., None], 0)
                                for c in columns]
         else:
-            images["error"] = [None if c.metrics is None else c.metrics["maps"]["rmse"] for c in columns]
+            images["error"] = [None if c.metrics is None else c.metrics.maps.rmse for c in columns]
         maps = [m for m in images["error"] if m is not None]
         levels["error"] = locked_levels(maps) if maps else (0.0, 1.0)
     if "sam" in spec.views:
-        images["sam"] = [None if c.metrics is None else c.metrics["maps"]["sam_deg"] for c in columns]
-        pairs = [(c.metrics["maps"]["sam_deg"], c.metrics["maps"]["sam_valid"]) for c in columns if c.metrics]
+        images["sam"] = [None if c.metrics is None else c.metrics.maps.sam_deg for c in columns]
+        pairs = [(c.metrics.maps.sam_deg, c.metrics.maps.sam_valid) for c in columns if c.metrics]
         levels["sam"] = locked_levels([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else (0.0, 1.0)
     if stop():
         return None
@@ -622,8 +623,8 @@ def _draw_paper(inputs: PaperInputs, columns: list, images: dict, levels: dict, 
         view="paper figure", band=band, band_label=wl_text or inputs.band_title.lower(), rows=list(spec.views),
         inset=None if spec.inset is None else list(spec.inset), error_kind=spec.error_kind,
         percentiles=list(inputs.percentiles),
-        metrics={c.layer.name: {"psnr_db": c.metrics["psnr_db"], "sam_deg": c.metrics["sam_deg"],
-                                "ssim": c.metrics["ssim"]} for c in columns if c.metrics},
+        metrics={c.layer.name: {"psnr_db": c.metrics.psnr_db, "sam_deg": c.metrics.sam_deg,
+                                "ssim": c.metrics.ssim} for c in columns if c.metrics},
         **spec.extra_provenance)
     fig.hsi_title = spec.title or "paper figure"
     return fig
@@ -632,7 +633,7 @@ def _draw_paper(inputs: PaperInputs, columns: list, images: dict, levels: dict, 
 def _caption(col: _Column) -> str:
     if col.metrics is None:
         return f"{col.layer.name}\n(reference)" if col.layer.role == "gt" else col.layer.name
-    return f"{col.layer.name}\nPSNR {col.metrics['psnr_db']:.2f} dB · SAM {col.metrics['sam_deg']:.2f}°"
+    return f"{col.layer.name}\nPSNR {col.metrics.psnr_db:.2f} dB · SAM {col.metrics.sam_deg:.2f}°"
 
 
 def _draw_inset(ax, img: np.ndarray, spec: PaperFigureSpec, kwargs: dict, hw: tuple[int, int]) -> None:

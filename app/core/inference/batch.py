@@ -182,8 +182,9 @@ def _run_pair(inputs: _Inputs, spec, proto, *, device: str, steps: int | None, s
     prov = out.metadata["provenance"]
     m = compute_all(inputs.hr, out.data, scale=proto.scale, device=device if device != "auto" else None,
                     nodata=inputs.nodata, exclude_bands=inputs.excl)
-    item = EvalItem(inputs.name, spec.name, {**row_values(m), "masked_pixels": m["masked_pixels"],
-                                             "excluded_bands": m["excluded_bands"]}, seconds)
+    # (the row, plain values, is what crosses to the caller or a cluster worker's client)
+    item = EvalItem(inputs.name, spec.name, {**row_values(m), "masked_pixels": m.masked_pixels,
+                                             "excluded_bands": m.excluded_bands}, seconds)
     item.provenance = _row_provenance(prov)
     report = prov.get("report") or {}
     if spec.iterative and report:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,13 @@ from app.core.io.provenance import is_stamped
 def jsonable(value: Any, *, max_array_size: int | None = None) -> Any:
     """``value`` with JSON types only: dicts (string keys), lists, str, int, finite float, bool, None.
 
-    numpy scalars and arrays become numbers and lists, tuples lists, paths strings, non-finite
-    floats None, anything else its ``str``. With ``max_array_size``, dict entries holding a numpy
-    array larger than that are left out (maps and per-pixel data do not belong in a results file).
+    Mappings (dicts, and read-only ones such as the metric results of
+    :mod:`app.core.science.metric_result`) become dicts, numpy scalars and arrays numbers and lists,
+    tuples lists, paths strings, non-finite floats None, anything else its ``str``. With
+    ``max_array_size``, mapping entries holding a numpy array larger than that are left out (maps
+    and per-pixel data do not belong in a results file).
     """
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): jsonable(v, max_array_size=max_array_size) for k, v in value.items()
                 if max_array_size is None or not isinstance(v, np.ndarray) or v.size <= max_array_size}
     if isinstance(value, (list, tuple)):

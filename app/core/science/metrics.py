@@ -33,6 +33,9 @@ image), p = q = alpha = beta = 1 by default.
 Why hand-written: torchmetrics' conventions differ (PSNR needs dim=(2, 3), SAM is in radians,
 RASE is off by the window area) and the viewer needs all metrics, maps and curves from one pass.
 ``compute_all`` runs in row tiles so that the intermediate arrays stay in the CPU cache.
+
+Results are :class:`~app.core.science.metric_result.MetricResult` objects: typed fields (``r.psnr_db``,
+``r.per_band.ssim``, ``r.maps.rmse``) that also read as read-only mappings (``r["psnr_db"]``).
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ import torch.nn.functional as F
 from app.core.cube import hwb_view
 from app.core.device import select_device
 from app.core.science import metrics_cpu
+from app.core.science.metric_result import MetricResult
 from app.core.science.metric_table import table_description
 from app.core.errors import HsiError, ShapeMismatchError
 
@@ -269,10 +273,10 @@ def _mask_keys(res: dict[str, Any], masked_px: int, excl: np.ndarray | None, nod
 
 def _complete(res: dict[str, Any], raw: dict[str, Any], notes: list[str], *, keep_b, bands: int, masked_px: int,
               excl: np.ndarray | None, wl, nodata: np.ndarray | None, band_index: int, scale, region,
-              masked: bool) -> dict[str, Any]:
+              masked: bool) -> MetricResult:
     """The finished result of one output (``compute_all`` and ``compute_all_many`` alike): the
     left-out bands back in place, the mask notes and keys, the wavelengths, the maps, and what was
-    computed how."""
+    computed how, as a :class:`MetricResult`."""
     _expand_bands(res, keep_b, bands)
     _mask_notes(notes, masked_px, excl, wl)
     res["per_band"]["wavelengths_nm"] = wl
@@ -281,7 +285,7 @@ def _complete(res: dict[str, Any], raw: dict[str, Any], notes: list[str], *, kee
     _mask_keys(res, masked_px, excl, nodata)
     res.update(band_index=band_index, scale=scale, n_pixels=int(raw["n_pixels"]), region=region, masked=masked,
                notes=notes, conventions=CONVENTIONS)
-    return res
+    return MetricResult.from_mapping(res)
 
 
 # ---------------------------------------------------------------------------------- SAM helper
@@ -625,7 +629,7 @@ def _finish(raw: dict[str, Any], scale: float | None, notes: list[str]) -> dict[
 
 def compute_all(gt, pred, *, scale: float | None = None, region=None, mask=None, band_index: int | None = None,
                 gt_wavelengths_nm=None, pred_wavelengths_nm=None, device=None, nodata=None,
-                exclude_bands=None) -> dict[str, Any]:
+                exclude_bands=None) -> MetricResult:
     """Every full-reference metric, the three maps and the per-band curves, in one pass.
 
     Args:
@@ -645,10 +649,12 @@ def compute_all(gt, pred, *, scale: float | None = None, region=None, mask=None,
             per-pixel statistics over bands (RMSE map, SAM); NaN in the per-band curves.
 
     Returns:
-        dict with scalars ``psnr_db`` (MPSNR), ``ssim``, ``sam_deg``, ``ergas``, ``rmse``, ``cc``,
-        ``uiqi``; ``per_band`` {psnr_db, rmse, ssim, cc, uiqi: (B,) float64 arrays,
-        wavelengths_nm: (B,) or None}; ``maps`` {rmse: (h, w) float32, abs_error: (h, w) float32
-        at ``band_index``, sam_deg: (h, w) float32 (0 where a spectrum is zero), sam_valid:
+        a :class:`~app.core.science.metric_result.MetricResult`: typed fields that also read as a
+        read-only mapping (``result.psnr_db == result["psnr_db"]``) with scalars ``psnr_db``
+        (MPSNR), ``ssim``, ``sam_deg``, ``ergas``, ``rmse``, ``cc``, ``uiqi``; ``per_band``
+        (PerBand) {psnr_db, rmse, ssim, cc, uiqi: (B,) float64 arrays, wavelengths_nm: (B,) or
+        None}; ``maps`` (MetricMaps) {rmse: (h, w) float32, abs_error: (h, w) float32 at
+        ``band_index``, sam_deg: (h, w) float32 (0 where a spectrum is zero), sam_valid:
         (h, w) bool, nodata: (h, w) bool or None}; ``band_index``, ``scale``, ``n_pixels`` (the
         pixels counted), ``region``, ``masked`` (a ROI mask was given), ``masked_pixels`` (no-data
         pixels of the area left out), ``excluded_bands`` (how many) and ``excluded_band_indices``,
@@ -707,7 +713,7 @@ def compute_all(gt, pred, *, scale: float | None = None, region=None, mask=None,
 def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int | None = None,
                      gt_wavelengths_nm=None, preds_wavelengths_nm=None, device=None,
                      progress=None, ssim: bool = True, engine: str = "auto", nodata=None,
-                     exclude_bands=None) -> list[dict[str, Any]]:
+                     exclude_bands=None) -> list[MetricResult]:
     """``compute_all`` of several outputs against one reference over the whole image, in one pass.
 
     The reference's share of the work (clipping, norms of its spectra, its SSIM local means and
@@ -734,9 +740,10 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
         Other arguments as for ``compute_all``.
 
     Returns:
-        One dict per output, as ``compute_all`` returns it (same conventions, equal to float32
-        rounding), except that UIQI (its 32x32 block statistics are the costly part of a pass) is
-        not computed: no ``uiqi`` key, no ``per_band['uiqi']``. ``region`` is None.
+        One MetricResult per output, as ``compute_all`` returns it (same conventions, equal to
+        float32 rounding), except that UIQI (its 32x32 block statistics are the costly part of a
+        pass) is not computed: ``uiqi`` None, no ``uiqi`` key, no ``per_band['uiqi']``. ``region``
+        is None.
     """
     g, gwl = as_hwb_tensor(gt, "reference")
     ref_wl = gt_wavelengths_nm if gt_wavelengths_nm is not None else gwl
@@ -774,8 +781,8 @@ def compute_all_many(gt, preds, *, scale: float | None = None, band_index: int |
     return _finish_many(raws, wls, sam_dark_pixels(g), scale, k)
 
 
-def _finish_many(raws: list, wls: list, dark: np.ndarray, scale, k: int) -> list[dict[str, Any]]:
-    """compute_all_many's dicts from the raw sums and maps of an unmasked pass (either engine,
+def _finish_many(raws: list, wls: list, dark: np.ndarray, scale, k: int) -> list[MetricResult]:
+    """compute_all_many's results from the raw sums and maps of an unmasked pass (either engine,
     whole or streamed), ``dark`` the reference's dark pixels (sam_dark_pixels)."""
     out = []
     for raw, wl in zip(raws, wls):
@@ -788,7 +795,7 @@ def _finish_many(raws: list, wls: list, dark: np.ndarray, scale, k: int) -> list
         _mask_keys(res, 0, None, None)
         res.update(band_index=k, scale=scale, n_pixels=int(raw["n_pixels"]), region=None, masked=False,
                    notes=notes, conventions=CONVENTIONS)
-        out.append(res)
+        out.append(MetricResult.from_mapping(res))
     return out
 
 
@@ -808,7 +815,7 @@ def _outputs_nodata(nodata, gt, preds, h: int, w: int) -> list[np.ndarray | None
 
 
 def _compute_all_many_masked(g: torch.Tensor, ps: list, wls: list, nds: list, excl, k: int, scale, dev,
-                             engine: str, progress, ssim: bool) -> list[dict[str, Any]]:
+                             engine: str, progress, ssim: bool) -> list[MetricResult]:
     """``compute_all_many`` with no-data pixels or excluded bands. The fused kernels take the
     masks (one pass, as without them); the torch engine runs ``compute_all`` per output, whose
     masked arithmetic it shares."""
@@ -820,11 +827,9 @@ def _compute_all_many_masked(g: torch.Tensor, ps: list, wls: list, nds: list, ex
             # (numpy: compute_all reads a tensor as (B, H, W))
             res = compute_all(g.cpu().numpy(), p.cpu().numpy(), scale=scale, band_index=k, device=dev,
                               nodata=nds[j], exclude_bands=excl)
-            del res["uiqi"], res["per_band"]["uiqi"]
-            res["per_band"]["wavelengths_nm"] = wls[j]
+            res = res.replace(uiqi=None, per_band=res.per_band.replace(uiqi=None, wavelengths_nm=wls[j]))
             if not ssim:
-                res["ssim"] = math.nan
-                res["per_band"]["ssim"] = np.full(b, np.nan)
+                res = res.with_ssim(math.nan, np.full(b, np.nan))
             out.append(res)
             if progress is not None:
                 progress((j + 1) / n)
@@ -944,7 +949,7 @@ def streamable(device=None) -> bool:
 
 def compute_all_many_streamed(read_gt, read_preds, shape, *, tile_rows: int = 64, scale: float | None = None,
                               band_index: int | None = None, gt_wavelengths_nm=None, preds_wavelengths_nm=None,
-                              progress=None) -> list[dict[str, Any]]:
+                              progress=None) -> list[MetricResult]:
     """``compute_all_many(..., ssim=False)`` over row tiles read on demand, for cubes that are not
     in memory: ``read_gt(a, b)`` and every ``read_preds[j](a, b)`` return rows a..b-1 as
     (b - a, W, B) float32 reflectance. Extra memory: the output maps ((N, H, W) RMSE, SAM, |error|

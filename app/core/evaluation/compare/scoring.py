@@ -110,16 +110,16 @@ def _metrics_row(g: Item, model: str, item: Item, pred: Loaded, gt_view: np.ndar
     nodata, excl = _masks(pred, gt, crop_info, exclude_ranges)
     m = compute_all(gt_view, pred.data, scale=scale, gt_wavelengths_nm=gt.wavelengths,
                     pred_wavelengths_nm=pred.wavelengths, device=device, nodata=nodata, exclude_bands=excl)
-    row = {"image": g.name, "model": model, "psnr": m["psnr_db"], "ssim": m["ssim"], "sam_deg": m["sam_deg"],
-           "ergas": _finite_or_none(m["ergas"]) if scale is not None else None, "rmse": m["rmse"],
+    row = {"image": g.name, "model": model, "psnr": m.psnr_db, "ssim": m.ssim, "sam_deg": m.sam_deg,
+           "ergas": _finite_or_none(m.ergas) if scale is not None else None, "rmse": m.rmse,
            "gt_path": str(g.path.absolute()), "pred": str(item.path.absolute()), "range": pred.range,
            "range_rule": pred.range_note, "layout": pred.layout,
-           "masked_pixels": m["masked_pixels"], "excluded_bands": m["excluded_bands"],
+           "masked_pixels": m.masked_pixels, "excluded_bands": m.excluded_bands,
            # which files these numbers came from: size, mtime and (up to 64 MiB) sha256
            "pred_file": file_fingerprint(item.path), "gt_file": file_fingerprint(g.path)}
     if pred.provenance:  # the prediction's own record (this tool's SR outputs: model, weights sha256, options)
         row["pred_provenance"] = pred.provenance
-    notes = list(pred.notes) + [n for n in m["notes"] if not n.startswith("ERGAS needs")]
+    notes = list(pred.notes) + [n for n in m.notes if not n.startswith("ERGAS needs")]
     if gt.range != "unit" or gt.notes:
         row["gt_range_rule"] = gt.range_note
     if crop_info is not None:
@@ -128,12 +128,12 @@ def _metrics_row(g: Item, model: str, item: Item, pred: Loaded, gt_view: np.ndar
     if notes:
         row["notes"] = notes
     if per_band:
-        pb = m["per_band"]
+        pb = m.per_band
         row["per_band"] = {
-            "wavelengths_nm": None if pb.get("wavelengths_nm") is None else [float(v) for v in pb["wavelengths_nm"]],
-            "psnr": [_finite_or_none(float(v)) for v in pb["psnr_db"]],  # null at excluded bands
-            "ssim": [_finite_or_none(float(v)) for v in pb["ssim"]],
-            "rmse": [_finite_or_none(float(v)) for v in pb["rmse"]],
+            "wavelengths_nm": None if pb.wavelengths_nm is None else [float(v) for v in pb.wavelengths_nm],
+            "psnr": [_finite_or_none(float(v)) for v in pb.psnr_db],  # null at excluded bands
+            "ssim": [_finite_or_none(float(v)) for v in pb.ssim],
+            "rmse": [_finite_or_none(float(v)) for v in pb.rmse],
         }
     return row
 
