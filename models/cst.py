@@ -378,7 +378,7 @@ register(ModelSpec(
     factory=build,
     scales=(4,),
     bands=31,
-    weights=(WeightsFile(4, "cst_x4.safetensors", "61887d26d6d332bec672dd97832ec4ff9569c781eba93db02606bb072be3e1cd", "cst_x4.md"),),
+    weights=(WeightsFile(4, "cst_x4.safetensors", "2b34b8d58563073272127d239f77f1a6b06f478166bed4fe0a58daf582515f51", "cst_x4.md"),),
     context_lr_px=16,  # windows are 16 LR px long; the pooled global queries see the whole tile
     memory_per_hr_px_bytes=8192,
     description="Single-image transformer: rectangle windows with pooled global queries + channel attention. "
