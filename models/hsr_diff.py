@@ -180,6 +180,15 @@ def sample_steps(predict_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
 
 
 # ------------------------------------------------------------------------------ layers
+def null_space_projection(r: torch.Tensor, srf: torch.Tensor) -> torch.Tensor:
+    """Remove from each pixel's spectrum r (N, B, H, W) the part the SRF (M, B) sees: r - R^+ R r.
+    The FUSE estimate already reproduces the guide, so the residual to the truth lies (almost) in
+    this null space; predicting only that part spares the network learning the constraint."""
+    srf = srf.to(r.device, torch.float64)
+    proj = torch.eye(srf.shape[1], dtype=torch.float64, device=r.device) - torch.linalg.pinv(srf) @ srf
+    return torch.einsum("bc,nchw->nbhw", proj.to(r.dtype), r)
+
+
 class ChannelNorm(nn.Module):
     """LayerNorm over the channel axis of (N, C, H, W)."""
 
@@ -322,6 +331,9 @@ class HsrDiffConfig:
     ffn: float = 2.0
     unshuffle: int = 1       # pixel-unshuffle factor of both streams (1: full resolution, as the paper)
     prior: str = "gsa"       # prior mean of the FUSE estimate the diffusion refines (models.classical.fuse)
+    head: int = 0            # width of the full-resolution conv head after the unshuffled streams (0: none)
+    head_layers: int = 0     # residual 3x3 conv layers in that head
+    null_srf: bool = False   # keep the predicted residual in the SRF's null space (the guide is already fitted)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -329,6 +341,10 @@ class HsrDiffConfig:
 
 CONFIGS = {
     "small": HsrDiffConfig(width=48, layers=2, heads=4, window=8, ffn=2.0, unshuffle=4, prior="guided"),
+    # the small streams on 4x4 blocks plus a full-resolution head (issue 23: the unshuffle alone cannot
+    # make pixel-level corrections: each 48-channel token had to predict 16 x 31 values)
+    "hybrid": HsrDiffConfig(width=48, layers=2, heads=4, window=8, ffn=2.0, unshuffle=4, prior="guided",
+                            head=32, head_layers=4, null_srf=True),
     "paper": HsrDiffConfig(width=256, layers=12, heads=8, window=8, ffn=2.66, unshuffle=1, prior="guided"),
     # for one GPU (training/gpu/): full resolution like the paper (no pixel unshuffle), 5.4M parameters
     # (10.3 MiB in fp16, so that weights, data pack and checkout travel together in 64 MiB)
@@ -361,7 +377,20 @@ class CDFormer(nn.Module):
         self.noise_in = nn.Conv2d(bands * p * p, c, k, padding=k // 2)
         self.nle = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, c))
         self.ds_layers = nn.ModuleList(NCS2TL(c, cfg.heads, cfg.window, cfg.ffn, bool(i % 2)) for i in range(cfg.layers))
-        self.out = nn.Conv2d(c, bands * p * p, k, padding=k // 2)
+        if cfg.head:
+            # full-resolution head: 3x3 embeddings of the condition images and of z_t, plus the streams'
+            # output shuffled back to pixels, then residual 3x3 convs with the noise level by FiLM
+            f = cfg.head
+            self.head_cond = nn.Conv2d(cond_channels, f, 3, padding=1)
+            self.head_noise = nn.Conv2d(bands, f, 3, padding=1)
+            self.head_up = nn.Conv2d(c, f * p * p, 1)
+            self.head_film = nn.Linear(c, 2 * f)
+            nn.init.zeros_(self.head_film.weight)
+            nn.init.zeros_(self.head_film.bias)
+            self.head_layers = nn.ModuleList(nn.Conv2d(f, f, 3, padding=1) for _ in range(cfg.head_layers))
+            self.out = nn.Conv2d(f, bands, 1)
+        else:
+            self.out = nn.Conv2d(c, bands * p * p, k, padding=k // 2)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not self.out and m.weight.abs().sum() > 0:
                 nn.init.kaiming_normal_(m.weight, nonlinearity="linear")
@@ -376,6 +405,8 @@ class CDFormer(nn.Module):
         for layer in self.cond_layers:
             f = layer(f)
             feats.append(f)
+        if self.cfg.head:  # the head's condition embedding, also independent of z_t
+            feats.append(self.head_cond(cond))
         return feats
 
     def denoise(self, feats: list[torch.Tensor], z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
@@ -384,6 +415,14 @@ class CDFormer(nn.Module):
         x = self.noise_in(F.pixel_unshuffle(z, p) if p > 1 else z)
         for layer, f in zip(self.ds_layers, feats):
             x = layer(x, f, nle)
+        if self.cfg.head:
+            up = self.head_up(x)
+            h = F.gelu(feats[-1] + self.head_noise(z) + (F.pixel_shuffle(up, p) if p > 1 else up))
+            scale, shift = self.head_film(nle).chunk(2, dim=1)
+            h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+            for conv in self.head_layers:
+                h = h + F.gelu(conv(h))
+            return self.out(h)
         x = self.out(x)
         return F.pixel_shuffle(x, p) if p > 1 else x
 
@@ -443,8 +482,11 @@ class HSRDiff(nn.Module):
         ph, pw = (-h) % ws, (-w) % ws
         return F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate") if ph or pw else x
 
-    def predict_x0(self, feats, z, gamma) -> torch.Tensor:
-        return self.net.denoise(feats, z, gamma)
+    def predict_x0(self, feats, z, gamma, srf: torch.Tensor | None = None) -> torch.Tensor:
+        r = self.net.denoise(feats, z, gamma)
+        if self.cfg.null_srf and srf is not None:
+            r = null_space_projection(r, srf)
+        return r
 
     # ---------------------------------------------------------------- training
     def prepare_scene(self, scene, psf: torch.Tensor, cache_dir: Path | None = None) -> dict:
@@ -487,7 +529,7 @@ class HSRDiff(nn.Module):
         noise = torch.randn(r0.shape, generator=generator, dtype=r0.dtype).to(r0.device)
         z = g.sqrt() * r0 + (1 - g).sqrt() * noise
         cond = self.condition_images(lr, msi, est, inputs.get("lr_up"))
-        r_hat = self.net.denoise(self.net.condition(cond), z, gamma)
+        r_hat = self.predict_x0(self.net.condition(cond), z, gamma, srf)
         x0 = est + r_hat / RES_SCALE
         l_x0 = (x0 - gt).abs().mean()
         l_spec = (spectral_degrade(x0, srf) - msi).abs().mean()
@@ -520,7 +562,7 @@ class HSRDiff(nn.Module):
             shape = (est.shape[0], self.bands, *cond.shape[-2:])
             done = 0
             for k in range(self.samples):
-                gen = sample_steps(lambda z, g: self.predict_x0(feats, z, g), shape, steps, method, generator,
+                gen = sample_steps(lambda z, g: self.predict_x0(feats, z, g, srf), shape, steps, method, generator,
                                    device=dev)
                 r_hat = None
                 stopped = False

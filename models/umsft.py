@@ -24,14 +24,19 @@ Network (three S2F-FAB levels at H/8, H/2 and H):
 
 Departures, all documented (resources/weights/umsft.md):
 
-* Residual on a training-free estimate (``base``, default ``'fuse'``): the network's output goes
-  through a 1x1 head initialised at zero and is added to the FUSE estimate (``models.classical``,
-  with the same PSF and SRF as the objective; blind mode: the estimated ones), so iteration 1 is
+* Residual on a training-free estimate (``base``, default ``'guided'``): the network's output goes
+  through a head initialised at zero and is added to the FUSE estimate with the guided-filter prior
+  (``models.classical``, with the same PSF and SRF as the objective; blind mode: the estimated
+  ones; ``'fuse'``: FUSE with the GSA prior), so iteration 1 is
   that estimate and the optimisation refines it; the head's learning rate is ``head_lr`` times the
   base's loss (Adam moves every weight by about its learning rate, and the base's loss is the size
   of what is left to fix). The base also replaces the upsampled LR-HSI as the input of the HSI
   feature stack and (average-pooled) as the level-1 estimate. ``base='none'`` is the reference
   behaviour (from scratch); ``'gsa'`` starts from GSA.
+* With a base, the three levels run on 4 x 4 blocks (``feature_scale``; never coarser than the LR
+  grid): average-pooled guide and base in, and a head that sees their estimate with the guide's
+  4 x 4 blocks (pixel-unshuffled) returns a full-resolution residual (pixel-shuffled). A 512 x 512
+  scene then takes about two minutes on two CPU cores.
 * No ImageNet VGG16-BN weights can be downloaded: the feature extractors are narrow VGG-style
   stacks trained from scratch on the image pair, like the rest of the network.
 * Widths are smaller than the paper's (fusion nets 16 channels instead of 191, features 8/16/32
@@ -67,9 +72,9 @@ from models.errors import HsiError
 from models.protocol import IterationUpdate, StopRequested, drain
 from models.spec import ModelSpec, register
 
-DEFAULT_ITERS = 120
+DEFAULT_ITERS = 200
 HEADS = 5
-BASES = ("fuse", "gsa", "none")  # training-free estimate the network refines ("none": the reference's output)
+BASES = ("guided", "fuse", "gsa", "none")  # training-free estimate the network refines ("none": the reference's output)
 
 
 class UmsftError(HsiError):
@@ -204,9 +209,11 @@ class FusionNet(nn.Module):
     """The three-level fusion network; ``forward(y, x, spectral)`` -> (N, B, H, W) estimate in
     the normalised units of y and x (``spectral`` maps an estimate to MSI bands)."""
 
-    def __init__(self, bands: int, msi_bands: int, width: int = 32, feat_widths=(16, 32, 64), residual: bool = False):
+    def __init__(self, bands: int, msi_bands: int, width: int = 32, feat_widths=(16, 32, 64), residual: bool = False,
+                 feature_scale: int = 1):
         super().__init__()
         self.residual = bool(residual)
+        self.fs = max(1, int(feature_scale))
         self.hsi_features = FeatureStack(bands, feat_widths)
         self.msi_features = FeatureStack(msi_bands, feat_widths)
         self.hsi_adapt = nn.ModuleList([Adapter(feat_widths[0], bands), Adapter(feat_widths[1], bands),
@@ -216,12 +223,29 @@ class FusionNet(nn.Module):
         self.fusion = nn.ModuleList([SkipNet(bands + msi_bands, bands, width) for _ in range(3)])
         self.attention = nn.ModuleList([SpectralCrossAttention(bands) for _ in range(3)])
         self.feedback = MsiFeedback(msi_bands, bands)
-        if self.residual:  # output = base + head(z); the head starts at zero, so iteration 1 = the base
+        if self.residual and self.fs > 1:
+            # the levels run at H/fs; the head sees their estimate and the full-resolution guide as
+            # fs x fs blocks (pixel-unshuffled) and returns a full-resolution residual (pixel-shuffled)
+            self.head = nn.Conv2d(bands + msi_bands * self.fs ** 2, bands * self.fs ** 2, 1)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        elif self.residual:  # output = base + head(z); the head starts at zero, so iteration 1 = the base
             self.head = nn.Conv2d(bands, bands, 1)
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
     def forward(self, y: torch.Tensor, x: torch.Tensor, spectral, base: torch.Tensor | None = None) -> torch.Tensor:
+        if self.residual and base is not None and self.fs > 1:
+            fs = self.fs
+            x_s, base_s = F.avg_pool2d(x, fs), F.avg_pool2d(base, fs)  # the SRF is linear: pooling commutes
+            z = self._levels(y, x_s, spectral, base_s)
+            return base + F.pixel_shuffle(self.head(torch.cat([z - base_s, F.pixel_unshuffle(x, fs)], dim=1)), fs)
+        z = self._levels(y, x, spectral, base)
+        if self.residual and base is not None:
+            return base + self.head(z)
+        return z
+
+    def _levels(self, y: torch.Tensor, x: torch.Tensor, spectral, base: torch.Tensor | None) -> torch.Tensor:
         big_h, big_w = x.shape[-2:]
         sizes = [(big_h, big_w), (-(-big_h // 2), -(-big_w // 2)), (-(-big_h // 8), -(-big_w // 8))]
         u = base if base is not None else F.interpolate(y, size=(big_h, big_w), mode="bilinear", align_corners=False)
@@ -240,8 +264,6 @@ class FusionNet(nn.Module):
             z = self.feedback(x_l, z, spectral)
             if level > 0:
                 z = F.interpolate(z, size=sizes[level - 1], mode="nearest")
-        if self.residual and base is not None:
-            return base + self.head(z)
         return z
 
 
@@ -358,8 +380,10 @@ class UMSFT(nn.Module):
         bands: number of HSI bands.
         blind: estimate the PSF and SRF from the pair (the given ones only set the SRF spans).
         calibrate: non-blind mode: match the MSI's gain and offset to SRF(LR-HSI) first.
-        base: 'fuse' (default) or 'gsa': the network refines that training-free estimate (residual
-            head starting at zero); 'none': the reference, optimised from scratch.
+        base: 'guided' (default: FUSE with the guided prior), 'fuse' (GSA prior) or 'gsa': the network
+            refines that training-free estimate (residual head starting at zero); 'none': the
+            reference, optimised from scratch.
+        feature_scale: with a base, the levels run at H / gcd(feature_scale, scale) (1: full resolution).
         head_lr: learning rate of the residual head relative to the base's loss.
         width, feat_widths: network widths.
         lr: AdamW learning rate of the fusion network (reference: 2e-3, x0.99 every 100 iterations).
@@ -371,9 +395,10 @@ class UMSFT(nn.Module):
 
     def __init__(self, scale: int, bands: int, *, blind: bool = False, calibrate: bool = True, width: int = 16,
                  feat_widths=(8, 16, 32), lr: float = 2e-3, patience: int | None = None, min_delta: float = 1e-3,
-                 preview_every: int = 10, blind_init_iters: int = 200, base: str = "fuse",
-                 head_lr: float = 0.01, **_):
+                 preview_every: int = 10, blind_init_iters: int = 200, base: str = "guided",
+                 head_lr: float = 0.01, feature_scale: int = 4, **_):
         super().__init__()
+        self.feature_scale = max(1, int(feature_scale))
         if base not in BASES:
             raise UmsftError(f"unknown UMSFT base '{base}' (use {', '.join(BASES)})")
         self.base = base
@@ -440,9 +465,12 @@ class UMSFT(nn.Module):
                     yield IterationUpdate(0, 0, float(loss.detach()), None,
                                           f"estimating {name} ({done}/{total}), sigma {float(self.psf_net.sigma.detach()):.2f}")
 
-    def _base_estimate(self, y: torch.Tensor, x: torch.Tensor, srf, psf) -> torch.Tensor | None:
-        """The training-free estimate the network refines (normalised units), or None (base 'none'):
-        FUSE or GSA with the same PSF and SRF as the objective (blind: the estimated ones)."""
+    def _base_estimate(self, y: torch.Tensor, x: torch.Tensor, srf, psf, norm: float = 1.0) -> torch.Tensor | None:
+        """The training-free estimate the network refines, divided by ``norm``, or None (base 'none'):
+        FUSE or GSA with the same PSF and SRF as the objective (blind: the estimated ones). ``y`` and
+        ``x`` are in the inputs' own units (the guide calibrated), not rescaled: the guided prior's
+        local regressions are ill-conditioned enough that rounding the inputs moves the estimate by
+        ~1e-4, so the base is the estimate the classical method gives on the same pair."""
         if self.base == "none":
             return None
         from models.classical import fuse, gsa, on_float64_device
@@ -451,14 +479,15 @@ class UMSFT(nn.Module):
             if self.blind:
                 k = self.psf_net.kernel().detach()
                 r = self.srf_net.matrix().detach()
-                x = x - self.srf_net.offset.detach().view(1, -1, 1, 1)
+                x = x - norm * self.srf_net.offset.detach().view(1, -1, 1, 1)
             else:
                 k, r = psf, srf
-            if self.base == "fuse":
-                est = on_float64_device(lambda a, b, c, d: fuse(a, b, c, d, self.scale), y, x, r, k)
+            if self.base in ("fuse", "guided"):
+                prior = "guided" if self.base == "guided" else "gsa"
+                est = on_float64_device(lambda a, b, c, d: fuse(a, b, c, d, self.scale, prior=prior), y, x, r, k)
             else:
                 est = on_float64_device(lambda a, b, c, d: gsa(a, b, self.scale, d), y, x, r, k)
-        return est.float()
+        return (est / norm).float()
 
     # ------------------------------------------------------------------ optimisation
     def iterate(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor | None = None, srf: torch.Tensor | None = None,
@@ -479,20 +508,27 @@ class UMSFT(nn.Module):
                 self.srf_net = BlindSRF(srf_spans(srf.cpu().numpy())).to(dev)
             norm = float(max(y_raw.max(), x_raw.max(), 1e-6))
             y, x = y_raw / norm, x_raw / norm
+            x_units = x_raw  # the guide the base is computed from, in the inputs' units (calibrated below)
             if self.blind:
                 yield from self._blind_init(y, x)
             elif self.calibrate:
                 x_lr = kernel_downsample(x, psf, self.scale)
                 gain, offset = fit_guide_calibration(x_lr, spectral_degrade(y, srf))
                 x = (x - offset.view(1, -1, 1, 1)) / gain.clamp_min(1e-6).view(1, -1, 1, 1)
+                x_units = (x_raw - (offset * norm).view(1, -1, 1, 1)) / gain.clamp_min(1e-6).view(1, -1, 1, 1)
                 self.report["guide_gain"] = gain.tolist()
                 self.report["guide_offset"] = (offset * norm).tolist()
                 x_scale = float(max(x.max(), y.max(), 1e-6))
                 if x_scale > 1.0:  # keep both inside the sigmoid's range
                     y, x, norm = y / x_scale, x / x_scale, norm * x_scale
             spectral = self.spectral_fn(srf)
-            base = self._base_estimate(y, x, srf, psf)
-            self.net = FusionNet(self.bands, m, self.width, self.feat_widths, residual=base is not None).to(dev).train()
+            base = self._base_estimate(y_raw, x_units, srf, psf, norm)
+            fs = math.gcd(self.feature_scale, self.scale)  # never coarser than the LR grid
+            if base is None or x.shape[-2] % fs or x.shape[-1] % fs:
+                fs = 1
+            self.report["feature_scale"] = fs
+            self.net = FusionNet(self.bands, m, self.width, self.feat_widths, residual=base is not None,
+                                 feature_scale=fs).to(dev).train()
             head = list(self.net.head.parameters()) if base is not None else []
             body = [p for p in self.net.parameters() if p.requires_grad and all(p is not q for q in head)]
             if base is not None:
@@ -569,8 +605,8 @@ register(ModelSpec(
     iterative=True,
     tileable=False,
     default_steps=DEFAULT_ITERS,
-    options=("blind", "base"),  # base: fuse (default), gsa or none (the reference: no training-free start)
+    options=("blind", "base", "feature_scale"),  # base: guided (default), fuse, gsa or none (the reference)
     memory_per_hr_px_bytes=16384,
-    description="Optimised on this image pair alone (no training data), as a residual on the FUSE estimate "
-                "(--option base=none: from scratch); known or blind PSF/SRF.",
+    description="Optimised on this image pair alone (no training data), as a residual on the FUSE estimate with "
+                "the guided prior (--option base=fuse: GSA prior, base=none: from scratch); known or blind PSF/SRF.",
 ))

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from app.core.science import srf as srf_mod
 from app.core.inference.engine import run_model, run_to_end
@@ -258,3 +259,31 @@ def test_shipped_weights_reproduce_the_model_cards_sample_figure():
     # the weights are used: the sample is not the FUSE estimate the untrained model would return
     assert float((out - fuse(lr, msi, srf, psf, 32).float()).abs().max()) > 1e-3
     assert result.provenance["weights"] == "hsrdiff_x32.safetensors" and result.provenance["seed"] == seed
+
+
+# ------------------------------------------------------------------------------ hybrid config
+def test_null_space_projection_removes_what_the_srf_sees_and_keeps_the_rest():
+    z, lr, msi, srf, psf = sample_inputs(32)
+    r = torch.randn(2, 31, 5, 7, generator=torch.Generator().manual_seed(0))
+    p = hsr_diff.null_space_projection(r, srf)
+    assert float(spectral_degrade(p, srf).abs().max()) < 1e-5 * float(r.abs().max())
+    torch.testing.assert_close(hsr_diff.null_space_projection(p, srf), p, atol=1e-6, rtol=0)  # idempotent
+    seen = torch.einsum("bm,nmhw->nbhw", srf.T, torch.randn(2, 3, 5, 7))  # in the SRF's row space
+    assert float(hsr_diff.null_space_projection(seen, srf).abs().max()) < 1e-5 * float(seen.abs().max())
+
+
+def test_hybrid_config_starts_at_fuse_and_corrects_single_pixels_invisibly_to_the_guide():
+    """The hybrid config (streams on 4x4 blocks + a full-resolution head): untrained it returns the
+    FUSE estimate; with random head weights its correction varies inside the 4x4 blocks and leaves
+    the guide reproduced (the residual is kept in the SRF's null space)."""
+    z, lr, msi, srf, psf = sample_inputs(128)
+    model = hsr_diff.HSRDiff(32, 31, config="hybrid").eval()
+    base = fuse(lr, msi, srf, psf, 32, prior="guided").float()
+    torch.testing.assert_close(model(lr, msi, srf, psf, steps=3), base)
+    model = randomised(config="hybrid")
+    out = model(lr, msi, srf, psf, steps=3)
+    change = out - base
+    assert float(change.abs().mean()) > 1e-4
+    blocks = F.avg_pool2d(change, 4).repeat_interleave(4, -1).repeat_interleave(4, -2)
+    assert float((change - blocks).abs().mean()) > 0.1 * float(change.abs().mean())
+    assert float(spectral_degrade(change, srf).abs().max()) < 1e-4 * float(change.abs().max())
