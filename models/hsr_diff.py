@@ -149,14 +149,21 @@ def resolve_sampler(sampler: str, steps: int) -> str:
 
 
 def sample_steps(predict_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape, steps: int, sampler: str,
-                 generator: torch.Generator | None, device=None, dtype=torch.float32) -> Iterator[tuple[int, int, torch.Tensor]]:
+                 generator: torch.Generator | None, device=None, dtype=torch.float32,
+                 start: str = "noise") -> Iterator[tuple[int, int, torch.Tensor]]:
     """The reverse process as a generator: yields (step, total, x0_hat) after each network call and
-    returns the final sample (the last x0_hat). ``predict_x0(z_t, gamma (N,))`` is the denoiser."""
+    returns the final sample (the last x0_hat). ``predict_x0(z_t, gamma (N,))`` is the denoiser.
+    ``start``: 'noise' draws Z_T from N(0, I); 'mean' starts from its mean, Z_T = 0 (with DDIM the
+    whole path is then deterministic: the probability-flow path from the centre of the prior)."""
     method = resolve_sampler(sampler, steps)
     gam = sampler_gammas(steps)                    # increasing: gam[0] = gamma_T ... gam[-1] = 1
     total = gam.numel() - 1
+    if start not in ("noise", "mean"):
+        raise HsrDiffError(f"unknown sampler start '{start}' (use noise or mean)")
     z = torch.randn(shape, generator=generator, device=generator.device if generator is not None else device,
                     dtype=torch.float32).to(device=device, dtype=dtype)
+    if start == "mean":
+        z = torch.zeros_like(z)
     x0 = torch.zeros_like(z)
     n = shape[0]
     for i in range(total):
@@ -334,6 +341,9 @@ class HsrDiffConfig:
     head: int = 0            # width of the full-resolution conv head after the unshuffled streams (0: none)
     head_layers: int = 0     # residual 3x3 conv layers in that head
     null_srf: bool = False   # keep the predicted residual in the SRF's null space (the guide is already fitted)
+    gate_noise: bool = False  # feed sqrt(gamma) * z_t to the denoiser (at high noise z_t says nothing: leave it out)
+    arch: str = "cdformer"   # 'cdformer' (the paper's two-stream transformer) or 'conv' (ConvDenoiser)
+    start: str = "noise"     # sampler start: Z_T ~ N(0, I) ('noise') or its mean ('mean'; see sample_steps)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -344,7 +354,12 @@ CONFIGS = {
     # the small streams on 4x4 blocks plus a full-resolution head (issue 23: the unshuffle alone cannot
     # make pixel-level corrections: each 48-channel token had to predict 16 x 31 values)
     "hybrid": HsrDiffConfig(width=48, layers=2, heads=4, window=8, ffn=2.0, unshuffle=4, prior="guided",
-                            head=32, head_layers=4, null_srf=True),
+                            head=32, head_layers=4, null_srf=True, gate_noise=True),
+    # a convolutional denoiser (issue 23): full-resolution 3x3 convs plus a context branch on 4x4 blocks,
+    # no attention; ``width`` is the context branch's, ``head`` the full-resolution one's
+    "conv": HsrDiffConfig(width=64, layers=2, heads=1, window=1, ffn=1.0, unshuffle=4, prior="guided",
+                          head=32, head_layers=4, null_srf=True, gate_noise=True, arch="conv",
+                          start="mean"),
     "paper": HsrDiffConfig(width=256, layers=12, heads=8, window=8, ffn=2.66, unshuffle=1, prior="guided"),
     # for one GPU (training/gpu/): full resolution like the paper (no pixel unshuffle), 5.4M parameters
     # (10.3 MiB in fp16, so that weights, data pack and checkout travel together in 64 MiB)
@@ -411,6 +426,11 @@ class CDFormer(nn.Module):
 
     def denoise(self, feats: list[torch.Tensor], z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         nle = self.nle(noise_level_embedding(gamma, self.cfg.width).to(z.device))
+        if self.cfg.gate_noise:
+            # input scaling by the noise level: sqrt(gamma) z_t = gamma r0 + sqrt(gamma (1 - gamma)) eps, so
+            # pure noise enters as nothing and a nearly clean sample as itself (the features of the
+            # condition are not swamped by noise while the network learns to ignore it)
+            z = z * gamma.to(z.device, z.dtype).sqrt().view(-1, 1, 1, 1)
         p = self.cfg.unshuffle
         x = self.noise_in(F.pixel_unshuffle(z, p) if p > 1 else z)
         for layer, f in zip(self.ds_layers, feats):
@@ -427,6 +447,54 @@ class CDFormer(nn.Module):
         return F.pixel_shuffle(x, p) if p > 1 else x
 
 
+class ConvDenoiser(nn.Module):
+    """A convolutional x0-predictor with CDFormer's interface (``condition`` once per image, then
+    ``denoise`` per step), a departure from the paper's transformer (issue 23): a context branch on
+    p x p pixel blocks (1x1 in, ``layers`` 3x3 convs, shuffled back to pixels) and a full-resolution
+    branch (3x3 embeddings of the condition images and of z_t, ``head_layers`` residual 3x3 convs),
+    the noise level merged by FiLM in both. No attention and no image-wide statistics, so a model
+    trained on 96 px patches sees whole images the same way."""
+
+    def __init__(self, bands: int, cond_channels: int, cfg: HsrDiffConfig):
+        super().__init__()
+        self.cfg = cfg
+        c, f, p = cfg.width, cfg.head, cfg.unshuffle
+        self.ctx_cond = nn.Conv2d(cond_channels * p * p, c, 1)
+        self.ctx_noise = nn.Conv2d(bands * p * p, c, 1)
+        self.ctx_layers = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1) for _ in range(cfg.layers))
+        self.ctx_up = nn.Conv2d(c, f * p * p, 1)
+        self.full_cond = nn.Conv2d(cond_channels, f, 3, padding=1)
+        self.full_noise = nn.Conv2d(bands, f, 3, padding=1)
+        self.full_layers = nn.ModuleList(nn.Conv2d(f, f, 3, padding=1) for _ in range(cfg.head_layers))
+        self.nle = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 2 * c + 2 * f))
+        nn.init.zeros_(self.nle[2].weight)
+        nn.init.zeros_(self.nle[2].bias)
+        self.out = nn.Conv2d(f, bands, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def condition(self, cond: torch.Tensor) -> list[torch.Tensor]:
+        p = self.cfg.unshuffle
+        return [self.ctx_cond(F.pixel_unshuffle(cond, p) if p > 1 else cond), self.full_cond(cond)]
+
+    def denoise(self, feats: list[torch.Tensor], z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        c, f, p = self.cfg.width, self.cfg.head, self.cfg.unshuffle
+        film = self.nle(noise_level_embedding(gamma, c).to(z.device))
+        s1, b1, s2, b2 = film.split([c, c, f, f], dim=1)
+        if self.cfg.gate_noise:
+            z = z * gamma.to(z.device, z.dtype).sqrt().view(-1, 1, 1, 1)
+        h = F.gelu(feats[0] + self.ctx_noise(F.pixel_unshuffle(z, p) if p > 1 else z))
+        h = h * (1 + s1[:, :, None, None]) + b1[:, :, None, None]
+        for conv in self.ctx_layers:
+            h = h + F.gelu(conv(h))
+        up = self.ctx_up(h)
+        g = F.gelu(feats[1] + self.full_noise(z) + (F.pixel_shuffle(up, p) if p > 1 else up))
+        g = g * (1 + s2[:, :, None, None]) + b2[:, :, None, None]
+        for conv in self.full_layers:
+            g = g + F.gelu(conv(g))
+        return self.out(g)
+
+
 class HSRDiff(nn.Module):
     """HSR-Diff with the residual-on-FUSE condition (see the module docstring).
 
@@ -434,7 +502,7 @@ class HSRDiff(nn.Module):
     iterate(...) yields IterationUpdate per sampling step and returns the sample."""
 
     def __init__(self, scale: int, bands: int = 31, msi_bands: int = 3, config="small", sampler: str = "auto",
-                 samples: int = 1, ddim: bool = False, ancestral: bool = False):
+                 samples: int = 1, ddim: bool = False, ancestral: bool = False, start: str | None = None):
         super().__init__()
         if ddim and ancestral:
             raise HsrDiffError("choose one of the options ddim and ancestral")
@@ -443,7 +511,13 @@ class HSRDiff(nn.Module):
         self.sampler = "ddim" if ddim else "ancestral" if ancestral else sampler
         resolve_sampler(self.sampler, DEFAULT_STEPS)
         self.samples = max(1, int(samples))
-        self.net = CDFormer(self.bands, 2 * self.bands + self.msi_bands, self.cfg)
+        self.start = str(start or self.cfg.start)
+        if self.start not in ("noise", "mean"):
+            raise HsrDiffError(f"unknown sampler start '{self.start}' (use noise or mean)")
+        arch = {"cdformer": CDFormer, "conv": ConvDenoiser}.get(self.cfg.arch)
+        if arch is None:
+            raise HsrDiffError(f"unknown HSR-Diff denoiser '{self.cfg.arch}' (use cdformer or conv)")
+        self.net = arch(self.bands, 2 * self.bands + self.msi_bands, self.cfg)
         self.report: dict = {}
 
     def config_dict(self) -> dict:
@@ -563,7 +637,7 @@ class HSRDiff(nn.Module):
             done = 0
             for k in range(self.samples):
                 gen = sample_steps(lambda z, g: self.predict_x0(feats, z, g, srf), shape, steps, method, generator,
-                                   device=dev)
+                                   device=dev, start=self.start)
                 r_hat = None
                 stopped = False
                 for step, n_steps, x0 in gen:
@@ -617,7 +691,7 @@ register(ModelSpec(
     stochastic=True,
     tileable=False,  # the condition includes the whole-image FUSE estimate
     default_steps=DEFAULT_STEPS,
-    options=("ddim", "ancestral"),
+    options=("ddim", "ancestral", "start"),
     memory_per_hr_px_bytes=8192,
     description="Diffusion sampling of the HR-HSI given both inputs; the CDFormer denoiser refines the FUSE estimate "
                 "(guided-filter prior). "

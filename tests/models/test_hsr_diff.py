@@ -287,3 +287,44 @@ def test_hybrid_config_starts_at_fuse_and_corrects_single_pixels_invisibly_to_th
     blocks = F.avg_pool2d(change, 4).repeat_interleave(4, -1).repeat_interleave(4, -2)
     assert float((change - blocks).abs().mean()) > 0.1 * float(change.abs().mean())
     assert float(spectral_degrade(change, srf).abs().max()) < 1e-4 * float(change.abs().max())
+
+
+def test_the_mean_start_is_the_probability_flow_path_from_zero():
+    """start='mean': Z_T = 0, so with a perfect predictor DDIM sees sqrt(gamma) x0 - sqrt(1 - gamma)
+    sqrt(gamma_T / (1 - gamma_T)) x0 at every step (no noise anywhere), returns x0, and ignores the seed."""
+    x0 = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(5))
+    gammas = hsr_diff.sampler_gammas(12)
+    g_t = float(gammas[0])
+    checks = []
+
+    def oracle(z, gamma):
+        g = float(gamma[0])
+        expected = math.sqrt(g) * x0 - math.sqrt(1 - g) * math.sqrt(g_t / (1 - g_t)) * x0
+        checks.append(float((z - expected).abs().max()))
+        return x0
+
+    out = run_to_end(hsr_diff.sample_steps(oracle, x0.shape, 12, "ddim", torch.Generator().manual_seed(9), start="mean"))
+    assert torch.equal(out, x0) and max(checks) < 1e-5 and checks[0] == 0.0
+    with pytest.raises(hsr_diff.HsrDiffError, match="sampler start"):
+        run_to_end(hsr_diff.sample_steps(oracle, x0.shape, 3, "ddim", None, start="median"))
+
+
+def test_conv_config_starts_at_fuse_its_mean_start_ignores_the_seed_and_it_corrects_single_pixels():
+    z, lr, msi, srf, psf = sample_inputs(128)
+    base = fuse(lr, msi, srf, psf, 32, prior="guided").float()
+    model = hsr_diff.HSRDiff(32, 31, config="conv").eval()
+    assert model.start == "mean" and isinstance(model.net, hsr_diff.ConvDenoiser)
+    torch.testing.assert_close(model(lr, msi, srf, psf, steps=3), base)
+    model = randomised(config="conv")
+    run = lambda seed: model(lr, msi, srf, psf, steps=5, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    a, b = run(0), run(7)
+    assert torch.equal(a, b)
+    change = a - base
+    assert float(change.abs().mean()) > 1e-4
+    blocks = F.avg_pool2d(change, 4).repeat_interleave(4, -1).repeat_interleave(4, -2)
+    assert float((change - blocks).abs().mean()) > 0.1 * float(change.abs().mean())
+    assert float(spectral_degrade(change, srf).abs().max()) < 1e-4 * float(change.abs().max())
+    noisy = randomised(config="conv", start="noise")
+    assert float((noisy(lr, msi, srf, psf, steps=5, generator=torch.Generator().manual_seed(7)) - a).abs().max()) > 1e-5
+    with pytest.raises(hsr_diff.HsrDiffError, match="unknown HSR-Diff denoiser"):
+        hsr_diff.HSRDiff(32, 31, config={"arch": "unet"})
