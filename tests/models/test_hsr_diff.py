@@ -328,3 +328,18 @@ def test_conv_config_starts_at_fuse_its_mean_start_ignores_the_seed_and_it_corre
     assert float((noisy(lr, msi, srf, psf, steps=5, generator=torch.Generator().manual_seed(7)) - a).abs().max()) > 1e-5
     with pytest.raises(hsr_diff.HsrDiffError, match="unknown HSR-Diff denoiser"):
         hsr_diff.HSRDiff(32, 31, config={"arch": "unet"})
+
+
+def test_the_steps_report_of_an_untrained_run_is_zero_gain_over_its_base(tmp_path):
+    """app.research.hsrdiff_steps (the card's figures for unshipped runs): an untrained model returns
+    its FUSE base at every step count, so every gain it prints is 0."""
+    from safetensors.torch import save_file
+
+    from app.research.hsrdiff_steps import gains
+
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in hsr_diff.HSRDiff(32, 31, config="conv").state_dict().items()}, str(path))
+    lines = []
+    out = gains(path, "conv", [SAMPLE], [1, 3], log=lines.append)
+    assert list(out) == [SAMPLE.name] and out[SAMPLE.name] == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert "gain at steps [1, 3]: +0.000, +0.000" in lines[-1]

@@ -1,0 +1,75 @@
+"""An HSR-Diff weights file (e.g. a training run's, not registered) on whole scenes, at several
+sampler step counts: the gains over its FUSE base that the model card reports for runs it did not ship.
+
+    python -m app.research.hsrdiff_steps --weights training/hsrdiff_conv/hsrdiff_x32.safetensors \\
+        --config conv --gt CAVE/oil_painting_ms CAVE/egyptian_statue_ms [--steps 1 5 10 20] \\
+        [--start mean|noise] [--seed 0] [--protocol gauss-x32]
+
+Each scene is simulated as ``main.py train`` does (``training.load_scene``); the score is
+``training.psnr_db`` (mean band PSNR, prediction clipped to [0, 1]) of the whole scene, printed as
+the gain over the model's own base (FUSE with its config's prior) for each step count (DDIM up to 25
+steps, as ``main.py sr``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.core.inference.training import load_scene, psnr_db
+from models.degradation import parse_protocol, psf_kernel
+
+
+def gains(weights: Path, config: str, folders: list[Path], steps: list[int], start: str = "mean", seed: int = 0,
+          protocol: str = "gauss-x32", log=print) -> dict[str, list[float]]:
+    from safetensors.torch import load_file
+
+    from models.hsr_diff import HSRDiff
+
+    scale = parse_protocol(protocol).scale
+    model = HSRDiff(scale, config=config, start=start)
+    state = load_file(str(weights))
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.eval()
+    psf = torch.as_tensor(psf_kernel(protocol), dtype=torch.float32)
+    out: dict[str, list[float]] = {}
+    for folder in folders:
+        sc = load_scene(Path(folder), protocol)
+        lr, msi, srf, gt = sc.lr[None], sc.guide[None], sc.srf.float(), sc.gt[None]
+        est = model.estimate(lr, msi, srf, psf)
+        base = psnr_db(est, gt)
+        row = []
+        with torch.no_grad():
+            for n in steps:
+                z = model(lr, msi, srf, psf, steps=n, generator=torch.Generator().manual_seed(seed), fuse_est=est)
+                row.append(psnr_db(z, gt) - base)
+        out[Path(folder).name] = row
+        log(f"{Path(folder).name}: base {base:.3f} dB; gain at steps {steps}: "
+            + ", ".join(f"{g:+.3f}" for g in row))
+    mean = np.mean(list(out.values()), axis=0)
+    log(f"mean ({len(out)}) gain at steps {steps}: " + ", ".join(f"{g:+.3f}" for g in mean))
+    return out
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m app.research.hsrdiff_steps", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", required=True, type=Path)
+    ap.add_argument("--config", default="conv")
+    ap.add_argument("--gt", nargs="+", required=True, type=Path, help="CAVE-style scene folders")
+    ap.add_argument("--steps", nargs="+", type=int, default=[1, 5, 10, 20])
+    ap.add_argument("--start", default="mean", choices=("mean", "noise"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--protocol", default="gauss-x32")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    gains(args.weights, args.config, args.gt, args.steps, args.start, args.seed, args.protocol)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
