@@ -160,10 +160,11 @@ def sample_steps(predict_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     total = gam.numel() - 1
     if start not in ("noise", "mean"):
         raise HsrDiffError(f"unknown sampler start '{start}' (use noise or mean)")
-    z = torch.randn(shape, generator=generator, device=generator.device if generator is not None else device,
-                    dtype=torch.float32).to(device=device, dtype=dtype)
     if start == "mean":
-        z = torch.zeros_like(z)
+        z = torch.zeros(shape, device=device, dtype=dtype)
+    else:
+        z = torch.randn(shape, generator=generator, device=generator.device if generator is not None else device,
+                        dtype=torch.float32).to(device=device, dtype=dtype)
     x0 = torch.zeros_like(z)
     n = shape[0]
     for i in range(total):
@@ -187,13 +188,20 @@ def sample_steps(predict_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
 
 
 # ------------------------------------------------------------------------------ layers
-def null_space_projection(r: torch.Tensor, srf: torch.Tensor) -> torch.Tensor:
-    """Remove from each pixel's spectrum r (N, B, H, W) the part the SRF (M, B) sees: r - R^+ R r.
+def null_space_projector(srf: torch.Tensor) -> torch.Tensor:
+    """(B, B) float64 projector I - R^+ R onto the null space of the SRF R (M, B)."""
+    srf = torch.as_tensor(srf).to(torch.float64)
+    return torch.eye(srf.shape[1], dtype=torch.float64, device=srf.device) - torch.linalg.pinv(srf) @ srf
+
+
+def null_space_projection(r: torch.Tensor, srf: torch.Tensor | None = None, *,
+                          projector: torch.Tensor | None = None) -> torch.Tensor:
+    """Remove from each pixel's spectrum r (N, B, H, W) the part the SRF (M, B) sees: r - R^+ R r
+    (``projector``: ``null_space_projector(srf)``, computed once by a caller that projects often).
     The FUSE estimate already reproduces the guide, so the residual to the truth lies (almost) in
     this null space; predicting only that part spares the network learning the constraint."""
-    srf = srf.to(r.device, torch.float64)
-    proj = torch.eye(srf.shape[1], dtype=torch.float64, device=r.device) - torch.linalg.pinv(srf) @ srf
-    return torch.einsum("bc,nchw->nbhw", proj.to(r.dtype), r)
+    proj = null_space_projector(srf) if projector is None else projector
+    return torch.einsum("bc,nchw->nbhw", proj.to(r.device, r.dtype), r)
 
 
 class ChannelNorm(nn.Module):
@@ -556,10 +564,11 @@ class HSRDiff(nn.Module):
         ph, pw = (-h) % ws, (-w) % ws
         return F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate") if ph or pw else x
 
-    def predict_x0(self, feats, z, gamma, srf: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_x0(self, feats, z, gamma, srf: torch.Tensor | None = None,
+                   projector: torch.Tensor | None = None) -> torch.Tensor:
         r = self.net.denoise(feats, z, gamma)
-        if self.cfg.null_srf and srf is not None:
-            r = null_space_projection(r, srf)
+        if self.cfg.null_srf and (srf is not None or projector is not None):
+            r = null_space_projection(r, srf, projector=projector)
         return r
 
     # ---------------------------------------------------------------- training
@@ -633,11 +642,12 @@ class HSRDiff(nn.Module):
         with torch.no_grad():
             cond = self._pad(self.condition_images(lr_hsi, hr_msi, est, None if lr_up is None else lr_up.to(dev)))
             feats = self.net.condition(cond)
+            proj = null_space_projector(srf) if self.cfg.null_srf else None  # once, not per step
             shape = (est.shape[0], self.bands, *cond.shape[-2:])
             done = 0
             for k in range(self.samples):
-                gen = sample_steps(lambda z, g: self.predict_x0(feats, z, g, srf), shape, steps, method, generator,
-                                   device=dev, start=self.start)
+                gen = sample_steps(lambda z, g: self.predict_x0(feats, z, g, projector=proj), shape, steps, method,
+                                   generator, device=dev, start=self.start)
                 r_hat = None
                 stopped = False
                 for step, n_steps, x0 in gen:

@@ -223,14 +223,12 @@ class FusionNet(nn.Module):
         self.fusion = nn.ModuleList([SkipNet(bands + msi_bands, bands, width) for _ in range(3)])
         self.attention = nn.ModuleList([SpectralCrossAttention(bands) for _ in range(3)])
         self.feedback = MsiFeedback(msi_bands, bands)
-        if self.residual and self.fs > 1:
-            # the levels run at H/fs; the head sees their estimate and the full-resolution guide as
-            # fs x fs blocks (pixel-unshuffled) and returns a full-resolution residual (pixel-shuffled)
-            self.head = nn.Conv2d(bands + msi_bands * self.fs ** 2, bands * self.fs ** 2, 1)
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
-        elif self.residual:  # output = base + head(z); the head starts at zero, so iteration 1 = the base
-            self.head = nn.Conv2d(bands, bands, 1)
+        if self.residual:
+            # output = base + head(...); the head starts at zero, so iteration 1 = the base. With fs > 1
+            # the levels run at H/fs and the head also sees the full-resolution guide as fs x fs blocks
+            # (pixel-unshuffled) and returns a full-resolution residual (pixel-shuffled)
+            extra = msi_bands * self.fs ** 2 if self.fs > 1 else 0
+            self.head = nn.Conv2d(bands + extra, bands * self.fs ** 2, 1)
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
@@ -514,8 +512,8 @@ class UMSFT(nn.Module):
             elif self.calibrate:
                 x_lr = kernel_downsample(x, psf, self.scale)
                 gain, offset = fit_guide_calibration(x_lr, spectral_degrade(y, srf))
-                x = (x - offset.view(1, -1, 1, 1)) / gain.clamp_min(1e-6).view(1, -1, 1, 1)
                 x_units = (x_raw - (offset * norm).view(1, -1, 1, 1)) / gain.clamp_min(1e-6).view(1, -1, 1, 1)
+                x = x_units / norm
                 self.report["guide_gain"] = gain.tolist()
                 self.report["guide_offset"] = (offset * norm).tolist()
                 x_scale = float(max(x.max(), y.max(), 1e-6))

@@ -2,8 +2,10 @@
 sampler step counts: the gains over its FUSE base that the model card reports for runs it did not ship.
 
     python -m app.research.hsrdiff_steps --weights training/hsrdiff_conv/hsrdiff_x32.safetensors \\
-        --config conv --gt CAVE/oil_painting_ms CAVE/egyptian_statue_ms [--steps 1 5 10 20] \\
+        --gt CAVE/oil_painting_ms CAVE/egyptian_statue_ms [--config conv] [--steps 1 5 10 20] \\
         [--start mean|noise] [--seed 0] [--protocol gauss-x32]
+
+The config is the one the trainer stored in the file's metadata unless ``--config`` names another.
 
 Each scene is simulated as ``main.py train`` does (``training.load_scene``); the score is
 ``training.psnr_db`` (mean band PSNR, prediction clipped to [0, 1]) of the whole scene, printed as
@@ -21,17 +23,50 @@ from app.core.inference.training import load_scene, psnr_db
 from models.degradation import parse_protocol, psf_kernel
 
 
-def gains(weights: Path, config: str, folders: list[Path], steps: list[int], start: str = "mean", seed: int = 0,
-          protocol: str = "gauss-x32", log=print) -> dict[str, list[float]]:
+class StepsError(ValueError):
+    """A weights file this report cannot use."""
+
+
+def load_run_weights(weights: Path, scale: int, config: str | None = None, start: str = "mean"):
+    """HSRDiff with a training run's weights file (never unpickled: safetensors). ``config``: a name of
+    ``hsr_diff.CONFIGS``; None takes the config the trainer stored in the file's metadata."""
+    import dataclasses
+    import json
+
     from safetensors.torch import load_file
 
-    from models.hsr_diff import HSRDiff
+    from app.core.inference.training import read_weights_metadata
+    from models.hsr_diff import HSRDiff, HsrDiffConfig
 
-    scale = parse_protocol(protocol).scale
+    weights = Path(weights)
+    if not weights.is_file():
+        raise StepsError(f"{weights}: no such weights file")
+    try:
+        meta = read_weights_metadata(weights)
+        state = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own error types for a damaged file
+        raise StepsError(f"{weights}: not a readable safetensors file ({exc})") from None
+    if meta.get("model", "hsrdiff") != "hsrdiff":
+        raise StepsError(f"{weights}: holds {meta['model']} weights, not HSR-Diff's")
+    if config is None:
+        stored = json.loads(meta.get("config", "null") or "null")
+        if not isinstance(stored, dict):
+            raise StepsError(f"{weights}: its metadata names no HSR-Diff config; give --config")
+        fields = {f.name for f in dataclasses.fields(HsrDiffConfig)}
+        config = HsrDiffConfig(**{k: v for k, v in stored.items() if k in fields})
     model = HSRDiff(scale, config=config, start=start)
-    state = load_file(str(weights))
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    model.eval()
+    try:
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as exc:
+        raise StepsError(f"{weights}: does not fit the HSR-Diff config {config!r} "
+                         f"({str(exc).splitlines()[0]})") from None
+    return model.eval()
+
+
+def gains(weights: Path, config: str | None, folders: list[Path], steps: list[int], start: str = "mean",
+          seed: int = 0, protocol: str = "gauss-x32", log=print) -> dict[str, list[float]]:
+    scale = parse_protocol(protocol).scale
+    model = load_run_weights(weights, scale, config, start)
     psf = torch.as_tensor(psf_kernel(protocol), dtype=torch.float32)
     out: dict[str, list[float]] = {}
     for folder in folders:
@@ -58,7 +93,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m app.research.hsrdiff_steps", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, type=Path)
-    ap.add_argument("--config", default="conv")
+    ap.add_argument("--config", default=None, help="a config of models.hsr_diff.CONFIGS (default: the one the "
+                    "trainer stored in the weights file)")
     ap.add_argument("--gt", nargs="+", required=True, type=Path, help="CAVE-style scene folders")
     ap.add_argument("--steps", nargs="+", type=int, default=[1, 5, 10, 20])
     ap.add_argument("--start", default="mean", choices=("mean", "noise"))
@@ -67,7 +103,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    gains(args.weights, args.config, args.gt, args.steps, args.start, args.seed, args.protocol)
+    from app.core.errors import HsiError
+
+    try:
+        gains(args.weights, args.config, args.gt, args.steps, args.start, args.seed, args.protocol)
+    except (StepsError, HsiError, OSError) as exc:
+        print(f"error: {exc}")
+        return 2
     return 0
 
 

@@ -99,7 +99,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = [analyse(Path(g), args.protocol, args.iters, args.every, args.feature_scale) for g in args.gt]
+    from app.core.errors import HsiError
+
+    try:
+        rows = [analyse(Path(g), args.protocol, args.iters, args.every, args.feature_scale) for g in args.gt]
+    except (CeilingError, HsiError, OSError) as exc:
+        print(f"error: {exc}")
+        return 2
     for key in ("base", "consistent", "umsft"):
         if any(key not in r for r in rows):
             continue

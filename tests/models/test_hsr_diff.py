@@ -343,3 +343,26 @@ def test_the_steps_report_of_an_untrained_run_is_zero_gain_over_its_base(tmp_pat
     out = gains(path, "conv", [SAMPLE], [1, 3], log=lines.append)
     assert list(out) == [SAMPLE.name] and out[SAMPLE.name] == pytest.approx([0.0, 0.0], abs=1e-6)
     assert "gain at steps [1, 3]: +0.000, +0.000" in lines[-1]
+
+
+def test_the_steps_report_refuses_a_broken_or_foreign_weights_file_by_name(tmp_path):
+    from safetensors.torch import save_file
+
+    from app.research.hsrdiff_steps import StepsError, load_run_weights
+
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(StepsError, match="junk.safetensors: not a readable safetensors file"):
+        load_run_weights(junk, 32)
+    with pytest.raises(StepsError, match="no such weights file"):
+        load_run_weights(tmp_path / "missing.safetensors", 32)
+    foreign = tmp_path / "mulsr.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign), metadata={"model": "mulsr"})
+    with pytest.raises(StepsError, match="holds mulsr weights"):
+        load_run_weights(foreign, 32)
+    unnamed = tmp_path / "unnamed.safetensors"
+    save_file({k: v.contiguous() for k, v in hsr_diff.HSRDiff(32, 31, config="conv").state_dict().items()}, str(unnamed))
+    with pytest.raises(StepsError, match="names no HSR-Diff config"):
+        load_run_weights(unnamed, 32)
+    with pytest.raises(StepsError, match="does not fit the HSR-Diff config 'small'"):
+        load_run_weights(unnamed, 32, "small")
