@@ -512,8 +512,10 @@ class UMSFT(nn.Module):
             elif self.calibrate:
                 x_lr = kernel_downsample(x, psf, self.scale)
                 gain, offset = fit_guide_calibration(x_lr, spectral_degrade(y, srf))
+                x = (x - offset.view(1, -1, 1, 1)) / gain.clamp_min(1e-6).view(1, -1, 1, 1)
+                # the same calibration in the inputs' units for the base (not x * norm: the guided prior
+                # is ill-conditioned enough that the rounding would move the base by ~1e-4)
                 x_units = (x_raw - (offset * norm).view(1, -1, 1, 1)) / gain.clamp_min(1e-6).view(1, -1, 1, 1)
-                x = x_units / norm
                 self.report["guide_gain"] = gain.tolist()
                 self.report["guide_offset"] = (offset * norm).tolist()
                 x_scale = float(max(x.max(), y.max(), 1e-6))
