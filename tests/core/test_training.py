@@ -357,3 +357,37 @@ def test_a_bundled_split_name_wins_over_a_folder_of_that_name(tmp_path, monkeypa
     (tmp_path / "cave").mkdir()
     monkeypatch.chdir(tmp_path)
     assert load_split("cave").name == "cave" and len(load_split("cave").train) == 14
+
+
+def test_an_illuminant_copy_is_the_scene_times_a_smooth_positive_curve_and_its_inputs_follow():
+    """--illuminants: a copy's cube is the scene multiplied band-wise by a random smooth illuminant
+    (drawn from the seed, the scene number and the copy number alone); the protocol's inputs are simulated
+    from that cube, so for a linear band-wise degradation the LR-HSI is the scene's LR times the same curve."""
+    plain = training.load_scene(DATA / "cave_beads_crop_ms", "gauss-x4")
+    lit = training.load_scene(DATA / "cave_beads_crop_ms", "gauss-x4", illuminant=(5000, 0, 1))
+    assert lit.name == "cave_beads_crop_ms@illum1" and lit.gt.shape == plain.gt.shape
+    ratio = lit.gt / plain.gt.clamp_min(1e-12)
+    lit_pixels = plain.gt > 1e-3
+    curve = torch.stack([ratio[b][lit_pixels[b]].median() for b in range(ratio.shape[0])])
+    torch.testing.assert_close(lit.gt, plain.gt * curve[:, None, None], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(lit.lr, plain.lr * curve[:, None, None], rtol=1e-3, atol=1e-5)
+    assert float(lit.gt.max()) <= 1.0 and bool((curve > 0).all())
+    wl = np.arange(400, 701, 10)
+    a = training.illuminant_curve(wl, 5000, 0, 1)
+    assert np.allclose(a / a.max(), curve.numpy() / curve.numpy().max(), rtol=1e-4)  # the drawn curve, maybe scaled
+    assert np.allclose(a, training.illuminant_curve(wl, 5000, 0, 1))  # the seed decides
+    others = [training.illuminant_curve(wl, 5000, 0, 2), training.illuminant_curve(wl, 5000, 1, 1),
+              training.illuminant_curve(wl, 5001, 0, 1)]
+    assert all(not np.allclose(a, o, rtol=0.01) for o in others)
+    assert np.abs(np.diff(np.log(a), 3)).max() < 1e-3  # smooth: a cubic in log
+
+
+def test_illuminant_copies_join_the_training_set_and_define_the_run(scenes, tmp_path, capsys):
+    assert main(_argv(scenes, tmp_path, 2, "--illuminants", "2")) == 0
+    assert "adding 2 copies of each training scene" in capsys.readouterr().out
+    meta = training.read_weights_metadata(tmp_path / "w" / "cst.safetensors")
+    assert json.loads(meta["train_scenes"]) == ["a_ms", "a_ms@illum1", "a_ms@illum2"]
+    assert json.loads(meta["validation_scenes"]) == ["b_ms"]  # validation stays on the scenes as they are
+    assert json.loads(meta["run"])["illuminants"] == 2
+    assert main(_argv(scenes, tmp_path, 2, "--illuminants", "-1")) == 2
+    assert "--illuminants -1" in capsys.readouterr().err

@@ -86,6 +86,8 @@ class TrainOptions:
     keep: str = "last"              # weights written to --out at the end: 'last' step or 'best' validation
     # open_cube keywords for every scene file (var, layout, hw, normalise, wavelengths): e.g. {'var': 'rad'}
     read_options: dict = field(default_factory=dict)
+    # extra copies of every training scene under random smooth illuminants (``illuminant_curve``), 0: none
+    illuminants: int = 0
 
 
 @dataclass
@@ -214,9 +216,33 @@ def split_data(data: str | Path, val: int, split: str | None = "none",
     return [p for p in folders if p not in held], held
 
 
-def load_scene(folder: Path, protocol: str, srf=None, read_options: dict | None = None) -> Scene:
+# standard deviations of the Legendre coefficients of a random illuminant's log (degrees 1, 2, 3) and
+# the range of its overall level: 1 sigma of the slope is a 2.2x ratio between the blue and red ends,
+# about the gap between daylight and a tungsten lamp over 400-700 nm
+ILLUMINANT_LOG_SIGMA = (0.4, 0.25, 0.15)
+ILLUMINANT_LEVEL = (0.6, 1.3)
+
+
+def illuminant_curve(wavelengths_nm, seed: int, scene: int, copy: int) -> np.ndarray:
+    """A random smooth, positive spectral multiplier (B,) for copy ``copy`` of training scene number
+    ``scene``: exp of a Legendre polynomial of degree 3 over the band range times a level, drawn from
+    numpy's generator seeded by (seed, scene, copy), so a run's augmented scenes depend on --seed only."""
+    wl = np.asarray(wavelengths_nm, dtype=np.float64)
+    span = float(wl.max() - wl.min()) or 1.0
+    x = 2.0 * (wl - wl.min()) / span - 1.0
+    rng = np.random.default_rng([int(seed), int(scene), int(copy)])
+    coef = np.concatenate([[0.0], rng.normal(0.0, ILLUMINANT_LOG_SIGMA)])
+    level = math.exp(rng.uniform(math.log(ILLUMINANT_LEVEL[0]), math.log(ILLUMINANT_LEVEL[1])))
+    return level * np.exp(np.polynomial.legendre.legval(x, coef))
+
+
+def load_scene(folder: Path, protocol: str, srf=None, read_options: dict | None = None,
+               illuminant: tuple[int, int, int] | None = None) -> Scene:
     """One scene (a CAVE scene folder or a cube file, read by ``open_cube`` with ``read_options``:
-    the value-range rule applies) in memory as float32, with its protocol inputs simulated."""
+    the value-range rule applies) in memory as float32, with its protocol inputs simulated.
+    ``illuminant`` = (seed, scene number, copy >= 1): the cube is first multiplied band-wise by
+    ``illuminant_curve`` (scaled down where it would push a value above 1) and named ``<name>@illum<copy>``;
+    the inputs are simulated from that cube."""
     from app.core.science.degrade import simulate
     from app.core.io import open_cube
 
@@ -229,6 +255,15 @@ def load_scene(folder: Path, protocol: str, srf=None, read_options: dict | None 
     if h < s or w < s:
         raise TrainingError(f"{folder}: {data.shape[0]}x{data.shape[1]} px is smaller than the scale x{s}")
     data = np.ascontiguousarray(data[:h, :w])
+    name = scene_name(folder)
+    if illuminant is not None:
+        wl = cube.wavelengths_nm if cube.wavelengths_nm is not None else np.arange(data.shape[2], dtype=np.float64)
+        curve = illuminant_curve(wl, *illuminant)
+        peak = float(np.max(data * curve.astype(np.float32)))
+        if peak > 1.0:
+            curve = curve / peak
+        data = np.ascontiguousarray(data * curve.astype(np.float32))
+        name = f"{name}@illum{illuminant[2]}"
     lr, guide, meta = simulate(data, proto, srf=srf, wavelengths_nm=cube.wavelengths_nm, seed=0)
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(a, np.float32), 2, 0)))  # noqa: E731
     srf_t = None
@@ -238,7 +273,7 @@ def load_scene(folder: Path, protocol: str, srf=None, read_options: dict | None 
         wl = np.asarray(meta["wavelengths_nm"], dtype=np.float64)
         matrix = srf_mod.srf_for_cube(srf, wl, data.shape[2]).matrix
         srf_t = torch.from_numpy(np.asarray(matrix, dtype=np.float32))
-    return Scene(scene_name(folder), to_t(data), to_t(lr), None if guide is None else to_t(guide), srf_t)
+    return Scene(name, to_t(data), to_t(lr), None if guide is None else to_t(guide), srf_t)
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -398,7 +433,7 @@ def _set_rng_states(ck: dict, gens: dict[str, torch.Generator], dev) -> None:
 
 
 # options that define the run: resuming with others changes what the weights are the result of
-RUN_DEFINING = ("iters", "batch", "patch", "lr_rate", "schedule", "seed", "split", "model_options")
+RUN_DEFINING = ("iters", "batch", "patch", "lr_rate", "schedule", "seed", "split", "model_options", "illuminants")
 
 
 def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool = True) -> dict:
@@ -425,6 +460,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         raise TrainingError(f"--stop-after {opts.stop_after}: give a positive number of iterations")
     if opts.early_stop is not None and opts.early_stop < 1:
         raise TrainingError(f"--early-stop {opts.early_stop}: give a positive number of validations")
+    if opts.illuminants < 0:
+        raise TrainingError(f"--illuminants {opts.illuminants}: give 0 or a positive number of copies")
     if opts.keep not in ("last", "best"):
         raise TrainingError(f"--keep {opts.keep!r}: 'last' or 'best'")
     out = Path(opts.out)
@@ -441,6 +478,11 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
 
     log(f"loading {len(train_dirs)} training + {len(val_dirs)} validation scenes from {opts.data} ({proto.name})")
     train_scenes = [load_scene(p, proto.name, read_options=opts.read_options) for p in train_dirs]
+    if opts.illuminants:
+        log(f"adding {opts.illuminants} cop{'y' if opts.illuminants == 1 else 'ies'} of each training scene under "
+            f"random illuminants (seed {opts.seed})")
+        train_scenes += [load_scene(p, proto.name, read_options=opts.read_options, illuminant=(opts.seed, i, j))
+                         for j in range(1, opts.illuminants + 1) for i, p in enumerate(train_dirs)]
     val_scenes = [load_scene(p, proto.name, read_options=opts.read_options) for p in val_dirs]
     bands = train_scenes[0].gt.shape[0]
     bad = [s.name for s in train_scenes + val_scenes if s.gt.shape[0] != bands]
