@@ -30,7 +30,10 @@ Departures, all documented (resources/weights/umsft.md):
   ones; ``'fuse'``: FUSE with the GSA prior), so iteration 1 is
   that estimate and the optimisation refines it; the head's learning rate is ``head_lr`` times the
   base's loss (Adam moves every weight by about its learning rate, and the base's loss is the size
-  of what is left to fix). The base also replaces the upsampled LR-HSI as the input of the HSI
+  of what is left to fix), divided by the head's fan-in relative to that of a 31-band cube with an
+  RGB guide (``head_lr`` was set there): a first Adam step moves each output by about the learning
+  rate times the number of inputs, so a 198-band cube with a 16-band guide would otherwise take a
+  step six times as large and leave the base's loss behind at its second iteration. The base also replaces the upsampled LR-HSI as the input of the HSI
   feature stack and (average-pooled) as the level-1 estimate. ``base='none'`` is the reference
   behaviour (from scratch); ``'gsa'`` starts from GSA.
 * With a base, the three levels run on 4 x 4 blocks (``feature_scale``; never coarser than the LR
@@ -74,7 +77,14 @@ from models.spec import ModelSpec, register
 
 DEFAULT_ITERS = 200
 HEADS = 5
+# the head's fan-in that ``head_lr`` was chosen for: 31 bands and an RGB guide (CAVE), per feature scale
+REF_BANDS, REF_GUIDE_BANDS = 31, 3
 BASES = ("guided", "fuse", "gsa", "none")  # training-free estimate the network refines ("none": the reference's output)
+
+
+def head_fan_in(bands: int, msi_bands: int, feature_scale: int) -> int:
+    """Inputs of the residual head per output: the levels' estimate, plus the guide's fs x fs blocks."""
+    return bands + (msi_bands * feature_scale ** 2 if feature_scale > 1 else 0)
 
 
 class UmsftError(HsiError):
@@ -227,8 +237,7 @@ class FusionNet(nn.Module):
             # output = base + head(...); the head starts at zero, so iteration 1 = the base. With fs > 1
             # the levels run at H/fs and the head also sees the full-resolution guide as fs x fs blocks
             # (pixel-unshuffled) and returns a full-resolution residual (pixel-shuffled)
-            extra = msi_bands * self.fs ** 2 if self.fs > 1 else 0
-            self.head = nn.Conv2d(bands + extra, bands * self.fs ** 2, 1)
+            self.head = nn.Conv2d(head_fan_in(bands, msi_bands, self.fs), bands * self.fs ** 2, 1)
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
@@ -536,7 +545,9 @@ class UMSFT(nn.Module):
                     base_loss = float(reprojection_loss(base, y, x, srf, self.psf_net.kernel() if self.blind else psf,
                                                         self.scale, spectral=spectral))
                 self.report["base_loss"] = base_loss * norm
-            groups = [{"params": body}] + ([{"params": head, "lr": self.head_lr * max(base_loss, 1e-8)}]
+            # 1.0 exactly for the reference shape: CAVE runs are those the card reports
+            fan_ratio = head_fan_in(REF_BANDS, REF_GUIDE_BANDS, fs) / head_fan_in(self.bands, m, fs)
+            groups = [{"params": body}] + ([{"params": head, "lr": self.head_lr * max(base_loss, 1e-8) * fan_ratio}]
                                            if head else [])
             opt = torch.optim.AdamW(groups, lr=self.lr)
             sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100, gamma=0.99)
