@@ -474,8 +474,17 @@ def test_signal_during_a_cube_write_leaves_nothing(ext, sig, tmp_path):
         pytest.skip("the write finished before it could be interrupted")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + sig, err
     assert "Traceback" not in err
+    if proc.returncode == 0:
+        # the signal landed after the write had finished (seen once on a loaded 2-core machine): then
+        # the output must be the whole file, and nothing else may be left beside it
+        from app.core.io import open_cube
+
+        names = sorted(p.name for p in out_dir.iterdir())
+        assert f"o{ext}" in names and all(n.split(".")[0] == "o" for n in names), (names, err)  # no temporaries
+        assert open_cube(out_dir / f"o{ext}").shape == (512, 512, 64)
+        return
+    assert proc.returncode == 128 + sig, err
     assert list(out_dir.iterdir()) == [], err
 
 
