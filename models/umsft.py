@@ -33,9 +33,10 @@ Departures, all documented (resources/weights/umsft.md):
   of what is left to fix), divided by the head's fan-in relative to that of a 31-band cube with an
   RGB guide (``head_lr`` was set there): a first Adam step moves each output by about the learning
   rate times the number of inputs, so a 198-band cube with a 16-band guide would otherwise take a
-  step six times as large and leave the base's loss behind at its second iteration. The base also replaces the upsampled LR-HSI as the input of the HSI
-  feature stack and (average-pooled) as the level-1 estimate. ``base='none'`` is the reference
-  behaviour (from scratch); ``'gsa'`` starts from GSA.
+  step six times as large and leave the base's loss behind at its second iteration. The base also
+  replaces the upsampled LR-HSI as the input of the HSI feature stack and (average-pooled) as the
+  level-1 estimate. ``base='none'`` is the reference behaviour (from scratch); ``'gsa'`` starts
+  from GSA.
 * With a base, the three levels run on 4 x 4 blocks (``feature_scale``; never coarser than the LR
   grid): average-pooled guide and base in, and a head that sees their estimate with the guide's
   4 x 4 blocks (pixel-unshuffled) returns a full-resolution residual (pixel-shuffled). A 512 x 512

@@ -243,6 +243,12 @@ def load_scene(folder: Path, protocol: str, srf=None, read_options: dict | None 
     ``illuminant`` = (seed, scene number, copy >= 1): the cube is first multiplied band-wise by
     ``illuminant_curve`` (scaled down where it would push a value above 1) and named ``<name>@illum<copy>``;
     the inputs are simulated from that cube."""
+    return load_scene_copies(folder, protocol, [illuminant], srf, read_options)[0]
+
+
+def load_scene_copies(folder: Path, protocol: str, illuminants: list[tuple[int, int, int] | None], srf=None,
+                      read_options: dict | None = None) -> list[Scene]:
+    """``load_scene`` once per entry of ``illuminants`` (None: the scene as it is), the file read once."""
     from app.core.science.degrade import simulate
     from app.core.io import open_cube
 
@@ -255,25 +261,28 @@ def load_scene(folder: Path, protocol: str, srf=None, read_options: dict | None 
     if h < s or w < s:
         raise TrainingError(f"{folder}: {data.shape[0]}x{data.shape[1]} px is smaller than the scale x{s}")
     data = np.ascontiguousarray(data[:h, :w])
-    name = scene_name(folder)
-    if illuminant is not None:
-        wl = cube.wavelengths_nm if cube.wavelengths_nm is not None else np.arange(data.shape[2], dtype=np.float64)
-        curve = illuminant_curve(wl, *illuminant)
-        peak = float(np.max(data * curve.astype(np.float32)))
-        if peak > 1.0:
-            curve = curve / peak
-        data = np.ascontiguousarray(data * curve.astype(np.float32))
-        name = f"{name}@illum{illuminant[2]}"
-    lr, guide, meta = simulate(data, proto, srf=srf, wavelengths_nm=cube.wavelengths_nm, seed=0)
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(a, np.float32), 2, 0)))  # noqa: E731
-    srf_t = None
-    if guide is not None:
-        from app.core.science import srf as srf_mod
+    scenes, srf_t, band_max = [], None, None
+    for illuminant in illuminants:
+        name, lit = scene_name(folder), data
+        if illuminant is not None:
+            wl = cube.wavelengths_nm if cube.wavelengths_nm is not None else np.arange(data.shape[2], dtype=np.float64)
+            curve = illuminant_curve(wl, *illuminant)
+            if band_max is None:
+                band_max = data.max(axis=(0, 1))
+            peak = float(np.max(band_max * curve.astype(np.float32)))  # = max(data * curve): the scaling is monotone
+            if peak > 1.0:
+                curve = curve / peak
+            lit = np.ascontiguousarray(data * curve.astype(np.float32))
+            name = f"{name}@illum{illuminant[2]}"
+        lr, guide, meta = simulate(lit, proto, srf=srf, wavelengths_nm=cube.wavelengths_nm, seed=0)
+        if guide is not None and srf_t is None:  # the guide's SRF depends on the bands only: the same for every copy
+            from app.core.science import srf as srf_mod
 
-        wl = np.asarray(meta["wavelengths_nm"], dtype=np.float64)
-        matrix = srf_mod.srf_for_cube(srf, wl, data.shape[2]).matrix
-        srf_t = torch.from_numpy(np.asarray(matrix, dtype=np.float32))
-    return Scene(name, to_t(data), to_t(lr), None if guide is None else to_t(guide), srf_t)
+            wl = np.asarray(meta["wavelengths_nm"], dtype=np.float64)
+            srf_t = torch.from_numpy(np.asarray(srf_mod.srf_for_cube(srf, wl, data.shape[2]).matrix, dtype=np.float32))
+        scenes.append(Scene(name, to_t(lit), to_t(lr), None if guide is None else to_t(guide), srf_t))
+    return scenes
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -477,12 +486,13 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         progress = False
 
     log(f"loading {len(train_dirs)} training + {len(val_dirs)} validation scenes from {opts.data} ({proto.name})")
-    train_scenes = [load_scene(p, proto.name, read_options=opts.read_options) for p in train_dirs]
     if opts.illuminants:
         log(f"adding {opts.illuminants} cop{'y' if opts.illuminants == 1 else 'ies'} of each training scene under "
             f"random illuminants (seed {opts.seed})")
-        train_scenes += [load_scene(p, proto.name, read_options=opts.read_options, illuminant=(opts.seed, i, j))
-                         for j in range(1, opts.illuminants + 1) for i, p in enumerate(train_dirs)]
+    # each file read once; the order (all scenes as they are, then copy 1 of each, ...) is part of the run
+    copies = [load_scene_copies(p, proto.name, [None] + [(opts.seed, i, j) for j in range(1, opts.illuminants + 1)],
+                                read_options=opts.read_options) for i, p in enumerate(train_dirs)]
+    train_scenes = [c[j] for j in range(opts.illuminants + 1) for c in copies]
     val_scenes = [load_scene(p, proto.name, read_options=opts.read_options) for p in val_dirs]
     bands = train_scenes[0].gt.shape[0]
     bad = [s.name for s in train_scenes + val_scenes if s.gt.shape[0] != bands]
