@@ -20,12 +20,9 @@ from tests.conftest import DATA, SAMPLE
 torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True)
-def _seeded():
-    """The network's initialisation draws from torch's global stream, which the engine seeds before
-    every run; tests that call the model directly do the same, so they do not depend on what ran before
-    them in the process (after tests/core/test_training.py one draw left the GSA-base run at its base)."""
-    torch.manual_seed(0)
+# torch's global stream (the network's initialisation) is seeded before every test by tests/conftest.py,
+# as the engine seeds it before every run (after tests/core/test_training.py an unseeded draw once left
+# the GSA-base run at its base)
 
 
 def cave_crop() -> tuple[torch.Tensor, np.ndarray]:
