@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--illuminants", type=int, default=0, metavar="N",
                     help="also train on N copies of every training scene under random smooth illuminants (spectral "
                          "multipliers drawn from --seed; the inputs are simulated from each copy); default 0")
+    tr.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                    help="keep an exponential moving average of the weights (e.g. 0.999); validation, --keep best "
+                         "and --out use the average; default 0 (off)")
     tr.add_argument("--threads", type=int,
                     help="CPU threads (default 1: on a shared 2-core machine 2 were 3-8x slower; more on one of your own)")
     tr.add_argument("--run-dir", help="checkpoint folder (default runs/<out name> in the current folder, or in the "
@@ -608,7 +611,8 @@ def cmd_train(args) -> int:
                         val_crop=args.val_crop, ckpt_every=args.ckpt_every, time_limit_min=args.time_limit,
                         stop_after=args.stop_after, split=args.split, seed=args.seed, run_dir=args.run_dir,
                         threads=args.threads, model_options=options, early_stop=args.early_stop, keep=args.keep,
-                        read_options=_read_kwargs(args), illuminants=args.illuminants)
+                        read_options=_read_kwargs(args), illuminants=args.illuminants,
+                        ema=args.ema)
     summary = train(opts, log=lambda msg: print(msg, flush=True))
     val = summary["val_psnr"]
     tail = f", validation {val:.3f} dB vs bicubic {summary['bicubic_val_psnr']:.3f} dB" if val is not None else ""

@@ -391,3 +391,42 @@ def test_illuminant_copies_join_the_training_set_and_define_the_run(scenes, tmp_
     assert json.loads(meta["run"])["illuminants"] == 2
     assert main(_argv(scenes, tmp_path, 2, "--illuminants", "-1")) == 2
     assert "--illuminants -1" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- weight averaging (--ema)
+
+
+def test_ema_update_is_the_moving_average_and_its_decay_warms_up():
+    torch.manual_seed(0)
+    model, avg = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in avg.state_dict().items()}
+    training.ema_update(avg, model, 0.9)
+    for k, v in avg.state_dict().items():
+        torch.testing.assert_close(v, 0.9 * before[k] + 0.1 * model.state_dict()[k])
+    assert training.ema_decay(0.999, 0) == pytest.approx(0.1)          # (1 + 0) / (10 + 0)
+    assert training.ema_decay(0.999, 90) == pytest.approx(91 / 100)
+    assert training.ema_decay(0.999, 10**6) == 0.999
+
+
+def test_an_ema_run_exports_the_average_resumes_in_pieces_and_defines_the_run(scenes, tmp_path, capsys):
+    """--ema 0.5: the exported weights are the checkpoint's average, not its raw weights; a run cut
+    in two equals the one-piece run (average included); the decay is written to the run's metadata;
+    a decay outside [0, 1) is refused in one line."""
+    from safetensors.torch import load_file
+
+    straight = _run(scenes, tmp_path, "ema", 4, "--ema", "0.5")
+    out = load_file(str(tmp_path / "ema" / "w" / "cst.safetensors"))
+    assert "ema" in straight
+    assert all(torch.allclose(out[k].float(), v.float(), atol=2e-3) for k, v in straight["ema"].items())
+    assert any(not torch.allclose(straight["ema"][k], v) for k, v in straight["model"].items())
+    meta = training.read_weights_metadata(tmp_path / "ema" / "w" / "cst.safetensors")
+    assert json.loads(meta["run"])["ema"] == 0.5
+    _run(scenes, tmp_path, "ema_pieces", 4, "--ema", "0.5", "--stop-after", "2")
+    pieces = _run(scenes, tmp_path, "ema_pieces", 4, "--ema", "0.5", "--resume")
+    _assert_same_weights(straight, pieces)
+    for k, v in straight["ema"].items():
+        torch.testing.assert_close(pieces["ema"][k], v, rtol=1e-5, atol=1e-6)
+    capsys.readouterr()
+    assert main(_argv(scenes, tmp_path / "bad", 1, "--ema", "1.0")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ema 1.0" in err[0]

@@ -26,6 +26,9 @@
   uninterrupted run up to float noise: the checkpoint holds model, optimizer, iteration and every
   RNG state, and validation runs on a forked RNG so it draws nothing from the training streams.
 * Validation every ``val_every`` steps on centre crops of the split's ``val`` scenes, against bicubic.
+* ``ema`` > 0 keeps an exponential moving average of the weights (decay lowered while the run is
+  young, ``ema_decay``); the average is what is validated, kept as best and exported to ``--out``,
+  and the checkpoint holds both it and the raw weights.
 * Checkpoints in ``runs/<out stem>/`` and the weights exported to ``--out`` (safetensors, fp16) at
   every checkpoint; ``resume`` continues from the checkpoint, or from the exported weights (their
   step is in the file's metadata) when there is no checkpoint (then not reproducibly: the optimizer
@@ -88,6 +91,9 @@ class TrainOptions:
     read_options: dict = field(default_factory=dict)
     # extra copies of every training scene under random smooth illuminants (``illuminant_curve``), 0: none
     illuminants: int = 0
+    # exponential moving average of the weights (decay per step, 0: off): validation, --keep best and
+    # the exported weights use the average; the checkpoint keeps both
+    ema: float = 0.0
 
 
 @dataclass
@@ -442,7 +448,27 @@ def _set_rng_states(ck: dict, gens: dict[str, torch.Generator], dev) -> None:
 
 
 # options that define the run: resuming with others changes what the weights are the result of
-RUN_DEFINING = ("iters", "batch", "patch", "lr_rate", "schedule", "seed", "split", "model_options", "illuminants")
+RUN_DEFINING = ("iters", "batch", "patch", "lr_rate", "schedule", "seed", "split", "model_options", "illuminants",
+                "ema")
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The average's decay after ``step`` optimizer steps: ``decay``, lower while the run is young
+    ((1 + step) / (10 + step)) so that the average is not dominated by the initialisation."""
+    return min(float(decay), (1.0 + step) / (10.0 + step))
+
+
+@torch.no_grad()
+def ema_update(avg: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """avg <- decay * avg + (1 - decay) * model for floating-point parameters and buffers (others copied)."""
+    own = dict(model.named_parameters())
+    own.update(dict(model.named_buffers()))
+    for name, t in list(avg.named_parameters()) + list(avg.named_buffers()):
+        src = own[name]
+        if t.dtype.is_floating_point:
+            t.lerp_(src.detach(), 1.0 - decay)
+        else:
+            t.copy_(src)
 
 
 def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool = True) -> dict:
@@ -469,6 +495,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         raise TrainingError(f"--stop-after {opts.stop_after}: give a positive number of iterations")
     if opts.early_stop is not None and opts.early_stop < 1:
         raise TrainingError(f"--early-stop {opts.early_stop}: give a positive number of validations")
+    if not 0.0 <= opts.ema < 1.0:
+        raise TrainingError(f"--ema {opts.ema}: the decay must be in [0, 1) (0: off; e.g. 0.999)")
     if opts.illuminants < 0:
         raise TrainingError(f"--illuminants {opts.illuminants}: give 0 or a positive number of copies")
     if opts.keep not in ("last", "best"):
@@ -515,6 +543,13 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     if not any(p.requires_grad for p in model.parameters()):
         raise TrainingError(f"{spec.name} has no trainable parameters")
     optim = torch.optim.Adam(model.parameters(), lr=opts.lr_rate)
+    avg = None
+    if opts.ema:
+        import copy
+
+        avg = copy.deepcopy(model).eval()   # the weights average: validated and exported
+        for p_ in avg.parameters():
+            p_.requires_grad_(False)
     state = TrainState()
     # patches and dihedral transforms; the model's own draws (bands, degradations, noise levels);
     # the global stream (dropout, drop-path inside forward): each its own seeded, checkpointed stream
@@ -536,6 +571,11 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             except RuntimeError as exc:
                 raise TrainingError(f"{ckpt_path}: does not fit the model ({str(exc).splitlines()[0]})") from None
             optim.load_state_dict(ck["optimizer"])
+            if avg is not None:
+                if "ema" not in ck:
+                    raise TrainingError(f"{ckpt_path}: a checkpoint of a run without --ema; resume it without "
+                                        f"--ema, or start a new run")
+                avg.load_state_dict(ck["ema"])
             state = TrainState(step=int(ck["step"]), elapsed_s=float(ck["elapsed_s"]),
                                earlier_s=float(ck.get("earlier_s", 0.0)),
                                last_val_psnr=ck.get("last_val_psnr"), bicubic_val_psnr=ck.get("bicubic_val_psnr"),
@@ -575,6 +615,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                 model.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in weights.items()})
             except RuntimeError as exc:
                 raise TrainingError(f"{out}: does not fit the model ({str(exc).splitlines()[0]})") from None
+            if avg is not None:
+                avg.load_state_dict(model.state_dict())
             state.step = int(meta.get("step", 0))
             state.earlier_s = float(meta.get("elapsed_s", 0.0))
             for k, g in gens.items():
@@ -587,6 +629,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             log(f"nothing to resume ({ckpt_path} and {out} missing); starting from scratch")
 
     distributed.broadcast_parameters(model, ranks)  # every rank starts from rank 0's parameters
+    if avg is not None and not state.step:
+        avg.load_state_dict(model.state_dict())
+    shipped = model if avg is None else avg   # what is validated and exported
     patches_drawn = 0
 
     def save() -> None:
@@ -601,9 +646,10 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
               "bicubic_val_psnr": state.bicubic_val_psnr, "history": json.dumps(state.history),
               "best_val_psnr": state.best_val_psnr, "best_step": state.best_step, "since_best": state.since_best,
               "run": json.dumps(defining), "options": json.dumps({k: v for k, v in asdict(opts).items()}),
-              **({"rank_rng": rank_rng} if ranks.active else {})}
+              **({"rank_rng": rank_rng} if ranks.active else {}),
+              **({"ema": avg.state_dict()} if avg is not None else {})}
         _atomic_write(ckpt_path, lambda tmp: torch.save(ck, tmp))
-        export_weights(model, out, weights_meta(shares))
+        export_weights(shipped, out, weights_meta(shares))
 
     def weights_meta(shares) -> dict:
         return {"model": spec.name, "protocol": proto.name, "scale": str(scale), "bands": str(bands),
@@ -666,6 +712,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             loss.backward()
             distributed.average_gradients(model, ranks)
             optim.step()
+            if avg is not None:
+                ema_update(avg, model, ema_decay(opts.ema, state.step))
             patches_drawn += opts.batch
             loss_value = float(loss.detach())
             state.step += 1
@@ -682,7 +730,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             if ranks.is_main and val_scenes and (state.step % opts.val_every == 0 or state.step == opts.iters):
                 # a forked RNG: validation (e.g. a diffusion sampler) must not move the training streams
                 with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-                    state.last_val_psnr, state.bicubic_val_psnr = validate(model, val_scenes, scale, dev,
+                    state.last_val_psnr, state.bicubic_val_psnr = validate(shipped, val_scenes, scale, dev,
                                                                            opts.val_crop, psf_t)
                 state.history.append({"step": state.step, "elapsed_s": round(state.elapsed_s, 1), "loss": running,
                                       "val_psnr": state.last_val_psnr, "bicubic_psnr": state.bicubic_val_psnr})
@@ -691,7 +739,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                     f"lr {optim.param_groups[0]['lr']:.2e}")
                 if state.best_val_psnr is None or state.last_val_psnr > state.best_val_psnr + MIN_VAL_GAIN_DB:
                     state.best_val_psnr, state.best_step, state.since_best = state.last_val_psnr, state.step, 0
-                    export_weights(model, run_dir / BEST_FILE, weights_meta(None))
+                    export_weights(shipped, run_dir / BEST_FILE, weights_meta(None))
                 else:
                     state.since_best += 1
                 t_last = time.perf_counter()  # validation time is not training time
