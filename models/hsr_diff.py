@@ -45,8 +45,11 @@ Departures from the paper (all in resources/weights/hsrdiff_x32.md):
   r = RES_SCALE * (Z - FUSE) and the output is FUSE + r_hat / RES_SCALE. This makes a model
   trained for about an hour on one CPU core useful; the paper trains 20 000 epochs on two GPUs
   from the bicubic condition alone.
-* Widths and depths: the shipped "small" config (width 24, 2 + 2 layers) fits the CPU budget; the
-  "paper" config (width 256, 12 + 12 layers, about 30M parameters; the paper says 31.56M) builds.
+* Widths and depths: the "small" config (the CDFormer streams on 4x4 pixel blocks, width 48) fits
+  the CPU budget; the "paper" config (width 256, 12 + 12 layers, about 30M parameters; the paper
+  says 31.56M) builds. The shipped weights are the "conv" config's (issue 23): ``ConvDenoiser``, no
+  attention, full-resolution 3x3 convs plus a context branch on 4x4 blocks, sampled from the
+  prior's mean (``start='mean'``) with one DDIM step by default.
 * The noise-level embedding takes NLE_SCALE * gamma as its argument (gamma in [0, 1] alone would
   make every frequency but the first nearly constant); it is merged by FiLM.
 * Each NC-S2TL also adds the condition features F_l^SR to the denoising stream before its
@@ -81,7 +84,7 @@ TRAIN_BETA = (1e-6, 1e-2)
 INFER_T = 100
 INFER_BETA = (1e-4, 0.1)
 FAST_MAX_STEPS = 25          # steps <= this: the deterministic DDIM sampler (sampler='auto')
-DEFAULT_STEPS = 20
+DEFAULT_STEPS = 20           # sampler steps when neither the call nor the config names them
 NLE_SCALE = 1000.0           # the embedding's argument is NLE_SCALE * gamma
 RES_SCALE = 50.0             # the diffusion runs on RES_SCALE * (Z - FUSE estimate)
 PREVIEW_EVERY = 5
@@ -352,6 +355,7 @@ class HsrDiffConfig:
     gate_noise: bool = False  # feed sqrt(gamma) * z_t to the denoiser (at high noise z_t says nothing: leave it out)
     arch: str = "cdformer"   # 'cdformer' (the paper's two-stream transformer) or 'conv' (ConvDenoiser)
     start: str = "noise"     # sampler start: Z_T ~ N(0, I) ('noise') or its mean ('mean'; see sample_steps)
+    steps: int = DEFAULT_STEPS  # sampler steps when a call names none (also what the trainer validates)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -365,14 +369,17 @@ CONFIGS = {
                             head=32, head_layers=4, null_srf=True, gate_noise=True),
     # a convolutional denoiser (issue 23): full-resolution 3x3 convs plus a context branch on 4x4 blocks,
     # no attention; ``width`` is the context branch's, ``head`` the full-resolution one's
+    # (one step from the prior's mean, the denoiser's conditional-mean estimate: the best on the `val`
+    # scenes of the shipped run, resources/weights/hsrdiff_x32.md)
     "conv": HsrDiffConfig(width=64, layers=2, heads=1, window=1, ffn=1.0, unshuffle=4, prior="guided",
                           head=32, head_layers=4, null_srf=True, gate_noise=True, arch="conv",
-                          start="mean"),
+                          start="mean", steps=1),
     "paper": HsrDiffConfig(width=256, layers=12, heads=8, window=8, ffn=2.66, unshuffle=1, prior="guided"),
     # for one GPU (training/gpu/): full resolution like the paper (no pixel unshuffle), 5.4M parameters
     # (10.3 MiB in fp16, so that weights, data pack and checkout travel together in 64 MiB)
     "gpu": HsrDiffConfig(width=128, layers=8, heads=8, window=8, ffn=2.66, unshuffle=1, prior="guided"),
 }
+SHIPPED_CONFIG = "conv"      # the registered model's: the config of resources/weights/hsrdiff_x32.safetensors
 
 
 def config_from(cfg) -> HsrDiffConfig:
@@ -626,7 +633,7 @@ class HSRDiff(nn.Module):
         """Sample; yields an update per denoiser call (a preview every PREVIEW_EVERY steps and at the
         end), returns (N, B, H, W). ``StopRequested`` thrown in ends it with the current x0 estimate."""
         self._check(lr_hsi, hr_msi, srf, psf)
-        steps = int(steps or DEFAULT_STEPS)
+        steps = int(steps or self.cfg.steps)
         if steps < 1:
             raise HsrDiffError(f"steps must be >= 1, got {steps}")
         method = resolve_sampler(self.sampler, steps)
@@ -678,7 +685,7 @@ class HSRDiff(nn.Module):
                                   fuse_est=fuse_est, lr_up=lr_up))
 
 
-def build(scale: int, bands: int, config="small", **options) -> HSRDiff:
+def build(scale: int, bands: int, config=SHIPPED_CONFIG, **options) -> HSRDiff:
     return HSRDiff(scale, bands, config=config, **options)
 
 
@@ -696,14 +703,15 @@ register(ModelSpec(
     factory=build,
     scales=(32,),
     bands=31,
-    weights=(WeightsFile(32, "hsrdiff_x32.safetensors", "e6ab533ec39696470f7dbd7e2fc7ccbba5ceaa82cb2d1589ec0482285e0af12e",
+    weights=(WeightsFile(32, "hsrdiff_x32.safetensors", "264d6702644eb9a44429004c5f55b3d15352479a0993a1800ab5e94a799fa237",
                          "hsrdiff_x32.md"),),
     stochastic=True,
     tileable=False,  # the condition includes the whole-image FUSE estimate
-    default_steps=DEFAULT_STEPS,
+    default_steps=CONFIGS[SHIPPED_CONFIG].steps,
     options=("ddim", "ancestral", "start"),
     memory_per_hr_px_bytes=8192,
-    description="Diffusion sampling of the HR-HSI given both inputs; the CDFormer denoiser refines the FUSE estimate "
-                "(guided-filter prior). "
-                "Steps <= 25: deterministic DDIM sampler (seeded start), more: the paper's ancestral sampler.",
+    description="Diffusion sampling of the HR-HSI given both inputs; a convolutional denoiser refines the FUSE "
+                "estimate (guided-filter prior). Steps <= 25: deterministic DDIM from the prior's mean (default 1 "
+                "step: the denoiser's conditional-mean estimate, the best on validation); more: the paper's "
+                "ancestral sampler (the seed matters).",
 ))

@@ -64,7 +64,13 @@ def load_run_weights(weights: Path, scale: int, config: str | None = None, start
 
 
 def gains(weights: Path, config: str | None, folders: list[Path], steps: list[int], start: str = "mean",
-          seed: int = 0, protocol: str = "gauss-x32", log=print) -> dict[str, list[float]]:
+          seed: int = 0, protocol: str = "gauss-x32", log=print,
+          residual_scales: list[float] | None = None) -> dict[str, list[float]]:
+    """Gain in dB over the model's base per scene, one value per step count (per step count and
+    residual scale a, in that order, when ``residual_scales`` is given: the output base + a * (sample -
+    base), a trust region on the denoiser's correction)."""
+    scales = [1.0] if residual_scales is None else [float(a) for a in residual_scales]
+    labels = [f"{n}" if residual_scales is None else f"{n}@{a:g}" for n in steps for a in scales]
     scale = parse_protocol(protocol).scale
     model = load_run_weights(weights, scale, config, start)
     psf = torch.as_tensor(psf_kernel(protocol), dtype=torch.float32)
@@ -78,12 +84,12 @@ def gains(weights: Path, config: str | None, folders: list[Path], steps: list[in
         with torch.no_grad():
             for n in steps:
                 z = model(lr, msi, srf, psf, steps=n, generator=torch.Generator().manual_seed(seed), fuse_est=est)
-                row.append(psnr_db(z, gt) - base)
+                row.extend(psnr_db(est + a * (z - est), gt) - base for a in scales)
         out[Path(folder).name] = row
-        log(f"{Path(folder).name}: base {base:.3f} dB; gain at steps {steps}: "
-            + ", ".join(f"{g:+.3f}" for g in row))
+        what = f"steps {steps}" if residual_scales is None else f"steps@residual scale [{', '.join(labels)}]"
+        log(f"{Path(folder).name}: base {base:.3f} dB; gain at {what}: " + ", ".join(f"{g:+.3f}" for g in row))
     mean = np.mean(list(out.values()), axis=0)
-    log(f"mean ({len(out)}) gain at steps {steps}: " + ", ".join(f"{g:+.3f}" for g in mean))
+    log(f"mean ({len(out)}) gain at {what}: " + ", ".join(f"{g:+.3f}" for g in mean))
     return out
 
 
@@ -100,13 +106,16 @@ def main(argv=None) -> int:
     ap.add_argument("--start", default="mean", choices=("mean", "noise"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--protocol", default="gauss-x32")
+    ap.add_argument("--residual-scale", nargs="+", type=float, default=None, metavar="A",
+                    help="also score base + A * (sample - base) for each A (a trust region on the correction)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from app.core.errors import HsiError
 
     try:
-        gains(args.weights, args.config, args.gt, args.steps, args.start, args.seed, args.protocol)
+        gains(args.weights, args.config, args.gt, args.steps, args.start, args.seed, args.protocol,
+              residual_scales=args.residual_scale)
     except (StepsError, HsiError, OSError) as exc:
         print(f"error: {exc}")
         return 2

@@ -261,6 +261,26 @@ def test_shipped_weights_reproduce_the_model_cards_sample_figure():
     assert result.provenance["weights"] == "hsrdiff_x32.safetensors" and result.provenance["seed"] == seed
 
 
+def test_the_registered_model_builds_the_config_the_shipped_file_was_trained_with():
+    """The registry builds SHIPPED_CONFIG and samples with its step count by default; the file's own
+    metadata (written by the trainer) names the same network, so a config edit that no longer fits the
+    shipped weights fails here by name, not as a shape error in the viewer."""
+    import dataclasses
+    import json
+
+    from app.core.inference.training import read_weights_metadata
+
+    spec = registry.get("hsrdiff")
+    shipped = hsr_diff.CONFIGS[hsr_diff.SHIPPED_CONFIG]
+    assert spec.default_steps == shipped.steps
+    assert spec.build(32, 31).cfg == shipped
+    stored = json.loads(read_weights_metadata(spec.weights_for(32).path)["config"])
+    sampling = {"start", "steps"}   # how it is sampled, not what the network is
+    for f in dataclasses.fields(hsr_diff.HsrDiffConfig):
+        if f.name not in sampling:
+            assert stored.get(f.name, f.default) == getattr(shipped, f.name), f.name
+
+
 # ------------------------------------------------------------------------------ hybrid config
 def test_null_space_projection_removes_what_the_srf_sees_and_keeps_the_rest():
     z, lr, msi, srf, psf = sample_inputs(32)
@@ -343,6 +363,23 @@ def test_the_steps_report_of_an_untrained_run_is_zero_gain_over_its_base(tmp_pat
     out = gains(path, "conv", [SAMPLE], [1, 3], log=lines.append)
     assert list(out) == [SAMPLE.name] and out[SAMPLE.name] == pytest.approx([0.0, 0.0], abs=1e-6)
     assert "gain at steps [1, 3]: +0.000, +0.000" in lines[-1]
+
+
+def test_the_steps_report_scales_the_correction_around_the_base(tmp_path):
+    """--residual-scale: base + a * (sample - base). At a = 0 the gain is exactly 0, at a = 1 it is the
+    plain report's, and a trained-looking (randomised) model's gain changes with a."""
+    from safetensors.torch import save_file
+
+    from app.research.hsrdiff_steps import gains
+
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in randomised(config="conv").state_dict().items()}, str(path))
+    plain = gains(path, "conv", [SAMPLE], [1], log=lambda _: None)[SAMPLE.name]
+    lines = []
+    scaled = gains(path, "conv", [SAMPLE], [1], log=lines.append, residual_scales=[0, 1, 2])[SAMPLE.name]
+    assert scaled[0] == pytest.approx(0.0, abs=1e-6) and scaled[1] == pytest.approx(plain[0], abs=1e-6)
+    assert abs(scaled[2] - scaled[1]) > 1e-3
+    assert "residual scale [1@0, 1@1, 1@2]" in lines[-1]
 
 
 def test_the_steps_report_refuses_a_broken_or_foreign_weights_file_by_name(tmp_path):

@@ -204,3 +204,26 @@ def test_tiled_run_through_the_engine_is_close_to_the_whole_image():
     tiled = run_to_end(run_model("mulsr", lr, guide=rgb, psf=psf, scale=8, device="cpu", tile_lr=8)).data
     assert whole.shape == tiled.shape == gt.shape
     assert abs(mpsnr(gt, np.clip(tiled, 0, 1)) - mpsnr(gt, np.clip(whole, 0, 1))) < 0.02
+
+
+def test_card_figures_tool_reproduces_the_gain_crop_line_for_a_file_given_by_path(tmp_path):
+    """app.research.mulsr_card (the card's test lines for a run's file before it is installed): a copy
+    of the shipped file, given by path, gives the card's gain-crop figures, and the registry is left as
+    it was."""
+    import shutil
+
+    from app.research import mulsr_card
+
+    m = re.search(r"gain-crop resources/sample/fake_and_real_food_ms\[:128, :128\]: ([0-9.]+) dB "
+                  r"\(guided base alone ([0-9.]+)", CARD.read_text())
+    assert m, "the MulSR card has no gain-crop line"
+    spec = registry.get("mulsr")
+    copy = tmp_path / "run" / "mulsr_x8.safetensors"
+    copy.parent.mkdir()
+    shutil.copy(spec.weights_for(8).path, copy)
+    pred, base, half = mulsr_card.gain_crop(copy)
+    assert pred == pytest.approx(float(m.group(1)), abs=0.005) and base == pytest.approx(float(m.group(2)), abs=0.005)
+    assert base < half < pred   # the shipped residual helps and half of it helps less
+    assert registry.get("mulsr") is spec
+    with pytest.raises(SystemExit):
+        mulsr_card.main(["--weights", str(tmp_path / "missing.safetensors")])

@@ -103,10 +103,6 @@ def test_mulsr_earns_its_gain_over_its_guided_base(gt, monkeypatch):
     _check(g, pred, base, float(m.group(1)), base)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 23, open: the shipped HSR-Diff denoiser does not earn its place. On the sample it adds 0.070 dB "
-    "over FUSE with the guided prior, and half of its correction adds 0.076 dB: the residual is mostly "
-    "noise. Strict: a retrained denoiser that passes turns this into a failure until the mark is removed."))
 def test_hsr_diff_earns_its_gain_over_fuse_with_the_guided_prior(monkeypatch):
     m = re.search(r"REPRO: steps=(\d+) seed=(\d+) mpsnr=([\d.]+)", _card("hsrdiff"))
     assert m, "the HSR-Diff card has no REPRO line"
