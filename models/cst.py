@@ -382,5 +382,5 @@ register(ModelSpec(
     context_lr_px=16,  # windows are 16 LR px long; the pooled global queries see the whole tile
     memory_per_hr_px_bytes=8192,
     description="Single-image transformer: rectangle windows with pooled global queries + channel attention. "
-                "Shipped x4 weights: the small config trained on 16 CAVE scenes (see cst_x4.md).",
+                "Shipped x4 weights: the small config trained on the 14 training scenes of the CAVE split (see cst_x4.md).",
 ))

@@ -447,11 +447,11 @@ register(ModelSpec(
     factory=build,
     scales=(8,),
     bands=None,  # band-wise: any band count
-    weights=(WeightsFile(8, "mulsr_x8.safetensors", "f9f9824133f98aea303e5153180128e0520fc6c5f5dca09e67d56bca68d1cba0",
+    weights=(WeightsFile(8, "mulsr_x8.safetensors", "76a003d1f2b5840b356bc70eed31922370513ef1dedf4c5b135ff43216197b55",
                          "mulsr_x8.md"),),
     context_lr_px=CONTEXT_LR_PX,  # guided base 2r + PSF + bicubic taps + convs; DSCA rows decay beyond
     memory_per_hr_px_bytes=8192,  # bands run in chunks of <= 128 MB per feature map: ~2.5 GB for 512x512x31
     description="Band-wise RGB-guided SR (3 neighbouring LR bands + HR RGB), scales beta and beta/2 jointly, "
-                "residual on a guided-filter fusion base. Shipped x8 weights: the small config trained on 16 CAVE "
-                "scenes with mulsr-x8 (see mulsr_x8.md).",
+                "residual on a guided-filter fusion base. Shipped x8 weights: the small config trained on the 14 "
+                "training scenes of the CAVE split (plus 3 illuminant copies of each) with mulsr-x8 (see mulsr_x8.md).",
 ))

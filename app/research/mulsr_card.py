@@ -16,15 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import models.spec as spec_module
 from app.core.io import open_cube
 from app.core.paths import PROJECT_DIR, SAMPLE_DIR
+from app.research.earn import verdict, zeroing_loader
 from models import registry
 from models.spec import WeightsFile, sha256_of
 
-EARN = 0.7   # tests/models/test_weights_earn.py: the measured gain must reach 70 % of the card's
 BEADS = PROJECT_DIR / "tests" / "data" / "cave_beads_crop_ms"   # in a checkout
 SAMPLE = SAMPLE_DIR
 
@@ -40,13 +39,7 @@ def weights_in_place(path: Path | None, zero_tail: bool = False):
         wf = WeightsFile(8, str(Path(path).resolve()), sha256_of(Path(path)), old.card)
         spec_module._REGISTRY["mulsr"] = dataclasses.replace(spec, weights=(wf,))
     if zero_tail:
-        def load(model, wf):
-            saved_load(model, wf)
-            with torch.no_grad():
-                for n, p in model.get_submodule("tail.1").named_parameters():
-                    if not n.endswith("original1"):   # weight norm: the magnitude at zero, not the direction
-                        p.zero_()
-        spec_module.load_weights = load
+        spec_module.load_weights = zeroing_loader("mulsr", saved_load)
     try:
         yield
     finally:
@@ -99,9 +92,7 @@ def main(argv=None) -> int:
     gain, half_gain = pred - base, half - base
     print(f"gain-crop resources/sample/fake_and_real_food_ms[:128, :128]: {pred:.3f} dB "
           f"(guided base alone {base:.3f}, {gain:+.3f} dB)")
-    verdict = "passes" if gain > 0 and half_gain < EARN * gain else "FAILS"
-    print(f"half of the residual: {half_gain:+.3f} dB ({half_gain / gain * 100 if gain else float('nan'):.0f} % of the "
-          f"whole; the weight test {verdict}: it needs under {EARN * 100:.0f} %)")
+    print(verdict(gain, half_gain))
     return 0
 
 
