@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--illuminants", type=int, default=0, metavar="N",
                     help="also train on N copies of every training scene under random smooth illuminants (spectral "
                          "multipliers drawn from --seed; the inputs are simulated from each copy); default 0")
+    tr.add_argument("--illuminant-refresh", type=int, default=0, metavar="R",
+                    help="every R iterations give one copy slot of every training scene a new illuminant (slots in "
+                         "turn), so the run sees more illuminants than it holds in memory; default 0 (the copies stay)")
     tr.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                     help="keep an exponential moving average of the weights (e.g. 0.999); validation, --keep best "
                          "and --out use the average; default 0 (off)")
@@ -612,7 +615,7 @@ def cmd_train(args) -> int:
                         stop_after=args.stop_after, split=args.split, seed=args.seed, run_dir=args.run_dir,
                         threads=args.threads, model_options=options, early_stop=args.early_stop, keep=args.keep,
                         read_options=_read_kwargs(args), illuminants=args.illuminants,
-                        ema=args.ema)
+                        illuminant_refresh=args.illuminant_refresh, ema=args.ema)
     summary = train(opts, log=lambda msg: print(msg, flush=True))
     val = summary["val_psnr"]
     tail = f", validation {val:.3f} dB vs bicubic {summary['bicubic_val_psnr']:.3f} dB" if val is not None else ""

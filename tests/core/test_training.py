@@ -393,6 +393,56 @@ def test_illuminant_copies_join_the_training_set_and_define_the_run(scenes, tmp_
     assert "--illuminants -1" in capsys.readouterr().err
 
 
+def test_illuminant_copy_numbers_redraw_one_slot_per_refresh_in_turn():
+    assert training.illuminant_copy_numbers(2, 0, 10**6) == [1, 2]          # no refresh: the copies stay
+    steps = {0: [1, 2], 9: [1, 2], 10: [3, 2], 19: [3, 2], 20: [3, 4], 30: [5, 4], 40: [5, 6]}
+    for step, held in steps.items():
+        assert training.illuminant_copy_numbers(2, 10, step) == held, step
+    seen = {j for step in range(0, 1000, 10) for j in training.illuminant_copy_numbers(3, 10, step)}
+    assert seen == set(range(1, 3 + 99 + 1))     # 99 redraws after the first 3 copies: every number, none skipped
+
+
+def test_refreshed_illuminant_copies_resume_in_pieces_and_are_refused_without_copies(scenes, tmp_path, capsys):
+    """--illuminant-refresh 2 with one copy: the copy is redrawn at steps 2 and 4 (copies 2, 3), the
+    redraw is logged and part of the run's options, and a run cut at step 3 and resumed (which must hold
+    copy 2 again, then draw copy 3) equals the one-piece run."""
+    straight = _run(scenes, tmp_path, "straight", 5, "--illuminants", "1", "--illuminant-refresh", "2")
+    out = capsys.readouterr().out
+    assert "one copy of each redrawn every 2 iterations" in out
+    assert "step 2: illuminant copies now 2" in out and "step 4: illuminant copies now 3" in out
+    meta = training.read_weights_metadata(tmp_path / "straight" / "w" / "cst.safetensors")
+    assert json.loads(meta["train_scenes"]) == ["a_ms", "a_ms@illum3"]
+    assert json.loads(meta["run"])["illuminant_refresh"] == 2
+    _run(scenes, tmp_path, "pieces", 5, "--illuminants", "1", "--illuminant-refresh", "2", "--stop-after", "3")
+    pieces = _run(scenes, tmp_path, "pieces", 5, "--illuminants", "1", "--illuminant-refresh", "2", "--resume")
+    _assert_same_weights(straight, pieces)
+    fixed = _run(scenes, tmp_path, "fixed", 5, "--illuminants", "1")
+    assert any(not torch.allclose(fixed["model"][k], v) for k, v in straight["model"].items())
+    capsys.readouterr()
+    assert main(_argv(scenes, tmp_path / "bad", 1, "--illuminant-refresh", "2")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--illuminant-refresh 2" in err[0] and "--illuminants" in err[0]
+
+
+def test_a_redrawn_copy_gets_the_models_scene_extras(tmp_path):
+    """HSR-Diff attaches a FUSE estimate to every training scene (prepare_scene); a copy redrawn
+    during the run must get its own, or the batches would lack it: two scenes of the real sample at
+    gauss-x32, one copy redrawn at step 2."""
+    from tests.conftest import SAMPLE
+
+    root = tmp_path / "data"
+    for name in ("a_ms", "b_ms"):
+        shutil.copytree(SAMPLE, root / name)
+    opts = training.TrainOptions(model="hsrdiff", data=str(root), protocol="gauss-x32", out=str(tmp_path / "h.safetensors"),
+                                 val=1, iters=3, batch=1, patch=64, val_every=3, val_crop=64, ckpt_every=100,
+                                 split="none", run_dir=str(tmp_path / "run"), model_options={"config": "conv"},
+                                 illuminants=1, illuminant_refresh=2)
+    summary = training.train(opts, log=lambda *_: None, progress=False)
+    assert summary["step"] == 3 and summary["train_scenes"] == ["a_ms", "a_ms@illum2"]
+    cached = sorted(p.name.split("_x32")[0] for p in (tmp_path / "run" / "scene_cache").glob("*.npy"))
+    assert cached == ["a_ms", "a_ms@illum1", "a_ms@illum2", "b_ms"]
+
+
 # ----------------------------------------------------------------------------- weight averaging (--ema)
 
 

@@ -91,6 +91,9 @@ class TrainOptions:
     read_options: dict = field(default_factory=dict)
     # extra copies of every training scene under random smooth illuminants (``illuminant_curve``), 0: none
     illuminants: int = 0
+    # every this many iterations one copy slot of every training scene gets a new illuminant (slots in
+    # turn; ``illuminant_copy_numbers``), so a run sees more illuminants than it holds; 0: the copies stay
+    illuminant_refresh: int = 0
     # exponential moving average of the weights (decay per step, 0: off): validation, --keep best and
     # the exported weights use the average; the checkpoint keeps both
     ema: float = 0.0
@@ -240,6 +243,15 @@ def illuminant_curve(wavelengths_nm, seed: int, scene: int, copy: int) -> np.nda
     coef = np.concatenate([[0.0], rng.normal(0.0, ILLUMINANT_LOG_SIGMA)])
     level = math.exp(rng.uniform(math.log(ILLUMINANT_LEVEL[0]), math.log(ILLUMINANT_LEVEL[1])))
     return level * np.exp(np.polynomial.legendre.legval(x, coef))
+
+
+def illuminant_copy_numbers(copies: int, refresh: int, step: int) -> list[int]:
+    """The copy numbers (``illuminant_curve``'s ``copy``) held in slots 1..copies at iteration ``step``.
+    Without refresh slot q holds copy q. With ``refresh`` R, refresh event e (at iteration e * R, e >= 1)
+    redraws slot ((e - 1) mod copies) + 1, and the g-th redraw of slot q holds copy q + copies * g: a
+    function of the step alone, so a resumed run holds the copies of the uninterrupted one."""
+    events = step // refresh if refresh > 0 else 0
+    return [q + copies * ((events - q) // copies + 1 if events >= q else 0) for q in range(1, copies + 1)]
 
 
 def load_scene(folder: Path, protocol: str, srf=None, read_options: dict | None = None,
@@ -449,7 +461,7 @@ def _set_rng_states(ck: dict, gens: dict[str, torch.Generator], dev) -> None:
 
 # options that define the run: resuming with others changes what the weights are the result of
 RUN_DEFINING = ("iters", "batch", "patch", "lr_rate", "schedule", "seed", "split", "model_options", "illuminants",
-                "ema")
+                "illuminant_refresh", "ema")
 
 
 def ema_decay(decay: float, step: int) -> float:
@@ -499,6 +511,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
         raise TrainingError(f"--ema {opts.ema}: the decay must be in [0, 1) (0: off; e.g. 0.999)")
     if opts.illuminants < 0:
         raise TrainingError(f"--illuminants {opts.illuminants}: give 0 or a positive number of copies")
+    if opts.illuminant_refresh < 0 or (opts.illuminant_refresh and not opts.illuminants):
+        raise TrainingError(f"--illuminant-refresh {opts.illuminant_refresh}: give a positive number of iterations "
+                            f"together with --illuminants N (0: the copies stay)")
     if opts.keep not in ("last", "best"):
         raise TrainingError(f"--keep {opts.keep!r}: 'last' or 'best'")
     out = Path(opts.out)
@@ -516,11 +531,30 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     log(f"loading {len(train_dirs)} training + {len(val_dirs)} validation scenes from {opts.data} ({proto.name})")
     if opts.illuminants:
         log(f"adding {opts.illuminants} cop{'y' if opts.illuminants == 1 else 'ies'} of each training scene under "
-            f"random illuminants (seed {opts.seed})")
+            f"random illuminants (seed {opts.seed})"
+            + (f", one copy of each redrawn every {opts.illuminant_refresh} iterations" if opts.illuminant_refresh
+               else ""))
     # each file read once; the order (all scenes as they are, then copy 1 of each, ...) is part of the run
     copies = [load_scene_copies(p, proto.name, [None] + [(opts.seed, i, j) for j in range(1, opts.illuminants + 1)],
                                 read_options=opts.read_options) for i, p in enumerate(train_dirs)]
     train_scenes = [c[j] for j in range(opts.illuminants + 1) for c in copies]
+    del copies   # a redrawn copy must free the old one's memory
+    held = list(range(1, opts.illuminants + 1))   # the copy number in each slot of train_scenes
+
+    def hold_copies(step: int, prepare_scene=None) -> None:
+        """Bring the copy slots to those of iteration ``step`` (--illuminant-refresh), one scene at a time."""
+        want = illuminant_copy_numbers(opts.illuminants, opts.illuminant_refresh, step)
+        for q, (have, j) in enumerate(zip(held, want), start=1):
+            if have == j:
+                continue
+            for i, p in enumerate(train_dirs):
+                k = q * len(train_dirs) + i
+                train_scenes[k] = None
+                sc = load_scene_copies(p, proto.name, [(opts.seed, i, j)], read_options=opts.read_options)[0]
+                if prepare_scene is not None:
+                    sc.extra = prepare_scene(sc)
+                train_scenes[k] = sc
+            held[q - 1] = j
     val_scenes = [load_scene(p, proto.name, read_options=opts.read_options) for p in val_dirs]
     bands = train_scenes[0].gt.shape[0]
     bad = [s.name for s in train_scenes + val_scenes if s.gt.shape[0] != bands]
@@ -674,6 +708,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     # a model may attach per-scene tensors (e.g. a training-free estimate of the whole scene) that
     # the batches then carry as extra inputs, cropped like the patches: prepare_scene(scene, psf, cache_dir)
     prepare = getattr(model, "prepare_scene", None)
+    prepare_scene = None if prepare is None else (lambda sc: prepare(sc, psf_t.cpu(), run_dir / "scene_cache"))
+    if opts.illuminant_refresh:
+        hold_copies(state.step)   # a resumed run holds the copies of its step
     if prepare is not None:
         log(f"preparing {len(train_scenes) + len(val_scenes)} scenes for {spec.name} (cached in {run_dir / 'scene_cache'})")
         for sc in train_scenes + val_scenes:
@@ -698,6 +735,12 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
             if stop_at is not None and state.step >= stop_at:
                 stop_reason = f"stopped after {opts.stop_after} iterations"
                 break
+            if opts.illuminant_refresh and state.step and state.step % opts.illuminant_refresh == 0:
+                before = list(held)
+                hold_copies(state.step, prepare_scene)
+                if held != before:
+                    log(f"step {state.step}: illuminant copies now {', '.join(map(str, held))}")
+                t_last = time.perf_counter()  # drawing copies is not training time
             for g in optim.param_groups:
                 g["lr"] = opts.lr_rate * lr_factor(opts.schedule, state.step, opts.iters)
             lr_b, guide_b, gt_b, extra_b = sample_batch(train_scenes, opts.batch, opts.patch, scale, gens["data"],
