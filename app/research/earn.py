@@ -6,16 +6,17 @@ On a held-out crop the network's gain over its own classical base must reach ``E
 its model card states, and two damaged copies must fall short of it: the network's correction
 halved (base + (out - base) / 2) and the network with its last layer zeroed (the weights unused).
 
-Why 0.9. For a correction r added to a base whose error is e, the squared error at scale a is
-|e|^2 - 2a<e, r> + a^2 |r|^2, so the error removed at scale a is 2ab - a^2 c (b = <e, r>, c = |r|^2),
-and for the small gains of these networks the PSNR gain is proportional to it. Halving a correction
-at its best scale (a* = b/c = 1) keeps (b - c/4) / (2b - c) = 75 % of its gain; one that overshoots
-(a* < 1, the usual case for a network applied to scenes it was not trained on) keeps more: 87 % at
-a* = 0.84. A margin at or under 75 % therefore rejects every well-calibrated network, and a halved
-network only falls under it if the correction is too small. At 0.9 the halved copy of any network
-with a* > 0.81 fails, and a shipped file must keep 90 % of its card's gain: a change of the network,
-the engine or the base that loses a tenth of the gain fails the test; float differences between
-machines (1e-4 dB) do not.
+Why 0.9. For a correction r added to a base that falls short of the truth by e = gt - base, the
+squared error at scale a is |e|^2 - 2a<e, r> + a^2 |r|^2, so the error removed at scale a is
+2ab - a^2 c (b = <e, r>, c = |r|^2), and for the small gains of these networks the PSNR gain is
+proportional to it. Halving a correction at its best scale (a* = b/c = 1) keeps (b - c/4) / (2b - c)
+= 75 % of its gain; one that overshoots (a* < 1, the usual case for a network applied to scenes it
+was not trained on) keeps more: 87 % at a* = 0.84. A margin at or under 75 % therefore rejects every
+well-calibrated network (its halved copy still earns), and only a correction that is too small
+passes. At 0.9 the halved copy of any network with a* > 0.81 falls short (small-gain limit;
+tests/models/test_weights_earn.py checks the arithmetic), and a shipped file must keep 90 % of its
+card's gain: a change of the network, the engine or the base that loses a tenth of the gain fails
+the test; float differences between machines (1e-4 dB) do not.
 """
 from __future__ import annotations
 
