@@ -166,11 +166,11 @@ def _card_psnr(label: str) -> float:
 
 
 def _eval(folder, models=("mulsr",)) -> dict:
-    """PSNR per model of ``main.py eval --gt folder --protocol mulsr-x8`` (the same code path)."""
-    from app.core.inference.batch import evaluate
+    """PSNR per model of ``main.py eval --gt folder --protocol mulsr-x8`` (the same code path, through
+    the card tool's helper with the registered weights)."""
+    from app.research.mulsr_card import eval_psnr
 
-    doc = evaluate([folder], "mulsr-x8", list(models), device="cpu", seed=0)
-    return {r["model"]: r["psnr"] for r in doc["results"]}
+    return eval_psnr(folder, list(models), None)
 
 
 def test_shipped_weights_reproduce_the_model_card_on_a_real_crop():

@@ -107,6 +107,7 @@ class Scene:
     guide: torch.Tensor | None      # (M, H, W)
     srf: torch.Tensor | None = None  # (M, B) the guide's spectral response, rows sum to 1
     extra: dict | None = None       # per-scene (C, H, W) HR tensors from model.prepare_scene, cropped with the patches
+    wavelengths_nm: np.ndarray | None = None  # (B,) band centres as read, when the file gives them
 
 
 def model_inputs(lr: torch.Tensor, guide: torch.Tensor | None, srf: torch.Tensor | None,
@@ -267,7 +268,6 @@ def load_scene(folder: Path, protocol: str, srf=None, read_options: dict | None 
 def load_scene_copies(folder: Path, protocol: str, illuminants: list[tuple[int, int, int] | None], srf=None,
                       read_options: dict | None = None) -> list[Scene]:
     """``load_scene`` once per entry of ``illuminants`` (None: the scene as it is), the file read once."""
-    from app.core.science.degrade import simulate
     from app.core.io import open_cube
 
     folder = Path(folder)
@@ -279,12 +279,23 @@ def load_scene_copies(folder: Path, protocol: str, illuminants: list[tuple[int, 
     if h < s or w < s:
         raise TrainingError(f"{folder}: {data.shape[0]}x{data.shape[1]} px is smaller than the scale x{s}")
     data = np.ascontiguousarray(data[:h, :w])
+    return scene_copies(scene_name(folder), data, cube.wavelengths_nm, proto, illuminants, srf)
+
+
+def scene_copies(name: str, data: np.ndarray, wavelengths_nm, protocol, illuminants: list[tuple[int, int, int] | None],
+                 srf=None) -> list[Scene]:
+    """The scenes of ``load_scene_copies`` from a cube already in memory: ``data`` (H, W, B) float32,
+    cropped to a multiple of the protocol's scale (e.g. a loaded scene's ``gt`` moved back to (H, W, B),
+    for a copy drawn during a run without reading the file again)."""
+    from app.core.science.degrade import simulate
+
+    proto = parse_protocol(protocol)
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(a, np.float32), 2, 0)))  # noqa: E731
     scenes, srf_t, band_max = [], None, None
     for illuminant in illuminants:
-        name, lit = scene_name(folder), data
+        lit, copy_name = data, name
         if illuminant is not None:
-            wl = cube.wavelengths_nm if cube.wavelengths_nm is not None else np.arange(data.shape[2], dtype=np.float64)
+            wl = wavelengths_nm if wavelengths_nm is not None else np.arange(data.shape[2], dtype=np.float64)
             curve = illuminant_curve(wl, *illuminant)
             if band_max is None:
                 band_max = data.max(axis=(0, 1))
@@ -292,14 +303,15 @@ def load_scene_copies(folder: Path, protocol: str, illuminants: list[tuple[int, 
             if peak > 1.0:
                 curve = curve / peak
             lit = np.ascontiguousarray(data * curve.astype(np.float32))
-            name = f"{name}@illum{illuminant[2]}"
-        lr, guide, meta = simulate(lit, proto, srf=srf, wavelengths_nm=cube.wavelengths_nm, seed=0)
+            copy_name = f"{name}@illum{illuminant[2]}"
+        lr, guide, meta = simulate(lit, proto, srf=srf, wavelengths_nm=wavelengths_nm, seed=0)
         if guide is not None and srf_t is None:  # the guide's SRF depends on the bands only: the same for every copy
             from app.core.science import srf as srf_mod
 
             wl = np.asarray(meta["wavelengths_nm"], dtype=np.float64)
             srf_t = torch.from_numpy(np.asarray(srf_mod.srf_for_cube(srf, wl, data.shape[2]).matrix, dtype=np.float32))
-        scenes.append(Scene(name, to_t(lit), to_t(lr), None if guide is None else to_t(guide), srf_t))
+        scenes.append(Scene(copy_name, to_t(lit), to_t(lr), None if guide is None else to_t(guide), srf_t,
+                            wavelengths_nm=wavelengths_nm))
     return scenes
 
 
@@ -541,20 +553,27 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     del copies   # a redrawn copy must free the old one's memory
     held = list(range(1, opts.illuminants + 1))   # the copy number in each slot of train_scenes
 
-    def hold_copies(step: int, prepare_scene=None) -> None:
-        """Bring the copy slots to those of iteration ``step`` (--illuminant-refresh), one scene at a time."""
+    def hold_copies(step: int, prepare_scene=None) -> bool:
+        """Bring the copy slots to those of iteration ``step`` (--illuminant-refresh), one scene at a time,
+        each new copy drawn from the scene as loaded (the first len(train_dirs) entries, never replaced);
+        True when a slot changed."""
         want = illuminant_copy_numbers(opts.illuminants, opts.illuminant_refresh, step)
+        changed = False
         for q, (have, j) in enumerate(zip(held, want), start=1):
             if have == j:
                 continue
-            for i, p in enumerate(train_dirs):
+            for i in range(len(train_dirs)):
                 k = q * len(train_dirs) + i
                 train_scenes[k] = None
-                sc = load_scene_copies(p, proto.name, [(opts.seed, i, j)], read_options=opts.read_options)[0]
+                orig = train_scenes[i]
+                sc = scene_copies(orig.name, orig.gt.permute(1, 2, 0).numpy(), orig.wavelengths_nm, proto,
+                                  [(opts.seed, i, j)])[0]
                 if prepare_scene is not None:
                     sc.extra = prepare_scene(sc)
                 train_scenes[k] = sc
             held[q - 1] = j
+            changed = True
+        return changed
     val_scenes = [load_scene(p, proto.name, read_options=opts.read_options) for p in val_dirs]
     bands = train_scenes[0].gt.shape[0]
     bad = [s.name for s in train_scenes + val_scenes if s.gt.shape[0] != bands]
@@ -714,7 +733,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     if prepare is not None:
         log(f"preparing {len(train_scenes) + len(val_scenes)} scenes for {spec.name} (cached in {run_dir / 'scene_cache'})")
         for sc in train_scenes + val_scenes:
-            sc.extra = prepare(sc, psf_t.cpu(), run_dir / "scene_cache")
+            sc.extra = prepare_scene(sc)
     start_step = state.step
     stop_at = None if opts.stop_after is None else start_step + opts.stop_after
     bar = tqdm(total=opts.iters, initial=state.step, desc=f"train {spec.name} {proto.name}", unit="it",
@@ -736,9 +755,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                 stop_reason = f"stopped after {opts.stop_after} iterations"
                 break
             if opts.illuminant_refresh and state.step and state.step % opts.illuminant_refresh == 0:
-                before = list(held)
-                hold_copies(state.step, prepare_scene)
-                if held != before:
+                if hold_copies(state.step, prepare_scene):
                     log(f"step {state.step}: illuminant copies now {', '.join(map(str, held))}")
                 t_last = time.perf_counter()  # drawing copies is not training time
             for g in optim.param_groups:
