@@ -393,6 +393,54 @@ def test_illuminant_copies_join_the_training_set_and_define_the_run(scenes, tmp_
     assert "--illuminants -1" in capsys.readouterr().err
 
 
+def test_a_run_that_fails_before_its_first_step_leaves_no_weights(scenes, tmp_path, monkeypatch):
+    """An error in the first step (here the loss; on real data e.g. a guide the model cannot take)
+    propagates, and no untrained weights file is left at --out; a run that fails later keeps its
+    steps (checkpoint and weights) with the error named as the reason."""
+    calls = {"n": 0}
+    real_loss = training.hsi_loss
+
+    def loss(pred, gt):
+        calls["n"] += 1
+        if calls["n"] > limit:
+            raise RuntimeError("broken loss")
+        return real_loss(pred, gt)
+
+    monkeypatch.setattr(training, "hsi_loss", loss)
+    lines = []
+    opts = lambda name: training.TrainOptions(  # noqa: E731
+        model="cst", data=str(scenes), protocol="bicubic-x4", out=str(tmp_path / name / "w.safetensors"),
+        val=1, iters=4, batch=2, patch=32, val_every=100, ckpt_every=100, split="none",
+        run_dir=str(tmp_path / name / "run"), model_options={"config": "small"})
+    limit = 0
+    with pytest.raises(RuntimeError, match="broken loss"):
+        training.train(opts("first"), log=lines.append, progress=False)
+    assert not (tmp_path / "first" / "w.safetensors").exists()
+    assert not (tmp_path / "first" / "run" / "checkpoint.pt").exists()
+    limit, calls["n"] = 2, 0
+    with pytest.raises(RuntimeError, match="broken loss"):
+        training.train(opts("later"), log=lines.append, progress=False)
+    assert training.read_weights_metadata(tmp_path / "later" / "w.safetensors")["step"] == "2"
+    assert "stopped by the error below" in lines[-1]
+
+
+def test_a_model_whose_inputs_the_protocol_cannot_give_is_refused_before_training(tmp_path, capsys):
+    """MulSR needs an RGB guide; for the real FENIX crop (450 bands, 378-2504 nm) mulsr-x8 simulates a
+    multispectral guide: the run stops before its first step, names the data and the guide, and leaves
+    nothing behind."""
+    root = tmp_path / "data"
+    root.mkdir()
+    for name in ("a", "b"):
+        for ext in ("hdr", "dat"):
+            shutil.copy(DATA / "fenix" / f"image.{ext}", root / f"{name}.{ext}")
+    argv = ["train", "--model", "mulsr", "--data", str(root), "--protocol", "mulsr-x8", "--val", "1", "--iters", "2",
+            "--patch", "16", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "w" / "m.safetensors")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(root) in err[0] and "HR-RGB guide" in err[0] and "-band guide" in err[0]
+    assert not (tmp_path / "w").exists() and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
 def test_illuminant_copy_numbers_redraw_one_slot_per_refresh_in_turn():
     assert training.illuminant_copy_numbers(2, 0, 10**6) == [1, 2]          # no refresh: the copies stay
     steps = {0: [1, 2], 9: [1, 2], 10: [3, 2], 19: [3, 2], 20: [3, 4], 30: [5, 4], 40: [5, 6]}

@@ -585,6 +585,17 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
                             f"(use a smaller --patch)")
     if spec.bands is not None and spec.bands != bands:
         raise TrainingError(f"{spec.name} is registered for {spec.bands} bands, the data has {bands}")
+    # the inputs the protocol gives against those the model needs, as the engine checks them (a
+    # 3-band guide is an RGB guide), before any step: e.g. no RGB guide for a cube beyond the visible
+    guide = train_scenes[0].guide
+    have = ["lr_hsi", "psf"] + ([] if guide is None else ["hr_msi", "srf"] + (["hr_rgb"] if guide.shape[0] == 3 else []))
+    missing = spec.missing_inputs(have)
+    if missing:
+        from models.spec import INPUT_TITLES
+
+        given = "no guide" if guide is None else f"a {guide.shape[0]}-band guide"
+        raise TrainingError(f"{opts.data}: {spec.name} needs {', '.join(INPUT_TITLES[m] for m in missing)}, and "
+                            f"{proto.name} simulates {given} for these {bands}-band scenes")
 
     seeds = run_seeds(opts.seed)
     # under torchrun each rank draws its own patches and model draws (a seed per rank); rank 0's are
@@ -741,6 +752,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     t_start = t_last = time.perf_counter()
     this_run_s = 0.0                 # --time-limit counts this invocation's optimisation time
     stop_reason = "iterations done"
+    failed = False
     running = None
     try:
         while state.step < opts.iters:
@@ -809,10 +821,15 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print, progress: bool
     except KeyboardInterrupt:
         stop_reason = "interrupted"
         raise
+    except Exception:
+        # the steps done so far are kept (the checkpoint resumes them); a run that failed before its
+        # first step writes nothing: no untrained weights at --out
+        stop_reason, failed = "stopped by the error below", True
+        raise
     finally:
         bar.close()
         # the ranks save together (save gathers their RNG states): rank 0's view decides for all
-        if distributed.any_rank(ranks.is_main and (state.step > start_step or not out.exists()), ranks):
+        if distributed.any_rank(ranks.is_main and (state.step > start_step or not (out.exists() or failed)), ranks):
             save()
             best = run_dir / BEST_FILE
             if ranks.is_main and opts.keep == "best" and state.best_step is not None and best.is_file():
